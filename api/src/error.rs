@@ -1,0 +1,54 @@
+//! The REST API's one boundary error: each variant is one status code with a JSON body; the
+//! cause of a 5xx is logged, never sent.
+
+use poem_openapi::{ApiResponse, Object, payload::Json};
+use switchboard_services::ServiceError;
+
+/// Error body: `{"error": "body: must not be empty"}`.
+#[derive(Debug, Object)]
+pub struct ErrorBody {
+    /// What went wrong; for invalid input it starts with the field name.
+    pub error: String,
+}
+
+fn body(text: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody { error: text.into() })
+}
+
+/// Errors of the REST API.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// Input that names its field.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such resource for this tenant.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request contradicts existing data.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Our fault; logged with its cause.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// Temporarily unable (job queue or writer unavailable); retry.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound => Self::NotFound(body("not found")),
+            ServiceError::Invalid { .. } => Self::BadRequest(body(e.to_string())),
+            ServiceError::Conflict(m) => Self::Conflict(body(m)),
+            ServiceError::Queue(_) | ServiceError::WriterGone => {
+                tracing::warn!(error = %e, "request refused: service unavailable");
+                Self::Unavailable(body("temporarily unavailable, retry"))
+            }
+            ServiceError::Db(_) | ServiceError::Sqlx(_) | ServiceError::Credential(_) => {
+                tracing::error!(error = %e, "request failed");
+                Self::Internal(body("internal error"))
+            }
+        }
+    }
+}

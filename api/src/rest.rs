@@ -1,0 +1,207 @@
+//! `/api/v1`: the tenant-scoped REST API. Authenticated with `Authorization: Bearer <API key>`;
+//! every id is looked up within the key's tenant (another tenant's id is a 404).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::auth::Bearer;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, SecurityScheme};
+use switchboard_domain::ConversationId;
+use switchboard_services::conversations::{self, ConversationSummary, MessageView};
+use switchboard_services::{App, TenantCtx, messaging, tenancy};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// `Authorization: Bearer sb_…`: a tenant API key.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "api_key_checker")]
+pub struct ApiKey(TenantCtx);
+
+async fn api_key_checker(req: &Request, bearer: Bearer) -> Option<TenantCtx> {
+    let app = req.data::<Arc<App>>()?;
+    match tenancy::authenticate_api_key(app, &bearer.token).await {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            tracing::error!(error = %e, "API key check failed");
+            None
+        }
+    }
+}
+
+/// A conversation in the inbox list.
+#[derive(Debug, Object)]
+pub struct Conversation {
+    pub id: Uuid,
+    pub contact_id: Uuid,
+    pub contact_name: Option<String>,
+    /// Contact's phone, E.164.
+    pub contact_phone: String,
+    /// The business number of this thread, E.164.
+    pub number: String,
+    /// `open` or `closed`.
+    pub status: String,
+    /// True while a person has taken over (the bot does not answer).
+    pub bot_paused: bool,
+    /// True when the contact opted out (sends are suppressed).
+    pub opted_out: bool,
+    pub unread_count: i32,
+    pub last_message_at: DateTime<Utc>,
+    pub last_message_preview: String,
+}
+
+impl From<ConversationSummary> for Conversation {
+    fn from(c: ConversationSummary) -> Self {
+        Self {
+            id: c.id.uuid(),
+            contact_id: c.contact_id.uuid(),
+            contact_name: c.contact_name,
+            contact_phone: c.contact_phone,
+            number: c.number,
+            status: c.status,
+            bot_paused: c.bot_paused,
+            opted_out: c.opted_out,
+            unread_count: c.unread_count,
+            last_message_at: c.last_message_at,
+            last_message_preview: c.last_message_preview,
+        }
+    }
+}
+
+/// A media attachment (MMS).
+#[derive(Debug, Object)]
+pub struct MediaItem {
+    pub url: String,
+    pub content_type: String,
+}
+
+/// A message.
+#[derive(Debug, Object)]
+pub struct Message {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// `customer`, `bot`, `manual` or `compliance`.
+    pub source: String,
+    pub body: String,
+    pub media: Vec<MediaItem>,
+    /// `received` (inbound); `queued`, `sending`, `sent`, `delivered`, `undelivered`,
+    /// `failed` or `suppressed` (outbound).
+    pub status: String,
+    /// Provider error code of a failed send (e.g. 21610 unsubscribed, 30007 filtered).
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    /// Twilio MessageSid once known.
+    pub provider_sid: Option<String>,
+    /// SMS segments the body takes.
+    pub segments: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<MessageView> for Message {
+    fn from(m: MessageView) -> Self {
+        Self {
+            id: m.id.uuid(),
+            conversation_id: m.conversation_id.uuid(),
+            direction: m.direction.as_str().into(),
+            source: m.source.as_str().into(),
+            body: m.body,
+            media: m
+                .media
+                .into_iter()
+                .map(|x| MediaItem {
+                    url: x.url,
+                    content_type: x.content_type,
+                })
+                .collect(),
+            status: m.status.as_str().into(),
+            error_code: m.error_code,
+            error_message: m.error_message,
+            provider_sid: m.provider_sid,
+            segments: m.segments,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// A reply to send.
+#[derive(Debug, Object)]
+pub struct NewMessage {
+    /// 1 to 1600 characters.
+    pub body: String,
+}
+
+/// The message was queued for sending.
+#[derive(ApiResponse)]
+pub enum Queued {
+    /// Queued (status `queued`); follow its status by polling the messages.
+    #[oai(status = 202)]
+    Accepted(Json<Message>),
+}
+
+/// The REST API.
+pub struct Api;
+
+#[OpenApi]
+impl Api {
+    /// The tenant's conversations, most recent first.
+    #[oai(path = "/conversations", method = "get")]
+    async fn list_conversations(
+        &self,
+        ApiKey(ctx): ApiKey,
+        Data(app): Data<&Arc<App>>,
+        /// At most this many (1 to 200, default 50).
+        limit: Query<Option<u64>>,
+    ) -> Result<Json<Vec<Conversation>>, ApiError> {
+        let rows = conversations::list(app, &ctx, limit.0.unwrap_or(50)).await?;
+        Ok(Json(rows.into_iter().map(Conversation::from).collect()))
+    }
+
+    /// The messages of one conversation, oldest first (the latest 500).
+    #[oai(path = "/conversations/:id/messages", method = "get")]
+    async fn list_messages(
+        &self,
+        ApiKey(ctx): ApiKey,
+        Data(app): Data<&Arc<App>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<Vec<Message>>, ApiError> {
+        let (_, messages) = conversations::thread(app, &ctx, ConversationId(id.0)).await?;
+        Ok(Json(messages.into_iter().map(Message::from).collect()))
+    }
+
+    /// Sends a reply by hand (source `manual`). The bot pauses for this conversation until
+    /// it is resumed. Repeating a request with the same `Idempotency-Key` returns the same
+    /// message without sending again.
+    #[oai(path = "/conversations/:id/messages", method = "post")]
+    async fn send_message(
+        &self,
+        ApiKey(ctx): ApiKey,
+        Data(app): Data<&Arc<App>>,
+        id: Path<Uuid>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: Json<NewMessage>,
+    ) -> Result<Queued, ApiError> {
+        let message_id = messaging::send_manual(
+            app,
+            &ctx,
+            ConversationId(id.0),
+            &body.body,
+            idempotency_key.0,
+        )
+        .await?;
+        let view = conversations::message(app, &ctx, message_id).await?;
+        Ok(Queued::Accepted(Json(Message::from(view))))
+    }
+}
+
+/// The OpenAPI service, with `server_url` as its server (`{APP_URL}/api/v1`).
+pub fn service(server_url: &str) -> OpenApiService<Api, ()> {
+    OpenApiService::new(Api, "Switchboard API", env!("CARGO_PKG_VERSION"))
+        .description("Tenant-scoped REST API of Switchboard. Authenticate with `Authorization: Bearer <API key>`.")
+        .server(server_url)
+}

@@ -1,0 +1,439 @@
+//! Switchboard's settings, loaded once at start-up.
+//!
+//! Layers, later ones win: built-in defaults -> `switchboard.toml` in the working directory
+//! (optional) -> environment variables. Every key is the lower-case name of its environment
+//! variable (`APP_URL` is `app_url` in the TOML file). Nothing outside this crate reads the
+//! environment.
+//!
+//! Secrets are [`SecretString`]s: they never appear in `Debug` output or logs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Environment variables Switchboard reads (all optional for the embedded default).
+pub const ENV_VARS: &[&str] = &[
+    "BIND",
+    "APP_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_API_BASE",
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "DEMO_SEED",
+    "WORKER_CONCURRENCY",
+];
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per line (`LOG_FORMAT=json`).
+    Json,
+}
+
+/// Raw settings as read from the layers; turned into [`Settings`] by [`Settings::load`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Raw {
+    bind: String,
+    app_url: Option<String>,
+    database_url: String,
+    redis_url: Option<String>,
+    secret_key: Option<String>,
+    twilio_account_sid: Option<String>,
+    twilio_auth_token: Option<String>,
+    twilio_api_base: String,
+    rust_log: String,
+    log_format: LogFormat,
+    demo_seed: Option<bool>,
+    worker_concurrency: usize,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:3000".into(),
+            app_url: None,
+            database_url: "sqlite://./data/switchboard.db".into(),
+            redis_url: None,
+            secret_key: None,
+            twilio_account_sid: None,
+            twilio_auth_token: None,
+            twilio_api_base: "https://api.twilio.com".into(),
+            rust_log: "info,sqlx=warn,sea_orm=warn,apalis=warn".into(),
+            log_format: LogFormat::Text,
+            demo_seed: None,
+            worker_concurrency: 8,
+        }
+    }
+}
+
+/// The platform's own Twilio account (`TWILIO_ACCOUNT_SID` + `TWILIO_AUTH_TOKEN`). Used for
+/// tenants that did not bring their own account, and to check signatures for their numbers.
+#[derive(Clone, Debug)]
+pub struct TwilioAccount {
+    /// `AC` followed by 32 hex characters.
+    pub account_sid: String,
+    /// The account's auth token: signs webhooks (HMAC-SHA1) and authenticates API calls.
+    pub auth_token: SecretString,
+}
+
+/// Validated settings. Built once by [`Settings::load`] and passed down by reference.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `BIND`: the socket the HTTP server listens on (default `127.0.0.1:3000`).
+    pub bind: SocketAddr,
+    /// `APP_URL`: the public base URL, without a trailing slash (default `http://{BIND}`).
+    /// Webhook URLs given to Twilio and Twilio signature checks are built from it.
+    pub app_url: Url,
+    /// `DATABASE_URL`: `sqlite://path` (default `sqlite://./data/switchboard.db`) or
+    /// `postgres://…`.
+    pub database_url: String,
+    /// `REDIS_URL`: when set, jobs and live updates go through Redis.
+    pub redis_url: Option<String>,
+    /// `SECRET_KEY`: at least 32 characters. Derives the key that encrypts stored credentials.
+    /// On SQLite, when unset, a random key is generated once and kept next to the database.
+    pub secret_key: SecretString,
+    /// The platform Twilio account, when both `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN` are
+    /// set. Without it (and without a tenant's own account) texts go to the simulator.
+    pub twilio: Option<TwilioAccount>,
+    /// `TWILIO_API_BASE`: base URL of Twilio's REST API (default `https://api.twilio.com`);
+    /// point it at a mock or Prism in tests.
+    pub twilio_api_base: Url,
+    /// `RUST_LOG`: a tracing filter directive.
+    pub rust_log: String,
+    /// `LOG_FORMAT`: `text` or `json`.
+    pub log_format: LogFormat,
+    /// `DEMO_SEED`: create the demo tenant on first start with an empty database (default: on
+    /// for SQLite, off for Postgres).
+    pub demo_seed: bool,
+    /// `WORKER_CONCURRENCY`: jobs run at once per queue by an in-process or `worker` process.
+    pub worker_concurrency: usize,
+}
+
+/// A setting that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read (bad TOML, wrong type in an env var).
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is present but unusable.
+    #[error("{var}: {reason}")]
+    Invalid {
+        /// The environment variable (or TOML key in upper case).
+        var: &'static str,
+        /// What is wrong, and what is expected.
+        reason: String,
+    },
+    /// The generated secret key file could not be read or written.
+    #[error("SECRET_KEY: not set, and the key file {path} could not be used: {source}")]
+    KeyFile {
+        /// The key file's path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Loads defaults, `./switchboard.toml` (if present) and the environment, then validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first variable that is missing or malformed.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Raw::default()))
+                .merge(Toml::file("switchboard.toml"))
+                .merge(Env::raw().only(ENV_VARS)),
+        )
+    }
+
+    /// Settings for tests and tools: defaults overridden by `pairs` of (ENV_NAME, value); the
+    /// process environment is not read.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
+        for (k, v) in pairs {
+            let key = k.to_ascii_lowercase();
+            figment = figment.merge(figment::providers::Serialized::default(
+                &key,
+                parse_scalar(v),
+            ));
+        }
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let raw: Raw = figment.extract().map_err(Box::new)?;
+        raw.validate()
+    }
+
+    /// True when the database is SQLite (the embedded default).
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    /// The public URL of `path` (which starts with `/`), e.g. the Twilio status callback.
+    pub fn public_url(&self, path: &str) -> String {
+        let base = self.app_url.as_str().trim_end_matches('/');
+        format!("{base}{path}")
+    }
+}
+
+/// Env values arrive as strings; give figment the same typed value `Env` would.
+fn parse_scalar(v: &str) -> figment::value::Value {
+    use figment::value::Value;
+    if let Ok(b) = v.parse::<bool>() {
+        return Value::from(b);
+    }
+    if let Ok(n) = v.parse::<u64>() {
+        return Value::from(n);
+    }
+    Value::from(v.to_string())
+}
+
+impl Raw {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let bind: SocketAddr = self.bind.parse().map_err(|_| {
+            invalid(
+                "BIND",
+                format!(
+                    "expected host:port such as 127.0.0.1:3000, got {:?}",
+                    self.bind
+                ),
+            )
+        })?;
+
+        let app_url_text = self.app_url.unwrap_or_else(|| format!("http://{bind}"));
+        let app_url = Url::parse(&app_url_text)
+            .map_err(|e| invalid("APP_URL", format!("{e} in {app_url_text:?}")))?;
+        if !matches!(app_url.scheme(), "http" | "https") || app_url.host_str().is_none() {
+            return Err(invalid(
+                "APP_URL",
+                "must be an absolute http(s) URL such as https://sb.example.com",
+            ));
+        }
+        if app_url.query().is_some() || app_url.fragment().is_some() {
+            return Err(invalid("APP_URL", "must not have a query or fragment"));
+        }
+
+        let is_sqlite = self.database_url.starts_with("sqlite:");
+        if !is_sqlite
+            && !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return Err(invalid(
+                "DATABASE_URL",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+
+        let twilio = match (self.twilio_account_sid, self.twilio_auth_token) {
+            (None, None) => None,
+            (Some(sid), Some(token)) => {
+                if !(sid.len() == 34
+                    && sid.starts_with("AC")
+                    && sid[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    return Err(invalid(
+                        "TWILIO_ACCOUNT_SID",
+                        "must be AC followed by 32 hex characters",
+                    ));
+                }
+                if token.trim().is_empty() {
+                    return Err(invalid("TWILIO_AUTH_TOKEN", "must not be empty"));
+                }
+                Some(TwilioAccount {
+                    account_sid: sid,
+                    auth_token: token.into(),
+                })
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "TWILIO_AUTH_TOKEN",
+                    "must be set together with TWILIO_ACCOUNT_SID",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "TWILIO_ACCOUNT_SID",
+                    "must be set together with TWILIO_AUTH_TOKEN",
+                ));
+            }
+        };
+
+        let twilio_api_base = Url::parse(&self.twilio_api_base).map_err(|e| {
+            invalid(
+                "TWILIO_API_BASE",
+                format!("{e} in {:?}", self.twilio_api_base),
+            )
+        })?;
+
+        if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
+            return Err(invalid("WORKER_CONCURRENCY", "must be between 1 and 1024"));
+        }
+
+        let secret_key = match self.secret_key {
+            Some(k) if k.len() >= 32 => SecretString::from(k),
+            Some(_) => return Err(invalid("SECRET_KEY", "must be at least 32 characters")),
+            None if is_sqlite => {
+                load_or_create_key_file(&sqlite_dir(&self.database_url).join("secret.key"))?
+            }
+            None => {
+                return Err(invalid(
+                    "SECRET_KEY",
+                    "is required with a Postgres DATABASE_URL (at least 32 random characters)",
+                ));
+            }
+        };
+
+        Ok(Settings {
+            bind,
+            app_url,
+            database_url: self.database_url,
+            redis_url: self.redis_url.filter(|u| !u.is_empty()),
+            secret_key,
+            twilio,
+            twilio_api_base,
+            rust_log: self.rust_log,
+            log_format: self.log_format,
+            demo_seed: self.demo_seed.unwrap_or(is_sqlite),
+            worker_concurrency: self.worker_concurrency,
+        })
+    }
+}
+
+/// The directory that holds a SQLite database file (`.` for in-memory databases).
+fn sqlite_dir(database_url: &str) -> PathBuf {
+    let path = database_url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return PathBuf::from(".");
+    }
+    Path::new(path)
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Reads the generated key, or creates it (64 hex chars from the OS RNG, mode 0600).
+fn load_or_create_key_file(path: &Path) -> Result<SecretString, ConfigError> {
+    let err = |source| ConfigError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(k) if k.trim().len() >= 32 => return Ok(SecretString::from(k.trim().to_string())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(key.as_bytes()))
+        .map_err(err)?;
+    Ok(SecretString::from(key))
+}
+
+/// Lets callers print which secret-bearing settings are present without exposing them.
+pub fn is_set(secret: &SecretString) -> bool {
+    !secret.expose_secret().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_key(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v = vec![("SECRET_KEY", "0123456789abcdef0123456789abcdef")];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let s = Settings::from_pairs(&with_key(&[])).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(
+            s.public_url("/webhooks/twilio/status"),
+            "http://127.0.0.1:3000/webhooks/twilio/status"
+        );
+        assert!(s.is_sqlite());
+        assert!(s.demo_seed);
+        assert!(s.twilio.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = Settings::from_pairs(&with_key(&[("APP_URL", "ftp://x")])).unwrap_err();
+        assert!(e.to_string().starts_with("APP_URL:"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[(
+            "TWILIO_ACCOUNT_SID",
+            "AC00000000000000000000000000000000",
+        )]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("TWILIO_AUTH_TOKEN:"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[
+            ("TWILIO_ACCOUNT_SID", "XY1"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("TWILIO_ACCOUNT_SID:"), "{e}");
+        let e = Settings::from_pairs(&[("DATABASE_URL", "postgres://localhost/x")]).unwrap_err();
+        assert!(e.to_string().starts_with("SECRET_KEY:"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[("BIND", "nope")])).unwrap_err();
+        assert!(e.to_string().starts_with("BIND:"), "{e}");
+    }
+
+    #[test]
+    fn app_url_without_trailing_slash_joins_paths() {
+        let s = Settings::from_pairs(&with_key(&[("APP_URL", "https://sb.example.com")])).unwrap();
+        assert_eq!(
+            s.public_url("/webhooks/twilio/sms"),
+            "https://sb.example.com/webhooks/twilio/sms"
+        );
+    }
+
+    #[test]
+    fn generated_key_is_kept_next_to_the_database() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        let url = format!("sqlite://{}/x.db", dir.display());
+        let a = Settings::from_pairs(&[("DATABASE_URL", &url)]).unwrap();
+        let b = Settings::from_pairs(&[("DATABASE_URL", &url)]).unwrap();
+        assert_eq!(a.secret_key.expose_secret(), b.secret_key.expose_secret());
+        assert_eq!(a.secret_key.expose_secret().len(), 64);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

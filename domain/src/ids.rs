@@ -1,0 +1,117 @@
+//! Typed identifiers. Every row id is a UUIDv7 (time-ordered, so inserts stay at the end of
+//! B-tree indexes); the wrapper type says which table it belongs to, so a `ContactId` can never
+//! be passed where a `ConversationId` is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "sea-orm", derive(sea_orm::DeriveValueType))]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh, time-ordered (UUIDv7) id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// The underlying UUID.
+            pub fn uuid(self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(u: Uuid) -> Self {
+                Self(u)
+            }
+        }
+
+        /// UUID keys are chosen by the application, never generated from an integer sequence.
+        #[cfg(feature = "sea-orm")]
+        impl sea_orm::TryFromU64 for $name {
+            fn try_from_u64(_: u64) -> Result<Self, sea_orm::DbErr> {
+                Err(sea_orm::DbErr::ConvertFromU64(stringify!($name)))
+            }
+        }
+
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Uuid {
+                id.0
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// A business (tenant): the unit of data isolation.
+    TenantId
+);
+typed_id!(
+    /// One of a tenant's phone numbers (a Twilio number or a simulator number).
+    PhoneNumberId
+);
+typed_id!(
+    /// A customer of a tenant, unique per (tenant, E.164 phone).
+    ContactId
+);
+typed_id!(
+    /// The thread between one contact and one of the tenant's numbers.
+    ConversationId
+);
+typed_id!(
+    /// One inbound or outbound text.
+    MessageId
+);
+typed_id!(
+    /// A tenant API key (the secret itself is never stored).
+    ApiKeyId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_strings_and_serde() {
+        let id = MessageId::new();
+        let parsed: MessageId = id.to_string().parse().unwrap();
+        assert_eq!(id, parsed);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<MessageId>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn ids_are_time_ordered() {
+        let a = TenantId::new();
+        let b = TenantId::new();
+        assert!(a < b);
+    }
+}

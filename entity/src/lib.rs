@@ -1,0 +1,25 @@
+//! Switchboard's tables as sea-orm entities, and the only place that builds tenant queries.
+//!
+//! Rules this crate enforces for everything above it:
+//! - A tenant-owned entity implements [`TenantOwned`]; queries start from
+//!   [`TenantOwned::scoped`] (a `SELECT … WHERE tenant_id = ?`), never from `Entity::find()`.
+//!   Another tenant's id simply finds nothing (a 404 upstream).
+//! - Tenant work runs inside a [`TenantTx`]: one transaction bound to one tenant. On Postgres
+//!   the tenant will also be set per transaction for row-level security; callers do not change.
+//! - The few lookups that must cross tenants (a webhook's `To` number, an API key hash) are
+//!   named functions in [`lookup`], each returning only what identifies the tenant.
+//! - The inbound hot path writes through [`ingest`], which batches many webhooks into one
+//!   transaction (group commit) with set-based statements, still grouped per tenant.
+
+pub mod api_key;
+pub mod contact;
+pub mod conversation;
+pub mod ingest;
+pub mod lookup;
+pub mod message;
+pub mod phone_number;
+pub mod tenancy;
+pub mod tenant;
+
+pub use sea_orm;
+pub use tenancy::{TenantOwned, TenantTx};

@@ -1,0 +1,200 @@
+//! The only queries that are not tenant-scoped: they find WHICH tenant a request belongs to,
+//! before a [`crate::TenantTx`] exists. Each returns just enough to identify and authenticate
+//! the tenant, nothing of its data.
+
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use switchboard_domain::{ApiKeyId, MessageId, PhoneNumberId, TenantId};
+
+use crate::phone_number::BotKind;
+use crate::{api_key, message, phone_number, tenant};
+
+/// Who owns a phone number, and how to check the signature of webhooks sent to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumberOwner {
+    pub tenant_id: TenantId,
+    pub phone_number_id: PhoneNumberId,
+    pub bot: BotKind,
+    /// The tenant's own Twilio account, if any (`None`: the platform account or the simulator).
+    pub twilio_account_sid: Option<String>,
+    /// Its sealed auth token (see [`crate::tenant::Model::twilio_auth_token_sealed`]).
+    pub twilio_auth_token_sealed: Option<String>,
+}
+
+/// The tenant that owns `e164` (a webhook's `To`), or `None` for a number nobody owns.
+///
+/// # Errors
+/// Database errors.
+pub async fn number_owner<C: ConnectionTrait>(
+    db: &C,
+    e164: &str,
+) -> Result<Option<NumberOwner>, DbErr> {
+    let Some(number) = phone_number::Entity::find()
+        .filter(phone_number::Column::E164.eq(e164))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(t) = tenant::Entity::find_by_id(number.tenant_id).one(db).await? else {
+        return Ok(None);
+    };
+    Ok(Some(NumberOwner {
+        tenant_id: t.id,
+        phone_number_id: number.id,
+        bot: number.bot,
+        twilio_account_sid: t.twilio_account_sid,
+        twilio_auth_token_sealed: t.twilio_auth_token_sealed,
+    }))
+}
+
+/// The tenant and key id of a live (not revoked) API key, by the key's SHA-256 hex.
+///
+/// # Errors
+/// Database errors.
+pub async fn api_key_owner<C: ConnectionTrait>(
+    db: &C,
+    key_hash: &str,
+) -> Result<Option<(TenantId, ApiKeyId)>, DbErr> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(key_hash))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .one(db)
+        .await?
+        .map(|k| (k.tenant_id, k.id)))
+}
+
+/// The tenant and id of the message a provider knows as `sid` (for status callbacks).
+///
+/// # Errors
+/// Database errors.
+pub async fn message_by_provider_sid<C: ConnectionTrait>(
+    db: &C,
+    sid: &str,
+) -> Result<Option<(TenantId, MessageId)>, DbErr> {
+    message::Entity::find()
+        .select_only()
+        .column(message::Column::TenantId)
+        .column(message::Column::Id)
+        .filter(message::Column::ProviderSid.eq(sid))
+        .into_tuple::<(TenantId, MessageId)>()
+        .one(db)
+        .await
+}
+
+/// The Twilio credentials stored for a tenant (account SID and sealed token), if any.
+///
+/// # Errors
+/// Database errors.
+pub async fn tenant_twilio_account<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: TenantId,
+) -> Result<Option<(String, String)>, DbErr> {
+    Ok(tenant::Entity::find_by_id(tenant_id)
+        .one(db)
+        .await?
+        .and_then(|t| t.twilio_account_sid.zip(t.twilio_auth_token_sealed)))
+}
+
+/// Numbers of tenants without their own Twilio account, with the tenant's name, sorted by
+/// number: the numbers the simulator page may text.
+///
+/// # Errors
+/// Database errors.
+pub async fn numbers_without_own_account<C: ConnectionTrait>(
+    db: &C,
+) -> Result<Vec<(String, String)>, DbErr> {
+    let tenants: std::collections::HashMap<TenantId, String> = tenant::Entity::find()
+        .filter(tenant::Column::TwilioAccountSid.is_null())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    let mut numbers: Vec<(String, String)> = phone_number::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|n| tenants.get(&n.tenant_id).map(|name| (n.e164, name.clone())))
+        .collect();
+    numbers.sort();
+    Ok(numbers)
+}
+
+/// True when no tenant exists yet (first start).
+///
+/// # Errors
+/// Database errors.
+pub async fn no_tenants<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
+    use sea_orm::PaginatorTrait;
+    Ok(tenant::Entity::find().count(db).await? == 0)
+}
+
+/// The tenant of message `id` (for a status callback that carries our id).
+///
+/// # Errors
+/// Database errors.
+pub async fn message_tenant<C: ConnectionTrait>(
+    db: &C,
+    id: MessageId,
+) -> Result<Option<TenantId>, DbErr> {
+    message::Entity::find_by_id(id)
+        .select_only()
+        .column(message::Column::TenantId)
+        .into_tuple::<TenantId>()
+        .one(db)
+        .await
+}
+
+/// A message still waiting for its job (see `services::sweep`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stuck {
+    pub tenant_id: TenantId,
+    pub message_id: MessageId,
+    pub direction: switchboard_domain::message::Direction,
+    pub attempts: i32,
+}
+
+/// Across tenants (a maintenance sweep): inbound messages not yet handled, and outbound
+/// messages still `queued` or `sending`, untouched since `before`; oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn stuck_messages<C: ConnectionTrait>(
+    db: &C,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: u64,
+) -> Result<Vec<Stuck>, DbErr> {
+    use sea_orm::{Condition, QueryOrder};
+    use switchboard_domain::message::{Direction, MessageStatus};
+    let rows = message::Entity::find()
+        .filter(message::Column::UpdatedAt.lt(before))
+        .filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(message::Column::Direction.eq(Direction::Inbound))
+                        .add(message::Column::HandledAt.is_null()),
+                )
+                .add(
+                    Condition::all()
+                        .add(message::Column::Direction.eq(Direction::Outbound))
+                        .add(
+                            message::Column::Status
+                                .is_in([MessageStatus::Queued, MessageStatus::Sending]),
+                        ),
+                ),
+        )
+        .order_by_asc(message::Column::UpdatedAt)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|m| Stuck {
+            tenant_id: m.tenant_id,
+            message_id: m.id,
+            direction: m.direction,
+            attempts: m.attempts,
+        })
+        .collect())
+}

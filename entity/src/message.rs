@@ -1,0 +1,61 @@
+//! `messages`: every inbound and outbound text. Outbound rows are the outbox: a row is written
+//! (status `queued`) before any provider call, and the send job works from it.
+
+use sea_orm::entity::prelude::*;
+use switchboard_domain::compliance::KeywordKind;
+use switchboard_domain::message::{Direction, MessageStatus, Source};
+use switchboard_domain::{ContactId, ConversationId, MessageId, TenantId};
+
+use crate::TenantOwned;
+
+/// One text.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "messages")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub conversation_id: ConversationId,
+    pub contact_id: ContactId,
+    pub direction: Direction,
+    pub source: Source,
+    #[sea_orm(column_type = "Text")]
+    pub body: String,
+    /// MMS attachments: JSON array of `{url, content_type}`.
+    pub media: Option<Json>,
+    /// The provider's id (Twilio MessageSid `SM…`/`MM…`); unique, so a retried webhook is a no-op.
+    pub provider_sid: Option<String>,
+    pub status: MessageStatus,
+    /// Provider error code (e.g. Twilio 21610, 30007).
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    /// Outbox key: the same decision never creates two rows (`reply:{inbound id}:{n}`, …).
+    pub idempotency_key: Option<String>,
+    /// SMS segments the body takes (GSM-7: 160/153 septets, UCS-2: 70/67 code units).
+    pub segments: i32,
+    /// `gsm7` or `ucs2`.
+    pub encoding: String,
+    /// Send attempts made so far (outbound).
+    pub attempts: i32,
+    /// Inbound: when the HandleInbound job finished deciding the reply.
+    pub handled_at: Option<DateTimeUtc>,
+    /// Inbound: the compliance keyword that took effect (STOP/START/HELP families), if any.
+    pub compliance: Option<KeywordKind>,
+    /// Inbound: Twilio Advanced Opt-Out already answered this keyword (`OptOutType` was
+    /// present), so we record the state change but send no confirmation of our own.
+    pub provider_replied: bool,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    pub sent_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl TenantOwned for Entity {
+    fn tenant_column() -> Column {
+        Column::TenantId
+    }
+}

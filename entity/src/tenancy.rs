@@ -1,0 +1,99 @@
+//! Tenant scoping: the [`TenantOwned`] trait and the tenant-bound transaction [`TenantTx`].
+
+use sea_orm::{
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, DeleteMany,
+    EntityTrait, QueryFilter, Select, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    UpdateMany,
+};
+use switchboard_domain::TenantId;
+
+/// An entity whose rows belong to one tenant (it has a `tenant_id` column).
+pub trait TenantOwned: EntityTrait {
+    /// The entity's `tenant_id` column.
+    fn tenant_column() -> Self::Column;
+
+    /// `SELECT … WHERE tenant_id = $tenant`: the start of every tenant query.
+    fn scoped(tenant: TenantId) -> Select<Self> {
+        Self::find().filter(Self::tenant_column().eq(tenant))
+    }
+
+    /// `UPDATE … WHERE tenant_id = $tenant`: add the row filter and the values.
+    fn scoped_update(tenant: TenantId) -> UpdateMany<Self> {
+        Self::update_many().filter(Self::tenant_column().eq(tenant))
+    }
+
+    /// `DELETE … WHERE tenant_id = $tenant`: add the row filter.
+    fn scoped_delete(tenant: TenantId) -> DeleteMany<Self> {
+        Self::delete_many().filter(Self::tenant_column().eq(tenant))
+    }
+}
+
+/// One database transaction bound to one tenant.
+///
+/// Everything a request, job or webhook does for a tenant runs in one of these; queries take
+/// the tenant from [`TenantTx::tenant`]. On SQLite a write transaction starts `IMMEDIATE`
+/// (takes the write lock up front), so concurrent writers queue on `busy_timeout` instead of
+/// failing with `SQLITE_BUSY` when a read would have to upgrade.
+pub struct TenantTx {
+    tenant: TenantId,
+    txn: DatabaseTransaction,
+}
+
+impl TenantTx {
+    /// Begins a read-only unit of work for `tenant`.
+    ///
+    /// # Errors
+    /// The database's error when the transaction cannot start.
+    pub async fn read(db: &DatabaseConnection, tenant: TenantId) -> Result<Self, DbErr> {
+        let options = match db.get_database_backend() {
+            DbBackend::Postgres => TransactionOptions {
+                access_mode: Some(AccessMode::ReadOnly),
+                ..Default::default()
+            },
+            _ => TransactionOptions::default(),
+        };
+        Self::begin(db, tenant, options).await
+    }
+
+    /// Begins a read-write unit of work for `tenant`.
+    ///
+    /// # Errors
+    /// The database's error when the transaction cannot start.
+    pub async fn write(db: &DatabaseConnection, tenant: TenantId) -> Result<Self, DbErr> {
+        let options = match db.get_database_backend() {
+            DbBackend::Sqlite => TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            },
+            _ => TransactionOptions::default(),
+        };
+        Self::begin(db, tenant, options).await
+    }
+
+    async fn begin(
+        db: &DatabaseConnection,
+        tenant: TenantId,
+        options: TransactionOptions,
+    ) -> Result<Self, DbErr> {
+        let txn = db.begin_with_options(options).await?;
+        Ok(Self { tenant, txn })
+    }
+
+    /// The tenant every query in this transaction is for.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The connection to run sea-orm queries on.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// Commits the unit of work.
+    ///
+    /// # Errors
+    /// The database's error; nothing was written then.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+}

@@ -1,0 +1,95 @@
+//! The provider-neutral face of sending a text.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use switchboard_domain::message::MessageStatus;
+
+/// One outbound text as a provider needs it.
+#[derive(Clone, Debug)]
+pub struct OutboundSms {
+    /// Recipient, E.164.
+    pub to: String,
+    /// Sender: one of the tenant's numbers, E.164.
+    pub from: String,
+    pub body: String,
+    /// Where the provider posts status callbacks for this message.
+    pub status_callback: String,
+}
+
+/// The provider took the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Provider message id (Twilio `SM…`).
+    pub sid: String,
+    /// Status the provider reported with its answer (usually `queued`).
+    pub status: MessageStatus,
+}
+
+/// Why a send did not go through; decides whether the job retries.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// HTTP 429 (Twilio error 20429, "Too Many Requests"): retry later; nothing was sent.
+    #[error("rate limited by the provider")]
+    RateLimited {
+        /// The provider's `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// The provider refused this message for good (4xx), e.g. Twilio error 21610 (recipient
+    /// unsubscribed), 21211 (invalid `To`), 21606 (`From` not SMS-capable). Not retried.
+    #[error("rejected by the provider: {code:?} {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Provider error code (Twilio's `code`).
+        code: Option<i32>,
+        message: String,
+    },
+    /// 5xx, timeout or connection failure: the provider MAY have created the message.
+    /// Reconcile with [`SmsProvider::find_recent`] before sending again.
+    #[error("provider unavailable: {message}")]
+    Unavailable {
+        /// HTTP status, when a response arrived.
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+impl SendError {
+    /// Twilio error 21610: the recipient replied STOP to this number at the carrier/Twilio level.
+    pub const TWILIO_UNSUBSCRIBED: i32 = 21610;
+
+    /// The provider error code, if there is one.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Self::Rejected { code, .. } => *code,
+            Self::RateLimited { .. } => Some(20429),
+            Self::Unavailable { .. } => None,
+        }
+    }
+}
+
+/// Sends texts through one provider account.
+#[async_trait]
+pub trait SmsProvider: Send + Sync {
+    /// Creates the message at the provider.
+    ///
+    /// # Errors
+    /// [`SendError`], classified so the caller knows whether to retry, reconcile or stop.
+    async fn send(&self, sms: &OutboundSms) -> Result<Accepted, SendError>;
+
+    /// Looks for a message already created at the provider with this `to`, `from` and `body`
+    /// since `since` — used after an unknown outcome so a text is never sent twice.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the provider cannot be asked; the caller retries later.
+    async fn find_recent(
+        &self,
+        sms: &OutboundSms,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Accepted>, SendError>;
+
+    /// A short name for logs and metrics (`twilio`, `simulator`).
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,354 @@
+//! Twilio's Programmable Messaging REST API (2010-04-01), the two calls we make:
+//! - `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` (form: `To`, `From`, `Body`,
+//!   `StatusCallback`; HTTP basic auth AccountSid:AuthToken) -> 201 with the message resource.
+//! - `GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=…&From=…&DateSent>=…` to find a
+//!   message whose create call timed out.
+//!
+//! Errors come back as `{"code": 21610, "message": "…", "more_info": "…", "status": 400}`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use switchboard_domain::message::MessageStatus;
+
+use crate::sms::{Accepted, OutboundSms, SendError, SmsProvider};
+
+/// Time allowed for one Twilio API call, in seconds. Twilio answers in well under a second;
+/// past this the outcome is unknown and the send is reconciled before any retry.
+pub const REQUEST_TIMEOUT_SECS: u64 = 10;
+
+/// An HTTP client for Twilio, shared by every account (connection pool, TLS sessions).
+#[derive(Clone, Debug)]
+pub struct TwilioHttp {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl TwilioHttp {
+    /// A client for the API at `base` (`https://api.twilio.com`, or a mock's URL).
+    ///
+    /// # Panics
+    /// Never in practice: building a reqwest client with these options cannot fail.
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("reqwest client");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// A provider sending through `account_sid` with `auth_token`.
+    pub fn account(&self, account_sid: &str, auth_token: SecretString) -> TwilioSms {
+        TwilioSms {
+            http: self.clone(),
+            account_sid: account_sid.to_string(),
+            auth_token,
+        }
+    }
+}
+
+/// Sends through one Twilio account.
+#[derive(Clone, Debug)]
+pub struct TwilioSms {
+    http: TwilioHttp,
+    account_sid: String,
+    auth_token: SecretString,
+}
+
+#[derive(Deserialize)]
+struct MessageResource {
+    sid: String,
+    status: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    date_created: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageList {
+    #[serde(default)]
+    messages: Vec<MessageResource>,
+}
+
+#[derive(Deserialize)]
+struct TwilioError {
+    code: Option<i32>,
+    message: Option<String>,
+}
+
+impl TwilioSms {
+    fn messages_url(&self) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.http.base, self.account_sid
+        )
+    }
+
+    fn accepted(m: MessageResource) -> Accepted {
+        Accepted {
+            status: MessageStatus::from_twilio(&m.status).unwrap_or(MessageStatus::Queued),
+            sid: m.sid,
+        }
+    }
+}
+
+/// Classifies a non-success response.
+async fn error_from(resp: reqwest::Response) -> SendError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = resp.text().await.unwrap_or_default();
+    let parsed: Option<TwilioError> = serde_json::from_str(&text).ok();
+    let code = parsed.as_ref().and_then(|e| e.code);
+    let message = parsed
+        .and_then(|e| e.message)
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    if status == StatusCode::TOO_MANY_REQUESTS || code == Some(20429) {
+        SendError::RateLimited { retry_after }
+    } else if status.is_client_error() {
+        SendError::Rejected {
+            status: status.as_u16(),
+            code,
+            message,
+        }
+    } else {
+        SendError::Unavailable {
+            status: Some(status.as_u16()),
+            message,
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> SendError {
+    SendError::Unavailable {
+        status: None,
+        message: if e.is_timeout() {
+            format!("no answer within {REQUEST_TIMEOUT_SECS} s")
+        } else {
+            e.without_url().to_string()
+        },
+    }
+}
+
+#[async_trait]
+impl SmsProvider for TwilioSms {
+    #[tracing::instrument(skip_all, fields(provider = "twilio"))]
+    async fn send(&self, sms: &OutboundSms) -> Result<Accepted, SendError> {
+        let resp = self
+            .http
+            .http
+            .post(self.messages_url())
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .form(&[
+                ("To", sms.to.as_str()),
+                ("From", sms.from.as_str()),
+                ("Body", sms.body.as_str()),
+                ("StatusCallback", sms.status_callback.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        let m: MessageResource = resp.json().await.map_err(|e| SendError::Unavailable {
+            status: None,
+            message: format!("unreadable answer: {e}"),
+        })?;
+        Ok(Self::accepted(m))
+    }
+
+    #[tracing::instrument(skip_all, fields(provider = "twilio"))]
+    async fn find_recent(
+        &self,
+        sms: &OutboundSms,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Accepted>, SendError> {
+        // DateSent filters by day (YYYY-MM-DD); the exact time is checked below.
+        let day = since.date_naive().format("%Y-%m-%d").to_string();
+        let resp = self
+            .http
+            .http
+            .get(self.messages_url())
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .query(&[
+                ("To", sms.to.as_str()),
+                ("From", sms.from.as_str()),
+                ("DateSent>", day.as_str()),
+                ("PageSize", "50"),
+            ])
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(match error_from(resp).await {
+                SendError::Rejected {
+                    status, message, ..
+                } => SendError::Unavailable {
+                    status: Some(status),
+                    message,
+                },
+                other => other,
+            });
+        }
+        let list: MessageList = resp.json().await.map_err(|e| SendError::Unavailable {
+            status: None,
+            message: format!("unreadable answer: {e}"),
+        })?;
+        // Twilio's date_created is RFC 2822 ("Sat, 21 Nov 2026 12:00:00 +0000"); allow a
+        // minute of clock skew between us and Twilio.
+        let earliest = since - chrono::Duration::seconds(60);
+        Ok(list
+            .messages
+            .into_iter()
+            .find(|m| {
+                m.body.as_deref() == Some(sms.body.as_str())
+                    && m.date_created
+                        .as_deref()
+                        .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+                        .is_none_or(|d| d >= earliest)
+            })
+            .map(Self::accepted))
+    }
+
+    fn name(&self) -> &'static str {
+        "twilio"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{basic_auth, body_string_contains, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const SID: &str = "AC00000000000000000000000000000000";
+
+    fn sms() -> OutboundSms {
+        OutboundSms {
+            to: "+17135550123".into(),
+            from: "+14155550100".into(),
+            body: "Hi there & welcome".into(),
+            status_callback: "https://sb.example.com/webhooks/twilio/status".into(),
+        }
+    }
+
+    async fn client(server: &MockServer) -> TwilioSms {
+        TwilioHttp::new(&server.uri()).account(SID, SecretString::from("token"))
+    }
+
+    #[tokio::test]
+    async fn send_posts_the_form_with_basic_auth() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("/2010-04-01/Accounts/{SID}/Messages.json")))
+            .and(basic_auth(SID, "token"))
+            .and(header("content-type", "application/x-www-form-urlencoded"))
+            .and(body_string_contains("To=%2B17135550123"))
+            .and(body_string_contains("From=%2B14155550100"))
+            .and(body_string_contains("Body=Hi+there+%26+welcome"))
+            .and(body_string_contains(
+                "StatusCallback=https%3A%2F%2Fsb.example.com%2Fwebhooks%2Ftwilio%2Fstatus",
+            ))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(serde_json::json!({"sid": "SM1", "status": "queued"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let got = client(&server).await.send(&sms()).await.unwrap();
+        assert_eq!(
+            got,
+            Accepted {
+                sid: "SM1".into(),
+                status: MessageStatus::Queued
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_are_classified() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+                "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
+            })))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(503).set_body_string("down"))
+            .mount(&server)
+            .await;
+        let c = client(&server).await;
+        match c.send(&sms()).await {
+            Err(SendError::Rejected {
+                status: 400,
+                code: Some(21610),
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        match c.send(&sms()).await {
+            Err(SendError::RateLimited {
+                retry_after: Some(d),
+            }) => assert_eq!(d, Duration::from_secs(3)),
+            other => panic!("{other:?}"),
+        }
+        match c.send(&sms()).await {
+            Err(SendError::Unavailable {
+                status: Some(503), ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn find_recent_matches_body_and_time() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(format!("/2010-04-01/Accounts/{SID}/Messages.json")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": [
+                {"sid": "SMold", "status": "delivered", "body": "Hi there & welcome", "date_created": "Sat, 21 Nov 2026 10:00:00 +0000"},
+                {"sid": "SMother", "status": "sent", "body": "something else", "date_created": "Sat, 21 Nov 2026 12:00:00 +0000"},
+                {"sid": "SMnew", "status": "sent", "body": "Hi there & welcome", "date_created": "Sat, 21 Nov 2026 12:00:05 +0000"}
+            ]})))
+            .mount(&server)
+            .await;
+        let since = DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let got = client(&server)
+            .await
+            .find_recent(&sms(), since)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some(Accepted {
+                sid: "SMnew".into(),
+                status: MessageStatus::Sent
+            })
+        );
+    }
+}

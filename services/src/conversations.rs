@@ -1,0 +1,287 @@
+//! The inbox: conversation lists, threads, read state and human takeover.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Serialize;
+use switchboard_domain::message::{Direction, Media, MessageStatus, Source};
+use switchboard_domain::{ContactId, ConversationId, MessageId};
+use switchboard_entity::{TenantOwned, TenantTx, contact, conversation, message, phone_number};
+
+use crate::events::{Event, EventKind};
+use crate::{App, ServiceError, TenantCtx};
+
+/// Most conversations one list returns.
+pub const MAX_LIST: u64 = 200;
+/// Most messages one thread returns (the latest ones).
+pub const MAX_THREAD: u64 = 500;
+
+/// A row of the inbox list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConversationSummary {
+    pub id: ConversationId,
+    pub contact_id: ContactId,
+    pub contact_name: Option<String>,
+    /// Contact's E.164 phone.
+    pub contact_phone: String,
+    /// The tenant's number of this thread, E.164.
+    pub number: String,
+    /// `open` or `closed`.
+    pub status: String,
+    pub bot_paused: bool,
+    pub opted_out: bool,
+    pub unread_count: i32,
+    pub last_message_at: DateTime<Utc>,
+    pub last_message_preview: String,
+}
+
+/// One message as the inbox and API show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageView {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub direction: Direction,
+    pub source: Source,
+    pub body: String,
+    pub media: Vec<Media>,
+    pub status: MessageStatus,
+    /// Provider error code of a failed send (e.g. 21610, 30007).
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub provider_sid: Option<String>,
+    /// SMS segments of the body.
+    pub segments: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<message::Model> for MessageView {
+    fn from(m: message::Model) -> Self {
+        Self {
+            id: m.id,
+            conversation_id: m.conversation_id,
+            direction: m.direction,
+            source: m.source,
+            body: m.body,
+            media: m
+                .media
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+            status: m.status,
+            error_code: m.error_code,
+            error_message: m.error_message,
+            provider_sid: m.provider_sid,
+            segments: m.segments,
+            created_at: m.created_at,
+        }
+    }
+}
+
+async fn summaries(
+    tx: &TenantTx,
+    rows: Vec<conversation::Model>,
+) -> Result<Vec<ConversationSummary>, ServiceError> {
+    let contact_ids: Vec<ContactId> = rows.iter().map(|c| c.contact_id).collect();
+    let contacts: HashMap<ContactId, contact::Model> = contact::Entity::scoped(tx.tenant())
+        .filter(contact::Column::Id.is_in(contact_ids))
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    let numbers: HashMap<_, String> = phone_number::Entity::scoped(tx.tenant())
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|n| (n.id, n.e164))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .filter_map(|c| {
+            let contact = contacts.get(&c.contact_id)?;
+            Some(ConversationSummary {
+                id: c.id,
+                contact_id: c.contact_id,
+                contact_name: contact.name.clone(),
+                contact_phone: contact.phone.clone(),
+                number: numbers.get(&c.phone_number_id).cloned().unwrap_or_default(),
+                status: c.status,
+                bot_paused: c.bot_paused,
+                opted_out: contact.opted_out_at.is_some(),
+                unread_count: c.unread_count,
+                last_message_at: c.last_message_at,
+                last_message_preview: c.last_message_preview,
+            })
+        })
+        .collect())
+}
+
+/// The tenant's conversations, most recent first (at most `limit`, capped at [`MAX_LIST`]).
+///
+/// # Errors
+/// Database errors.
+pub async fn list(
+    app: &App,
+    ctx: &TenantCtx,
+    limit: u64,
+) -> Result<Vec<ConversationSummary>, ServiceError> {
+    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let rows = conversation::Entity::scoped(tx.tenant())
+        .order_by_desc(conversation::Column::LastMessageAt)
+        .limit(limit.clamp(1, MAX_LIST))
+        .all(tx.conn())
+        .await?;
+    summaries(&tx, rows).await
+}
+
+/// One conversation with its latest messages (oldest first).
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
+pub async fn thread(
+    app: &App,
+    ctx: &TenantCtx,
+    id: ConversationId,
+) -> Result<(ConversationSummary, Vec<MessageView>), ServiceError> {
+    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let row = conversation::Entity::scoped(tx.tenant())
+        .filter(conversation::Column::Id.eq(id))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let summary = summaries(&tx, vec![row])
+        .await?
+        .pop()
+        .ok_or(ServiceError::NotFound)?;
+    let mut messages: Vec<MessageView> = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(id))
+        .order_by_desc(message::Column::Id)
+        .limit(MAX_THREAD)
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(MessageView::from)
+        .collect();
+    messages.reverse();
+    Ok((summary, messages))
+}
+
+/// One message of this tenant.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the message is not this tenant's.
+pub async fn message(
+    app: &App,
+    ctx: &TenantCtx,
+    id: MessageId,
+) -> Result<MessageView, ServiceError> {
+    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    message::Entity::scoped(tx.tenant())
+        .filter(message::Column::Id.eq(id))
+        .one(tx.conn())
+        .await?
+        .map(MessageView::from)
+        .ok_or(ServiceError::NotFound)
+}
+
+async fn update_conversation(
+    app: &App,
+    ctx: &TenantCtx,
+    id: ConversationId,
+    column: conversation::Column,
+    value: sea_orm::Value,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let result = conversation::Entity::scoped_update(tx.tenant())
+        .filter(conversation::Column::Id.eq(id))
+        .col_expr(column, sea_orm::sea_query::Expr::value(value))
+        .col_expr(conversation::Column::UpdatedAt, Utc::now().into())
+        .exec(tx.conn())
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(ServiceError::NotFound);
+    }
+    tx.commit().await?;
+    app.events.publish(Event {
+        kind: EventKind::ConversationUpdated,
+        tenant_id: ctx.tenant_id(),
+        conversation_id: id,
+        message_id: None,
+    });
+    Ok(())
+}
+
+/// Clears the unread count (someone opened the thread).
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
+pub async fn mark_read(app: &App, ctx: &TenantCtx, id: ConversationId) -> Result<(), ServiceError> {
+    update_conversation(app, ctx, id, conversation::Column::UnreadCount, 0i32.into()).await
+}
+
+/// Pauses (`true`) or resumes (`false`) the bot for one conversation.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
+pub async fn set_bot_paused(
+    app: &App,
+    ctx: &TenantCtx,
+    id: ConversationId,
+    paused: bool,
+) -> Result<(), ServiceError> {
+    update_conversation(app, ctx, id, conversation::Column::BotPaused, paused.into()).await
+}
+
+/// The simulator's view of one customer phone texting one number: the thread as the
+/// customer's handset would show it (inbound texts, and replies that were delivered).
+///
+/// # Errors
+/// Database errors.
+pub async fn handset_thread(
+    app: &App,
+    ctx: &TenantCtx,
+    number: &str,
+    customer: &str,
+) -> Result<Vec<MessageView>, ServiceError> {
+    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let Some(contact) = contact::Entity::scoped(tx.tenant())
+        .filter(contact::Column::Phone.eq(customer))
+        .one(tx.conn())
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(number) = phone_number::Entity::scoped(tx.tenant())
+        .filter(phone_number::Column::E164.eq(number))
+        .one(tx.conn())
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(conversation) = conversation::Entity::scoped(tx.tenant())
+        .filter(conversation::Column::ContactId.eq(contact.id))
+        .filter(conversation::Column::PhoneNumberId.eq(number.id))
+        .one(tx.conn())
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut messages: Vec<MessageView> = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(conversation.id))
+        .filter(message::Column::Direction.eq(Direction::Inbound).or(
+            message::Column::Status.is_in([
+                MessageStatus::Sent,
+                MessageStatus::Delivered,
+                MessageStatus::Read,
+            ]),
+        ))
+        .order_by_desc(message::Column::Id)
+        .limit(MAX_THREAD)
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(MessageView::from)
+        .collect();
+    messages.reverse();
+    Ok(messages)
+}

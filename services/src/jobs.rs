@@ -1,0 +1,235 @@
+//! Job payloads (ids only) and the queue they go through.
+//!
+//! Embedded default: apalis-sqlite's `Jobs` table in the same SQLite file, so a job can be
+//! enqueued inside the transaction that writes the row it works on (the inbound writer does
+//! this). Workers wake through SQLite's commit hook the moment a transaction that inserted a
+//! job commits (apalis-sqlite's own update hook fires before the commit, when the row is not
+//! yet visible), and poll every [`FALLBACK_POLL_SECS`] for delayed retries.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use apalis::prelude::TaskBuilder;
+use apalis_sqlite::SqliteTask;
+use futures::channel::mpsc;
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteConnection;
+use sqlx::sqlite::{SqliteOperation, SqlitePool};
+use switchboard_domain::{MessageId, TenantId};
+
+use crate::ServiceError;
+
+/// apalis queue (the `Jobs.job_type` column) of [`HandleInbound`].
+pub const QUEUE_INBOUND: &str = "switchboard.handle_inbound";
+/// apalis queue of [`SendMessage`].
+pub const QUEUE_SEND: &str = "switchboard.send_message";
+/// Seconds between polls when no commit wakes the workers (delayed retries become due).
+pub const FALLBACK_POLL_SECS: u64 = 1;
+/// Times apalis re-runs a job whose handler returned an error (database trouble). Provider
+/// failures do not count: they are rescheduled by our own backoff as new jobs.
+pub const MAX_JOB_ATTEMPTS: usize = 10;
+
+/// Decide the reply to a stored inbound text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandleInbound {
+    pub tenant_id: TenantId,
+    pub message_id: MessageId,
+}
+
+/// Hand one outbox row to its provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessage {
+    pub tenant_id: TenantId,
+    pub message_id: MessageId,
+}
+
+/// Any job, with what the queue needs to store it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    HandleInbound {
+        tenant_id: TenantId,
+        message_id: MessageId,
+    },
+    SendMessage {
+        tenant_id: TenantId,
+        message_id: MessageId,
+    },
+}
+
+impl Job {
+    fn queue(&self) -> &'static str {
+        match self {
+            Self::HandleInbound { .. } => QUEUE_INBOUND,
+            Self::SendMessage { .. } => QUEUE_SEND,
+        }
+    }
+
+    fn args(&self) -> Vec<u8> {
+        let json = match *self {
+            Self::HandleInbound {
+                tenant_id,
+                message_id,
+            } => serde_json::to_vec(&HandleInbound {
+                tenant_id,
+                message_id,
+            }),
+            Self::SendMessage {
+                tenant_id,
+                message_id,
+            } => serde_json::to_vec(&SendMessage {
+                tenant_id,
+                message_id,
+            }),
+        };
+        json.expect("job payloads serialize")
+    }
+}
+
+/// A job to store: the job, an idempotency key (a second push with the same key while the
+/// first row exists is ignored), and when it may run.
+#[derive(Clone, Debug)]
+pub struct Enqueue {
+    pub job: Job,
+    pub key: String,
+    pub run_at: Option<SystemTime>,
+}
+
+impl Enqueue {
+    /// Run as soon as possible, deduplicated by `key`.
+    pub fn now(job: Job, key: impl Into<String>) -> Self {
+        Self {
+            job,
+            key: key.into(),
+            run_at: None,
+        }
+    }
+
+    fn task(&self) -> SqliteTask {
+        let mut b = TaskBuilder::new(self.job.args())
+            .max_attempts(MAX_JOB_ATTEMPTS)
+            .idempotency_key(self.key.clone());
+        if let Some(at) = self.run_at {
+            b = b.run_at_time(at);
+        }
+        b.build()
+    }
+}
+
+/// Stores jobs inside the caller's transaction (they become visible, and wake the workers,
+/// when it commits).
+///
+/// # Errors
+/// Database errors.
+pub async fn push_in(conn: &mut SqliteConnection, jobs: &[Enqueue]) -> Result<(), ServiceError> {
+    for e in jobs {
+        apalis_sqlite::queries::push_tasks(&mut *conn, e.job.queue(), &[e.task()])
+            .await
+            .map_err(|err| ServiceError::Queue(err.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Wakes workers after a commit that inserted jobs. Each worker subscribes once; wake-ups
+/// coalesce (a worker that has one pending does not queue another).
+#[derive(Clone, Default)]
+pub struct Notifier {
+    subscribers: Arc<Mutex<Vec<mpsc::Sender<()>>>>,
+}
+
+impl Notifier {
+    /// A stream of wake-ups for one worker.
+    pub fn subscribe(&self) -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel(1);
+        self.subscribers.lock().expect("notifier lock").push(tx);
+        rx
+    }
+
+    fn notify(&self) {
+        self.subscribers
+            .lock()
+            .expect("notifier lock")
+            .retain_mut(|tx| match tx.try_send(()) {
+                Ok(()) => true,
+                Err(e) => !e.is_disconnected(),
+            });
+    }
+
+    /// Installs the hooks on a new SQLite connection: an insert into `Jobs` marks the
+    /// transaction, and its commit wakes the workers.
+    ///
+    /// # Errors
+    /// When the connection's handle cannot be locked.
+    pub async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        let inserted = Arc::new(AtomicBool::new(false));
+        let (on_insert, on_commit, on_rollback) = (inserted.clone(), inserted.clone(), inserted);
+        let notifier = self.clone();
+        let mut handle = conn.lock_handle().await?;
+        handle.set_update_hook(move |ev| {
+            if ev.operation == SqliteOperation::Insert && ev.table == "Jobs" {
+                on_insert.store(true, Ordering::Relaxed);
+            }
+        });
+        handle.set_commit_hook(move || {
+            if on_commit.swap(false, Ordering::Relaxed) {
+                notifier.notify();
+            }
+            true
+        });
+        handle.set_rollback_hook(move || on_rollback.store(false, Ordering::Relaxed));
+        Ok(())
+    }
+}
+
+/// The job queue handle of a process.
+#[derive(Clone)]
+pub struct JobQueue {
+    pool: SqlitePool,
+    notifier: Notifier,
+}
+
+impl JobQueue {
+    /// A queue in the SQLite database behind `pool`, woken by `notifier`'s hooks.
+    pub fn sqlite(pool: SqlitePool, notifier: Notifier) -> Self {
+        Self { pool, notifier }
+    }
+
+    /// The database the jobs live in.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The wake-up source workers subscribe to.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Stores jobs in their own transaction.
+    ///
+    /// # Errors
+    /// [`ServiceError::Queue`] / database errors.
+    pub async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        push_in(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Schedules `job` to run after `delay` (a backoff), deduplicated by `key`.
+    ///
+    /// # Errors
+    /// As [`JobQueue::push`].
+    pub async fn push_after(
+        &self,
+        job: Job,
+        key: String,
+        delay: Duration,
+    ) -> Result<(), ServiceError> {
+        self.push(&[Enqueue {
+            job,
+            key,
+            run_at: Some(SystemTime::now() + delay),
+        }])
+        .await
+    }
+}

@@ -1,0 +1,164 @@
+//! Switchboard's use cases, shared by the REST API, the web pages and the workers.
+//!
+//! Everything takes an [`App`] (the process's shared handles) and, for tenant work, a
+//! [`TenantCtx`]; data access goes through `switchboard-entity`'s scoped queries inside a
+//! tenant-bound transaction. Provider I/O never happens on a webhook's request path: webhooks
+//! store and enqueue; jobs decide and send.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use switchboard_config::Settings;
+use switchboard_providers::SmsProvider;
+use switchboard_providers::simulator::SimulatorSms;
+use switchboard_providers::twilio::TwilioHttp;
+
+pub mod conversations;
+pub mod crypto;
+pub mod ctx;
+pub mod db;
+pub mod events;
+pub mod inbound;
+pub mod ingest;
+pub mod jobs;
+pub mod messaging;
+pub mod sweep;
+pub mod tenancy;
+pub mod webhooks;
+
+pub use ctx::TenantCtx;
+
+/// The error every service returns; the API maps each variant to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// 404: no such row for this tenant (another tenant's id included).
+    #[error("not found")]
+    NotFound,
+    /// 400/422: input that names its field.
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// 409: the request contradicts existing data.
+    #[error("{0}")]
+    Conflict(String),
+    /// 500: the database failed.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// 500: the database failed (direct SQL on the hot path).
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// 500: a stored credential cannot be decrypted.
+    #[error(transparent)]
+    Credential(#[from] crypto::OpenError),
+    /// 503: the job queue refused a job.
+    #[error("job queue: {0}")]
+    Queue(String),
+    /// 503: the inbound writer stopped (shutting down).
+    #[error("the inbound writer is not running")]
+    WriterGone,
+}
+
+impl ServiceError {
+    /// An [`ServiceError::Invalid`] for `field`.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Chooses the provider that sends for an account.
+#[derive(Clone)]
+pub struct Providers {
+    twilio: TwilioHttp,
+    platform: Option<Arc<dyn SmsProvider>>,
+    simulator: Arc<dyn SmsProvider>,
+}
+
+impl Providers {
+    /// Providers for these settings: Twilio at `TWILIO_API_BASE`, the platform account when
+    /// configured, and the simulator.
+    pub fn new(settings: &Settings) -> Self {
+        let twilio = TwilioHttp::new(settings.twilio_api_base.as_str());
+        let platform = settings.twilio.as_ref().map(|a| {
+            Arc::new(twilio.account(&a.account_sid, a.auth_token.clone())) as Arc<dyn SmsProvider>
+        });
+        Self {
+            twilio,
+            platform,
+            simulator: Arc::new(SimulatorSms),
+        }
+    }
+
+    /// The tenant's own account when it has one, else the platform account, else the
+    /// simulator.
+    pub fn for_account(&self, own: Option<(String, SecretString)>) -> Arc<dyn SmsProvider> {
+        match own {
+            Some((sid, token)) => Arc::new(self.twilio.account(&sid, token)),
+            None => self
+                .platform
+                .clone()
+                .unwrap_or_else(|| self.simulator.clone()),
+        }
+    }
+}
+
+/// The handles one process shares: settings, database, job queue, live bus, inbound writer.
+pub struct App {
+    pub settings: Settings,
+    pub db: db::Database,
+    pub events: events::EventBus,
+    pub jobs: jobs::JobQueue,
+    pub ingest: ingest::Ingestor,
+    pub sealer: crypto::Sealer,
+    pub providers: Providers,
+    pub(crate) routes: tenancy::RouteCache,
+}
+
+/// Why the app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbOpenError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl App {
+    /// Opens (and migrates) the database, starts the inbound writer, and seeds the demo tenant
+    /// on an empty database when `DEMO_SEED` is on. Workers are started separately
+    /// (`switchboard-worker`).
+    ///
+    /// # Errors
+    /// [`StartError`] naming what failed.
+    pub async fn start(settings: Settings) -> Result<Arc<App>, StartError> {
+        let notifier = jobs::Notifier::default();
+        let db = db::open(&settings.database_url, &notifier).await?;
+        let jobs = jobs::JobQueue::sqlite(db.orm.get_sqlite_connection_pool().clone(), notifier);
+        let events = events::EventBus::new();
+        let ingest = ingest::Ingestor::start(db.writer.clone(), events.clone());
+        let app = Arc::new(App {
+            sealer: crypto::Sealer::new(&settings.secret_key),
+            providers: Providers::new(&settings),
+            settings,
+            db,
+            events,
+            jobs,
+            ingest,
+            routes: tenancy::RouteCache::default(),
+        });
+        if app.settings.demo_seed
+            && let Some(created) = tenancy::seed_demo(&app).await?
+        {
+            use secrecy::ExposeSecret;
+            tracing::info!(
+                tenant_id = %created.tenant_id,
+                api_key = created.api_key.expose_secret(),
+                "created the demo tenant {} with number {}; its API key is shown once",
+                tenancy::DEMO_NAME,
+                tenancy::DEMO_NUMBER
+            );
+        }
+        Ok(app)
+    }
+}

@@ -1,0 +1,512 @@
+//! Outbound texts: the outbox row, the send attempt, and status callbacks.
+//!
+//! A reply is a `messages` row first (status `queued`, with an idempotency key), then a
+//! `SendMessage { tenant_id, message_id }` job runs [`deliver`]. The row records every
+//! attempt, so a retried or duplicated job never sends a text twice:
+//! - before calling the provider the row moves to `sending` (committed);
+//! - a job that finds a row still `sending` does not know whether the last call reached the
+//!   provider, so it asks the provider ([`SmsProvider::find_recent`]) before sending again.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
+use switchboard_domain::message::{Direction, MessageStatus, Source};
+use switchboard_domain::{ConversationId, MessageId, segments};
+use switchboard_entity::{
+    TenantOwned, TenantTx, contact, conversation, ingest::preview, message, phone_number,
+};
+use switchboard_providers::{OutboundSms, SendError};
+
+use crate::events::{Event, EventKind};
+use crate::jobs::{Enqueue, Job};
+use crate::{App, ServiceError, TenantCtx, tenancy};
+
+/// Longest body we accept for one outbound text, in characters (Twilio's limit for `Body`).
+pub const MAX_BODY_CHARS: usize = 1600;
+/// Send attempts before a message is marked failed.
+pub const MAX_SEND_ATTEMPTS: i32 = 8;
+/// Longest wait between attempts, in seconds.
+pub const MAX_BACKOFF_SECS: u64 = 300;
+
+/// Wait before attempt `attempt + 1` (1 s, 2 s, 4 s, … capped at [`MAX_BACKOFF_SECS`]).
+pub fn backoff(attempt: i32) -> Duration {
+    let exp = attempt.clamp(0, 16) as u32;
+    Duration::from_secs((1u64 << exp).min(MAX_BACKOFF_SECS))
+}
+
+/// Checks an outbound body: 1 to [`MAX_BODY_CHARS`] characters after trimming.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming the field `body`.
+pub fn check_body(body: &str) -> Result<String, ServiceError> {
+    let body = body.trim();
+    if body.is_empty() {
+        return Err(ServiceError::invalid("body", "must not be empty"));
+    }
+    if body.chars().count() > MAX_BODY_CHARS {
+        return Err(ServiceError::invalid(
+            "body",
+            format!("must be at most {MAX_BODY_CHARS} characters"),
+        ));
+    }
+    Ok(body.to_string())
+}
+
+/// An outbox row written inside a unit of work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outboxed {
+    pub id: MessageId,
+    /// False when the idempotency key already had a row (nothing new to send).
+    pub created: bool,
+}
+
+/// Writes an outbound message (status `queued`) to `conversation` and moves the conversation's
+/// preview. The caller commits, then enqueues [`Job::SendMessage`] for created rows.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn insert_outbound(
+    tx: &TenantTx,
+    conversation: &conversation::Model,
+    body: &str,
+    source: Source,
+    idempotency_key: Option<String>,
+) -> Result<Outboxed, ServiceError> {
+    let now = Utc::now();
+    let id = MessageId::new();
+    let count = segments::count(body);
+    let inserted = message::Entity::insert(message::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(tx.tenant()),
+        conversation_id: Set(conversation.id),
+        contact_id: Set(conversation.contact_id),
+        direction: Set(Direction::Outbound),
+        source: Set(source),
+        body: Set(body.to_string()),
+        media: Set(None),
+        provider_sid: Set(None),
+        status: Set(MessageStatus::Queued),
+        error_code: Set(None),
+        error_message: Set(None),
+        idempotency_key: Set(idempotency_key.clone()),
+        segments: Set(count.segments as i32),
+        encoding: Set(count.encoding.as_str().to_string()),
+        attempts: Set(0),
+        handled_at: Set(None),
+        compliance: Set(None),
+        provider_replied: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+        sent_at: Set(None),
+    })
+    .on_conflict(
+        OnConflict::columns([message::Column::TenantId, message::Column::IdempotencyKey])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(tx.conn())
+    .await?;
+    if inserted == 0 {
+        let existing = message::Entity::scoped(tx.tenant())
+            .filter(message::Column::IdempotencyKey.eq(idempotency_key))
+            .one(tx.conn())
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        return Ok(Outboxed {
+            id: existing.id,
+            created: false,
+        });
+    }
+    conversation::Entity::scoped_update(tx.tenant())
+        .filter(conversation::Column::Id.eq(conversation.id))
+        .col_expr(conversation::Column::LastMessageAt, now.into())
+        .col_expr(
+            conversation::Column::LastMessagePreview,
+            preview(body, false).into(),
+        )
+        .col_expr(conversation::Column::UpdatedAt, now.into())
+        .exec(tx.conn())
+        .await?;
+    Ok(Outboxed { id, created: true })
+}
+
+/// Enqueues the send of freshly written outbox rows and announces them. Call after commit.
+pub(crate) async fn dispatch(
+    app: &App,
+    ctx: &TenantCtx,
+    conversation_id: ConversationId,
+    rows: &[Outboxed],
+) -> Result<(), ServiceError> {
+    for row in rows.iter().filter(|r| r.created) {
+        let job = Job::SendMessage {
+            tenant_id: ctx.tenant_id(),
+            message_id: row.id,
+        };
+        app.jobs
+            .push(&[Enqueue::now(job, send_key(row.id, 0))])
+            .await?;
+        app.events.publish(Event {
+            kind: EventKind::MessageCreated,
+            tenant_id: ctx.tenant_id(),
+            conversation_id,
+            message_id: Some(row.id),
+        });
+    }
+    Ok(())
+}
+
+/// A person's reply from the inbox or the API: queued as `manual`, and the bot pauses for
+/// this conversation until someone resumes it.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] for a conversation of another tenant or none;
+/// [`ServiceError::Invalid`] for a bad body.
+#[tracing::instrument(skip(app, body), fields(tenant_id = %ctx.tenant_id()))]
+pub async fn send_manual(
+    app: &App,
+    ctx: &TenantCtx,
+    conversation_id: ConversationId,
+    body: &str,
+    idempotency_key: Option<String>,
+) -> Result<MessageId, ServiceError> {
+    let body = check_body(body)?;
+    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let conversation = conversation::Entity::scoped(tx.tenant())
+        .filter(conversation::Column::Id.eq(conversation_id))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let key = idempotency_key.map(|k| format!("manual:{k}"));
+    let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key).await?;
+    if !conversation.bot_paused {
+        conversation::Entity::scoped_update(tx.tenant())
+            .filter(conversation::Column::Id.eq(conversation.id))
+            .col_expr(conversation::Column::BotPaused, true.into())
+            .exec(tx.conn())
+            .await?;
+    }
+    tx.commit().await?;
+    dispatch(app, ctx, conversation_id, &[row]).await?;
+    Ok(row.id)
+}
+
+/// What the send job should do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Nothing more to do (sent, failed for good, suppressed, or the row is gone).
+    Done,
+    /// Try again after this long (rate limited, or the provider was unavailable).
+    RetryAfter(Duration),
+}
+
+async fn set_status(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: &message::Model,
+    update: impl FnOnce(&mut message::ActiveModel),
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let mut am: message::ActiveModel = msg.clone().into();
+    update(&mut am);
+    am.updated_at = Set(Utc::now());
+    am.update(tx.conn()).await?;
+    tx.commit().await?;
+    app.events.publish(Event {
+        kind: EventKind::MessageUpdated,
+        tenant_id: ctx.tenant_id(),
+        conversation_id: msg.conversation_id,
+        message_id: Some(msg.id),
+    });
+    Ok(())
+}
+
+/// Records that the contact opted out at the provider (Twilio error 21610).
+async fn opt_out_from_provider(
+    app: &App,
+    ctx: &TenantCtx,
+    contact_id: switchboard_domain::ContactId,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let now = Utc::now();
+    contact::Entity::scoped_update(tx.tenant())
+        .filter(contact::Column::Id.eq(contact_id))
+        .filter(contact::Column::OptedOutAt.is_null())
+        .col_expr(contact::Column::OptedOutAt, Some(now).into())
+        .col_expr(
+            contact::Column::OptOutKeyword,
+            Some("twilio:21610".to_string()).into(),
+        )
+        .col_expr(contact::Column::UpdatedAt, now.into())
+        .exec(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One attempt to hand `message_id` to its provider (the `SendMessage` job). On a retryable
+/// failure it schedules the next attempt itself (a new job after [`backoff`]).
+///
+/// # Errors
+/// Database errors only (the job is then re-run); provider failures are recorded on the
+/// message and returned as a [`Delivery`].
+#[tracing::instrument(skip(app), fields(tenant_id = %ctx.tenant_id()))]
+pub async fn deliver(
+    app: &App,
+    ctx: &TenantCtx,
+    message_id: MessageId,
+) -> Result<Delivery, ServiceError> {
+    // Load the row, its contact and number (one read transaction).
+    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let Some(msg) = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::Id.eq(message_id))
+        .one(tx.conn())
+        .await?
+    else {
+        tracing::info!(%message_id, "message is gone; nothing to send");
+        return Ok(Delivery::Done);
+    };
+    if msg.direction != Direction::Outbound
+        || !matches!(msg.status, MessageStatus::Queued | MessageStatus::Sending)
+    {
+        return Ok(Delivery::Done);
+    }
+    let Some(conversation) = conversation::Entity::scoped(tx.tenant())
+        .filter(conversation::Column::Id.eq(msg.conversation_id))
+        .one(tx.conn())
+        .await?
+    else {
+        return Ok(Delivery::Done);
+    };
+    let contact = contact::Entity::scoped(tx.tenant())
+        .filter(contact::Column::Id.eq(msg.contact_id))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let number = phone_number::Entity::scoped(tx.tenant())
+        .filter(phone_number::Column::Id.eq(conversation.phone_number_id))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    drop(tx);
+
+    // Opt-out is checked at send time, so queued jobs obey a STOP that arrived after them.
+    // The one confirmation of an opt-out (a compliance reply) still goes out (CTIA).
+    if contact.opted_out_at.is_some() && msg.source != Source::Compliance {
+        set_status(app, ctx, &msg, |m| {
+            m.status = Set(MessageStatus::Suppressed);
+            m.error_message = Set(Some("recipient opted out".into()));
+        })
+        .await?;
+        return Ok(Delivery::Done);
+    }
+
+    if msg.attempts >= MAX_SEND_ATTEMPTS {
+        set_status(app, ctx, &msg, |m| {
+            m.status = Set(MessageStatus::Failed);
+            m.error_message = Set(Some(format!("gave up after {MAX_SEND_ATTEMPTS} attempts")));
+        })
+        .await?;
+        return Ok(Delivery::Done);
+    }
+
+    // Claim the attempt: only one job can move the row from what we read to `sending`.
+    let Some(msg) = claim(app, ctx, msg).await? else {
+        tracing::info!(%message_id, "another job is sending this message");
+        return Ok(Delivery::Done);
+    };
+    let was_sending = msg.status == MessageStatus::Sending;
+    let msg = message::Model {
+        status: MessageStatus::Sending,
+        attempts: msg.attempts + 1,
+        ..msg
+    };
+
+    let provider = tenancy::provider_for(app, ctx).await?;
+    let sms = OutboundSms {
+        to: contact.phone.clone(),
+        from: number.e164.clone(),
+        body: msg.body.clone(),
+        status_callback: status_callback_url(app, msg.id),
+    };
+
+    // A previous attempt may have reached the provider without us hearing back: ask first.
+    let outcome = if was_sending {
+        match provider.find_recent(&sms, msg.created_at).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => provider.send(&sms).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        provider.send(&sms).await
+    };
+
+    let delivery = match outcome {
+        Ok(accepted) => {
+            let status = accepted.status.max_with(MessageStatus::Sending);
+            set_status(app, ctx, &msg, |m| {
+                m.provider_sid = Set(Some(accepted.sid));
+                m.status = Set(status);
+                m.sent_at = Set(Some(Utc::now()));
+                m.error_code = Set(None);
+                m.error_message = Set(None);
+            })
+            .await?;
+            Delivery::Done
+        }
+        Err(SendError::RateLimited { retry_after }) => {
+            // Nothing was sent: back to the outbox.
+            set_status(app, ctx, &msg, |m| {
+                m.status = Set(MessageStatus::Queued);
+                m.error_code = Set(Some(20429));
+                m.error_message = Set(Some("rate limited by the provider; retrying".into()));
+            })
+            .await?;
+            Delivery::RetryAfter(retry_after.unwrap_or_else(|| backoff(msg.attempts)))
+        }
+        Err(SendError::Rejected {
+            code,
+            message,
+            status,
+        }) => {
+            if code == Some(SendError::TWILIO_UNSUBSCRIBED) {
+                opt_out_from_provider(app, ctx, msg.contact_id).await?;
+            }
+            set_status(app, ctx, &msg, |m| {
+                m.status = Set(MessageStatus::Failed);
+                m.error_code = Set(code.or(Some(i32::from(status))));
+                m.error_message = Set(Some(message));
+            })
+            .await?;
+            Delivery::Done
+        }
+        Err(SendError::Unavailable { status, message }) => {
+            // Outcome unknown: stay `sending`; the next attempt reconciles before sending.
+            set_status(app, ctx, &msg, |m| {
+                m.error_code = Set(status.map(i32::from));
+                m.error_message = Set(Some(format!("{message}; retrying")));
+            })
+            .await?;
+            Delivery::RetryAfter(backoff(msg.attempts))
+        }
+    };
+    if let Delivery::RetryAfter(delay) = delivery {
+        let job = Job::SendMessage {
+            tenant_id: ctx.tenant_id(),
+            message_id: msg.id,
+        };
+        app.jobs
+            .push_after(job, send_key(msg.id, msg.attempts), delay)
+            .await?;
+    }
+    Ok(delivery)
+}
+
+/// Moves the row to `sending` and counts the attempt, if it is still exactly as read.
+/// Returns the row as read, or `None` when another job got there first.
+async fn claim(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: message::Model,
+) -> Result<Option<message::Model>, ServiceError> {
+    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let claimed = message::Entity::scoped_update(tx.tenant())
+        .filter(message::Column::Id.eq(msg.id))
+        .filter(message::Column::Status.eq(msg.status))
+        .filter(message::Column::Attempts.eq(msg.attempts))
+        .col_expr(
+            message::Column::Status,
+            MessageStatus::Sending.as_str().into(),
+        )
+        .col_expr(message::Column::Attempts, (msg.attempts + 1).into())
+        .col_expr(message::Column::UpdatedAt, Utc::now().into())
+        .exec(tx.conn())
+        .await?
+        .rows_affected
+        == 1;
+    tx.commit().await?;
+    Ok(claimed.then_some(msg))
+}
+
+/// Idempotency key of the send job for `attempt` (0 for the first): a second push for the
+/// same attempt is ignored, a retry is a new job.
+pub fn send_key(id: MessageId, attempt: i32) -> String {
+    format!("send:{id}:{attempt}")
+}
+
+/// The StatusCallback URL for a message: `{APP_URL}/webhooks/twilio/status?m={message id}`.
+/// The id lets a callback that outruns our own record of the MessageSid (or follows a timed-out
+/// create call) still find its row.
+pub fn status_callback_url(app: &App, id: MessageId) -> String {
+    format!(
+        "{}?m={id}",
+        app.settings.public_url("/webhooks/twilio/status")
+    )
+}
+
+/// A status callback, parsed.
+#[derive(Clone, Debug)]
+pub struct StatusUpdate {
+    pub sid: String,
+    pub status: MessageStatus,
+    pub error_code: Option<i32>,
+}
+
+/// Applies a status callback to `message_id`: the status only moves forward; an error code is
+/// kept; a 21610 failure opts the contact out.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the message is not this tenant's; database errors.
+#[tracing::instrument(skip(app), fields(tenant_id = %ctx.tenant_id()))]
+pub async fn apply_status(
+    app: &App,
+    ctx: &TenantCtx,
+    message_id: MessageId,
+    update: StatusUpdate,
+) -> Result<bool, ServiceError> {
+    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let msg = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::Id.eq(message_id))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    if msg
+        .provider_sid
+        .as_deref()
+        .is_some_and(|sid| sid != update.sid)
+    {
+        // The id in the callback URL and the MessageSid disagree: trust neither.
+        return Err(ServiceError::NotFound);
+    }
+    let advance = msg.status.can_advance_to(update.status);
+    if !advance && msg.provider_sid.is_some() {
+        return Ok(false);
+    }
+    let conversation_id = msg.conversation_id;
+    let contact_id = msg.contact_id;
+    let mut am: message::ActiveModel = msg.clone().into();
+    am.provider_sid = Set(Some(update.sid));
+    if advance {
+        am.status = Set(update.status);
+        if let Some(code) = update.error_code {
+            am.error_code = Set(Some(code));
+        }
+        if msg.sent_at.is_none() && !matches!(update.status, MessageStatus::Failed) {
+            am.sent_at = Set(Some(Utc::now()));
+        }
+    }
+    am.updated_at = Set(Utc::now());
+    am.update(tx.conn()).await?;
+    tx.commit().await?;
+    if update.error_code == Some(SendError::TWILIO_UNSUBSCRIBED) {
+        opt_out_from_provider(app, ctx, contact_id).await?;
+    }
+    app.events.publish(Event {
+        kind: EventKind::MessageUpdated,
+        tenant_id: ctx.tenant_id(),
+        conversation_id,
+        message_id: Some(message_id),
+    });
+    Ok(advance)
+}

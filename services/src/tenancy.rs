@@ -1,0 +1,305 @@
+//! Tenants, their numbers and API keys; which provider and which auth token serve a number.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, TransactionTrait};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use switchboard_domain::phone::E164;
+use switchboard_domain::{ApiKeyId, PhoneNumberId, TenantId};
+use switchboard_entity::lookup::{self, NumberOwner};
+use switchboard_entity::phone_number::BotKind;
+use switchboard_entity::{api_key, phone_number, tenant};
+use switchboard_providers::SmsProvider;
+
+use crate::{App, ServiceError, TenantCtx};
+
+/// The demo business created on first start of an empty embedded database.
+pub const DEMO_NAME: &str = "Demo Plumbing";
+/// Its number (a US fictional-range number; texts to it go through the simulator).
+pub const DEMO_NUMBER: &str = "+15125550100";
+/// Its time zone.
+pub const DEMO_TIME_ZONE: &str = "America/Chicago";
+
+/// How long a number -> tenant route stays cached, in seconds. Changes made through this
+/// process invalidate at once; other processes see them within this time.
+pub const ROUTE_TTL_SECS: u64 = 30;
+
+/// A tenant's own Twilio account, as given by its owner.
+#[derive(Clone, Debug)]
+pub struct TwilioCredentials {
+    /// `AC` + 32 hex characters.
+    pub account_sid: String,
+    pub auth_token: SecretString,
+}
+
+/// What `switchboard admin create-tenant` (and sign-up, later) provide.
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    pub name: String,
+    pub time_zone: String,
+    pub number: E164,
+    pub bot: BotKind,
+    pub twilio: Option<TwilioCredentials>,
+}
+
+/// A created tenant and its first API key (shown once, stored only as a hash).
+#[derive(Debug)]
+pub struct CreatedTenant {
+    pub tenant_id: TenantId,
+    pub phone_number_id: PhoneNumberId,
+    pub api_key: SecretString,
+}
+
+/// Everything a webhook for one of our numbers needs before it may write.
+#[derive(Clone)]
+pub struct NumberRoute {
+    pub owner: NumberOwner,
+    /// The auth token Twilio signs this number's webhooks with: the tenant's own account's,
+    /// or the platform's. `None`: nobody can sign for it (simulator-only number).
+    pub signing_token: Option<SecretString>,
+    /// The provider that sends from this number.
+    pub provider: Arc<dyn SmsProvider>,
+}
+
+/// Cache of number routes (E.164 -> route), filled from [`lookup::number_owner`].
+#[derive(Default)]
+pub(crate) struct RouteCache {
+    entries: RwLock<HashMap<String, (Instant, Option<NumberRoute>)>>,
+}
+
+impl RouteCache {
+    pub(crate) fn clear(&self) {
+        self.entries.write().expect("route cache lock").clear();
+    }
+}
+
+/// The route for `number`, or `None` when no tenant owns it.
+///
+/// # Errors
+/// Database errors, or a stored credential that cannot be opened.
+pub async fn route(app: &App, number: &E164) -> Result<Option<NumberRoute>, ServiceError> {
+    if let Some((at, route)) = app
+        .routes
+        .entries
+        .read()
+        .expect("route cache lock")
+        .get(number.as_str())
+        && at.elapsed() < Duration::from_secs(ROUTE_TTL_SECS)
+    {
+        return Ok(route.clone());
+    }
+    let route = match lookup::number_owner(&app.db.orm, number.as_str()).await? {
+        None => None,
+        Some(owner) => {
+            let own = match (&owner.twilio_account_sid, &owner.twilio_auth_token_sealed) {
+                (Some(sid), Some(sealed)) => Some((sid.clone(), app.sealer.open(sealed)?)),
+                _ => None,
+            };
+            let signing_token = own
+                .as_ref()
+                .map(|(_, token)| token.clone())
+                .or_else(|| app.settings.twilio.as_ref().map(|t| t.auth_token.clone()));
+            let provider = app.providers.for_account(own);
+            Some(NumberRoute {
+                owner,
+                signing_token,
+                provider,
+            })
+        }
+    };
+    app.routes
+        .entries
+        .write()
+        .expect("route cache lock")
+        .insert(number.as_str().to_string(), (Instant::now(), route.clone()));
+    Ok(route)
+}
+
+/// The provider that sends for `ctx`'s tenant (its own account, the platform's, or the
+/// simulator).
+///
+/// # Errors
+/// Database errors, or a stored credential that cannot be opened.
+pub async fn provider_for(
+    app: &App,
+    ctx: &TenantCtx,
+) -> Result<Arc<dyn SmsProvider>, ServiceError> {
+    let own = match lookup::tenant_twilio_account(&app.db.orm, ctx.tenant_id()).await? {
+        Some((sid, sealed)) => Some((sid, app.sealer.open(&sealed)?)),
+        None => None,
+    };
+    Ok(app.providers.for_account(own))
+}
+
+/// Creates a tenant with one number and one API key.
+///
+/// # Errors
+/// [`ServiceError::Conflict`] when the number already belongs to a tenant; database errors.
+pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, ServiceError> {
+    let now = Utc::now();
+    let tenant_id = TenantId::new();
+    let phone_number_id = PhoneNumberId::new();
+    if lookup::number_owner(&app.db.orm, new.number.as_str())
+        .await?
+        .is_some()
+    {
+        return Err(ServiceError::Conflict(format!(
+            "{} already belongs to a tenant",
+            new.number
+        )));
+    }
+    let txn = app.db.orm.begin().await?;
+    tenant::ActiveModel {
+        id: Set(tenant_id),
+        name: Set(new.name),
+        time_zone: Set(new.time_zone),
+        twilio_account_sid: Set(new.twilio.as_ref().map(|t| t.account_sid.clone())),
+        twilio_auth_token_sealed: Set(new
+            .twilio
+            .as_ref()
+            .map(|t| app.sealer.seal(t.auth_token.expose_secret()))),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    phone_number::ActiveModel {
+        id: Set(phone_number_id),
+        tenant_id: Set(tenant_id),
+        e164: Set(new.number.as_str().to_string()),
+        label: Set(None),
+        bot: Set(new.bot),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    let api_key = insert_api_key(&txn, tenant_id, "default").await?;
+    txn.commit().await?;
+    app.routes.clear();
+    Ok(CreatedTenant {
+        tenant_id,
+        phone_number_id,
+        api_key,
+    })
+}
+
+/// Key format: `sb_` + 40 hex characters (160 random bits).
+fn new_api_key() -> String {
+    format!("sb_{}", hex::encode(rand::random::<[u8; 20]>()))
+}
+
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+async fn insert_api_key<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    tenant_id: TenantId,
+    name: &str,
+) -> Result<SecretString, ServiceError> {
+    let key = new_api_key();
+    api_key::ActiveModel {
+        id: Set(ApiKeyId::new()),
+        tenant_id: Set(tenant_id),
+        name: Set(name.to_string()),
+        prefix: Set(key[..10].to_string()),
+        key_hash: Set(hash_key(&key)),
+        created_at: Set(Utc::now()),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    Ok(SecretString::from(key))
+}
+
+/// The tenant of a bearer API key, if the key exists and is not revoked.
+///
+/// # Errors
+/// Database errors.
+pub async fn authenticate_api_key(app: &App, key: &str) -> Result<Option<TenantCtx>, ServiceError> {
+    if !key.starts_with("sb_") || key.len() > 100 {
+        return Ok(None);
+    }
+    Ok(lookup::api_key_owner(&app.db.orm, &hash_key(key))
+        .await?
+        .map(|(tenant, _)| TenantCtx::new(tenant)))
+}
+
+/// Creates the demo tenant when the database has no tenant at all. Returns its API key when
+/// it was created now.
+///
+/// # Errors
+/// Database errors.
+pub async fn seed_demo(app: &App) -> Result<Option<CreatedTenant>, ServiceError> {
+    if !lookup::no_tenants(&app.db.orm).await? {
+        return Ok(None);
+    }
+    let created = create_tenant(
+        app,
+        NewTenant {
+            name: DEMO_NAME.into(),
+            time_zone: DEMO_TIME_ZONE.into(),
+            number: E164::parse(DEMO_NUMBER).expect("demo number is valid E.164"),
+            bot: BotKind::Qualify,
+            twilio: None,
+        },
+    )
+    .await?;
+    Ok(Some(created))
+}
+
+/// The demo tenant, which the web pages act for until sign-in exists: the tenant that owns
+/// [`DEMO_NUMBER`]. `None` when there is no such tenant (pages then answer 404).
+///
+/// # Errors
+/// Database errors.
+pub async fn demo_tenant(app: &App) -> Result<Option<TenantCtx>, ServiceError> {
+    if !app.settings.demo_seed {
+        return Ok(None);
+    }
+    Ok(lookup::number_owner(&app.db.orm, DEMO_NUMBER)
+        .await?
+        .map(|o| TenantCtx::new(o.tenant_id)))
+}
+
+/// A number shown on the simulator page: numbers that send through the simulator.
+#[derive(Clone, Debug)]
+pub struct SimulatorNumber {
+    pub e164: String,
+    pub tenant_name: String,
+}
+
+/// Numbers whose texts go through the simulator (no Twilio account for their tenant, and no
+/// platform account).
+///
+/// # Errors
+/// Database errors.
+pub async fn simulator_numbers(app: &App) -> Result<Vec<SimulatorNumber>, ServiceError> {
+    if app.settings.twilio.is_some() {
+        return Ok(Vec::new());
+    }
+    Ok(lookup::numbers_without_own_account(&app.db.orm)
+        .await?
+        .into_iter()
+        .map(|(e164, tenant_name)| SimulatorNumber { e164, tenant_name })
+        .collect())
+}
+
+/// The business name of `ctx`'s tenant.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the tenant is gone; database errors.
+pub async fn tenant_name<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    ctx: &TenantCtx,
+) -> Result<String, ServiceError> {
+    tenant::Entity::find_by_id(ctx.tenant_id())
+        .one(db)
+        .await?
+        .map(|t| t.name)
+        .ok_or(ServiceError::NotFound)
+}

@@ -1,0 +1,128 @@
+//! Switchboard's workers: one apalis worker per job type, each handler a few lines that
+//! rebuild the [`TenantCtx`] from the job's tenant id and call one service.
+//!
+//! Jobs carry ids only. A job whose target is gone succeeds (logged); a handler returns an
+//! error only when running it again can help (database trouble), and apalis then re-runs it
+//! up to [`jobs::MAX_JOB_ATTEMPTS`] times. Provider failures are not errors here: the send
+//! service records them and schedules its own retry with backoff.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_sqlite::{Config, SqliteStorage};
+use switchboard_services::jobs::{self, FALLBACK_POLL_SECS, HandleInbound, SendMessage};
+use switchboard_services::{App, TenantCtx, inbound, messaging, sweep};
+
+/// Seconds between worker heartbeats. A worker silent for [`MISSED_HEARTBEATS`] beats is
+/// presumed dead and its running jobs are handed to another worker (crash recovery).
+pub const HEARTBEAT_SECS: u64 = 10;
+/// See [`HEARTBEAT_SECS`]: jobs of a crashed worker are re-run after about 30 s.
+pub const MISSED_HEARTBEATS: usize = 3;
+/// Seconds a shutting-down worker waits for running jobs before giving up on them (they are
+/// then re-run elsewhere).
+pub const SHUTDOWN_GRACE_SECS: u64 = 20;
+
+async fn handle_inbound(job: HandleInbound, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
+    let ctx = TenantCtx::for_job(job.tenant_id);
+    let decision = inbound::handle(&app, &ctx, job.message_id).await?;
+    tracing::debug!(message_id = %job.message_id, ?decision, "inbound handled");
+    Ok(())
+}
+
+async fn send_message(job: SendMessage, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
+    let ctx = TenantCtx::for_job(job.tenant_id);
+    let delivery = messaging::deliver(&app, &ctx, job.message_id).await?;
+    tracing::debug!(message_id = %job.message_id, ?delivery, "send attempt finished");
+    Ok(())
+}
+
+fn config(queue: &str) -> Config {
+    Config::default()
+        .queue(queue)
+        .heartbeat_interval(Duration::from_secs(HEARTBEAT_SECS))
+        .missed_heartbeats(MISSED_HEARTBEATS)
+}
+
+/// Runs the workers (and the periodic sweep) until `shutdown` completes, then lets running
+/// jobs finish for up to [`SHUTDOWN_GRACE_SECS`].
+///
+/// # Errors
+/// When the worker monitor fails.
+pub async fn run(
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MonitorError> {
+    let concurrency = app.settings.worker_concurrency;
+    let instance = format!("{}-{}", hostname(), std::process::id());
+    let (a1, a2) = (app.clone(), app.clone());
+    let (i1, i2) = (instance.clone(), instance);
+    let monitor = Monitor::new()
+        .register(move |restarts| {
+            let backend = SqliteStorage::<HandleInbound>::new(a1.jobs.pool())
+                .with_config(config(jobs::QUEUE_INBOUND))
+                .poll_with_strategy(
+                    Strategy::new()
+                        .stream(a1.jobs.notifier().subscribe())
+                        .interval(Duration::from_secs(FALLBACK_POLL_SECS)),
+                );
+            WorkerBuilder::new(format!("inbound-{i1}-{restarts}"))
+                .backend(backend)
+                .data(a1.clone())
+                .concurrency(concurrency)
+                .catch_panic()
+                .build(handle_inbound)
+        })
+        .register(move |restarts| {
+            let backend = SqliteStorage::<SendMessage>::new(a2.jobs.pool())
+                .with_config(config(jobs::QUEUE_SEND))
+                .poll_with_strategy(
+                    Strategy::new()
+                        .stream(a2.jobs.notifier().subscribe())
+                        .interval(Duration::from_secs(FALLBACK_POLL_SECS)),
+                );
+            WorkerBuilder::new(format!("send-{i2}-{restarts}"))
+                .backend(backend)
+                .data(a2.clone())
+                .concurrency(concurrency)
+                .catch_panic()
+                .build(send_message)
+        })
+        .should_restart(|worker, error| {
+            tracing::error!(worker = worker.name(), %error, "worker stopped; restarting");
+            true
+        })
+        .shutdown_timeout(Duration::from_secs(SHUTDOWN_GRACE_SECS));
+
+    let sweeper = tokio::spawn(sweep_forever(app));
+    let result = monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            Ok(())
+        })
+        .await;
+    sweeper.abort();
+    result
+}
+
+/// Every [`sweep::INTERVAL_SECS`], re-enqueue work that lost its job (see [`sweep::run`]).
+async fn sweep_forever(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(sweep::INTERVAL_SECS));
+    loop {
+        tick.tick().await;
+        match sweep::run(&app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(requeued = n, "sweep re-enqueued stuck messages"),
+            Err(e) => tracing::error!(error = %e, "sweep failed"),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
