@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use switchboard_domain::phone::E164;
 use switchboard_domain::{ApiKeyId, PhoneNumberId, TenantId};
 use switchboard_entity::lookup::{self, NumberOwner};
-use switchboard_entity::phone_number::BotKind;
+pub use switchboard_entity::phone_number::BotKind;
 use switchboard_entity::{api_key, phone_number, tenant};
 use switchboard_providers::SmsProvider;
 

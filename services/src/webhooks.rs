@@ -279,6 +279,22 @@ pub async fn simulate_sms(
     Ok((ctx, app.ingest.submit(new_inbound(&route, sms)).await?))
 }
 
+async fn simulator_route(app: &App, number: &E164) -> Result<NumberRoute, WebhookError> {
+    match tenancy::route(app, number).await? {
+        Some(route) if route.provider.name() == "simulator" => Ok(route),
+        _ => Err(WebhookError::Unknown),
+    }
+}
+
+/// The tenant behind a simulator number (the simulator page reads its handset view).
+///
+/// # Errors
+/// [`WebhookError::Unknown`] for a number that is not a simulator number.
+pub async fn simulator_tenant(app: &App, number: &str) -> Result<TenantCtx, WebhookError> {
+    let number = E164::parse(number).map_err(|e| WebhookError::Invalid { field: "number", reason: e.to_string() })?;
+    Ok(TenantCtx::new(simulator_route(app, &number).await?.owner.tenant_id))
+}
+
 /// `POST /webhooks/twilio/status`: a message status callback.
 ///
 /// The message is found by `MessageSid`, or by our id in the callback URL (`m`) when the

@@ -1,1 +1,84 @@
-//! switchboard-web
+//! Switchboard's pages, rendered on the server with maud. They work without JavaScript for
+//! reading; `/static/app.js` (vendored, a few dozen lines) adds live updates over SSE.
+//!
+//! Until sign-in exists, the inbox acts for the seeded demo workspace
+//! ([`switchboard_services::tenancy::demo_tenant`]); without it the pages answer 404.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Redirect};
+use poem::{IntoResponse, Response, Route, get, handler, post};
+use switchboard_services::{App, ServiceError, TenantCtx, tenancy};
+
+mod inbox;
+mod layout;
+mod live;
+mod simulator;
+
+/// Adds the page routes to `route` (the binary attaches `App` as data).
+pub fn routes(route: Route) -> Route {
+    route
+        .at("/", get(home))
+        .at("/conversations", get(inbox::page_handler))
+        .at("/conversations/list", get(inbox::list_fragment))
+        .at("/conversations/:id/messages", post(inbox::send))
+        .at("/conversations/:id/messages/:mid", get(inbox::message_fragment))
+        .at("/conversations/:id/read", post(inbox::read))
+        .at("/conversations/:id/bot", post(inbox::bot))
+        .at("/events", get(live::events))
+        .at("/simulator", get(simulator::page_handler))
+        .at("/simulator/thread", get(simulator::thread_fragment))
+        .at("/simulator/send", post(simulator::send))
+        .at("/simulator/events", get(simulator::events))
+        .at("/static/app.css", get(layout::css))
+        .at("/static/app.js", get(layout::js))
+}
+
+#[handler]
+fn home() -> Redirect {
+    Redirect::see_other("/conversations")
+}
+
+/// An error page: the status and a sentence, causes logged.
+pub(crate) struct PageError(StatusCode, String);
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let markup = layout::page("Switchboard", None, maud::html! {
+            section.card.empty { h2 { (self.0.canonical_reason().unwrap_or("Error")) } p { (self.1) } }
+        });
+        (self.0, markup).into_response()
+    }
+}
+
+impl From<PageError> for poem::Error {
+    fn from(e: PageError) -> Self {
+        poem::Error::from_response(e.into_response())
+    }
+}
+
+impl From<ServiceError> for PageError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound => PageError(StatusCode::NOT_FOUND, "Nothing here: it does not exist or is not yours.".into()),
+            ServiceError::Invalid { .. } | ServiceError::Conflict(_) => PageError(StatusCode::BAD_REQUEST, e.to_string()),
+            other => {
+                tracing::error!(error = %other, "page failed");
+                PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side; it has been logged.".into())
+            }
+        }
+    }
+}
+
+/// The workspace the pages act for (the demo tenant until sign-in exists).
+pub(crate) async fn acting_tenant(app: &Arc<App>) -> Result<TenantCtx, PageError> {
+    tenancy::demo_tenant(app).await?.ok_or_else(|| {
+        PageError(
+            StatusCode::NOT_FOUND,
+            "The inbox serves the demo workspace (DEMO_SEED) until sign-in is available; use the REST API with an API key.".into(),
+        )
+    })
+}
+
+pub(crate) type AppData<'a> = Data<&'a Arc<App>>;

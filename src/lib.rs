@@ -1,0 +1,44 @@
+//! The composition root, as a library so the test harness serves exactly what the binary
+//! serves: [`endpoint`] assembles every route; [`serve`] runs the HTTP server and the workers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use poem::listener::TcpListener;
+use poem::middleware::Tracing;
+use poem::{Endpoint, EndpointExt, Server};
+use switchboard_services::App;
+
+/// Seconds the server waits for in-flight requests after a shutdown signal.
+pub const HTTP_SHUTDOWN_SECS: u64 = 10;
+
+/// Every HTTP route of Switchboard, with the app attached.
+pub fn endpoint(app: Arc<App>) -> impl Endpoint + 'static {
+    switchboard_web::routes(switchboard_api::routes(app.clone()))
+        .with(Tracing)
+        .data(app)
+}
+
+/// Serves HTTP on `listener` and, when `workers` is true, runs the job workers in the same
+/// process, until `shutdown` completes.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener<String>,
+    workers: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown.shared();
+    let worker = workers.then(|| tokio::spawn(switchboard_worker::run(app.clone(), shutdown.clone())));
+    Server::new(listener)
+        .run_with_graceful_shutdown(endpoint(app), shutdown, Some(Duration::from_secs(HTTP_SHUTDOWN_SECS)))
+        .await?;
+    if let Some(worker) = worker {
+        worker.await??;
+    }
+    Ok(())
+}

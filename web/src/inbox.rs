@@ -1,0 +1,211 @@
+//! `/conversations`: the two-panel inbox (list + thread) and its small form endpoints.
+
+use maud::{Markup, html};
+use poem::http::StatusCode;
+use poem::web::{Form, Path, Query, Redirect};
+use poem::{IntoResponse, Response, handler};
+use serde::Deserialize;
+use switchboard_domain::message::{Direction, MessageStatus, Source};
+use switchboard_domain::{ConversationId, MessageId};
+use switchboard_services::conversations::{self, ConversationSummary, MessageView};
+use switchboard_services::messaging;
+use uuid::Uuid;
+
+use crate::layout::{ago, page};
+use crate::{AppData, PageError, acting_tenant};
+
+#[derive(Deserialize)]
+pub(crate) struct Selected {
+    c: Option<Uuid>,
+}
+
+fn initials(s: &ConversationSummary) -> String {
+    match &s.contact_name {
+        Some(name) => name.split_whitespace().filter_map(|w| w.chars().next()).take(2).collect::<String>().to_uppercase(),
+        None => "#".into(),
+    }
+}
+
+fn display_name(s: &ConversationSummary) -> &str {
+    s.contact_name.as_deref().unwrap_or(&s.contact_phone)
+}
+
+fn list(rows: &[ConversationSummary], selected: Option<ConversationId>) -> Markup {
+    html! {
+        ul.conversation-list id="conversation-list" {
+            @if rows.is_empty() {
+                li.empty { "No conversations yet. Text the demo number from the " a href="/simulator" { "simulator" } "." }
+            }
+            @for s in rows {
+                li class=[(Some(s.id) == selected).then_some("selected")] {
+                    a href={ "/conversations?c=" (s.id) } {
+                        span.avatar { (initials(s)) }
+                        span.who {
+                            strong { (display_name(s)) }
+                            @if s.contact_name.is_some() { small { (s.contact_phone) } }
+                            span.preview { (s.last_message_preview) }
+                        }
+                        span.meta {
+                            time datetime=(s.last_message_at.to_rfc3339()) { (ago(s.last_message_at)) }
+                            @if s.unread_count > 0 { span.badge { (s.unread_count) } }
+                            @if s.opted_out { span.pill.closed { "opted out" } }
+                            @else if s.bot_paused { span.pill.pending { "human" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn status_line(m: &MessageView) -> Markup {
+    let class = match m.status {
+        MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Suppressed => "status bad",
+        MessageStatus::Delivered | MessageStatus::Read => "status good",
+        _ => "status",
+    };
+    html! {
+        span class=(class) {
+            (m.status.as_str())
+            @if let Some(code) = m.error_code { " · error " (code) }
+            @if let Some(err) = &m.error_message { " · " (err) }
+        }
+    }
+}
+
+/// One message bubble; `id="m-{id}"` so live updates can replace it.
+pub(crate) fn bubble(m: &MessageView) -> Markup {
+    let side = match m.direction {
+        Direction::Inbound => "in",
+        Direction::Outbound => "out",
+    };
+    let who = match m.source {
+        Source::Customer => "customer",
+        Source::Bot => "bot",
+        Source::Manual => "you",
+        Source::Compliance => "auto-reply",
+    };
+    html! {
+        div class={ "bubble " (side) } id={ "m-" (m.id) } {
+            @if !m.body.is_empty() { p { (m.body) } }
+            @for media in &m.media {
+                a.media href=(media.url) rel="noopener noreferrer" target="_blank" { "📎 " (media.content_type) }
+            }
+            footer {
+                span.source { (who) }
+                time datetime=(m.created_at.to_rfc3339()) title=(m.created_at.to_rfc3339()) { (m.created_at.format("%H:%M")) }
+                @if m.direction == Direction::Outbound { (status_line(m)) }
+            }
+        }
+    }
+}
+
+fn thread(s: &ConversationSummary, messages: &[MessageView]) -> Markup {
+    html! {
+        section.thread data-conversation=(s.id) {
+            header.thread-head {
+                span.avatar { (initials(s)) }
+                div {
+                    strong { (display_name(s)) }
+                    small { (s.contact_phone) " → " (s.number) }
+                }
+                div.actions {
+                    @if s.opted_out { span.pill.closed { "opted out" } }
+                    form method="post" action={ "/conversations/" (s.id) "/bot" } {
+                        @if s.bot_paused {
+                            input type="hidden" name="paused" value="false";
+                            button.secondary type="submit" { "Resume bot" }
+                        } @else {
+                            span.pill.active { "bot on" }
+                            input type="hidden" name="paused" value="true";
+                            button.secondary type="submit" { "Pause bot" }
+                        }
+                    }
+                }
+            }
+            div.messages id="messages" {
+                @for m in messages { (bubble(m)) }
+            }
+            form.compose method="post" action={ "/conversations/" (s.id) "/messages" } {
+                textarea name="body" rows="2" maxlength="1600" required placeholder="Type a message… (sending pauses the bot)" {}
+                button type="submit" { "Send" }
+            }
+        }
+    }
+}
+
+/// `GET /conversations[?c=id]`.
+#[handler]
+pub(crate) async fn page_handler(app: AppData<'_>, Query(q): Query<Selected>) -> Result<Response, PageError> {
+    let ctx = acting_tenant(app.0).await?;
+    let rows = conversations::list(app.0, &ctx, 100).await?;
+    let selected = q.c.map(ConversationId).or_else(|| rows.first().map(|r| r.id));
+    let open = match selected {
+        Some(id) => Some(conversations::thread(app.0, &ctx, id).await?),
+        None => None,
+    };
+    let body = html! {
+        div.inbox data-live="inbox" {
+            aside.panel { (list(&rows, selected)) }
+            @match &open {
+                Some((s, messages)) => (thread(s, messages)),
+                None => section.thread.empty { p { "Select a conversation." } },
+            }
+        }
+    };
+    Ok(page("Conversations", Some("/conversations"), body).into_response())
+}
+
+/// `GET /conversations/list`: the list panel alone (live refresh).
+#[handler]
+pub(crate) async fn list_fragment(app: AppData<'_>, Query(q): Query<Selected>) -> Result<Markup, PageError> {
+    let ctx = acting_tenant(app.0).await?;
+    let rows = conversations::list(app.0, &ctx, 100).await?;
+    Ok(list(&rows, q.c.map(ConversationId)))
+}
+
+/// `GET /conversations/:id/messages/:mid`: one bubble (live append or status change).
+#[handler]
+pub(crate) async fn message_fragment(app: AppData<'_>, Path((id, mid)): Path<(Uuid, Uuid)>) -> Result<Markup, PageError> {
+    let ctx = acting_tenant(app.0).await?;
+    let m = conversations::message(app.0, &ctx, MessageId(mid)).await?;
+    if m.conversation_id != ConversationId(id) {
+        return Err(PageError(StatusCode::NOT_FOUND, "No such message in this conversation.".into()));
+    }
+    Ok(bubble(&m))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Compose {
+    body: String,
+}
+
+/// `POST /conversations/:id/messages` (form `body`): a manual reply; the bot pauses.
+#[handler]
+pub(crate) async fn send(app: AppData<'_>, Path(id): Path<Uuid>, Form(form): Form<Compose>) -> Result<Redirect, PageError> {
+    let ctx = acting_tenant(app.0).await?;
+    messaging::send_manual(app.0, &ctx, ConversationId(id), &form.body, None).await?;
+    Ok(Redirect::see_other(format!("/conversations?c={id}")))
+}
+
+/// `POST /conversations/:id/read`: clears the unread count (sent by the page's script when a
+/// thread is shown).
+#[handler]
+pub(crate) async fn read(app: AppData<'_>, Path(id): Path<Uuid>) -> Result<StatusCode, PageError> {
+    let ctx = acting_tenant(app.0).await?;
+    conversations::mark_read(app.0, &ctx, ConversationId(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct BotForm {
+    paused: bool,
+}
+
+/// `POST /conversations/:id/bot` (form `paused=true|false`): pause or resume the bot.
+#[handler]
+pub(crate) async fn bot(app: AppData<'_>, Path(id): Path<Uuid>, Form(form): Form<BotForm>) -> Result<Redirect, PageError> {
+    let ctx = acting_tenant(app.0).await?;
+    conversations::set_bot_paused(app.0, &ctx, ConversationId(id), form.paused).await?;
+    Ok(Redirect::see_other(format!("/conversations?c={id}")))
+}

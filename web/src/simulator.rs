@@ -1,0 +1,134 @@
+//! `/simulator`: a fake handset for numbers without Twilio. Texts typed here enter the same
+//! inbound pipeline as Twilio's webhook (minus the signature); the replies the simulator
+//! provider "delivers" show up here, live.
+
+use maud::{Markup, html};
+use poem::http::StatusCode;
+use poem::web::sse::SSE;
+use poem::web::{Form, Query, Redirect};
+use poem::{IntoResponse, Response, handler};
+use serde::Deserialize;
+use switchboard_domain::message::Direction;
+use switchboard_services::conversations::{self, MessageView};
+use switchboard_services::webhooks::{self, WebhookError};
+use switchboard_services::{App, TenantCtx, tenancy};
+
+use crate::layout::page;
+use crate::live::tenant_stream;
+use crate::{AppData, PageError};
+
+/// The customer phone the simulator starts with.
+pub const DEFAULT_CUSTOMER: &str = "+15555550123";
+
+#[derive(Deserialize, Default)]
+pub(crate) struct Handset {
+    number: Option<String>,
+    phone: Option<String>,
+}
+
+impl From<WebhookError> for PageError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Service(inner) => inner.into(),
+            WebhookError::Unknown => PageError(StatusCode::NOT_FOUND, "That number does not send through the simulator.".into()),
+            other => PageError(StatusCode::BAD_REQUEST, other.to_string()),
+        }
+    }
+}
+
+async fn resolve(app: &App, q: &Handset) -> Result<(String, String, Option<TenantCtx>), PageError> {
+    let numbers = tenancy::simulator_numbers(app).await?;
+    let number = q.number.clone().or_else(|| numbers.first().map(|n| n.e164.clone())).unwrap_or_default();
+    let phone = q.phone.clone().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| DEFAULT_CUSTOMER.into());
+    let ctx = if number.is_empty() { None } else { Some(webhooks::simulator_tenant(app, &number).await?) };
+    Ok((number, phone, ctx))
+}
+
+fn thread(messages: &[MessageView]) -> Markup {
+    html! {
+        div.handset-messages id="handset" {
+            @if messages.is_empty() { p.hint { "Say something — e.g. “my water heater is leaking”." } }
+            @for m in messages {
+                // On the handset, the customer's own texts are on the right.
+                div class={ "bubble " (if m.direction == Direction::Inbound { "out" } else { "in" }) } id={ "h-" (m.id) } {
+                    p { (m.body) }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /simulator[?number=&phone=]`.
+#[handler]
+pub(crate) async fn page_handler(app: AppData<'_>, Query(q): Query<Handset>) -> Result<Response, PageError> {
+    let numbers = tenancy::simulator_numbers(app.0).await?;
+    let (number, phone, ctx) = resolve(app.0, &q).await?;
+    let messages = match &ctx {
+        Some(ctx) => conversations::handset_thread(app.0, ctx, &number, &phone).await?,
+        None => Vec::new(),
+    };
+    let body = html! {
+        div.simulator data-live="simulator" data-number=(number) data-phone=(phone) {
+            @if numbers.is_empty() {
+                section.card.empty { p { "No number sends through the simulator (Twilio credentials are configured)." } }
+            } @else {
+                form.card.handset-pick method="get" action="/simulator" {
+                    label { "Business number "
+                        select name="number" {
+                            @for n in &numbers {
+                                option value=(n.e164) selected[n.e164 == number] { (n.e164) " — " (n.tenant_name) }
+                            }
+                        }
+                    }
+                    label { "Your phone " input name="phone" value=(phone) inputmode="tel" required; }
+                    button.secondary type="submit" { "Open" }
+                }
+                section.handset {
+                    header { strong { (number) } small { "texting as " (phone) } }
+                    (thread(&messages))
+                    form.compose method="post" action="/simulator/send" {
+                        input type="hidden" name="to" value=(number);
+                        input type="hidden" name="from" value=(phone);
+                        textarea name="body" rows="2" maxlength="1600" required placeholder="Text message" {}
+                        button type="submit" { "Send" }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("Phone simulator", Some("/simulator"), body).into_response())
+}
+
+/// `GET /simulator/thread?number=&phone=`: the handset thread alone (live refresh).
+#[handler]
+pub(crate) async fn thread_fragment(app: AppData<'_>, Query(q): Query<Handset>) -> Result<Markup, PageError> {
+    let (number, phone, ctx) = resolve(app.0, &q).await?;
+    let messages = match &ctx {
+        Some(ctx) => conversations::handset_thread(app.0, ctx, &number, &phone).await?,
+        None => Vec::new(),
+    };
+    Ok(thread(&messages))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SimText {
+    to: String,
+    from: String,
+    body: String,
+}
+
+/// `POST /simulator/send` (form `to`, `from`, `body`): the customer texts the number.
+#[handler]
+pub(crate) async fn send(app: AppData<'_>, Form(form): Form<SimText>) -> Result<Redirect, PageError> {
+    webhooks::simulate_sms(app.0, &form.to, &form.from, &form.body).await?;
+    let query = serde_urlencoded::to_string([("number", &form.to), ("phone", &form.from)]).unwrap_or_default();
+    Ok(Redirect::see_other(format!("/simulator?{query}")))
+}
+
+/// `GET /simulator/events?number=`: the number's tenant's events (the page reloads its thread).
+#[handler]
+pub(crate) async fn events(app: AppData<'_>, Query(q): Query<Handset>) -> Result<SSE, PageError> {
+    let number = q.number.unwrap_or_default();
+    let ctx = webhooks::simulator_tenant(app.0, &number).await?;
+    Ok(tenant_stream(&app.events, ctx.tenant_id(), |_| true))
+}

@@ -1,0 +1,96 @@
+// Switchboard live updates. Pages are complete without this file; it adds Server-Sent
+// Events (new messages and status changes appear without a reload) and sends forms in the
+// background. Vendored, no dependencies.
+(function () {
+  "use strict";
+
+  function scrollDown(el) { if (el) el.scrollTop = el.scrollHeight; }
+
+  // Submit a compose form with fetch; the SSE stream then shows the result.
+  function backgroundSubmit(form, after) {
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var body = new URLSearchParams(new FormData(form));
+      var button = form.querySelector("button");
+      if (button) button.disabled = true;
+      fetch(form.action, { method: "POST", body: body, redirect: "manual" })
+        .then(function () {
+          var text = form.querySelector("textarea");
+          if (text) text.value = "";
+          if (after) after();
+        })
+        .finally(function () { if (button) button.disabled = false; });
+    });
+    var text = form.querySelector("textarea");
+    if (text) text.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); form.requestSubmit(); }
+    });
+  }
+
+  function listen(url, onEvent) {
+    var es = new EventSource(url);
+    ["message_created", "message_updated", "conversation_updated"].forEach(function (kind) {
+      es.addEventListener(kind, function (ev) { onEvent(kind, JSON.parse(ev.data)); });
+    });
+    es.addEventListener("resync", function () { location.reload(); });
+    return es;
+  }
+
+  var inbox = document.querySelector('[data-live="inbox"]');
+  if (inbox) {
+    var thread = inbox.querySelector(".thread[data-conversation]");
+    var cid = thread ? thread.dataset.conversation : null;
+    var messages = document.getElementById("messages");
+    var markRead = function () { if (cid) fetch("/conversations/" + cid + "/read", { method: "POST" }); };
+    scrollDown(messages);
+    markRead();
+    var listTimer = null;
+    var refreshList = function () {
+      clearTimeout(listTimer);
+      listTimer = setTimeout(function () {
+        fetch("/conversations/list" + (cid ? "?c=" + cid : "")).then(function (r) {
+          if (!r.ok) return;
+          return r.text().then(function (html) {
+            var list = document.getElementById("conversation-list");
+            if (list) list.outerHTML = html;
+          });
+        });
+      }, 150);
+    };
+    var upsert = function (mid) {
+      fetch("/conversations/" + cid + "/messages/" + mid).then(function (r) {
+        if (!r.ok) return;
+        return r.text().then(function (html) {
+          var existing = document.getElementById("m-" + mid);
+          if (existing) { existing.outerHTML = html; }
+          else { messages.insertAdjacentHTML("beforeend", html); scrollDown(messages); }
+        });
+      });
+    };
+    listen("/events", function (kind, e) {
+      refreshList();
+      if (cid && e.conversation_id === cid && e.message_id) {
+        upsert(e.message_id);
+        if (kind === "message_created") markRead();
+      }
+    });
+    var compose = inbox.querySelector("form.compose");
+    if (compose) backgroundSubmit(compose);
+  }
+
+  var sim = document.querySelector('[data-live="simulator"]');
+  if (sim && sim.dataset.number) {
+    var query = "number=" + encodeURIComponent(sim.dataset.number) + "&phone=" + encodeURIComponent(sim.dataset.phone);
+    var handset = function () { return document.getElementById("handset"); };
+    var reload = function () {
+      fetch("/simulator/thread?" + query).then(function (r) {
+        if (!r.ok) return;
+        return r.text().then(function (html) { handset().outerHTML = html; scrollDown(handset()); });
+      });
+    };
+    scrollDown(handset());
+    listen("/simulator/events?" + query, reload);
+    var simCompose = sim.querySelector("form.compose");
+    if (simCompose) backgroundSubmit(simCompose, reload);
+  }
+})();
