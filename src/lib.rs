@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use poem::listener::TcpListener;
+use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Server};
 use switchboard_services::App;
@@ -28,14 +28,19 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint + 'static {
 /// I/O errors of the listener.
 pub async fn serve(
     app: Arc<App>,
-    listener: TcpListener<String>,
+    listener: tokio::net::TcpListener,
     workers: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
-    let worker = workers.then(|| tokio::spawn(switchboard_worker::run(app.clone(), shutdown.clone())));
-    Server::new(listener)
-        .run_with_graceful_shutdown(endpoint(app), shutdown, Some(Duration::from_secs(HTTP_SHUTDOWN_SECS)))
+    let worker =
+        workers.then(|| tokio::spawn(switchboard_worker::run(app.clone(), shutdown.clone())));
+    Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+        .run_with_graceful_shutdown(
+            endpoint(app),
+            shutdown,
+            Some(Duration::from_secs(HTTP_SHUTDOWN_SECS)),
+        )
         .await?;
     if let Some(worker) = worker {
         worker.await??;

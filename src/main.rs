@@ -4,15 +4,18 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use poem::listener::TcpListener;
 use secrecy::{ExposeSecret, SecretString};
 use switchboard_config::{LogFormat, Settings};
 use switchboard_domain::phone::E164;
-use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
 use switchboard_services::App;
+use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Customer texting for small businesses on their own Twilio numbers")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Customer texting for small businesses on their own Twilio numbers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -76,7 +79,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -96,8 +100,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { no_worker } => {
             let bind = settings.bind;
             let app = App::start(settings).await?;
-            tracing::info!("Switchboard on http://{bind} (public URL {})", app.settings.public_url(""));
-            switchboard::serve(app, TcpListener::bind(bind.to_string()), !no_worker, shutdown_signal()).await
+            tracing::info!(
+                "Switchboard on http://{bind} (public URL {})",
+                app.settings.public_url("")
+            );
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("BIND: cannot listen on {bind}"))?;
+            switchboard::serve(app, listener, !no_worker, shutdown_signal()).await
         }
         Command::Worker => {
             let app = App::start(settings).await?;
@@ -106,30 +116,54 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             // Opening the database applies pending migrations.
-            App::start(Settings { demo_seed: false, ..settings }).await?;
+            App::start(Settings {
+                demo_seed: false,
+                ..settings
+            })
+            .await?;
             println!("migrations applied");
             Ok(())
         }
-        Command::Admin { command: AdminCommand::CreateTenant { name, phone, time_zone, twilio_account_sid, twilio_auth_token, no_bot } } => {
+        Command::Admin {
+            command:
+                AdminCommand::CreateTenant {
+                    name,
+                    phone,
+                    time_zone,
+                    twilio_account_sid,
+                    twilio_auth_token,
+                    no_bot,
+                },
+        } => {
             let number = E164::parse(&phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
-            let twilio = twilio_account_sid.zip(twilio_auth_token).map(|(sid, token)| TwilioCredentials {
-                account_sid: sid,
-                auth_token: SecretString::from(token),
-            });
+            let twilio = twilio_account_sid
+                .zip(twilio_auth_token)
+                .map(|(sid, token)| TwilioCredentials {
+                    account_sid: sid,
+                    auth_token: SecretString::from(token),
+                });
             if let Some(t) = &twilio {
                 anyhow::ensure!(
                     t.account_sid.len() == 34 && t.account_sid.starts_with("AC"),
                     "--twilio-account-sid: must be AC followed by 32 hex characters"
                 );
             }
-            let app = App::start(Settings { demo_seed: false, ..settings }).await?;
+            let app = App::start(Settings {
+                demo_seed: false,
+                ..settings
+            })
+            .await?;
             let created = tenancy::create_tenant(
                 &app,
                 NewTenant {
                     name,
                     time_zone,
                     number,
-                    bot: if no_bot { BotKind::None } else { BotKind::Qualify },
+                    bot: if no_bot {
+                        BotKind::None
+                    } else {
+                        BotKind::Qualify
+                    },
                     twilio,
                 },
             )
@@ -137,7 +171,10 @@ async fn main() -> anyhow::Result<()> {
             .context("create-tenant")?;
             println!("tenant_id={}", created.tenant_id);
             println!("api_key={}", created.api_key.expose_secret());
-            println!("webhooks: {} (A message comes in)", app.settings.public_url("/webhooks/twilio/sms"));
+            println!(
+                "webhooks: {} (A message comes in)",
+                app.settings.public_url("/webhooks/twilio/sms")
+            );
             Ok(())
         }
     }

@@ -165,7 +165,7 @@ pub async fn stuck_messages<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<Stuck>, DbErr> {
     use sea_orm::{Condition, QueryOrder};
-    use switchboard_domain::message::{Direction, MessageStatus};
+    use switchboard_domain::message::Direction;
     let rows = message::Entity::find()
         .filter(message::Column::UpdatedAt.lt(before))
         .filter(
@@ -178,10 +178,7 @@ pub async fn stuck_messages<C: ConnectionTrait>(
                 .add(
                     Condition::all()
                         .add(message::Column::Direction.eq(Direction::Outbound))
-                        .add(
-                            message::Column::Status
-                                .is_in([MessageStatus::Queued, MessageStatus::Sending]),
-                        ),
+                        .add(message::awaiting_provider()),
                 ),
         )
         .order_by_asc(message::Column::UpdatedAt)

@@ -59,3 +59,16 @@ impl TenantOwned for Entity {
         Column::TenantId
     }
 }
+
+/// Outbound rows the provider does not have yet: `queued`, or `sending` without a MessageSid
+/// (see `services::messaging::awaits_provider`). A filter for any message query.
+pub fn awaiting_provider() -> sea_orm::Condition {
+    use sea_orm::Condition;
+    Condition::any()
+        .add(Column::Status.eq(MessageStatus::Queued))
+        .add(
+            Condition::all()
+                .add(Column::Status.eq(MessageStatus::Sending))
+                .add(Column::ProviderSid.is_null()),
+        )
+}

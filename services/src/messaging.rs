@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict,
+};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::{ConversationId, MessageId, segments};
 use switchboard_entity::{
@@ -192,11 +194,21 @@ pub async fn send_manual(
     Ok(row.id)
 }
 
+/// True while the provider does not have the message yet: `queued` (our outbox), or
+/// `sending` without a MessageSid (a call whose outcome we do not know). `sending` WITH a
+/// MessageSid means the provider took it and status callbacks will move it on.
+pub fn awaits_provider(status: MessageStatus, has_sid: bool) -> bool {
+    status == MessageStatus::Queued || (status == MessageStatus::Sending && !has_sid)
+}
+
 /// What the send job should do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
     /// Nothing more to do (sent, failed for good, suppressed, or the row is gone).
     Done,
+    /// An older message of the same conversation is not sent yet; this one goes after it
+    /// (the older one's job releases it), so a customer reads replies in order.
+    Waiting,
     /// Try again after this long (rate limited, or the provider was unavailable).
     RetryAfter(Duration),
 }
@@ -268,7 +280,7 @@ pub async fn deliver(
         return Ok(Delivery::Done);
     };
     if msg.direction != Direction::Outbound
-        || !matches!(msg.status, MessageStatus::Queued | MessageStatus::Sending)
+        || !awaits_provider(msg.status, msg.provider_sid.is_some())
     {
         return Ok(Delivery::Done);
     }
@@ -289,7 +301,18 @@ pub async fn deliver(
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
+    let earlier = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(msg.conversation_id))
+        .filter(message::Column::Direction.eq(Direction::Outbound))
+        .filter(message::Column::Id.lt(msg.id))
+        .filter(message::awaiting_provider())
+        .one(tx.conn())
+        .await?;
     drop(tx);
+    if let Some(earlier) = earlier {
+        tracing::debug!(%message_id, waits_for = %earlier.id, "an older reply goes first");
+        return Ok(Delivery::Waiting);
+    }
 
     // Opt-out is checked at send time, so queued jobs obey a STOP that arrived after them.
     // The one confirmation of an opt-out (a compliance reply) still goes out (CTIA).
@@ -299,6 +322,7 @@ pub async fn deliver(
             m.error_message = Set(Some("recipient opted out".into()));
         })
         .await?;
+        release_next(app, ctx, &msg).await?;
         return Ok(Delivery::Done);
     }
 
@@ -308,6 +332,7 @@ pub async fn deliver(
             m.error_message = Set(Some(format!("gave up after {MAX_SEND_ATTEMPTS} attempts")));
         })
         .await?;
+        release_next(app, ctx, &msg).await?;
         return Ok(Delivery::Done);
     }
 
@@ -391,16 +416,49 @@ pub async fn deliver(
             Delivery::RetryAfter(backoff(msg.attempts))
         }
     };
-    if let Delivery::RetryAfter(delay) = delivery {
-        let job = Job::SendMessage {
-            tenant_id: ctx.tenant_id(),
-            message_id: msg.id,
-        };
-        app.jobs
-            .push_after(job, send_key(msg.id, msg.attempts), delay)
-            .await?;
+    match delivery {
+        Delivery::RetryAfter(delay) => {
+            let job = Job::SendMessage {
+                tenant_id: ctx.tenant_id(),
+                message_id: msg.id,
+            };
+            app.jobs
+                .push_after(job, send_key(msg.id, msg.attempts), delay)
+                .await?;
+        }
+        Delivery::Done | Delivery::Waiting => release_next(app, ctx, &msg).await?,
     }
     Ok(delivery)
+}
+
+/// After `msg` got its final provider outcome, starts the conversation's next unsent reply.
+async fn release_next(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: &message::Model,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let next = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(msg.conversation_id))
+        .filter(message::Column::Direction.eq(Direction::Outbound))
+        .filter(message::Column::Id.gt(msg.id))
+        .filter(message::Column::Status.eq(MessageStatus::Queued))
+        .order_by_asc(message::Column::Id)
+        .one(tx.conn())
+        .await?;
+    drop(tx);
+    if let Some(next) = next {
+        let job = Job::SendMessage {
+            tenant_id: ctx.tenant_id(),
+            message_id: next.id,
+        };
+        // Keyed by the predecessor: the next message's own job may be running right now and
+        // must not swallow this one.
+        app.jobs
+            .push(&[Enqueue::now(job, format!("after:{}:{}", next.id, msg.id))])
+            .await?;
+    }
+    Ok(())
 }
 
 /// Moves the row to `sending` and counts the attempt, if it is still exactly as read.

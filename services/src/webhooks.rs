@@ -291,8 +291,13 @@ async fn simulator_route(app: &App, number: &E164) -> Result<NumberRoute, Webhoo
 /// # Errors
 /// [`WebhookError::Unknown`] for a number that is not a simulator number.
 pub async fn simulator_tenant(app: &App, number: &str) -> Result<TenantCtx, WebhookError> {
-    let number = E164::parse(number).map_err(|e| WebhookError::Invalid { field: "number", reason: e.to_string() })?;
-    Ok(TenantCtx::new(simulator_route(app, &number).await?.owner.tenant_id))
+    let number = E164::parse(number).map_err(|e| WebhookError::Invalid {
+        field: "number",
+        reason: e.to_string(),
+    })?;
+    Ok(TenantCtx::new(
+        simulator_route(app, &number).await?.owner.tenant_id,
+    ))
 }
 
 /// `POST /webhooks/twilio/status`: a message status callback.

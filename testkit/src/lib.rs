@@ -1,1 +1,415 @@
-//! switchboard-testkit
+//! The one test harness (dev-dependency only).
+//!
+//! [`spawn_app`] starts the real binary's endpoint and workers on port 0, on a fresh SQLite
+//! file, with Twilio's API replaced by a loopback [`MockServer`] that answers like Twilio
+//! (201 with a unique MessageSid) unless a test mounts something else. Tenants get their own
+//! Twilio account (SID + auth token) so webhooks are signed exactly as Twilio would sign them.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use secrecy::SecretString;
+use switchboard_config::Settings;
+use switchboard_domain::TenantId;
+use switchboard_domain::phone::E164;
+use switchboard_domain::signature::twilio;
+use switchboard_entity::{contact, conversation, message};
+use switchboard_services::App;
+use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
+use tokio::sync::oneshot;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub use wiremock;
+
+/// Path pattern of Twilio's Messages resource.
+pub const MESSAGES_PATH: &str = r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$";
+
+/// A tenant created for a test, with the credentials its webhooks are signed with.
+#[derive(Clone, Debug)]
+pub struct TestTenant {
+    pub tenant_id: TenantId,
+    /// The tenant's number, E.164.
+    pub number: String,
+    pub api_key: String,
+    pub account_sid: String,
+    pub auth_token: String,
+}
+
+/// A running Switchboard for one test.
+pub struct TestApp {
+    pub app: Arc<App>,
+    /// `http://127.0.0.1:{port}`; also the app's `APP_URL`.
+    pub address: String,
+    /// Loopback Twilio REST API.
+    pub twilio: MockServer,
+    pub http: reqwest::Client,
+    /// Tenant "A" (the built-in bot answers its number).
+    pub tenant: TestTenant,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Answers `POST …/Messages.json` like Twilio: 201 with a fresh `SM…` sid, status `queued`.
+pub struct TwilioCreate;
+
+impl Respond for TwilioCreate {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "sid": format!("SM{}", uuid::Uuid::new_v4().simple()),
+            "status": "queued",
+        }))
+    }
+}
+
+/// Options of [`spawn_app_with`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Seed the demo tenant (the web pages act for it).
+    pub demo: bool,
+    /// Do not mount the default Twilio answer (the test mounts its own).
+    pub bare_twilio: bool,
+    /// Extra settings as (ENV_NAME, value).
+    pub settings: Vec<(String, String)>,
+}
+
+/// [`spawn_app_with`] with default options.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+/// Starts Switchboard for a test.
+///
+/// # Panics
+/// When anything needed for the test cannot be set up.
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let twilio = MockServer::start().await;
+    if !options.bare_twilio {
+        Mock::given(method("POST"))
+            .and(path_regex(MESSAGES_PATH))
+            .respond_with(TwilioCreate)
+            .mount(&twilio)
+            .await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    let mut pairs: Vec<(String, String)> = vec![
+        ("APP_URL".into(), address.clone()),
+        ("DATABASE_URL".into(), db),
+        (
+            "SECRET_KEY".into(),
+            "test-secret-key-test-secret-key-0123".into(),
+        ),
+        ("TWILIO_API_BASE".into(), twilio.uri()),
+        ("DEMO_SEED".into(), options.demo.to_string()),
+    ];
+    pairs.extend(options.settings.iter().cloned());
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let settings = Settings::from_pairs(&refs).expect("test settings");
+    let app = App::start(settings).await.expect("app starts");
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let serving = app.clone();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        if let Err(e) = switchboard::serve(serving, listener, true, shutdown).await {
+            eprintln!("test server stopped: {e}");
+        }
+    });
+
+    let tenant = create_tenant(&app, "Acme Plumbing", "+14155550100", BotKind::Qualify).await;
+    TestApp {
+        app,
+        address,
+        twilio,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        tenant,
+        shutdown: Some(tx),
+        _dir: dir,
+    }
+}
+
+/// Creates a tenant with its own (fake) Twilio account.
+///
+/// # Panics
+/// When the tenant cannot be created.
+pub async fn create_tenant(app: &App, name: &str, number: &str, bot: BotKind) -> TestTenant {
+    let account_sid = format!("AC{}", uuid::Uuid::new_v4().simple());
+    let auth_token = uuid::Uuid::new_v4().simple().to_string();
+    let created = tenancy::create_tenant(
+        app,
+        NewTenant {
+            name: name.into(),
+            time_zone: "America/Chicago".into(),
+            number: E164::parse(number).expect("test number"),
+            bot,
+            twilio: Some(TwilioCredentials {
+                account_sid: account_sid.clone(),
+                auth_token: SecretString::from(auth_token.clone()),
+            }),
+        },
+    )
+    .await
+    .expect("tenant");
+    use secrecy::ExposeSecret;
+    TestTenant {
+        tenant_id: created.tenant_id,
+        number: number.into(),
+        api_key: created.api_key.expose_secret().to_string(),
+        account_sid,
+        auth_token,
+    }
+}
+
+/// A fresh Twilio-shaped MessageSid.
+pub fn message_sid() -> String {
+    format!("SM{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Form parameters of an inbound text from `from` to `to`, shaped like Twilio's.
+pub fn inbound(account_sid: &str, from: &str, to: &str, body: &str) -> Vec<(String, String)> {
+    let sid = message_sid();
+    [
+        ("ToCountry", "US"),
+        ("SmsMessageSid", sid.as_str()),
+        ("NumMedia", "0"),
+        ("SmsSid", sid.as_str()),
+        ("SmsStatus", "received"),
+        ("Body", body),
+        ("To", to),
+        ("NumSegments", "1"),
+        ("MessageSid", sid.as_str()),
+        ("AccountSid", account_sid),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The value of `name` in form parameters.
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+impl TestApp {
+    /// Stops the server and workers.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// POSTs `params` to `path` signed with `token` as Twilio would (X-Twilio-Signature over
+    /// APP_URL + path + sorted params).
+    pub async fn post_signed(
+        &self,
+        path: &str,
+        token: &str,
+        params: &[(String, String)],
+    ) -> reqwest::Response {
+        let url = format!("{}{path}", self.address);
+        let signature = twilio::compute(token, &url, params);
+        self.http
+            .post(&url)
+            .header("X-Twilio-Signature", signature)
+            .form(params)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A signed inbound webhook for tenant A.
+    pub async fn post_sms(&self, params: &[(String, String)]) -> reqwest::Response {
+        self.post_signed("/webhooks/twilio/sms", &self.tenant.auth_token, params)
+            .await
+    }
+
+    /// Tenant A receives a text from `from`.
+    pub async fn text_in(&self, from: &str, body: &str) -> reqwest::Response {
+        let params = inbound(&self.tenant.account_sid, from, &self.tenant.number, body);
+        self.post_sms(&params).await
+    }
+
+    /// A bearer-authenticated API request.
+    pub fn api(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v1{path}", self.address))
+            .bearer_auth(key)
+    }
+
+    /// The form bodies of every Messages create call the mock Twilio received, in order.
+    pub async fn twilio_sends(&self) -> Vec<Vec<(String, String)>> {
+        self.twilio
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/Messages.json"))
+            .map(|r| url_decode_form(&r.body))
+            .collect()
+    }
+
+    /// Waits until `twilio_sends()` has at least `n` entries (at most 10 s) and returns them.
+    ///
+    /// # Panics
+    /// On timeout.
+    pub async fn wait_for_sends(&self, n: usize) -> Vec<Vec<(String, String)>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sends = self.twilio_sends().await;
+            if sends.len() >= n {
+                return sends;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} sends to Twilio, got {}: {sends:?}",
+                sends.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Rows of each table for `tenant` (messages, contacts, conversations).
+    pub async fn counts(&self, tenant: TenantId) -> (u64, u64, u64) {
+        let db = &self.app.db.orm;
+        (
+            message::Entity::find()
+                .filter(message::Column::TenantId.eq(tenant))
+                .count(db)
+                .await
+                .expect("count"),
+            contact::Entity::find()
+                .filter(contact::Column::TenantId.eq(tenant))
+                .count(db)
+                .await
+                .expect("count"),
+            conversation::Entity::find()
+                .filter(conversation::Column::TenantId.eq(tenant))
+                .count(db)
+                .await
+                .expect("count"),
+        )
+    }
+
+    /// Every message of `tenant`, oldest first.
+    pub async fn messages(&self, tenant: TenantId) -> Vec<message::Model> {
+        use sea_orm::QueryOrder;
+        message::Entity::find()
+            .filter(message::Column::TenantId.eq(tenant))
+            .order_by_asc(message::Column::Id)
+            .all(&self.app.db.orm)
+            .await
+            .expect("messages")
+    }
+
+    /// Waits until `check` holds for the tenant's messages (at most 10 s); returns them.
+    ///
+    /// # Panics
+    /// On timeout, showing the messages.
+    pub async fn wait_messages(
+        &self,
+        tenant: TenantId,
+        check: impl Fn(&[message::Model]) -> bool,
+    ) -> Vec<message::Model> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = self.messages(tenant).await;
+            if check(&rows) {
+                return rows;
+            }
+            if Instant::now() > deadline {
+                let brief: Vec<_> = rows
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.direction,
+                            m.source,
+                            m.status,
+                            m.body.clone(),
+                            m.error_code,
+                        )
+                    })
+                    .collect();
+                panic!("condition on messages not met within 10 s: {brief:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body.
+pub fn url_decode_form(body: &[u8]) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(body)))
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The repository's fixtures directory (`testkit/fixtures`).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A Twilio webhook sample from `testkit/fixtures/twilio/{name}.json` as form parameters.
+///
+/// # Panics
+/// When the file is missing or not a flat JSON object of strings.
+pub fn twilio_fixture(name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(fixtures_dir().join("twilio").join(format!("{name}.json")))
+        .expect("fixture");
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).expect("fixture json");
+    map.into_iter()
+        .map(|(k, v)| (k, v.as_str().expect("string values").to_string()))
+        .collect()
+}
+
+/// Replaces (or adds) `name` in form parameters.
+pub fn set(params: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match params.iter_mut().find(|(k, _)| k == name) {
+        Some((_, v)) => *v = value.to_string(),
+        None => params.push((name.to_string(), value.to_string())),
+    }
+}

@@ -21,7 +21,12 @@ pub(crate) struct Selected {
 
 fn initials(s: &ConversationSummary) -> String {
     match &s.contact_name {
-        Some(name) => name.split_whitespace().filter_map(|w| w.chars().next()).take(2).collect::<String>().to_uppercase(),
+        Some(name) => name
+            .split_whitespace()
+            .filter_map(|w| w.chars().next())
+            .take(2)
+            .collect::<String>()
+            .to_uppercase(),
         None => "#".into(),
     }
 }
@@ -60,7 +65,9 @@ fn list(rows: &[ConversationSummary], selected: Option<ConversationId>) -> Marku
 
 fn status_line(m: &MessageView) -> Markup {
     let class = match m.status {
-        MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Suppressed => "status bad",
+        MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Suppressed => {
+            "status bad"
+        }
         MessageStatus::Delivered | MessageStatus::Read => "status good",
         _ => "status",
     };
@@ -136,10 +143,15 @@ fn thread(s: &ConversationSummary, messages: &[MessageView]) -> Markup {
 
 /// `GET /conversations[?c=id]`.
 #[handler]
-pub(crate) async fn page_handler(app: AppData<'_>, Query(q): Query<Selected>) -> Result<Response, PageError> {
+pub(crate) async fn page_handler(
+    app: AppData<'_>,
+    Query(q): Query<Selected>,
+) -> Result<Response, PageError> {
     let ctx = acting_tenant(app.0).await?;
     let rows = conversations::list(app.0, &ctx, 100).await?;
-    let selected = q.c.map(ConversationId).or_else(|| rows.first().map(|r| r.id));
+    let selected =
+        q.c.map(ConversationId)
+            .or_else(|| rows.first().map(|r| r.id));
     let open = match selected {
         Some(id) => Some(conversations::thread(app.0, &ctx, id).await?),
         None => None,
@@ -158,7 +170,10 @@ pub(crate) async fn page_handler(app: AppData<'_>, Query(q): Query<Selected>) ->
 
 /// `GET /conversations/list`: the list panel alone (live refresh).
 #[handler]
-pub(crate) async fn list_fragment(app: AppData<'_>, Query(q): Query<Selected>) -> Result<Markup, PageError> {
+pub(crate) async fn list_fragment(
+    app: AppData<'_>,
+    Query(q): Query<Selected>,
+) -> Result<Markup, PageError> {
     let ctx = acting_tenant(app.0).await?;
     let rows = conversations::list(app.0, &ctx, 100).await?;
     Ok(list(&rows, q.c.map(ConversationId)))
@@ -166,11 +181,17 @@ pub(crate) async fn list_fragment(app: AppData<'_>, Query(q): Query<Selected>) -
 
 /// `GET /conversations/:id/messages/:mid`: one bubble (live append or status change).
 #[handler]
-pub(crate) async fn message_fragment(app: AppData<'_>, Path((id, mid)): Path<(Uuid, Uuid)>) -> Result<Markup, PageError> {
+pub(crate) async fn message_fragment(
+    app: AppData<'_>,
+    Path((id, mid)): Path<(Uuid, Uuid)>,
+) -> Result<Markup, PageError> {
     let ctx = acting_tenant(app.0).await?;
     let m = conversations::message(app.0, &ctx, MessageId(mid)).await?;
     if m.conversation_id != ConversationId(id) {
-        return Err(PageError(StatusCode::NOT_FOUND, "No such message in this conversation.".into()));
+        return Err(PageError(
+            StatusCode::NOT_FOUND,
+            "No such message in this conversation.".into(),
+        ));
     }
     Ok(bubble(&m))
 }
@@ -182,7 +203,11 @@ pub(crate) struct Compose {
 
 /// `POST /conversations/:id/messages` (form `body`): a manual reply; the bot pauses.
 #[handler]
-pub(crate) async fn send(app: AppData<'_>, Path(id): Path<Uuid>, Form(form): Form<Compose>) -> Result<Redirect, PageError> {
+pub(crate) async fn send(
+    app: AppData<'_>,
+    Path(id): Path<Uuid>,
+    Form(form): Form<Compose>,
+) -> Result<Redirect, PageError> {
     let ctx = acting_tenant(app.0).await?;
     messaging::send_manual(app.0, &ctx, ConversationId(id), &form.body, None).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))
@@ -204,7 +229,11 @@ pub(crate) struct BotForm {
 
 /// `POST /conversations/:id/bot` (form `paused=true|false`): pause or resume the bot.
 #[handler]
-pub(crate) async fn bot(app: AppData<'_>, Path(id): Path<Uuid>, Form(form): Form<BotForm>) -> Result<Redirect, PageError> {
+pub(crate) async fn bot(
+    app: AppData<'_>,
+    Path(id): Path<Uuid>,
+    Form(form): Form<BotForm>,
+) -> Result<Redirect, PageError> {
     let ctx = acting_tenant(app.0).await?;
     conversations::set_bot_paused(app.0, &ctx, ConversationId(id), form.paused).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))

@@ -8,7 +8,11 @@ const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
 
 /// One entry of the sidebar: (path, label).
-const NAV: &[(&str, &str)] = &[("/conversations", "Conversations"), ("/simulator", "Simulator"), ("/api/docs", "API")];
+const NAV: &[(&str, &str)] = &[
+    ("/conversations", "Conversations"),
+    ("/simulator", "Simulator"),
+    ("/api/docs", "API"),
+];
 
 /// A full page: sidebar, top bar, and `body` in the main area. `active` is the current path.
 pub(crate) fn page(title: &str, active: Option<&str>, body: Markup) -> Markup {

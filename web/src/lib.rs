@@ -23,7 +23,10 @@ pub fn routes(route: Route) -> Route {
         .at("/conversations", get(inbox::page_handler))
         .at("/conversations/list", get(inbox::list_fragment))
         .at("/conversations/:id/messages", post(inbox::send))
-        .at("/conversations/:id/messages/:mid", get(inbox::message_fragment))
+        .at(
+            "/conversations/:id/messages/:mid",
+            get(inbox::message_fragment),
+        )
         .at("/conversations/:id/read", post(inbox::read))
         .at("/conversations/:id/bot", post(inbox::bot))
         .at("/events", get(live::events))
@@ -45,9 +48,13 @@ pub(crate) struct PageError(StatusCode, String);
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let markup = layout::page("Switchboard", None, maud::html! {
-            section.card.empty { h2 { (self.0.canonical_reason().unwrap_or("Error")) } p { (self.1) } }
-        });
+        let markup = layout::page(
+            "Switchboard",
+            None,
+            maud::html! {
+                section.card.empty { h2 { (self.0.canonical_reason().unwrap_or("Error")) } p { (self.1) } }
+            },
+        );
         (self.0, markup).into_response()
     }
 }
@@ -61,11 +68,19 @@ impl From<PageError> for poem::Error {
 impl From<ServiceError> for PageError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::NotFound => PageError(StatusCode::NOT_FOUND, "Nothing here: it does not exist or is not yours.".into()),
-            ServiceError::Invalid { .. } | ServiceError::Conflict(_) => PageError(StatusCode::BAD_REQUEST, e.to_string()),
+            ServiceError::NotFound => PageError(
+                StatusCode::NOT_FOUND,
+                "Nothing here: it does not exist or is not yours.".into(),
+            ),
+            ServiceError::Invalid { .. } | ServiceError::Conflict(_) => {
+                PageError(StatusCode::BAD_REQUEST, e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "page failed");
-                PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side; it has been logged.".into())
+                PageError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong on our side; it has been logged.".into(),
+                )
             }
         }
     }

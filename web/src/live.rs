@@ -18,15 +18,27 @@ pub const KEEP_ALIVE_SECS: u64 = 15;
 
 /// The tenant's events from `bus` as SSE messages (`event: message_created` etc., data: JSON).
 /// A listener that fell behind gets `event: resync` and reloads.
-pub(crate) fn tenant_stream(bus: &EventBus, tenant: TenantId, keep: impl Fn(&Event) -> bool + Send + 'static) -> SSE {
+pub(crate) fn tenant_stream(
+    bus: &EventBus,
+    tenant: TenantId,
+    keep: impl Fn(&Event) -> bool + Send + 'static,
+) -> SSE {
     let stream = BroadcastStream::new(bus.subscribe()).filter_map(move |item| {
         let out = match item {
             Ok(e) if e.tenant_id == tenant && keep(&e) => {
-                let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                Some(SseEvent::message(serde_json::to_string(&e).unwrap_or_default()).event_type(kind))
+                let kind = serde_json::to_value(e.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Some(
+                    SseEvent::message(serde_json::to_string(&e).unwrap_or_default())
+                        .event_type(kind),
+                )
             }
             Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(_)) => Some(SseEvent::message("{}").event_type("resync")),
+            Err(BroadcastStreamRecvError::Lagged(_)) => {
+                Some(SseEvent::message("{}").event_type("resync"))
+            }
         };
         futures::future::ready(out)
     });

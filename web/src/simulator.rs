@@ -30,7 +30,10 @@ impl From<WebhookError> for PageError {
     fn from(e: WebhookError) -> Self {
         match e {
             WebhookError::Service(inner) => inner.into(),
-            WebhookError::Unknown => PageError(StatusCode::NOT_FOUND, "That number does not send through the simulator.".into()),
+            WebhookError::Unknown => PageError(
+                StatusCode::NOT_FOUND,
+                "That number does not send through the simulator.".into(),
+            ),
             other => PageError(StatusCode::BAD_REQUEST, other.to_string()),
         }
     }
@@ -38,9 +41,21 @@ impl From<WebhookError> for PageError {
 
 async fn resolve(app: &App, q: &Handset) -> Result<(String, String, Option<TenantCtx>), PageError> {
     let numbers = tenancy::simulator_numbers(app).await?;
-    let number = q.number.clone().or_else(|| numbers.first().map(|n| n.e164.clone())).unwrap_or_default();
-    let phone = q.phone.clone().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| DEFAULT_CUSTOMER.into());
-    let ctx = if number.is_empty() { None } else { Some(webhooks::simulator_tenant(app, &number).await?) };
+    let number = q
+        .number
+        .clone()
+        .or_else(|| numbers.first().map(|n| n.e164.clone()))
+        .unwrap_or_default();
+    let phone = q
+        .phone
+        .clone()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_CUSTOMER.into());
+    let ctx = if number.is_empty() {
+        None
+    } else {
+        Some(webhooks::simulator_tenant(app, &number).await?)
+    };
     Ok((number, phone, ctx))
 }
 
@@ -60,7 +75,10 @@ fn thread(messages: &[MessageView]) -> Markup {
 
 /// `GET /simulator[?number=&phone=]`.
 #[handler]
-pub(crate) async fn page_handler(app: AppData<'_>, Query(q): Query<Handset>) -> Result<Response, PageError> {
+pub(crate) async fn page_handler(
+    app: AppData<'_>,
+    Query(q): Query<Handset>,
+) -> Result<Response, PageError> {
     let numbers = tenancy::simulator_numbers(app.0).await?;
     let (number, phone, ctx) = resolve(app.0, &q).await?;
     let messages = match &ctx {
@@ -101,7 +119,10 @@ pub(crate) async fn page_handler(app: AppData<'_>, Query(q): Query<Handset>) -> 
 
 /// `GET /simulator/thread?number=&phone=`: the handset thread alone (live refresh).
 #[handler]
-pub(crate) async fn thread_fragment(app: AppData<'_>, Query(q): Query<Handset>) -> Result<Markup, PageError> {
+pub(crate) async fn thread_fragment(
+    app: AppData<'_>,
+    Query(q): Query<Handset>,
+) -> Result<Markup, PageError> {
     let (number, phone, ctx) = resolve(app.0, &q).await?;
     let messages = match &ctx {
         Some(ctx) => conversations::handset_thread(app.0, ctx, &number, &phone).await?,
@@ -119,9 +140,13 @@ pub(crate) struct SimText {
 
 /// `POST /simulator/send` (form `to`, `from`, `body`): the customer texts the number.
 #[handler]
-pub(crate) async fn send(app: AppData<'_>, Form(form): Form<SimText>) -> Result<Redirect, PageError> {
+pub(crate) async fn send(
+    app: AppData<'_>,
+    Form(form): Form<SimText>,
+) -> Result<Redirect, PageError> {
     webhooks::simulate_sms(app.0, &form.to, &form.from, &form.body).await?;
-    let query = serde_urlencoded::to_string([("number", &form.to), ("phone", &form.from)]).unwrap_or_default();
+    let query = serde_urlencoded::to_string([("number", &form.to), ("phone", &form.from)])
+        .unwrap_or_default();
     Ok(Redirect::see_other(format!("/simulator?{query}")))
 }
 

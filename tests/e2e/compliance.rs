@@ -1,0 +1,120 @@
+//! STOP / START / HELP, Twilio Advanced Opt-Out, and suppression at send time.
+
+use switchboard_domain::message::{MessageStatus, Source};
+use switchboard_testkit::{param, set, spawn_app, twilio_fixture};
+
+async fn conversation_id(t: &switchboard_testkit::TestApp) -> String {
+    let list: serde_json::Value = t
+        .api(reqwest::Method::GET, "/conversations", &t.tenant.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list[0]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn stop_confirms_once_then_every_send_is_suppressed_until_start() {
+    let t = spawn_app().await;
+    let from = "+17135550130";
+    t.text_in(from, "hi").await;
+    t.wait_for_sends(2).await;
+
+    assert_eq!(t.text_in(from, "  Stop. ").await.status(), 200);
+    let sends = t.wait_for_sends(3).await;
+    let confirmation = param(&sends[2], "Body").unwrap();
+    assert!(
+        confirmation.contains("unsubscribed") && confirmation.contains("Acme Plumbing"),
+        "{confirmation}"
+    );
+
+    // The bot stays quiet; a manual send is suppressed at send time, with nothing sent.
+    t.text_in(from, "are you there?").await;
+    let cid = conversation_id(&t).await;
+    let resp = t
+        .api(
+            reqwest::Method::POST,
+            &format!("/conversations/{cid}/messages"),
+            &t.tenant.api_key,
+        )
+        .json(&serde_json::json!({"body": "We can come at 3pm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.source == Source::Manual && m.status == MessageStatus::Suppressed)
+        })
+        .await;
+    assert!(
+        rows.iter()
+            .any(|m| m.body == "are you there?" && m.handled_at.is_some())
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        t.twilio_sends().await.len(),
+        3,
+        "no send after STOP except its confirmation"
+    );
+
+    // START re-subscribes with a confirmation, and sending works again.
+    t.text_in(from, "START").await;
+    let sends = t.wait_for_sends(4).await;
+    assert!(param(&sends[3], "Body").unwrap().contains("resubscribed"));
+}
+
+#[tokio::test]
+async fn help_answers_with_the_business_name_and_how_to_stop() {
+    let t = spawn_app().await;
+    t.text_in("+17135550131", "help").await;
+    let sends = t.wait_for_sends(1).await;
+    let body = param(&sends[0], "Body").unwrap();
+    assert!(
+        body.contains("Acme Plumbing") && body.contains("STOP"),
+        "{body}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.twilio_sends().await.len(), 1, "HELP is not a bot turn");
+}
+
+#[tokio::test]
+async fn yes_from_a_subscribed_contact_is_just_an_answer() {
+    let t = spawn_app().await;
+    t.text_in("+17135550132", "YES").await;
+    let sends = t.wait_for_sends(2).await;
+    assert!(
+        param(&sends[0], "Body")
+            .unwrap()
+            .contains("Thanks for reaching out"),
+        "the bot greets, no opt-in confirmation"
+    );
+}
+
+#[tokio::test]
+async fn twilio_advanced_opt_out_records_the_opt_out_without_a_reply_of_ours() {
+    let t = spawn_app().await;
+    let mut params = twilio_fixture("inbound_stop_advanced_optout");
+    set(&mut params, "To", &t.tenant.number);
+    set(&mut params, "AccountSid", &t.tenant.account_sid);
+    assert_eq!(t.post_sms(&params).await.status(), 200);
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter().any(|m| m.handled_at.is_some())
+        })
+        .await;
+    assert_eq!(rows.len(), 1, "no confirmation of our own");
+    assert!(rows[0].provider_replied);
+    use sea_orm::EntityTrait;
+    let contact = switchboard_entity::contact::Entity::find_by_id(rows[0].contact_id)
+        .one(&t.app.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(contact.opted_out_at.is_some());
+    assert_eq!(contact.opt_out_keyword.as_deref(), Some("STOP"));
+    assert!(t.twilio_sends().await.is_empty());
+}

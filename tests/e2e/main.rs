@@ -1,0 +1,10 @@
+//! End-to-end tests through the real endpoint, workers and a SQLite file, with Twilio's API
+//! faked at the HTTP boundary (a loopback wiremock server).
+
+mod api;
+mod compliance;
+mod fixtures;
+mod pages;
+mod pipeline;
+mod sending;
+mod webhooks;

@@ -1,0 +1,210 @@
+//! The pages: simulator -> inbox, live over SSE, and the inbox's reply form.
+
+use switchboard_domain::message::{MessageStatus, Source};
+use switchboard_testkit::{Options, spawn_app_with};
+
+fn demo() -> Options {
+    Options {
+        demo: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_simulator_feeds_the_pipeline_and_the_inbox_shows_it_live() {
+    let t = spawn_app_with(demo()).await;
+    // Open the live stream first, as the inbox page does.
+    let events = t
+        .http
+        .get(format!("{}/events", t.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut events = events;
+
+    let page = t
+        .http
+        .get(format!("{}/simulator", t.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("+15125550100"), "the demo number is offered");
+    let resp = t
+        .http
+        .post(format!("{}/simulator/send", t.address))
+        .form(&[
+            ("to", "+15125550100"),
+            ("from", "+15555550123"),
+            ("body", "my water heater is leaking"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+
+    // The SSE stream announces the new message.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), events.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("message_created"), "{text}");
+
+    // The bot's replies are delivered by the simulator provider and shown on the handset.
+    let demo = switchboard_services::tenancy::demo_tenant(&t.app)
+        .await
+        .unwrap()
+        .unwrap();
+    t.wait_messages(demo.tenant_id(), |m| {
+        m.iter()
+            .filter(|m| m.source == Source::Bot && m.status == MessageStatus::Delivered)
+            .count()
+            == 2
+    })
+    .await;
+    let handset = t
+        .http
+        .get(format!(
+            "{}/simulator/thread?number=%2B15125550100&phone=%2B15555550123",
+            t.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(handset.contains("my water heater is leaking"));
+    assert!(handset.contains("Thanks for reaching out"));
+
+    // The inbox lists and shows the thread.
+    let inbox = t
+        .http
+        .get(format!("{}/conversations", t.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(inbox.contains("+15555550123"));
+    assert!(inbox.contains("my water heater is leaking"));
+    assert!(inbox.contains("1 for Repair"));
+    assert!(inbox.contains("Pause bot"));
+    assert!(
+        t.twilio_sends().await.is_empty(),
+        "the simulator never calls Twilio"
+    );
+}
+
+#[tokio::test]
+async fn replying_from_the_inbox_sends_a_manual_message_and_pauses_the_bot() {
+    let t = spawn_app_with(demo()).await;
+    t.http
+        .post(format!("{}/simulator/send", t.address))
+        .form(&[
+            ("to", "+15125550100"),
+            ("from", "+15555550124"),
+            ("body", "hello"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let demo = switchboard_services::tenancy::demo_tenant(&t.app)
+        .await
+        .unwrap()
+        .unwrap();
+    let rows = t.wait_messages(demo.tenant_id(), |m| m.len() >= 3).await;
+    let cid = rows[0].conversation_id;
+    let resp = t
+        .http
+        .post(format!("{}/conversations/{cid}/messages", t.address))
+        .form(&[("body", "A technician is on the way")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    t.wait_messages(demo.tenant_id(), |m| {
+        m.iter()
+            .any(|m| m.source == Source::Manual && m.status == MessageStatus::Delivered)
+    })
+    .await;
+    let page = t
+        .http
+        .get(format!("{}/conversations?c={cid}", t.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("A technician is on the way"));
+    assert!(page.contains("Resume bot"));
+
+    // Resume, and the bot answers the next text again.
+    let resp = t
+        .http
+        .post(format!("{}/conversations/{cid}/bot", t.address))
+        .form(&[("paused", "false")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    t.http
+        .post(format!("{}/simulator/send", t.address))
+        .form(&[
+            ("to", "+15125550100"),
+            ("from", "+15555550124"),
+            ("body", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    t.wait_messages(demo.tenant_id(), |m| {
+        m.iter().filter(|m| m.source == Source::Bot).count() >= 3
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pages_of_another_tenants_conversation_are_404() {
+    let t = spawn_app_with(demo()).await;
+    // Tenant A (not the demo tenant) has a conversation.
+    t.text_in("+17135550160", "hello").await;
+    let rows = t.wait_messages(t.tenant.tenant_id, |m| !m.is_empty()).await;
+    let cid = rows[0].conversation_id;
+    let resp = t
+        .http
+        .get(format!("{}/conversations?c={cid}", t.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = t
+        .http
+        .post(format!("{}/conversations/{cid}/messages", t.address))
+        .form(&[("body", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let mid = rows[0].id;
+    let resp = t
+        .http
+        .get(format!("{}/conversations/{cid}/messages/{mid}", t.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}

@@ -1,0 +1,155 @@
+//! The main job: signed inbound -> stored -> bot reply -> Twilio -> status callback.
+
+use switchboard_domain::message::{Direction, MessageStatus, Source};
+use switchboard_testkit::{param, spawn_app};
+
+#[tokio::test]
+async fn signed_inbound_is_stored_answered_by_the_bot_and_delivered() {
+    let t = spawn_app().await;
+    let resp = t
+        .text_in("+17135550123", "my water heater is leaking")
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/xml");
+    assert!(resp.text().await.unwrap().contains("<Response/>"));
+
+    // The bot's greeting and first question reach Twilio with the right form fields.
+    let sends = t.wait_for_sends(2).await;
+    for send in &sends {
+        assert_eq!(param(send, "To"), Some("+17135550123"));
+        assert_eq!(param(send, "From"), Some("+14155550100"));
+        let callback = param(send, "StatusCallback").unwrap();
+        assert!(
+            callback.starts_with(&format!("{}/webhooks/twilio/status?m=", t.address)),
+            "{callback}"
+        );
+    }
+    assert!(param(&sends[0], "Body").unwrap().contains("Acme Plumbing"));
+    assert!(param(&sends[1], "Body").unwrap().contains("1 for Repair"));
+    let requests = t.twilio.received_requests().await.unwrap();
+    let auth = requests[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        auth.starts_with("Basic "),
+        "basic auth with the tenant's account"
+    );
+    assert!(requests[0].url.path().contains(&t.tenant.account_sid));
+
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .filter(|m| m.provider_sid.is_some() && m.direction == Direction::Outbound)
+                .count()
+                == 2
+        })
+        .await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].direction, Direction::Inbound);
+    assert_eq!(rows[0].source, Source::Customer);
+    assert!(rows[0].handled_at.is_some());
+    let reply = &rows[1];
+    assert_eq!(
+        (reply.source, reply.status),
+        (Source::Bot, MessageStatus::Sending)
+    );
+
+    // Twilio's status callback moves it forward; a late "sent" does not move it back.
+    let sid = reply.provider_sid.clone().unwrap();
+    let path = format!("/webhooks/twilio/status?m={}", reply.id);
+    let callback = |status: &str| {
+        vec![
+            ("MessageSid".to_string(), sid.clone()),
+            ("MessageStatus".to_string(), status.to_string()),
+            ("AccountSid".to_string(), t.tenant.account_sid.clone()),
+            ("From".to_string(), t.tenant.number.clone()),
+            ("To".to_string(), "+17135550123".to_string()),
+        ]
+    };
+    assert_eq!(
+        t.post_signed(&path, &t.tenant.auth_token, &callback("delivered"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        t.post_signed(&path, &t.tenant.auth_token, &callback("sent"))
+            .await
+            .status(),
+        200
+    );
+    let rows = t.messages(t.tenant.tenant_id).await;
+    assert_eq!(rows[1].status, MessageStatus::Delivered);
+    assert!(rows[1].sent_at.is_some());
+}
+
+#[tokio::test]
+async fn the_bot_walks_the_script_and_fills_the_contact() {
+    let t = spawn_app().await;
+    let from = "+17135550124";
+    let answers = ["hi", "2", "1", "my zip is 78701-1234", "3", "Maria Lopez"];
+    let mut expected_sends = 0;
+    for (i, text) in answers.iter().enumerate() {
+        assert_eq!(t.text_in(from, text).await.status(), 200);
+        expected_sends += if i == 0 { 2 } else { 1 };
+        t.wait_for_sends(expected_sends).await;
+    }
+    let sends = t.twilio_sends().await;
+    let summary = param(sends.last().unwrap(), "Body").unwrap();
+    for part in ["Maria Lopez", "Install", "Emergency", "78701", "Evening"] {
+        assert!(summary.contains(part), "summary {summary:?} lacks {part}");
+    }
+    let contact = {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        switchboard_entity::contact::Entity::find()
+            .filter(switchboard_entity::contact::Column::Phone.eq(from))
+            .one(&t.app.db.orm)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(contact.name.as_deref(), Some("Maria Lopez"));
+    assert_eq!(contact.status, "qualified");
+    let fields = contact.fields.unwrap();
+    assert_eq!(fields["zip"], "78701");
+    assert_eq!(fields["urgency"], "Emergency");
+    assert_eq!(fields["service"], "Install");
+    assert_eq!(fields["best_time"], "Evening");
+}
+
+#[tokio::test]
+async fn an_invalid_answer_is_asked_again() {
+    let t = spawn_app().await;
+    let from = "+17135550125";
+    t.text_in(from, "hello").await;
+    t.wait_for_sends(2).await;
+    t.text_in(from, "1").await; // service: Repair
+    t.wait_for_sends(3).await;
+    t.text_in(from, "whenever, no rush at all honestly").await; // urgency has no free text
+    let sends = t.wait_for_sends(4).await;
+    let reask = param(&sends[3], "Body").unwrap();
+    assert!(reask.contains("1 (Emergency)"), "{reask}");
+}
+
+#[tokio::test]
+async fn mms_keeps_every_media_url_and_type() {
+    let t = spawn_app().await;
+    let mut params = switchboard_testkit::twilio_fixture("inbound_mms");
+    switchboard_testkit::set(&mut params, "To", &t.tenant.number);
+    assert_eq!(t.post_sms(&params).await.status(), 200);
+    let rows = t.wait_messages(t.tenant.tenant_id, |m| !m.is_empty()).await;
+    let media = rows[0].media.clone().unwrap();
+    assert_eq!(media.as_array().unwrap().len(), 2);
+    assert_eq!(media[0]["content_type"], "image/jpeg");
+    assert_eq!(media[1]["content_type"], "image/png");
+    assert!(
+        media[1]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("ME00000000000000000000000000000002")
+    );
+}

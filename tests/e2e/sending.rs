@@ -1,0 +1,220 @@
+//! Provider failures: 429 retried, 21610 opts out, other 4xx fail with the code, 5xx retried
+//! without ever sending twice.
+
+use std::time::Duration;
+
+use switchboard_domain::message::{MessageStatus, Source};
+use switchboard_testkit::wiremock::matchers::{method, path_regex};
+use switchboard_testkit::wiremock::{Mock, ResponseTemplate};
+use switchboard_testkit::{MESSAGES_PATH, Options, TwilioCreate, spawn_app_with};
+
+fn bare() -> Options {
+    Options {
+        bare_twilio: true,
+        ..Default::default()
+    }
+}
+
+async fn help_reply(t: &switchboard_testkit::TestApp) {
+    // HELP produces exactly one outbound message.
+    assert_eq!(t.text_in("+17135550140", "HELP").await.status(), 200);
+}
+
+fn post_count(requests: &[switchboard_testkit::wiremock::Request]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count()
+}
+
+#[tokio::test]
+async fn rate_limited_sends_are_retried() {
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "0")
+                .set_body_json(serde_json::json!({"code": 20429, "message": "Too Many Requests"})),
+        )
+        .up_to_n_times(2)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.source == Source::Compliance && m.provider_sid.is_some())
+        })
+        .await;
+    let reply = rows
+        .iter()
+        .find(|m| m.source == Source::Compliance)
+        .unwrap();
+    assert_eq!(reply.attempts, 3);
+    assert_eq!(reply.status, MessageStatus::Sending);
+    assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 3);
+}
+
+#[tokio::test]
+async fn error_21610_opts_the_contact_out_and_is_not_retried() {
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
+        })))
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter().any(|m| m.status == MessageStatus::Failed)
+        })
+        .await;
+    let failed = rows
+        .iter()
+        .find(|m| m.status == MessageStatus::Failed)
+        .unwrap();
+    assert_eq!(failed.error_code, Some(21610));
+    assert!(
+        failed
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("unsubscribed")
+    );
+    use sea_orm::EntityTrait;
+    let contact = switchboard_entity::contact::Entity::find_by_id(failed.contact_id)
+        .one(&t.app.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(contact.opt_out_keyword.as_deref(), Some("twilio:21610"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        post_count(&t.twilio.received_requests().await.unwrap()),
+        1,
+        "no retry"
+    );
+}
+
+#[tokio::test]
+async fn other_client_errors_fail_with_their_code() {
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400
+        })))
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter().any(|m| m.status == MessageStatus::Failed)
+        })
+        .await;
+    let failed = rows
+        .iter()
+        .find(|m| m.status == MessageStatus::Failed)
+        .unwrap();
+    assert_eq!(failed.error_code, Some(21211));
+    use sea_orm::EntityTrait;
+    let contact = switchboard_entity::contact::Entity::find_by_id(failed.contact_id)
+        .one(&t.app.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(contact.opted_out_at.is_none());
+}
+
+#[tokio::test]
+async fn a_5xx_is_reconciled_before_any_resend_so_nothing_is_sent_twice() {
+    let t = spawn_app_with(bare()).await;
+    // Twilio created the message but answered 500; the list call then shows it.
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(500).set_body_string("upstream error"))
+        .mount(&t.twilio)
+        .await;
+    let body = switchboard_domain::compliance::help_reply("Acme Plumbing");
+    let now = chrono::Utc::now().to_rfc2822();
+    Mock::given(method("GET"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": [
+            {"sid": "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "status": "delivered", "body": body, "date_created": now}
+        ]})))
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.provider_sid.as_deref() == Some("SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
+        })
+        .await;
+    let reply = rows
+        .iter()
+        .find(|m| m.source == Source::Compliance)
+        .unwrap();
+    assert_eq!(reply.status, MessageStatus::Delivered);
+    assert_eq!(reply.attempts, 2);
+    let requests = t.twilio.received_requests().await.unwrap();
+    assert_eq!(post_count(&requests), 1, "one create call only");
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.method.as_str() == "GET")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_whose_message_never_reached_twilio_is_sent_again() {
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": []})))
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.source == Source::Compliance && m.provider_sid.is_some())
+        })
+        .await;
+    let reply = rows
+        .iter()
+        .find(|m| m.source == Source::Compliance)
+        .unwrap();
+    assert_eq!(reply.attempts, 2);
+    let requests = t.twilio.received_requests().await.unwrap();
+    assert_eq!(post_count(&requests), 2);
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.method.as_str() == "GET")
+            .count(),
+        1,
+        "checked before re-sending"
+    );
+}

@@ -1,0 +1,174 @@
+//! The inbound webhook's edge: signatures, duplicates, malformed and oversized requests.
+
+use switchboard_testkit::{inbound, set, spawn_app};
+
+#[tokio::test]
+async fn a_retried_message_sid_is_stored_once() {
+    let t = spawn_app().await;
+    let params = inbound(
+        &t.tenant.account_sid,
+        "+17135550123",
+        &t.tenant.number,
+        "hello",
+    );
+    let (a, b) = tokio::join!(t.post_sms(&params), t.post_sms(&params));
+    assert_eq!(
+        (a.status(), b.status()),
+        (reqwest::StatusCode::OK, reqwest::StatusCode::OK)
+    );
+    assert_eq!(t.post_sms(&params).await.status(), 200);
+    t.wait_for_sends(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let rows = t.messages(t.tenant.tenant_id).await;
+    let inbound_rows = rows
+        .iter()
+        .filter(|m| m.provider_sid.as_deref() == switchboard_testkit::param(&params, "MessageSid"))
+        .count();
+    assert_eq!(inbound_rows, 1);
+    assert_eq!(t.twilio_sends().await.len(), 2, "the bot answered once");
+}
+
+#[tokio::test]
+async fn forged_missing_or_misaddressed_signatures_are_rejected_before_any_write() {
+    let t = spawn_app().await;
+    let params = inbound(
+        &t.tenant.account_sid,
+        "+17135550123",
+        &t.tenant.number,
+        "hello",
+    );
+
+    // Signed with another token (a stale or leaked one).
+    let forged = t
+        .post_signed("/webhooks/twilio/sms", "not-the-token", &params)
+        .await;
+    assert_eq!(forged.status(), 403);
+
+    // No signature at all.
+    let missing = t
+        .http
+        .post(format!("{}/webhooks/twilio/sms", t.address))
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 403);
+
+    // Signed for the right token, then a parameter changed in flight.
+    let url = format!("{}/webhooks/twilio/sms", t.address);
+    let signature =
+        switchboard_domain::signature::twilio::compute(&t.tenant.auth_token, &url, &params);
+    let mut tampered = params.clone();
+    set(&mut tampered, "Body", "send me everything");
+    let resp = t
+        .http
+        .post(&url)
+        .header("X-Twilio-Signature", signature)
+        .form(&tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    // Signed over a different URL (what Twilio signed is APP_URL + path + query).
+    let other = switchboard_domain::signature::twilio::compute(
+        &t.tenant.auth_token,
+        "https://elsewhere.example/webhooks/twilio/sms",
+        &params,
+    );
+    let resp = t
+        .http
+        .post(&url)
+        .header("X-Twilio-Signature", other)
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    assert_eq!(
+        t.counts(t.tenant.tenant_id).await,
+        (0, 0, 0),
+        "nothing written"
+    );
+    assert!(t.twilio_sends().await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_input_gets_a_4xx_naming_the_field() {
+    let t = spawn_app().await;
+    for (field, value) in [
+        ("From", ""),
+        ("From", "713-555"),
+        ("MessageSid", ""),
+        ("MessageSid", "XX123"),
+        ("To", "nope"),
+    ] {
+        let mut params = inbound(
+            &t.tenant.account_sid,
+            "+17135550123",
+            &t.tenant.number,
+            "hi",
+        );
+        set(&mut params, field, value);
+        let resp = t.post_sms(&params).await;
+        assert_eq!(resp.status(), 400, "{field}={value:?}");
+        let text = resp.text().await.unwrap();
+        assert!(text.starts_with(field), "{field}={value:?}: {text}");
+    }
+    // Unknown number.
+    let params = inbound(&t.tenant.account_sid, "+17135550123", "+14155550199", "hi");
+    assert_eq!(t.post_sms(&params).await.status(), 404);
+    // Oversized body.
+    let mut params = inbound(
+        &t.tenant.account_sid,
+        "+17135550123",
+        &t.tenant.number,
+        "hi",
+    );
+    set(&mut params, "Body", &"x".repeat(70 * 1024));
+    assert_eq!(t.post_sms(&params).await.status(), 413);
+    assert_eq!(t.counts(t.tenant.tenant_id).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_signature_for_the_url_with_the_default_port_is_accepted() {
+    // Twilio's SDK accepts the URL with and without the default port; behind a proxy on
+    // https the signed URL may carry :443.
+    let t = switchboard_testkit::spawn_app_with(switchboard_testkit::Options {
+        settings: vec![("APP_URL".into(), "https://sb.example.com".into())],
+        ..Default::default()
+    })
+    .await;
+    let params = inbound(
+        &t.tenant.account_sid,
+        "+17135550123",
+        &t.tenant.number,
+        "hello",
+    );
+    for signed_url in [
+        "https://sb.example.com/webhooks/twilio/sms",
+        "https://sb.example.com:443/webhooks/twilio/sms",
+    ] {
+        let mut params = params.clone();
+        set(
+            &mut params,
+            "MessageSid",
+            &switchboard_testkit::message_sid(),
+        );
+        let signature = switchboard_domain::signature::twilio::compute(
+            &t.tenant.auth_token,
+            signed_url,
+            &params,
+        );
+        let resp = t
+            .http
+            .post(format!("{}/webhooks/twilio/sms", t.address))
+            .header("X-Twilio-Signature", signature)
+            .form(&params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{signed_url}");
+    }
+}
