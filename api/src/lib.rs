@@ -44,7 +44,7 @@ fn health() -> &'static str {
 /// `GET /ready`: the database (which also holds the job queue) answers. 503 otherwise.
 #[handler]
 async fn ready(Data(app): Data<&Arc<App>>) -> Response {
-    match app.db.orm.ping().await {
+    match app.db.read.ping().await {
         Ok(()) => (StatusCode::OK, "ready: database ok, queue ok").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -71,7 +71,7 @@ impl Default for Raw {
             twilio_account_sid: None,
             twilio_auth_token: None,
             twilio_api_base: "https://api.twilio.com".into(),
-            rust_log: "info,sqlx=warn,sea_orm=warn,apalis=warn".into(),
+            rust_log: "info,sqlx=warn,sea_orm=warn,apalis=warn,apalis_core=warn,poem::middleware::tracing_mw=warn".into(),
             log_format: LogFormat::Text,
             demo_seed: None,
             worker_concurrency: 8,

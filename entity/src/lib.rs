@@ -22,4 +22,4 @@ pub mod tenancy;
 pub mod tenant;
 
 pub use sea_orm;
-pub use tenancy::{TenantOwned, TenantTx};
+pub use tenancy::{Db, TenantOwned, TenantTx};

@@ -28,6 +28,17 @@ pub trait TenantOwned: EntityTrait {
     }
 }
 
+/// A database as the application uses it: a pool of read-only connections, and ONE write
+/// connection that every write goes through (SQLite allows one writer at a time; queueing for
+/// it in-process is fair and fast, where SQLite's own busy handler sleeps and retries).
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// Read-only connections (concurrent under WAL).
+    pub read: DatabaseConnection,
+    /// The single read-write connection.
+    pub write: DatabaseConnection,
+}
+
 /// One database transaction bound to one tenant.
 ///
 /// Everything a request, job or webhook does for a tenant runs in one of these; queries take
@@ -44,7 +55,8 @@ impl TenantTx {
     ///
     /// # Errors
     /// The database's error when the transaction cannot start.
-    pub async fn read(db: &DatabaseConnection, tenant: TenantId) -> Result<Self, DbErr> {
+    pub async fn read(db: &Db, tenant: TenantId) -> Result<Self, DbErr> {
+        let db = &db.read;
         let options = match db.get_database_backend() {
             DbBackend::Postgres => TransactionOptions {
                 access_mode: Some(AccessMode::ReadOnly),
@@ -59,7 +71,8 @@ impl TenantTx {
     ///
     /// # Errors
     /// The database's error when the transaction cannot start.
-    pub async fn write(db: &DatabaseConnection, tenant: TenantId) -> Result<Self, DbErr> {
+    pub async fn write(db: &Db, tenant: TenantId) -> Result<Self, DbErr> {
+        let db = &db.write;
         let options = match db.get_database_backend() {
             DbBackend::Sqlite => TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),

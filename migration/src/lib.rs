@@ -5,7 +5,7 @@
 //! tracked in `_sqlx_migrations`).
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{DatabaseBackend, DatabaseConnection};
+use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection};
 
 mod m20261121_000001_init;
 
@@ -33,6 +33,12 @@ pub async fn run(db: &DatabaseConnection) -> Result<(), DbErr> {
             .run(db.get_sqlite_connection_pool())
             .await
             .map_err(|e| DbErr::Migration(format!("job queue tables: {e}")))?;
+        // apalis-sqlite 1.0's ack (`… WHERE Jobs.id = j.task_id AND Jobs.lock_by = ?`) is
+        // planned through this index on `lock_by`, which finished jobs keep: every ack then
+        // scans every job the worker ever finished (measured: 42-68 ms per ack at 8,000
+        // rows, 0.3-0.6 ms without the index). The id index serves the ack instead. Re-check
+        // after upgrading apalis-sqlite.
+        db.execute_unprepared("DROP INDEX IF EXISTS LIdx").await?;
     }
     Ok(())
 }

@@ -125,7 +125,7 @@ pub async fn list(
     ctx: &TenantCtx,
     limit: u64,
 ) -> Result<Vec<ConversationSummary>, ServiceError> {
-    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
     let rows = conversation::Entity::scoped(tx.tenant())
         .order_by_desc(conversation::Column::LastMessageAt)
         .limit(limit.clamp(1, MAX_LIST))
@@ -143,7 +143,7 @@ pub async fn thread(
     ctx: &TenantCtx,
     id: ConversationId,
 ) -> Result<(ConversationSummary, Vec<MessageView>), ServiceError> {
-    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
     let row = conversation::Entity::scoped(tx.tenant())
         .filter(conversation::Column::Id.eq(id))
         .one(tx.conn())
@@ -175,7 +175,7 @@ pub async fn message(
     ctx: &TenantCtx,
     id: MessageId,
 ) -> Result<MessageView, ServiceError> {
-    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
     message::Entity::scoped(tx.tenant())
         .filter(message::Column::Id.eq(id))
         .one(tx.conn())
@@ -191,7 +191,7 @@ async fn update_conversation(
     column: conversation::Column,
     value: sea_orm::Value,
 ) -> Result<(), ServiceError> {
-    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let result = conversation::Entity::scoped_update(tx.tenant())
         .filter(conversation::Column::Id.eq(id))
         .col_expr(column, sea_orm::sea_query::Expr::value(value))
@@ -243,7 +243,7 @@ pub async fn handset_thread(
     number: &str,
     customer: &str,
 ) -> Result<Vec<MessageView>, ServiceError> {
-    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
     let Some(contact) = contact::Entity::scoped(tx.tenant())
         .filter(contact::Column::Phone.eq(customer))
         .one(tx.conn())

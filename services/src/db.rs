@@ -2,33 +2,31 @@
 //!
 //! SQLite (the embedded default): one file in WAL mode with `synchronous = NORMAL` (a commit
 //! survives a crash of the process; only an OS crash or power loss can lose the last
-//! transactions), `busy_timeout` so writers queue instead of failing, foreign keys on. Two
-//! pools share the file: a general one for reads and short writes, and a single connection
-//! for the inbound group-commit writer, so webhooks never wait behind page queries.
+//! transactions), foreign keys on. Every write goes through ONE connection: the inbound
+//! writer, tenant write transactions and the job queue queue for it in-process (FIFO), so no
+//! transaction ever waits in SQLite's busy handler. Reads use a pool of read-only connections.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+pub use switchboard_entity::Db;
 
 use crate::jobs::Notifier;
 
-/// Connections of the general SQLite pool. Reads run concurrently under WAL; writes serialize.
-pub const SQLITE_POOL_SIZE: u32 = 8;
-/// How long a writer waits for SQLite's write lock before giving up, in seconds.
-pub const SQLITE_BUSY_TIMEOUT_SECS: u64 = 10;
+/// Read-only connections. Reads run concurrently under WAL.
+pub const SQLITE_READERS: u32 = 8;
+/// Seconds between background WAL checkpoints. A separate connection copies the WAL back
+/// into the database file with `PRAGMA wal_checkpoint(PASSIVE)` (never blocks the writer or
+/// readers), so the write connection's own automatic checkpoint (every 1000 pages, which lets
+/// the WAL restart instead of growing) finds little left to copy.
+pub const CHECKPOINT_INTERVAL_SECS: u64 = 1;
 
-/// The database handles the services use.
-#[derive(Clone, Debug)]
-pub struct Database {
-    /// sea-orm over the general pool.
-    pub orm: DatabaseConnection,
-    /// The single connection of the inbound writer.
-    pub writer: SqlitePool,
-}
+/// How long a connection waits for SQLite's lock before giving up, in seconds (only other
+/// processes, e.g. a `switchboard migrate`, can hold it: in-process writers queue for the one
+/// write connection instead).
+pub const SQLITE_BUSY_TIMEOUT_SECS: u64 = 10;
 
 /// Errors while opening the database.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +55,8 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
         .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
         .foreign_keys(true)
         .pragma("temp_store", "memory")
-        .pragma("cache_size", "-16000")
+        .pragma("cache_size", "-65536")
+        .pragma("mmap_size", "268435456")
         .statement_cache_capacity(256);
     if let Some(dir) = options.get_filename().parent()
         && !dir.as_os_str().is_empty()
@@ -71,30 +70,62 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
 }
 
 /// Opens the database at `url` and applies pending migrations. `notifier` gets its hooks on
-/// every connection, so committing a job wakes the workers.
+/// the write connection, so committing a job wakes the workers.
 ///
 /// # Errors
 /// [`DbOpenError`] naming what failed.
-pub async fn open(url: &str, notifier: &Notifier) -> Result<Database, DbOpenError> {
+pub async fn open(url: &str, notifier: &Notifier) -> Result<Db, DbOpenError> {
     if !url.starts_with("sqlite:") {
         return Err(DbOpenError::Unsupported);
     }
     let options = sqlite_options(url)?;
-    let pool = |size: u32| {
-        let notifier = notifier.clone();
-        SqlitePoolOptions::new()
-            .max_connections(size)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .after_connect(move |conn, _| {
-                let notifier = notifier.clone();
-                Box::pin(async move { notifier.install(conn).await })
-            })
-    };
-    let general = pool(SQLITE_POOL_SIZE).connect_with(options.clone()).await?;
-    let writer = pool(1).connect_with(options).await?;
-    let orm = DatabaseConnection::from(general);
-    switchboard_migration::run(&orm).await?;
-    Ok(Database { orm, writer })
+    let hooks = notifier.clone();
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(60))
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(move |conn, _| {
+            let hooks = hooks.clone();
+            Box::pin(async move { hooks.install(conn).await })
+        })
+        .connect_with(options.clone())
+        .await?;
+    let write = DatabaseConnection::from(writer);
+    switchboard_migration::run(&write).await?;
+    spawn_checkpointer(options.clone()).await?;
+    let readers = SqlitePoolOptions::new()
+        .max_connections(SQLITE_READERS)
+        .min_connections(1)
+        .test_before_acquire(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok(Db {
+        read: DatabaseConnection::from(readers),
+        write,
+    })
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_INTERVAL_SECS`] on its own
+/// connection, for as long as the process lives.
+async fn spawn_checkpointer(options: SqliteConnectOptions) -> Result<(), DbOpenError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(CHECKPOINT_INTERVAL_SECS));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut conn)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying next tick");
+            }
+        }
+    });
+    Ok(())
 }

@@ -55,7 +55,7 @@ pub async fn handle(
     ctx: &TenantCtx,
     message_id: MessageId,
 ) -> Result<Decision, ServiceError> {
-    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let Some(msg) = message::Entity::scoped(tx.tenant())
         .filter(message::Column::Id.eq(message_id))
         .one(tx.conn())

@@ -7,7 +7,10 @@
 //! batch is one webhook and nothing waits; under heavy load the per-commit cost is shared.
 //! Durability is not traded: a webhook is answered 200 only after its commit.
 
-use sqlx::SqlitePool;
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool};
 use switchboard_entity::ingest::{NewInbound, Written, write_batch};
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,10 +35,21 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the writer on `pool` (a single-connection pool reserved for it).
+    /// Starts the writer on `pool` (the write connection). The writer runs on its own OS
+    /// thread: each statement is a round trip to SQLite's thread, and on the shared runtime
+    /// every round trip would wait behind the request handlers in the run queue.
     pub fn start(pool: SqlitePool, events: EventBus) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(pool, events, rx));
+        std::thread::Builder::new()
+            .name("inbound-writer".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("writer runtime");
+                rt.block_on(run(pool, events, rx));
+            })
+            .expect("writer thread");
         Self { tx }
     }
 
@@ -54,11 +68,34 @@ impl Ingestor {
     }
 }
 
+/// Longest time the writer keeps the write connection across back-to-back batches before
+/// letting other writers (jobs, tenant updates) have it, in milliseconds.
+pub const MAX_HOLD_MS: u64 = 10;
+
 async fn run(pool: SqlitePool, events: EventBus, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    // Acquiring the one write connection costs a round trip through the pool; while webhooks
+    // keep coming, keep it for consecutive batches (bounded by MAX_HOLD_MS).
+    let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (conn, since) = match held.take() {
+            Some(h) => h,
+            None => match pool.acquire().await {
+                Ok(conn) => (conn, Instant::now()),
+                Err(e) => {
+                    tracing::error!(error = %e, "write connection unavailable");
+                    for p in batch.drain(..) {
+                        let _ = p
+                            .reply
+                            .send(Err(ServiceError::Sqlx(sqlx::Error::PoolTimedOut)));
+                    }
+                    continue;
+                }
+            },
+        };
+        let mut conn = conn;
         let items: Vec<NewInbound> = batch.iter().map(|p| p.item.clone()).collect();
-        match write(&pool, &items).await {
+        match write(&mut conn, &items).await {
             Ok(results) => answer(&events, std::mem::take(&mut batch), results),
             Err(e) if batch.len() == 1 => {
                 tracing::error!(error = %e, "inbound write failed");
@@ -69,7 +106,7 @@ async fn run(pool: SqlitePool, events: EventBus, mut rx: mpsc::Receiver<Pending>
                 // One bad item must not fail the others: write them one by one.
                 tracing::warn!(error = %e, size = batch.len(), "inbound batch failed; retrying one by one");
                 for p in std::mem::take(&mut batch) {
-                    match write(&pool, std::slice::from_ref(&p.item)).await {
+                    match write(&mut conn, std::slice::from_ref(&p.item)).await {
                         Ok(results) => answer(&events, vec![p], results),
                         Err(e) => {
                             tracing::error!(error = %e, sid = %p.item.provider_sid, "inbound write failed");
@@ -79,12 +116,18 @@ async fn run(pool: SqlitePool, events: EventBus, mut rx: mpsc::Receiver<Pending>
                 }
             }
         }
+        if !rx.is_empty() && since.elapsed() < Duration::from_millis(MAX_HOLD_MS) {
+            held = Some((conn, since));
+        }
     }
 }
 
 /// One transaction: the rows, and a `HandleInbound` job per stored message.
-async fn write(pool: &SqlitePool, items: &[NewInbound]) -> Result<Vec<Written>, ServiceError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+async fn write(
+    conn: &mut SqliteConnection,
+    items: &[NewInbound],
+) -> Result<Vec<Written>, ServiceError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let results = write_batch(&mut tx, items).await?;
     let jobs: Vec<Enqueue> = results
         .iter()

@@ -8,15 +8,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::TaskBuilder;
 use apalis_sqlite::SqliteTask;
 use futures::channel::mpsc;
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteOperation, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use switchboard_domain::{MessageId, TenantId};
+use ulid::Ulid;
 
 use crate::ServiceError;
 
@@ -116,17 +117,41 @@ impl Enqueue {
     }
 }
 
-/// Stores jobs inside the caller's transaction (they become visible, and wake the workers,
-/// when it commits).
+/// Stores jobs inside the caller's transaction with one multi-row `INSERT` (they become
+/// visible, and wake the workers, when it commits). Rows are exactly what apalis-sqlite's own
+/// `push_tasks` writes (one statement per job), built from the same task fields.
 ///
 /// # Errors
 /// Database errors.
 pub async fn push_in(conn: &mut SqliteConnection, jobs: &[Enqueue]) -> Result<(), ServiceError> {
-    for e in jobs {
-        apalis_sqlite::queries::push_tasks(&mut *conn, e.job.queue(), &[e.task()])
-            .await
-            .map_err(|err| ServiceError::Queue(err.to_string()))?;
+    if jobs.is_empty() {
+        return Ok(());
     }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) ",
+    );
+    q.push_values(jobs, |mut b, e| {
+        let task = e.task();
+        let run_at = task.run_at().unwrap_or(now) as i64;
+        let max_attempts = task.max_attempts().unwrap_or(MAX_JOB_ATTEMPTS) as i64;
+        let metadata = serde_json::to_string(task.metadata()).unwrap_or_default();
+        b.push_bind(task.args.clone())
+            .push_bind(Ulid::generate().to_string())
+            .push_bind(e.job.queue())
+            .push_bind("Pending")
+            .push_bind(0_i64)
+            .push_bind(max_attempts)
+            .push_bind(run_at)
+            .push_bind(task.priority().unwrap_or_default() as i64)
+            .push_bind(metadata)
+            .push_bind(e.key.clone());
+    });
+    q.push(" ON CONFLICT(job_type, idempotency_key) DO NOTHING");
+    q.build().execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -213,6 +238,31 @@ impl JobQueue {
         push_in(&mut tx, jobs).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Deletes jobs that finished (`Done`, `Killed`, or `Failed` with no attempts left) more
+    /// than `age` ago, at most `limit` rows per call (short write transactions). The outcome
+    /// of the work itself lives on our own rows (a message's status), not in `Jobs`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn purge_finished(&self, age: Duration, limit: i64) -> Result<u64, ServiceError> {
+        let before = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+        let before = before
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
+        let deleted = sqlx::query(
+            "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs \
+             WHERE (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts)) \
+             AND done_at < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
     }
 
     /// Schedules `job` to run after `delay` (a backoff), deduplicated by `key`.

@@ -106,7 +106,7 @@ impl Providers {
 /// The handles one process shares: settings, database, job queue, live bus, inbound writer.
 pub struct App {
     pub settings: Settings,
-    pub db: db::Database,
+    pub db: db::Db,
     pub events: events::EventBus,
     pub jobs: jobs::JobQueue,
     pub ingest: ingest::Ingestor,
@@ -134,9 +134,10 @@ impl App {
     pub async fn start(settings: Settings) -> Result<Arc<App>, StartError> {
         let notifier = jobs::Notifier::default();
         let db = db::open(&settings.database_url, &notifier).await?;
-        let jobs = jobs::JobQueue::sqlite(db.orm.get_sqlite_connection_pool().clone(), notifier);
+        let writer = db.write.get_sqlite_connection_pool().clone();
+        let jobs = jobs::JobQueue::sqlite(writer.clone(), notifier);
         let events = events::EventBus::new();
-        let ingest = ingest::Ingestor::start(db.writer.clone(), events.clone());
+        let ingest = ingest::Ingestor::start(writer, events.clone());
         let app = Arc::new(App {
             sealer: crypto::Sealer::new(&settings.secret_key),
             providers: Providers::new(&settings),

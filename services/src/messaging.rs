@@ -174,7 +174,7 @@ pub async fn send_manual(
     idempotency_key: Option<String>,
 ) -> Result<MessageId, ServiceError> {
     let body = check_body(body)?;
-    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let conversation = conversation::Entity::scoped(tx.tenant())
         .filter(conversation::Column::Id.eq(conversation_id))
         .one(tx.conn())
@@ -219,7 +219,7 @@ async fn set_status(
     msg: &message::Model,
     update: impl FnOnce(&mut message::ActiveModel),
 ) -> Result<(), ServiceError> {
-    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let mut am: message::ActiveModel = msg.clone().into();
     update(&mut am);
     am.updated_at = Set(Utc::now());
@@ -240,7 +240,7 @@ async fn opt_out_from_provider(
     ctx: &TenantCtx,
     contact_id: switchboard_domain::ContactId,
 ) -> Result<(), ServiceError> {
-    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let now = Utc::now();
     contact::Entity::scoped_update(tx.tenant())
         .filter(contact::Column::Id.eq(contact_id))
@@ -270,7 +270,7 @@ pub async fn deliver(
     message_id: MessageId,
 ) -> Result<Delivery, ServiceError> {
     // Load the row, its contact and number (one read transaction).
-    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
     let Some(msg) = message::Entity::scoped(tx.tenant())
         .filter(message::Column::Id.eq(message_id))
         .one(tx.conn())
@@ -437,7 +437,7 @@ async fn release_next(
     ctx: &TenantCtx,
     msg: &message::Model,
 ) -> Result<(), ServiceError> {
-    let tx = TenantTx::read(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
     let next = message::Entity::scoped(tx.tenant())
         .filter(message::Column::ConversationId.eq(msg.conversation_id))
         .filter(message::Column::Direction.eq(Direction::Outbound))
@@ -468,7 +468,7 @@ async fn claim(
     ctx: &TenantCtx,
     msg: message::Model,
 ) -> Result<Option<message::Model>, ServiceError> {
-    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let claimed = message::Entity::scoped_update(tx.tenant())
         .filter(message::Column::Id.eq(msg.id))
         .filter(message::Column::Status.eq(msg.status))
@@ -523,7 +523,7 @@ pub async fn apply_status(
     message_id: MessageId,
     update: StatusUpdate,
 ) -> Result<bool, ServiceError> {
-    let tx = TenantTx::write(&app.db.orm, ctx.tenant_id()).await?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let msg = message::Entity::scoped(tx.tenant())
         .filter(message::Column::Id.eq(message_id))
         .one(tx.conn())

@@ -16,14 +16,20 @@ pub const INTERVAL_SECS: u64 = 60;
 pub const STUCK_AFTER_SECS: i64 = 120;
 /// Most messages re-enqueued per sweep.
 pub const MAX_PER_SWEEP: u64 = 1000;
+/// Finished jobs are kept this long (seconds) for inspection, then purged.
+pub const KEEP_FINISHED_JOBS_SECS: u64 = 3600;
+/// Finished jobs deleted per write transaction (keeps each one short: webhooks share the
+/// write connection).
+pub const PURGE_CHUNK: i64 = 2_000;
 
-/// One sweep; returns how many jobs were (re-)enqueued.
+/// One sweep: re-enqueues stuck messages and purges old finished jobs. Returns how many jobs
+/// were (re-)enqueued.
 ///
 /// # Errors
 /// Database errors.
 pub async fn run(app: &App) -> Result<usize, ServiceError> {
     let before = Utc::now() - chrono::Duration::seconds(STUCK_AFTER_SECS);
-    let stuck = lookup::stuck_messages(&app.db.orm, before, MAX_PER_SWEEP).await?;
+    let stuck = lookup::stuck_messages(&app.db.read, before, MAX_PER_SWEEP).await?;
     let jobs: Vec<Enqueue> = stuck
         .iter()
         .map(|s| match s.direction {
@@ -45,6 +51,19 @@ pub async fn run(app: &App) -> Result<usize, ServiceError> {
         .collect();
     if !jobs.is_empty() {
         app.jobs.push(&jobs).await?;
+    }
+    let keep = std::time::Duration::from_secs(KEEP_FINISHED_JOBS_SECS);
+    let mut purged = 0;
+    loop {
+        let n = app.jobs.purge_finished(keep, PURGE_CHUNK).await?;
+        purged += n;
+        if n < PURGE_CHUNK as u64 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    if purged > 0 {
+        tracing::debug!(purged, "purged finished jobs");
     }
     Ok(jobs.len())
 }

@@ -92,7 +92,7 @@ pub async fn route(app: &App, number: &E164) -> Result<Option<NumberRoute>, Serv
     {
         return Ok(route.clone());
     }
-    let route = match lookup::number_owner(&app.db.orm, number.as_str()).await? {
+    let route = match lookup::number_owner(&app.db.read, number.as_str()).await? {
         None => None,
         Some(owner) => {
             let own = match (&owner.twilio_account_sid, &owner.twilio_auth_token_sealed) {
@@ -128,7 +128,7 @@ pub async fn provider_for(
     app: &App,
     ctx: &TenantCtx,
 ) -> Result<Arc<dyn SmsProvider>, ServiceError> {
-    let own = match lookup::tenant_twilio_account(&app.db.orm, ctx.tenant_id()).await? {
+    let own = match lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await? {
         Some((sid, sealed)) => Some((sid, app.sealer.open(&sealed)?)),
         None => None,
     };
@@ -143,7 +143,7 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
     let now = Utc::now();
     let tenant_id = TenantId::new();
     let phone_number_id = PhoneNumberId::new();
-    if lookup::number_owner(&app.db.orm, new.number.as_str())
+    if lookup::number_owner(&app.db.read, new.number.as_str())
         .await?
         .is_some()
     {
@@ -152,7 +152,7 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
             new.number
         )));
     }
-    let txn = app.db.orm.begin().await?;
+    let txn = app.db.write.begin().await?;
     tenant::ActiveModel {
         id: Set(tenant_id),
         name: Set(new.name),
@@ -224,7 +224,7 @@ pub async fn authenticate_api_key(app: &App, key: &str) -> Result<Option<TenantC
     if !key.starts_with("sb_") || key.len() > 100 {
         return Ok(None);
     }
-    Ok(lookup::api_key_owner(&app.db.orm, &hash_key(key))
+    Ok(lookup::api_key_owner(&app.db.read, &hash_key(key))
         .await?
         .map(|(tenant, _)| TenantCtx::new(tenant)))
 }
@@ -235,7 +235,7 @@ pub async fn authenticate_api_key(app: &App, key: &str) -> Result<Option<TenantC
 /// # Errors
 /// Database errors.
 pub async fn seed_demo(app: &App) -> Result<Option<CreatedTenant>, ServiceError> {
-    if !lookup::no_tenants(&app.db.orm).await? {
+    if !lookup::no_tenants(&app.db.read).await? {
         return Ok(None);
     }
     let created = create_tenant(
@@ -261,7 +261,7 @@ pub async fn demo_tenant(app: &App) -> Result<Option<TenantCtx>, ServiceError> {
     if !app.settings.demo_seed {
         return Ok(None);
     }
-    Ok(lookup::number_owner(&app.db.orm, DEMO_NUMBER)
+    Ok(lookup::number_owner(&app.db.read, DEMO_NUMBER)
         .await?
         .map(|o| TenantCtx::new(o.tenant_id)))
 }
@@ -282,7 +282,7 @@ pub async fn simulator_numbers(app: &App) -> Result<Vec<SimulatorNumber>, Servic
     if app.settings.twilio.is_some() {
         return Ok(Vec::new());
     }
-    Ok(lookup::numbers_without_own_account(&app.db.orm)
+    Ok(lookup::numbers_without_own_account(&app.db.read)
         .await?
         .into_iter()
         .map(|(e164, tenant_name)| SimulatorNumber { e164, tenant_name })

@@ -333,13 +333,13 @@ pub async fn receive_status(
             reason: "expected a number".into(),
         })?),
     };
-    let found = match lookup::message_by_provider_sid(&app.db.orm, sid)
+    let found = match lookup::message_by_provider_sid(&app.db.read, sid)
         .await
         .map_err(ServiceError::from)?
     {
         Some(found) => Some(found),
         None => match our_id {
-            Some(id) => lookup::message_tenant(&app.db.orm, id)
+            Some(id) => lookup::message_tenant(&app.db.read, id)
                 .await
                 .map_err(ServiceError::from)?
                 .map(|t| (t, id)),
@@ -347,7 +347,7 @@ pub async fn receive_status(
         },
     };
     let (tenant_id, message_id) = found.ok_or(WebhookError::Unknown)?;
-    let token = match lookup::tenant_twilio_account(&app.db.orm, tenant_id)
+    let token = match lookup::tenant_twilio_account(&app.db.read, tenant_id)
         .await
         .map_err(ServiceError::from)?
     {

@@ -292,7 +292,7 @@ impl TestApp {
 
     /// Rows of each table for `tenant` (messages, contacts, conversations).
     pub async fn counts(&self, tenant: TenantId) -> (u64, u64, u64) {
-        let db = &self.app.db.orm;
+        let db = &self.app.db.read;
         (
             message::Entity::find()
                 .filter(message::Column::TenantId.eq(tenant))
@@ -318,7 +318,7 @@ impl TestApp {
         message::Entity::find()
             .filter(message::Column::TenantId.eq(tenant))
             .order_by_asc(message::Column::Id)
-            .all(&self.app.db.orm)
+            .all(&self.app.db.read)
             .await
             .expect("messages")
     }

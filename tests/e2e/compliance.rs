@@ -110,7 +110,7 @@ async fn twilio_advanced_opt_out_records_the_opt_out_without_a_reply_of_ours() {
     assert!(rows[0].provider_replied);
     use sea_orm::EntityTrait;
     let contact = switchboard_entity::contact::Entity::find_by_id(rows[0].contact_id)
-        .one(&t.app.db.orm)
+        .one(&t.app.db.read)
         .await
         .unwrap()
         .unwrap();

@@ -107,7 +107,7 @@ async fn the_bot_walks_the_script_and_fills_the_contact() {
         use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
         switchboard_entity::contact::Entity::find()
             .filter(switchboard_entity::contact::Column::Phone.eq(from))
-            .one(&t.app.db.orm)
+            .one(&t.app.db.read)
             .await
             .unwrap()
             .unwrap()
