@@ -61,26 +61,9 @@ fn customer(i: u64) -> String {
     format!("+1713{:03}{:04}", 200 + (i / 10_000) % 800, i % 10_000)
 }
 
-/// A signed inbound webhook body as Twilio would send it.
+/// A signed inbound webhook body as Twilio would send it (fresh MessageSid).
 fn signed_inbound(url: &str, from: &str, body: &str) -> (String, Bytes) {
-    let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
-    let params: Vec<(String, String)> = [
-        ("ToCountry", "US"),
-        ("SmsMessageSid", sid.as_str()),
-        ("NumMedia", "0"),
-        ("SmsSid", sid.as_str()),
-        ("SmsStatus", "received"),
-        ("Body", body),
-        ("To", NUMBER),
-        ("NumSegments", "1"),
-        ("MessageSid", sid.as_str()),
-        ("AccountSid", ACCOUNT_SID),
-        ("From", from),
-        ("ApiVersion", "2010-04-01"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let params = switchboard_testkit::inbound(ACCOUNT_SID, from, NUMBER, body);
     let signature = twilio::compute(AUTH_TOKEN, url, &params);
     (
         signature,

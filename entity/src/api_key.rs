@@ -31,4 +31,8 @@ impl TenantOwned for Entity {
     fn tenant_column() -> Column {
         Column::TenantId
     }
+
+    fn id_column() -> Column {
+        Column::Id
+    }
 }

@@ -38,4 +38,8 @@ impl TenantOwned for Entity {
     fn tenant_column() -> Column {
         Column::TenantId
     }
+
+    fn id_column() -> Column {
+        Column::Id
+    }
 }

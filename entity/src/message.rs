@@ -58,6 +58,10 @@ impl TenantOwned for Entity {
     fn tenant_column() -> Column {
         Column::TenantId
     }
+
+    fn id_column() -> Column {
+        Column::Id
+    }
 }
 
 /// Outbound rows the provider does not have yet: `queued`, or `sending` without a MessageSid

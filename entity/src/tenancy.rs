@@ -12,14 +12,32 @@ pub trait TenantOwned: EntityTrait {
     /// The entity's `tenant_id` column.
     fn tenant_column() -> Self::Column;
 
+    /// The entity's `id` column.
+    fn id_column() -> Self::Column;
+
     /// `SELECT … WHERE tenant_id = $tenant`: the start of every tenant query.
     fn scoped(tenant: TenantId) -> Select<Self> {
         Self::find().filter(Self::tenant_column().eq(tenant))
     }
 
+    /// `SELECT … WHERE tenant_id = $tenant AND id = $id`: one row of this tenant, or none.
+    fn by_id(tenant: TenantId, id: impl Into<sea_orm::Value>) -> Select<Self> {
+        Self::scoped(tenant).filter(Self::id_column().eq(id))
+    }
+
     /// `UPDATE … WHERE tenant_id = $tenant`: add the row filter and the values.
     fn scoped_update(tenant: TenantId) -> UpdateMany<Self> {
         Self::update_many().filter(Self::tenant_column().eq(tenant))
+    }
+
+    /// `UPDATE … SET <the columns set in am> WHERE tenant_id = $tenant AND id = $id`.
+    fn update_by_id<A>(tenant: TenantId, id: impl Into<sea_orm::Value>, am: A) -> UpdateMany<Self>
+    where
+        A: sea_orm::ActiveModelTrait<Entity = Self>,
+    {
+        Self::scoped_update(tenant)
+            .set(am)
+            .filter(Self::id_column().eq(id))
     }
 
     /// `DELETE … WHERE tenant_id = $tenant`: add the row filter.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 use switchboard_domain::message::{Direction, Media, MessageStatus, Source};
 use switchboard_domain::{ContactId, ConversationId, MessageId};
@@ -144,8 +144,7 @@ pub async fn thread(
     id: ConversationId,
 ) -> Result<(ConversationSummary, Vec<MessageView>), ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    let row = conversation::Entity::scoped(tx.tenant())
-        .filter(conversation::Column::Id.eq(id))
+    let row = conversation::Entity::by_id(tx.tenant(), id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -153,8 +152,19 @@ pub async fn thread(
         .await?
         .pop()
         .ok_or(ServiceError::NotFound)?;
+    let messages = latest_messages(&tx, id, Condition::all()).await?;
+    Ok((summary, messages))
+}
+
+/// The latest [`MAX_THREAD`] messages of a conversation matching `filter`, oldest first.
+async fn latest_messages(
+    tx: &TenantTx,
+    id: ConversationId,
+    filter: Condition,
+) -> Result<Vec<MessageView>, ServiceError> {
     let mut messages: Vec<MessageView> = message::Entity::scoped(tx.tenant())
         .filter(message::Column::ConversationId.eq(id))
+        .filter(filter)
         .order_by_desc(message::Column::Id)
         .limit(MAX_THREAD)
         .all(tx.conn())
@@ -163,7 +173,7 @@ pub async fn thread(
         .map(MessageView::from)
         .collect();
     messages.reverse();
-    Ok((summary, messages))
+    Ok(messages)
 }
 
 /// One message of this tenant.
@@ -176,8 +186,7 @@ pub async fn message(
     id: MessageId,
 ) -> Result<MessageView, ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    message::Entity::scoped(tx.tenant())
-        .filter(message::Column::Id.eq(id))
+    message::Entity::by_id(tx.tenant(), id)
         .one(tx.conn())
         .await?
         .map(MessageView::from)
@@ -266,22 +275,13 @@ pub async fn handset_thread(
     else {
         return Ok(Vec::new());
     };
-    let mut messages: Vec<MessageView> = message::Entity::scoped(tx.tenant())
-        .filter(message::Column::ConversationId.eq(conversation.id))
-        .filter(message::Column::Direction.eq(Direction::Inbound).or(
-            message::Column::Status.is_in([
-                MessageStatus::Sent,
-                MessageStatus::Delivered,
-                MessageStatus::Read,
-            ]),
-        ))
-        .order_by_desc(message::Column::Id)
-        .limit(MAX_THREAD)
-        .all(tx.conn())
-        .await?
-        .into_iter()
-        .map(MessageView::from)
-        .collect();
-    messages.reverse();
-    Ok(messages)
+    // The handset shows what it received: its own texts and replies that were delivered.
+    let delivered = Condition::any()
+        .add(message::Column::Direction.eq(Direction::Inbound))
+        .add(message::Column::Status.is_in([
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Read,
+        ]));
+    latest_messages(&tx, conversation.id, delivered).await
 }

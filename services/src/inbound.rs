@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter};
 use switchboard_domain::MessageId;
 use switchboard_domain::compliance::{self, KeywordKind};
 use switchboard_domain::message::{Direction, Source};
@@ -56,8 +55,7 @@ pub async fn handle(
     message_id: MessageId,
 ) -> Result<Decision, ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let Some(msg) = message::Entity::scoped(tx.tenant())
-        .filter(message::Column::Id.eq(message_id))
+    let Some(msg) = message::Entity::by_id(tx.tenant(), message_id)
         .one(tx.conn())
         .await?
     else {
@@ -66,13 +64,11 @@ pub async fn handle(
     if msg.handled_at.is_some() || msg.direction != Direction::Inbound {
         return Ok(Decision::AlreadyHandled);
     }
-    let conversation = conversation::Entity::scoped(tx.tenant())
-        .filter(conversation::Column::Id.eq(msg.conversation_id))
+    let conversation = conversation::Entity::by_id(tx.tenant(), msg.conversation_id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let contact = contact::Entity::scoped(tx.tenant())
-        .filter(contact::Column::Id.eq(msg.contact_id))
+    let contact = contact::Entity::by_id(tx.tenant(), msg.contact_id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -96,8 +92,7 @@ pub async fn handle(
     } else if conversation.bot_paused {
         Decision::BotPaused
     } else {
-        let number = phone_number::Entity::scoped(tx.tenant())
-            .filter(phone_number::Column::Id.eq(conversation.phone_number_id))
+        let number = phone_number::Entity::by_id(tx.tenant(), conversation.phone_number_id)
             .one(tx.conn())
             .await?
             .ok_or(ServiceError::NotFound)?;
@@ -119,9 +114,13 @@ pub async fn handle(
         let key = format!("reply:{}:{n}", msg.id);
         rows.push(insert_outbound(&tx, &conversation, text, *source, Some(key)).await?);
     }
-    let mut am: message::ActiveModel = msg.clone().into();
-    am.handled_at = Set(Some(Utc::now()));
-    am.update(tx.conn()).await?;
+    let handled = message::ActiveModel {
+        handled_at: Set(Some(Utc::now())),
+        ..Default::default()
+    };
+    message::Entity::update_by_id(tx.tenant(), msg.id, handled)
+        .exec(tx.conn())
+        .await?;
     tx.commit().await?;
     dispatch(app, ctx, conversation.id, &rows).await?;
     Ok(decision)
@@ -151,12 +150,16 @@ async fn save_bot_state(
     captured: Option<(String, String)>,
 ) -> Result<(), ServiceError> {
     let now = Utc::now();
-    let mut c: conversation::ActiveModel = conversation.clone().into();
-    c.bot_state = Set(Some(
-        serde_json::to_value(state).expect("script state serializes"),
-    ));
-    c.updated_at = Set(now);
-    c.update(tx.conn()).await?;
+    let c = conversation::ActiveModel {
+        bot_state: Set(Some(
+            serde_json::to_value(state).expect("script state serializes"),
+        )),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    conversation::Entity::update_by_id(tx.tenant(), conversation.id, c)
+        .exec(tx.conn())
+        .await?;
 
     if captured.is_none() && !state.finished {
         return Ok(());
@@ -166,7 +169,9 @@ async fn save_bot_state(
         .as_ref()
         .and_then(|f| serde_json::from_value(f.clone()).ok())
         .unwrap_or_default();
-    let mut am: contact::ActiveModel = contact.clone().into();
+    let mut am = contact::ActiveModel {
+        ..Default::default()
+    };
     if let Some((field, value)) = captured {
         if field == "name" && value != UNKNOWN {
             am.name = Set(Some(value.clone()));
@@ -180,6 +185,8 @@ async fn save_bot_state(
         am.status = Set("qualified".into());
     }
     am.updated_at = Set(now);
-    am.update(tx.conn()).await?;
+    contact::Entity::update_by_id(tx.tenant(), contact.id, am)
+        .exec(tx.conn())
+        .await?;
     Ok(())
 }

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::{ConversationId, MessageId, segments};
 use switchboard_entity::{
@@ -175,8 +173,7 @@ pub async fn send_manual(
 ) -> Result<MessageId, ServiceError> {
     let body = check_body(body)?;
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let conversation = conversation::Entity::scoped(tx.tenant())
-        .filter(conversation::Column::Id.eq(conversation_id))
+    let conversation = conversation::Entity::by_id(tx.tenant(), conversation_id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -220,10 +217,14 @@ async fn set_status(
     update: impl FnOnce(&mut message::ActiveModel),
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let mut am: message::ActiveModel = msg.clone().into();
+    let mut am = message::ActiveModel {
+        ..Default::default()
+    };
     update(&mut am);
     am.updated_at = Set(Utc::now());
-    am.update(tx.conn()).await?;
+    message::Entity::update_by_id(tx.tenant(), msg.id, am)
+        .exec(tx.conn())
+        .await?;
     tx.commit().await?;
     app.events.publish(Event {
         kind: EventKind::MessageUpdated,
@@ -271,8 +272,7 @@ pub async fn deliver(
 ) -> Result<Delivery, ServiceError> {
     // Load the row, its contact and number (one read transaction).
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    let Some(msg) = message::Entity::scoped(tx.tenant())
-        .filter(message::Column::Id.eq(message_id))
+    let Some(msg) = message::Entity::by_id(tx.tenant(), message_id)
         .one(tx.conn())
         .await?
     else {
@@ -284,20 +284,17 @@ pub async fn deliver(
     {
         return Ok(Delivery::Done);
     }
-    let Some(conversation) = conversation::Entity::scoped(tx.tenant())
-        .filter(conversation::Column::Id.eq(msg.conversation_id))
+    let Some(conversation) = conversation::Entity::by_id(tx.tenant(), msg.conversation_id)
         .one(tx.conn())
         .await?
     else {
         return Ok(Delivery::Done);
     };
-    let contact = contact::Entity::scoped(tx.tenant())
-        .filter(contact::Column::Id.eq(msg.contact_id))
+    let contact = contact::Entity::by_id(tx.tenant(), msg.contact_id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let number = phone_number::Entity::scoped(tx.tenant())
-        .filter(phone_number::Column::Id.eq(conversation.phone_number_id))
+    let number = phone_number::Entity::by_id(tx.tenant(), conversation.phone_number_id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -524,8 +521,7 @@ pub async fn apply_status(
     update: StatusUpdate,
 ) -> Result<bool, ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let msg = message::Entity::scoped(tx.tenant())
-        .filter(message::Column::Id.eq(message_id))
+    let msg = message::Entity::by_id(tx.tenant(), message_id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -543,8 +539,10 @@ pub async fn apply_status(
     }
     let conversation_id = msg.conversation_id;
     let contact_id = msg.contact_id;
-    let mut am: message::ActiveModel = msg.clone().into();
-    am.provider_sid = Set(Some(update.sid));
+    let mut am = message::ActiveModel {
+        provider_sid: Set(Some(update.sid)),
+        ..Default::default()
+    };
     if advance {
         am.status = Set(update.status);
         if let Some(code) = update.error_code {
@@ -555,7 +553,9 @@ pub async fn apply_status(
         }
     }
     am.updated_at = Set(Utc::now());
-    am.update(tx.conn()).await?;
+    message::Entity::update_by_id(tx.tenant(), message_id, am)
+        .exec(tx.conn())
+        .await?;
     tx.commit().await?;
     if update.error_code == Some(SendError::TWILIO_UNSUBSCRIBED) {
         opt_out_from_provider(app, ctx, contact_id).await?;

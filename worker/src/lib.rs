@@ -38,11 +38,19 @@ async fn send_message(job: SendMessage, app: Data<Arc<App>>) -> Result<(), BoxDy
     Ok(())
 }
 
-fn config(queue: &str) -> Config {
-    Config::default()
+/// A queue on the write connection, woken by each commit that inserts a job and polled every
+/// [`FALLBACK_POLL_SECS`] (delayed retries; a wake-up can be missed between two fetches).
+fn storage<T>(app: &App, queue: &str) -> PollWith<SqliteStorage<T>, Strategy> {
+    let config = Config::default()
         .queue(queue)
         .heartbeat_interval(Duration::from_secs(HEARTBEAT_SECS))
-        .missed_heartbeats(MISSED_HEARTBEATS)
+        .missed_heartbeats(MISSED_HEARTBEATS);
+    let wake = Strategy::new()
+        .stream(app.jobs.notifier().subscribe())
+        .interval(Duration::from_secs(FALLBACK_POLL_SECS));
+    SqliteStorage::<T>::new(app.jobs.pool())
+        .with_config(config)
+        .poll_with_strategy(wake)
 }
 
 /// Runs the workers (and the periodic sweep) until `shutdown` completes, then lets running
@@ -60,30 +68,16 @@ pub async fn run(
     let (i1, i2) = (instance.clone(), instance);
     let monitor = Monitor::new()
         .register(move |restarts| {
-            let backend = SqliteStorage::<HandleInbound>::new(a1.jobs.pool())
-                .with_config(config(jobs::QUEUE_INBOUND))
-                .poll_with_strategy(
-                    Strategy::new()
-                        .stream(a1.jobs.notifier().subscribe())
-                        .interval(Duration::from_secs(FALLBACK_POLL_SECS)),
-                );
             WorkerBuilder::new(format!("inbound-{i1}-{restarts}"))
-                .backend(backend)
+                .backend(storage::<HandleInbound>(&a1, jobs::QUEUE_INBOUND))
                 .data(a1.clone())
                 .concurrency(concurrency)
                 .catch_panic()
                 .build(handle_inbound)
         })
         .register(move |restarts| {
-            let backend = SqliteStorage::<SendMessage>::new(a2.jobs.pool())
-                .with_config(config(jobs::QUEUE_SEND))
-                .poll_with_strategy(
-                    Strategy::new()
-                        .stream(a2.jobs.notifier().subscribe())
-                        .interval(Duration::from_secs(FALLBACK_POLL_SECS)),
-                );
             WorkerBuilder::new(format!("send-{i2}-{restarts}"))
-                .backend(backend)
+                .backend(storage::<SendMessage>(&a2, jobs::QUEUE_SEND))
                 .data(a2.clone())
                 .concurrency(concurrency)
                 .catch_panic()
