@@ -49,6 +49,9 @@ struct Args {
     /// Run only the ingest measurement (workers off), e.g. under a profiler.
     #[arg(long)]
     only_ingest: bool,
+    /// Run only the workers-on load and time how long the workers take to drain it.
+    #[arg(long)]
+    only_drain: bool,
 }
 
 const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -195,6 +198,18 @@ async fn open_loop(target: &Target, rate: f64, connections: usize, secs: u64) ->
     all
 }
 
+/// (bytes written, write calls) of this process so far (Linux `/proc/self/io`).
+fn io_counters() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("wchar:"), field("syscw:"))
+}
+
 fn pct(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -336,7 +351,8 @@ async fn drain(target: &Target) -> f64 {
         if pending == 0 || start.elapsed() > Duration::from_secs(300) {
             return start.elapsed().as_secs_f64();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The count scans the table: poll rarely so it does not slow the workers it watches.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
 }
 
@@ -400,9 +416,23 @@ fn main() {
         let secs = args.seconds;
         let c = args.connections;
         println!("measuring {secs} s each, {c} connections, on {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        if args.only_drain {
+            let full = throughput(&full_t, c, secs).await;
+            println!("webhook path + in-process workers:    {full:>9.0} req/s");
+            let drained = drain(&full_t).await;
+            println!("  workers finished the backlog {drained:.1} s after the load stopped");
+            std::process::exit(0);
+        }
         if args.only_ingest {
+            let before = io_counters();
             let ingest = throughput(&ingest_t, c, secs).await;
-            println!("webhook path, workers off (ingest):   {ingest:>9.0} req/s");
+            let after = io_counters();
+            let requests = ingest * (secs + 2) as f64;
+            println!(
+                "webhook path, workers off (ingest):   {ingest:>9.0} req/s; ~{:.0} bytes written and {:.1} write calls per webhook",
+                (after.0 - before.0) as f64 / requests,
+                (after.1 - before.1) as f64 / requests
+            );
             std::process::exit(0);
         }
         // Reply latency first, on a quiet machine: it is a latency, not a load, measurement.

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
+use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
 use switchboard_domain::MessageId;
 use switchboard_domain::compliance::{self, KeywordKind};
 use switchboard_domain::message::{Direction, Source};
@@ -42,28 +43,64 @@ pub enum Decision {
     Bot(usize),
 }
 
-/// Handles one stored inbound message (the `HandleInbound` job). Safe to run twice: the
-/// message's `handled_at` is set in the same transaction as the replies, and each reply has an
-/// idempotency key derived from the inbound message.
+/// Handles one stored inbound message (the `HandleInbound` job).
+///
+/// Texts of one conversation are handled in the order they arrived, so the bot never takes a
+/// later answer for an earlier question: the job handles the conversation's oldest unhandled
+/// text (its own, or one before it), then the next, until its own is done. Each step reads
+/// the text and the conversation from one snapshot of the read pool, then claims the text in a
+/// short write transaction (`handled_at` set where unset) together with the bot's new state
+/// and its replies (each with an idempotency key derived from the text). A step that loses
+/// the claim to another job re-reads; a second run of a job finds nothing to do.
 ///
 /// # Errors
-/// Database errors (the job retries).
+/// Database errors (the job is re-run).
 #[tracing::instrument(skip(app), fields(tenant_id = %ctx.tenant_id()))]
 pub async fn handle(
     app: &App,
     ctx: &TenantCtx,
     message_id: MessageId,
 ) -> Result<Decision, ServiceError> {
-    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let Some(msg) = message::Entity::by_id(tx.tenant(), message_id)
+    loop {
+        match step(app, ctx, message_id).await? {
+            Step::Handled { id, decision } if id == message_id => return Ok(decision),
+            Step::Handled { .. } | Step::Lost => continue,
+            Step::Nothing => return Ok(Decision::AlreadyHandled),
+        }
+    }
+}
+
+enum Step {
+    /// The message (or the one it waited for) was handled now.
+    Handled { id: MessageId, decision: Decision },
+    /// Another job claimed the head first.
+    Lost,
+    /// The message is handled already, gone, or not inbound.
+    Nothing,
+}
+
+/// Handles the oldest unhandled text of `message_id`'s conversation, if `message_id` is
+/// still unhandled.
+async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step, ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let Some(own) = message::Entity::by_id(tx.tenant(), message_id)
         .one(tx.conn())
         .await?
     else {
-        return Ok(Decision::AlreadyHandled);
+        return Ok(Step::Nothing);
     };
-    if msg.handled_at.is_some() || msg.direction != Direction::Inbound {
-        return Ok(Decision::AlreadyHandled);
+    if own.handled_at.is_some() || own.direction != Direction::Inbound {
+        return Ok(Step::Nothing);
     }
+    let msg = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(own.conversation_id))
+        .filter(message::Column::Direction.eq(Direction::Inbound))
+        .filter(message::Column::HandledAt.is_null())
+        .filter(message::Column::Id.lte(own.id))
+        .order_by_asc(message::Column::Id)
+        .one(tx.conn())
+        .await?
+        .unwrap_or(own);
     let conversation = conversation::Entity::by_id(tx.tenant(), msg.conversation_id)
         .one(tx.conn())
         .await?
@@ -73,8 +110,10 @@ pub async fn handle(
         .await?
         .ok_or(ServiceError::NotFound)?;
 
+    // Decide.
     let mut replies: Vec<(Source, String)> = Vec::new();
-    let decision = if let Some(kind) = msg.compliance {
+    let mut turn = None;
+    let mut decision = if let Some(kind) = msg.compliance {
         if msg.provider_replied {
             Decision::AnsweredByProvider(kind)
         } else {
@@ -100,30 +139,53 @@ pub async fn handle(
             BotKind::None => Decision::NoBot,
             BotKind::Qualify => {
                 let business = tenancy::tenant_name(tx.conn(), ctx).await?;
-                let turn = qualify_turn(&business, conversation.bot_state.as_ref(), &msg.body);
-                let n = turn.replies.len();
-                replies.extend(turn.replies.into_iter().map(|r| (Source::Bot, r)));
-                save_bot_state(&tx, &conversation, &contact, &turn.state, turn.captured).await?;
+                let t = qualify_turn(&business, conversation.bot_state.as_ref(), &msg.body);
+                replies.extend(t.replies.iter().map(|r| (Source::Bot, r.clone())));
+                let n = t.replies.len();
+                turn = Some(t);
                 Decision::Bot(n)
             }
         }
     };
+    drop(tx);
 
+    // Write: claim, bot state, replies.
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let claimed = message::Entity::scoped_update(tx.tenant())
+        .filter(message::Column::Id.eq(msg.id))
+        .filter(message::Column::HandledAt.is_null())
+        .col_expr(message::Column::HandledAt, Some(Utc::now()).into())
+        .exec(tx.conn())
+        .await?
+        .rows_affected;
+    if claimed == 0 {
+        return Ok(Step::Lost);
+    }
+    if let Some(turn) = &turn
+        && !save_bot_state(
+            &tx,
+            &conversation,
+            &contact,
+            &turn.state,
+            turn.captured.clone(),
+        )
+        .await?
+    {
+        // A person took over between our read and this write: the bot stays quiet.
+        replies.clear();
+        decision = Decision::BotPaused;
+    }
     let mut rows: Vec<Outboxed> = Vec::with_capacity(replies.len());
     for (n, (source, text)) in replies.iter().enumerate() {
         let key = format!("reply:{}:{n}", msg.id);
         rows.push(insert_outbound(&tx, &conversation, text, *source, Some(key)).await?);
     }
-    let handled = message::ActiveModel {
-        handled_at: Set(Some(Utc::now())),
-        ..Default::default()
-    };
-    message::Entity::update_by_id(tx.tenant(), msg.id, handled)
-        .exec(tx.conn())
-        .await?;
     tx.commit().await?;
     dispatch(app, ctx, conversation.id, &rows).await?;
-    Ok(decision)
+    Ok(Step::Handled {
+        id: msg.id,
+        decision,
+    })
 }
 
 /// Runs the built-in script on `body`: starts it on the first text of a conversation (greeting
@@ -140,29 +202,34 @@ fn qualify_turn(
     }
 }
 
-/// Stores the script state on the conversation and a captured answer on the contact
-/// (`name` also fills the contact's name; finishing marks the contact `qualified`).
+/// Stores the script state on the conversation, unless the bot was paused meanwhile (then
+/// returns false and writes nothing), and a captured answer on the contact (`name` also fills
+/// the contact's name; finishing marks the contact `qualified`).
 async fn save_bot_state(
     tx: &TenantTx,
     conversation: &conversation::Model,
     contact: &contact::Model,
     state: &ScriptState,
     captured: Option<(String, String)>,
-) -> Result<(), ServiceError> {
+) -> Result<bool, ServiceError> {
     let now = Utc::now();
-    let c = conversation::ActiveModel {
-        bot_state: Set(Some(
-            serde_json::to_value(state).expect("script state serializes"),
-        )),
-        updated_at: Set(now),
-        ..Default::default()
-    };
-    conversation::Entity::update_by_id(tx.tenant(), conversation.id, c)
+    let stored = conversation::Entity::scoped_update(tx.tenant())
+        .filter(conversation::Column::Id.eq(conversation.id))
+        .filter(conversation::Column::BotPaused.eq(false))
+        .col_expr(
+            conversation::Column::BotState,
+            Some(serde_json::to_value(state).expect("script state serializes")).into(),
+        )
+        .col_expr(conversation::Column::UpdatedAt, now.into())
         .exec(tx.conn())
-        .await?;
-
+        .await?
+        .rows_affected
+        == 1;
+    if !stored {
+        return Ok(false);
+    }
     if captured.is_none() && !state.finished {
-        return Ok(());
+        return Ok(true);
     }
     let mut fields: BTreeMap<String, String> = contact
         .fields
@@ -188,5 +255,5 @@ async fn save_bot_state(
     contact::Entity::update_by_id(tx.tenant(), contact.id, am)
         .exec(tx.conn())
         .await?;
-    Ok(())
+    Ok(true)
 }

@@ -153,3 +153,31 @@ async fn mms_keeps_every_media_url_and_type() {
             .ends_with("ME00000000000000000000000000000002")
     );
 }
+
+#[tokio::test]
+async fn texts_sent_back_to_back_are_answered_in_order() {
+    let t = spawn_app().await;
+    let from = "+17135550126";
+    // Stored in this order before any job runs; the jobs may run concurrently.
+    for text in ["hello", "2", "1"] {
+        assert_eq!(t.text_in(from, text).await.status(), 200);
+    }
+    let sends = t.wait_for_sends(4).await;
+    let bodies: Vec<&str> = sends.iter().map(|s| param(s, "Body").unwrap()).collect();
+    assert!(bodies[0].contains("Thanks for reaching out"), "{bodies:?}");
+    assert!(bodies[1].contains("1 for Repair"), "{bodies:?}");
+    assert!(bodies[2].contains("How soon"), "{bodies:?}");
+    assert!(bodies[3].contains("ZIP"), "{bodies:?}");
+    let contact = {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        switchboard_entity::contact::Entity::find()
+            .filter(switchboard_entity::contact::Column::Phone.eq(from))
+            .one(&t.app.db.read)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let fields = contact.fields.unwrap();
+    assert_eq!(fields["service"], "Install");
+    assert_eq!(fields["urgency"], "Emergency");
+}
