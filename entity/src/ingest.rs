@@ -3,8 +3,10 @@
 //! per webhook.
 //!
 //! Per batch: one `SELECT` finds MessageSids already stored (Twilio retries); then, for each
-//! tenant in the batch: one multi-row contact upsert, one multi-row conversation upsert, one
-//! multi-row message insert, and one `UPDATE` per compliance keyword (rare). The caller owns
+//! tenant in the batch: one `SELECT` of the known senders (plus one multi-row insert when some
+//! are new), one multi-row conversation upsert, one multi-row message insert, and one
+//! `UPDATE` per compliance keyword (rare). Known senders' rows are not rewritten: every page a
+//! webhook dirties is written to the WAL at commit, and that write is the largest cost here. The caller owns
 //! the transaction, so it can enqueue jobs in it and answer each webhook only after the commit.
 //!
 //! SQLite dialect (the embedded default). Every statement binds the tenant id of its group.
@@ -123,40 +125,53 @@ async fn write_tenant_group(
     idx: &[usize],
     results: &mut [Written],
 ) -> Result<(), sqlx::Error> {
-    // Contacts: one row per distinct sender; the latest message time wins.
+    // Contacts: known senders are only read (no page written for them); new ones inserted.
     let mut phones: Vec<(&str, DateTime<Utc>)> = Vec::new();
     for &i in idx {
         let it = &items[i];
-        match phones.iter_mut().find(|(p, _)| *p == it.from) {
-            Some((_, at)) => *at = (*at).max(it.received_at),
-            None => phones.push((it.from.as_str(), it.received_at)),
+        if !phones.iter().any(|(p, _)| *p == it.from) {
+            phones.push((it.from.as_str(), it.received_at));
         }
     }
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO contacts (id, tenant_id, phone, name, status, fields, opted_out_at, opt_out_keyword, created_at, updated_at, last_message_at) ",
-    );
-    q.push_values(&phones, |mut b, (phone, at)| {
-        b.push_bind(Uuid::now_v7())
-            .push_bind(tenant.uuid())
-            .push_bind(*phone)
-            .push_bind(None::<String>)
-            .push_bind("new")
-            .push_bind(None::<String>)
-            .push_bind(None::<DateTime<Utc>>)
-            .push_bind(None::<String>)
-            .push_bind(*at)
-            .push_bind(*at)
-            .push_bind(*at);
-    });
-    q.push(
-        " ON CONFLICT (tenant_id, phone) DO UPDATE SET \
-         last_message_at = MAX(COALESCE(contacts.last_message_at, excluded.last_message_at), excluded.last_message_at), \
-         updated_at = excluded.updated_at \
-         RETURNING id, phone, opted_out_at IS NOT NULL",
-    );
     let mut contacts: HashMap<String, (ContactId, bool)> = HashMap::new();
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "SELECT id, phone, opted_out_at IS NOT NULL FROM contacts WHERE tenant_id = ",
+    );
+    q.push_bind(tenant.uuid()).push(" AND phone IN (");
+    let mut sep = q.separated(", ");
+    for (phone, _) in &phones {
+        sep.push_bind(*phone);
+    }
+    q.push(")");
     for row in q.build().fetch_all(&mut *conn).await? {
         contacts.insert(row.get(1), (ContactId(row.get(0)), row.get(2)));
+    }
+    let new: Vec<&(&str, DateTime<Utc>)> = phones
+        .iter()
+        .filter(|(p, _)| !contacts.contains_key(*p))
+        .collect();
+    if !new.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO contacts (id, tenant_id, phone, name, status, fields, opted_out_at, opt_out_keyword, created_at, updated_at) ",
+        );
+        q.push_values(&new, |mut b, (phone, at)| {
+            b.push_bind(Uuid::now_v7())
+                .push_bind(tenant.uuid())
+                .push_bind(*phone)
+                .push_bind(None::<String>)
+                .push_bind("new")
+                .push_bind(None::<String>)
+                .push_bind(None::<DateTime<Utc>>)
+                .push_bind(None::<String>)
+                .push_bind(*at)
+                .push_bind(*at);
+        });
+        // Another process may have inserted the same sender meanwhile (Postgres, several
+        // writers): take its row.
+        q.push(" ON CONFLICT (tenant_id, phone) DO UPDATE SET phone = excluded.phone RETURNING id, phone, opted_out_at IS NOT NULL");
+        for row in q.build().fetch_all(&mut *conn).await? {
+            contacts.insert(row.get(1), (ContactId(row.get(0)), row.get(2)));
+        }
     }
 
     // Conversations: one row per (contact, number); unread grows by the texts in this batch.

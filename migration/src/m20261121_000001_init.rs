@@ -56,7 +56,6 @@ enum Contacts {
     OptOutKeyword,
     CreatedAt,
     UpdatedAt,
-    LastMessageAt,
 }
 
 #[derive(DeriveIden)]
@@ -207,7 +206,6 @@ impl MigrationTrait for Migration {
                 .col(string_null(Contacts::OptOutKeyword))
                 .col(timestamp_with_time_zone(Contacts::CreatedAt))
                 .col(timestamp_with_time_zone(Contacts::UpdatedAt))
-                .col(timestamp_with_time_zone_null(Contacts::LastMessageAt))
                 .foreign_key(&mut tenant_fk(Contacts::Table))
                 .to_owned(),
         )
