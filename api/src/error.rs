@@ -45,7 +45,10 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!(error = %e, "request refused: service unavailable");
                 Self::Unavailable(body("temporarily unavailable, retry"))
             }
-            ServiceError::Db(_) | ServiceError::Sqlx(_) | ServiceError::Credential(_) => {
+            ServiceError::Db(_)
+            | ServiceError::Sqlx(_)
+            | ServiceError::Sqlite(_)
+            | ServiceError::Credential(_) => {
                 tracing::error!(error = %e, "request failed");
                 Self::Internal(body("internal error"))
             }

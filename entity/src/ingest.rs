@@ -1,20 +1,22 @@
-//! The inbound hot path: many webhooks written in ONE transaction (group commit) with a fixed,
-//! small number of set-based statements per tenant in the batch, instead of several statements
-//! per webhook.
+//! The inbound hot path: many webhooks written in ONE transaction (group commit).
 //!
-//! Per batch: one `SELECT` finds MessageSids already stored (Twilio retries); then, for each
-//! tenant in the batch: one `SELECT` of the known senders (plus one multi-row insert when some
-//! are new), one multi-row conversation upsert, one multi-row message insert, and one
-//! `UPDATE` per compliance keyword (rare). Known senders' rows are not rewritten: every page a
-//! webhook dirties is written to the WAL at commit, and that write is the largest cost here. The caller owns
-//! the transaction, so it can enqueue jobs in it and answer each webhook only after the commit.
+//! This runs synchronously on the inbound writer's own thread through its own SQLite
+//! connection (rusqlite): each statement is a function call into SQLite, where through sqlx
+//! each would be a round trip to SQLite's thread and back (two context switches), about seven
+//! per batch. Statements are prepared once and cached; per webhook: a MessageSid lookup
+//! (Twilio retries), a sender lookup (an insert only for a new sender: a known sender's row
+//! is not rewritten, since every page a webhook dirties is written to the WAL at commit, the
+//! largest cost here), a conversation upsert, a message insert, and an `UPDATE` per compliance
+//! keyword (rare). The caller owns the transaction, enqueues the jobs in it, and answers each
+//! webhook only after the commit.
 //!
-//! SQLite dialect (the embedded default). Every statement binds the tenant id of its group.
+//! Values are stored exactly as sqlx/sea-orm store them (UUIDs as 16-byte blobs, times as
+//! RFC 3339 text), so the rest of the application reads these rows like any other.
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
 use switchboard_domain::compliance::{Keyword, KeywordKind};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::{ContactId, ConversationId, MessageId, PhoneNumberId, TenantId};
@@ -69,273 +71,148 @@ pub fn preview(body: &str, has_media: bool) -> String {
     body.chars().take(PREVIEW_CHARS).collect()
 }
 
-/// Writes a batch of inbound texts inside the caller's transaction.
+/// A time as sqlx encodes `DateTime<Utc>` for SQLite (RFC 3339, automatic sub-seconds).
+pub fn sql_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn blob(id: Uuid) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+fn uuid_of(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
+    Uuid::from_slice(&bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+/// Writes a batch of inbound texts inside the caller's transaction, in arrival order.
 ///
 /// # Errors
 /// Any database error; the caller rolls the whole batch back and fails every webhook in it
 /// (Twilio then retries them).
-pub async fn write_batch(
-    conn: &mut SqliteConnection,
-    items: &[NewInbound],
-) -> Result<Vec<Written>, sqlx::Error> {
+pub fn write_batch(tx: &Transaction<'_>, items: &[NewInbound]) -> rusqlite::Result<Vec<Written>> {
     let mut results = vec![Written::Duplicate; items.len()];
-
-    // 1. Duplicates: already stored, or repeated inside this batch.
     let mut seen = HashSet::new();
-    let mut fresh: Vec<usize> = Vec::with_capacity(items.len());
-    for (i, it) in items.iter().enumerate() {
-        if seen.insert(it.provider_sid.as_str()) {
-            fresh.push(i);
-        }
-    }
-    if fresh.is_empty() {
-        return Ok(results);
-    }
-    let mut q =
-        QueryBuilder::<Sqlite>::new("SELECT provider_sid FROM messages WHERE provider_sid IN (");
-    let mut sep = q.separated(", ");
-    for &i in &fresh {
-        sep.push_bind(items[i].provider_sid.as_str());
-    }
-    q.push(")");
-    let stored: HashSet<String> = q
-        .build()
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
-    fresh.retain(|&i| !stored.contains(&items[i].provider_sid));
-
-    // 2. Per tenant: contacts, conversations, messages, compliance.
-    let mut by_tenant: HashMap<TenantId, Vec<usize>> = HashMap::new();
-    for &i in &fresh {
-        by_tenant.entry(items[i].tenant_id).or_default().push(i);
-    }
-    for (tenant, idx) in by_tenant {
-        write_tenant_group(conn, tenant, items, &idx, &mut results).await?;
-    }
-    Ok(results)
-}
-
-async fn write_tenant_group(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    items: &[NewInbound],
-    idx: &[usize],
-    results: &mut [Written],
-) -> Result<(), sqlx::Error> {
-    // Contacts: known senders are only read (no page written for them); new ones inserted.
-    let mut phones: Vec<(&str, DateTime<Utc>)> = Vec::new();
-    for &i in idx {
-        let it = &items[i];
-        if !phones.iter().any(|(p, _)| *p == it.from) {
-            phones.push((it.from.as_str(), it.received_at));
-        }
-    }
-    let mut contacts: HashMap<String, (ContactId, bool)> = HashMap::new();
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "SELECT id, phone, opted_out_at IS NOT NULL FROM contacts WHERE tenant_id = ",
-    );
-    q.push_bind(tenant.uuid()).push(" AND phone IN (");
-    let mut sep = q.separated(", ");
-    for (phone, _) in &phones {
-        sep.push_bind(*phone);
-    }
-    q.push(")");
-    for row in q.build().fetch_all(&mut *conn).await? {
-        contacts.insert(row.get(1), (ContactId(row.get(0)), row.get(2)));
-    }
-    let new: Vec<&(&str, DateTime<Utc>)> = phones
-        .iter()
-        .filter(|(p, _)| !contacts.contains_key(*p))
-        .collect();
-    if !new.is_empty() {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO contacts (id, tenant_id, phone, name, status, fields, opted_out_at, opt_out_keyword, created_at, updated_at) ",
-        );
-        q.push_values(&new, |mut b, (phone, at)| {
-            b.push_bind(Uuid::now_v7())
-                .push_bind(tenant.uuid())
-                .push_bind(*phone)
-                .push_bind(None::<String>)
-                .push_bind("new")
-                .push_bind(None::<String>)
-                .push_bind(None::<DateTime<Utc>>)
-                .push_bind(None::<String>)
-                .push_bind(*at)
-                .push_bind(*at);
-        });
-        // Another process may have inserted the same sender meanwhile (Postgres, several
-        // writers): take its row.
-        q.push(" ON CONFLICT (tenant_id, phone) DO UPDATE SET phone = excluded.phone RETURNING id, phone, opted_out_at IS NOT NULL");
-        for row in q.build().fetch_all(&mut *conn).await? {
-            contacts.insert(row.get(1), (ContactId(row.get(0)), row.get(2)));
-        }
-    }
-
-    // Conversations: one row per (contact, number); unread grows by the texts in this batch.
-    struct Thread {
-        contact: ContactId,
-        number: PhoneNumberId,
-        unread: i32,
-        last_at: DateTime<Utc>,
-        preview: String,
-    }
-    let mut threads: Vec<Thread> = Vec::new();
-    for &i in idx {
-        let it = &items[i];
-        let contact = contacts[&it.from].0;
-        let preview = preview(&it.body, it.media.is_some());
-        match threads
-            .iter_mut()
-            .find(|t| t.contact == contact && t.number == it.phone_number_id)
-        {
-            Some(t) => {
-                t.unread += 1;
-                if it.received_at >= t.last_at {
-                    t.last_at = it.received_at;
-                    t.preview = preview;
-                }
-            }
-            None => threads.push(Thread {
-                contact,
-                number: it.phone_number_id,
-                unread: 1,
-                last_at: it.received_at,
-                preview,
-            }),
-        }
-    }
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO conversations (id, tenant_id, contact_id, phone_number_id, status, bot_paused, bot_state, unread_count, last_message_at, last_message_preview, created_at, updated_at) ",
-    );
-    q.push_values(&threads, |mut b, t| {
-        b.push_bind(Uuid::now_v7())
-            .push_bind(tenant.uuid())
-            .push_bind(t.contact.uuid())
-            .push_bind(t.number.uuid())
-            .push_bind("open")
-            .push_bind(false)
-            .push_bind(None::<String>)
-            .push_bind(t.unread)
-            .push_bind(t.last_at)
-            .push_bind(t.preview.as_str())
-            .push_bind(t.last_at)
-            .push_bind(t.last_at);
-    });
-    q.push(
-        " ON CONFLICT (tenant_id, contact_id, phone_number_id) DO UPDATE SET \
-         unread_count = conversations.unread_count + excluded.unread_count, \
+    let mut stored_sid = tx.prepare_cached("SELECT 1 FROM messages WHERE provider_sid = ?1")?;
+    let mut find_contact = tx.prepare_cached(
+        "SELECT id, opted_out_at IS NOT NULL FROM contacts WHERE tenant_id = ?1 AND phone = ?2",
+    )?;
+    let mut new_contact = tx.prepare_cached(
+        "INSERT INTO contacts (id, tenant_id, phone, name, status, fields, opted_out_at, opt_out_keyword, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, NULL, 'new', NULL, NULL, NULL, ?4, ?4)",
+    )?;
+    let mut upsert_conversation = tx.prepare_cached(
+        "INSERT INTO conversations (id, tenant_id, contact_id, phone_number_id, status, bot_paused, bot_state, unread_count, \
+         last_message_at, last_message_preview, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'open', 0, NULL, 1, ?5, ?6, ?5, ?5) \
+         ON CONFLICT (tenant_id, contact_id, phone_number_id) DO UPDATE SET \
+         unread_count = conversations.unread_count + 1, \
          last_message_preview = CASE WHEN excluded.last_message_at >= conversations.last_message_at \
              THEN excluded.last_message_preview ELSE conversations.last_message_preview END, \
          last_message_at = MAX(conversations.last_message_at, excluded.last_message_at), \
          status = 'open', updated_at = excluded.updated_at \
-         RETURNING id, contact_id, phone_number_id",
-    );
-    let mut conversations: HashMap<(ContactId, PhoneNumberId), ConversationId> = HashMap::new();
-    for row in q.build().fetch_all(&mut *conn).await? {
-        conversations.insert(
-            (ContactId(row.get(1)), PhoneNumberId(row.get(2))),
-            ConversationId(row.get(0)),
-        );
-    }
+         RETURNING id",
+    )?;
+    let mut insert_message = tx.prepare_cached(
+        "INSERT INTO messages (id, tenant_id, conversation_id, contact_id, direction, source, body, media, provider_sid, status, \
+         error_code, error_message, idempotency_key, segments, encoding, attempts, handled_at, compliance, provider_replied, \
+         created_at, updated_at, sent_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, NULL, ?11, ?12, 0, NULL, ?13, ?14, ?15, ?15, NULL)",
+    )?;
+    // Sender -> (contact, opted out now), kept through the batch so that "STOP" then "START"
+    // in one batch ends subscribed, and an opt-in keyword only counts for a sender who is
+    // opted out at that point.
+    let mut contacts: HashMap<(TenantId, &str), (ContactId, bool)> = HashMap::new();
 
-    // Compliance, in arrival order: "STOP" then "START" in one batch ends subscribed, and an
-    // opt-in keyword only counts for a sender who is opted out at that point.
-    let mut opted_out: HashMap<ContactId, bool> = contacts.values().copied().collect();
-    let mut effects: Vec<Option<KeywordKind>> = Vec::with_capacity(idx.len());
-    for &i in idx {
-        let it = &items[i];
-        let contact = contacts[&it.from].0;
-        let effect = match it.keyword.map(|k| k.kind) {
-            Some(KeywordKind::OptOut) => {
-                opted_out.insert(contact, true);
-                Some(KeywordKind::OptOut)
+    for (i, it) in items.iter().enumerate() {
+        if !seen.insert(it.provider_sid.as_str()) || stored_sid.exists([&it.provider_sid])? {
+            continue;
+        }
+        let at = sql_time(it.received_at);
+        let tenant = blob(it.tenant_id.uuid());
+        let key = (it.tenant_id, it.from.as_str());
+        let (contact, opted_out) = match contacts.get(&key) {
+            Some(known) => *known,
+            None => {
+                let found = find_contact
+                    .query_row(params![tenant, it.from], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?))
+                    })
+                    .optional()?;
+                let known = match found {
+                    Some((id, opted_out)) => (ContactId(uuid_of(id)?), opted_out),
+                    None => {
+                        let id = ContactId::new();
+                        new_contact.execute(params![blob(id.uuid()), tenant, it.from, at])?;
+                        (id, false)
+                    }
+                };
+                contacts.insert(key, known);
+                known
             }
-            Some(KeywordKind::OptIn) if it.provider_replied || opted_out[&contact] => {
-                opted_out.insert(contact, false);
+        };
+        let preview = preview(&it.body, it.media.is_some());
+        let conversation = ConversationId(uuid_of(upsert_conversation.query_row(
+            params![
+                blob(ConversationId::new().uuid()),
+                tenant,
+                blob(contact.uuid()),
+                blob(it.phone_number_id.uuid()),
+                at,
+                preview
+            ],
+            |r| r.get::<_, Vec<u8>>(0),
+        )?)?);
+
+        let effect = match it.keyword.map(|k| k.kind) {
+            Some(KeywordKind::OptOut) => Some(KeywordKind::OptOut),
+            Some(KeywordKind::OptIn) if it.provider_replied || opted_out => {
                 Some(KeywordKind::OptIn)
             }
             Some(KeywordKind::Help) => Some(KeywordKind::Help),
             _ => None,
         };
-        effects.push(effect);
-    }
-
-    // Messages.
-    let ids: Vec<MessageId> = idx.iter().map(|_| MessageId::new()).collect();
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO messages (id, tenant_id, conversation_id, contact_id, direction, source, body, media, provider_sid, status, \
-         error_code, error_message, idempotency_key, segments, encoding, attempts, handled_at, compliance, provider_replied, \
-         created_at, updated_at, sent_at) ",
-    );
-    q.push_values(
-        idx.iter().zip(&ids).zip(&effects),
-        |mut b, ((&i, id), effect)| {
-            let it = &items[i];
-            let contact = contacts[&it.from].0;
-            let conversation = conversations[&(contact, it.phone_number_id)];
-            b.push_bind(id.uuid())
-                .push_bind(tenant.uuid())
-                .push_bind(conversation.uuid())
-                .push_bind(contact.uuid())
-                .push_bind(Direction::Inbound.as_str())
-                .push_bind(Source::Customer.as_str())
-                .push_bind(it.body.as_str())
-                .push_bind(it.media.as_ref().map(|m| m.to_string()))
-                .push_bind(it.provider_sid.as_str())
-                .push_bind(MessageStatus::Received.as_str())
-                .push_bind(None::<i32>)
-                .push_bind(None::<String>)
-                .push_bind(None::<String>)
-                .push_bind(it.segments)
-                .push_bind(it.encoding)
-                .push_bind(0_i32)
-                .push_bind(None::<DateTime<Utc>>)
-                .push_bind(effect.map(KeywordKind::as_str))
-                .push_bind(it.provider_replied)
-                .push_bind(it.received_at)
-                .push_bind(it.received_at)
-                .push_bind(None::<DateTime<Utc>>);
-        },
-    );
-    q.build().execute(&mut *conn).await?;
-
-    for ((&i, id), effect) in idx.iter().zip(&ids).zip(&effects) {
-        let it = &items[i];
-        let contact = contacts[&it.from].0;
+        let message = MessageId::new();
+        insert_message.execute(params![
+            blob(message.uuid()),
+            tenant,
+            blob(conversation.uuid()),
+            blob(contact.uuid()),
+            Direction::Inbound.as_str(),
+            Source::Customer.as_str(),
+            it.body,
+            it.media.as_ref().map(|m| m.to_string()),
+            it.provider_sid,
+            MessageStatus::Received.as_str(),
+            it.segments,
+            it.encoding,
+            effect.map(KeywordKind::as_str),
+            it.provider_replied,
+            at,
+        ])?;
         match (effect, it.keyword) {
             (Some(KeywordKind::OptOut), Some(keyword)) => {
-                sqlx::query(
-                    "UPDATE contacts SET opted_out_at = ?, opt_out_keyword = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
-                )
-                .bind(it.received_at)
-                .bind(keyword.word)
-                .bind(it.received_at)
-                .bind(tenant.uuid())
-                .bind(contact.uuid())
-                .execute(&mut *conn)
-                .await?;
+                tx.prepare_cached(
+                    "UPDATE contacts SET opted_out_at = ?1, opt_out_keyword = ?2, updated_at = ?1 WHERE tenant_id = ?3 AND id = ?4",
+                )?
+                .execute(params![at, keyword.word, tenant, blob(contact.uuid())])?;
+                contacts.insert(key, (contact, true));
             }
             (Some(KeywordKind::OptIn), _) => {
-                sqlx::query(
-                    "UPDATE contacts SET opted_out_at = NULL, opt_out_keyword = NULL, updated_at = ? WHERE tenant_id = ? AND id = ?",
-                )
-                .bind(it.received_at)
-                .bind(tenant.uuid())
-                .bind(contact.uuid())
-                .execute(&mut *conn)
-                .await?;
+                tx.prepare_cached(
+                    "UPDATE contacts SET opted_out_at = NULL, opt_out_keyword = NULL, updated_at = ?1 WHERE tenant_id = ?2 AND id = ?3",
+                )?
+                .execute(params![at, tenant, blob(contact.uuid())])?;
+                contacts.insert(key, (contact, false));
             }
             _ => {}
         }
         results[i] = Written::Stored {
-            message_id: *id,
-            conversation_id: conversations[&(contact, it.phone_number_id)],
+            message_id: message,
+            conversation_id: conversation,
             contact_id: contact,
-            compliance: *effect,
+            compliance: effect,
         };
     }
-    Ok(())
+    Ok(results)
 }

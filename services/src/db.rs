@@ -53,6 +53,12 @@ pub enum DbOpenError {
     Migrate(#[from] DbErr),
     #[error("DATABASE_URL: Postgres is not supported yet by this build; use sqlite://")]
     Unsupported,
+    #[error(
+        "DATABASE_URL: an in-memory SQLite database cannot be shared by the connections; use a file"
+    )]
+    InMemory,
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
@@ -89,6 +95,9 @@ pub async fn open(url: &str, notifier: &Notifier) -> Result<Db, DbOpenError> {
         return Err(DbOpenError::Unsupported);
     }
     let options = sqlite_options(url)?;
+    if options.get_filename().as_os_str() == ":memory:" || url.contains("mode=memory") {
+        return Err(DbOpenError::InMemory);
+    }
     let hooks = notifier.clone();
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
@@ -142,4 +151,22 @@ async fn spawn_checkpointer(options: SqliteConnectOptions) -> Result<(), DbOpenE
         }
     });
     Ok(())
+}
+
+/// Opens the inbound writer's own connection to the database file behind `url` (after
+/// [`open`] created and migrated it), with the same settings as the pools' connections.
+///
+/// # Errors
+/// [`DbOpenError`] naming what failed.
+pub fn open_inbound_writer(url: &str) -> Result<rusqlite::Connection, DbOpenError> {
+    let path = sqlite_options(url)?.get_filename().to_path_buf();
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+         PRAGMA temp_store = memory; PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; \
+         PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
 }

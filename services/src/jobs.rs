@@ -117,9 +117,49 @@ impl Enqueue {
     }
 }
 
-/// Stores jobs inside the caller's transaction with one multi-row `INSERT` (they become
-/// visible, and wake the workers, when it commits). Rows are exactly what apalis-sqlite's own
-/// `push_tasks` writes (one statement per job), built from the same task fields.
+/// One `Jobs` row, exactly as apalis-sqlite's own `push_tasks` writes it.
+struct JobRow {
+    args: Vec<u8>,
+    /// A ULID: apalis parses the id back with `Ulid::from_string`.
+    id: String,
+    queue: &'static str,
+    max_attempts: i64,
+    /// Unix seconds.
+    run_at: i64,
+    priority: i64,
+    metadata: String,
+    key: String,
+}
+
+impl Enqueue {
+    fn row(&self, now_secs: u64) -> JobRow {
+        let task = self.task();
+        JobRow {
+            id: Ulid::generate().to_string(),
+            queue: self.job.queue(),
+            max_attempts: task.max_attempts().unwrap_or(MAX_JOB_ATTEMPTS) as i64,
+            run_at: task.run_at().unwrap_or(now_secs) as i64,
+            priority: task.priority().unwrap_or_default() as i64,
+            metadata: serde_json::to_string(task.metadata()).unwrap_or_default(),
+            key: self.key.clone(),
+            args: task.args,
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+const INSERT_JOBS: &str = "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) ";
+const ON_DUPLICATE_KEY: &str = " ON CONFLICT(job_type, idempotency_key) DO NOTHING";
+
+/// Stores jobs inside the caller's sqlx transaction with one multi-row `INSERT` (they become
+/// visible, and wake the workers, when it commits). A job whose key is already stored is
+/// skipped.
 ///
 /// # Errors
 /// Database errors.
@@ -127,31 +167,48 @@ pub async fn push_in(conn: &mut SqliteConnection, jobs: &[Enqueue]) -> Result<()
     if jobs.is_empty() {
         return Ok(());
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) ",
-    );
-    q.push_values(jobs, |mut b, e| {
-        let task = e.task();
-        let run_at = task.run_at().unwrap_or(now) as i64;
-        let max_attempts = task.max_attempts().unwrap_or(MAX_JOB_ATTEMPTS) as i64;
-        let metadata = serde_json::to_string(task.metadata()).unwrap_or_default();
-        b.push_bind(task.args.clone())
-            .push_bind(Ulid::generate().to_string())
-            .push_bind(e.job.queue())
+    let now = now_secs();
+    let rows: Vec<JobRow> = jobs.iter().map(|e| e.row(now)).collect();
+    let mut q = QueryBuilder::<Sqlite>::new(INSERT_JOBS);
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.args)
+            .push_bind(r.id)
+            .push_bind(r.queue)
             .push_bind("Pending")
             .push_bind(0_i64)
-            .push_bind(max_attempts)
-            .push_bind(run_at)
-            .push_bind(task.priority().unwrap_or_default() as i64)
-            .push_bind(metadata)
-            .push_bind(e.key.clone());
+            .push_bind(r.max_attempts)
+            .push_bind(r.run_at)
+            .push_bind(r.priority)
+            .push_bind(r.metadata)
+            .push_bind(r.key);
     });
-    q.push(" ON CONFLICT(job_type, idempotency_key) DO NOTHING");
+    q.push(ON_DUPLICATE_KEY);
     q.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// [`push_in`] for the inbound writer's own (rusqlite) transaction. The caller wakes the
+/// workers ([`Notifier::notify`]) after its commit.
+///
+/// # Errors
+/// Database errors.
+pub fn push_in_sync(tx: &rusqlite::Transaction<'_>, jobs: &[Enqueue]) -> rusqlite::Result<()> {
+    let now = now_secs();
+    let mut insert = tx.prepare_cached(&format!(
+        "{INSERT_JOBS} VALUES (?1, ?2, ?3, 'Pending', 0, ?4, ?5, ?6, ?7, ?8){ON_DUPLICATE_KEY}"
+    ))?;
+    for r in jobs.iter().map(|e| e.row(now)) {
+        insert.execute(rusqlite::params![
+            r.args,
+            r.id,
+            r.queue,
+            r.max_attempts,
+            r.run_at,
+            r.priority,
+            r.metadata,
+            r.key
+        ])?;
+    }
     Ok(())
 }
 
@@ -170,7 +227,9 @@ impl Notifier {
         rx
     }
 
-    fn notify(&self) {
+    /// Wakes every subscribed worker (coalesced). Commits on the shared write connection do
+    /// this through the hooks of [`Notifier::install`].
+    pub fn notify(&self) {
         self.subscribers
             .lock()
             .expect("notifier lock")

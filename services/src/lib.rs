@@ -43,9 +43,12 @@ pub enum ServiceError {
     /// 500: the database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
-    /// 500: the database failed (direct SQL on the hot path).
+    /// 500: the database failed (direct SQL through sqlx).
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// 500: the database failed (the inbound writer's own connection).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// 500: a stored credential cannot be decrypted.
     #[error(transparent)]
     Credential(#[from] crypto::OpenError),
@@ -137,7 +140,13 @@ impl App {
         let writer = db.write.get_sqlite_connection_pool().clone();
         let jobs = jobs::JobQueue::sqlite(writer.clone(), notifier);
         let events = events::EventBus::new();
-        let ingest = ingest::Ingestor::start(writer, events.clone());
+        let inbound_writer = db::open_inbound_writer(&settings.database_url)?;
+        let ingest = ingest::Ingestor::start(
+            inbound_writer,
+            writer,
+            events.clone(),
+            jobs.notifier().clone(),
+        );
         let app = Arc::new(App {
             sealer: crypto::Sealer::new(&settings.secret_key),
             providers: Providers::new(&settings),
