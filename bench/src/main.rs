@@ -49,6 +49,9 @@ struct Args {
     /// Run only the ingest measurement (workers off), e.g. under a profiler.
     #[arg(long)]
     only_ingest: bool,
+    /// With --only-ingest: also measure latency at half the measured load.
+    #[arg(long)]
+    with_latency: bool,
     /// Run only the workers-on load and time how long the workers take to drain it.
     #[arg(long)]
     only_drain: bool,
@@ -433,6 +436,16 @@ fn main() {
                 (after.0 - before.0) as f64 / requests,
                 (after.1 - before.1) as f64 / requests
             );
+            if args.with_latency {
+                let half = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
+                println!(
+                    "  latency at half that load ({:.0} req/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    ingest / 2.0,
+                    pct(&half, 0.5),
+                    pct(&half, 0.99),
+                    pct(&half, 1.0)
+                );
+            }
             std::process::exit(0);
         }
         // Reply latency first, on a quiet machine: it is a latency, not a load, measurement.
