@@ -258,6 +258,31 @@ impl TestApp {
             .bearer_auth(key)
     }
 
+    /// `GET /api/v1/conversations` with `key`, as JSON.
+    pub async fn conversations(&self, key: &str) -> serde_json::Value {
+        self.api(reqwest::Method::GET, "/conversations", key)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Tenant A's contact with this phone.
+    ///
+    /// # Panics
+    /// When there is none.
+    pub async fn contact(&self, phone: &str) -> contact::Model {
+        contact::Entity::find()
+            .filter(contact::Column::TenantId.eq(self.tenant.tenant_id))
+            .filter(contact::Column::Phone.eq(phone))
+            .one(&self.app.db.read)
+            .await
+            .expect("query")
+            .expect("contact")
+    }
+
     /// The form bodies of every Messages create call the mock Twilio received, in order.
     pub async fn twilio_sends(&self) -> Vec<Vec<(String, String)>> {
         self.twilio

@@ -34,24 +34,10 @@ async fn tenant_b_cannot_see_or_touch_tenant_a() {
     t.text_in("+17135550150", "hello A").await;
     t.wait_for_sends(2).await;
 
-    let a_list: serde_json::Value = t
-        .api(Method::GET, "/conversations", &t.tenant.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a_list: serde_json::Value = t.conversations(&t.tenant.api_key).await;
     let a_conversation = a_list[0]["id"].as_str().unwrap().to_string();
 
-    let b_list: serde_json::Value = t
-        .api(Method::GET, "/conversations", &b.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b_list: serde_json::Value = t.conversations(&b.api_key).await;
     assert_eq!(
         b_list.as_array().unwrap().len(),
         0,
@@ -105,14 +91,7 @@ async fn a_manual_reply_pauses_the_bot_until_resumed() {
     let from = "+17135550151";
     t.text_in(from, "hello").await;
     t.wait_for_sends(2).await;
-    let list: serde_json::Value = t
-        .api(Method::GET, "/conversations", &t.tenant.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = t.conversations(&t.tenant.api_key).await;
     let cid = list[0]["id"].as_str().unwrap().to_string();
 
     let resp = t
@@ -162,14 +141,7 @@ async fn a_manual_reply_pauses_the_bot_until_resumed() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(t.twilio_sends().await.len(), 3);
 
-    let list: serde_json::Value = t
-        .api(Method::GET, "/conversations", &t.tenant.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = t.conversations(&t.tenant.api_key).await;
     assert_eq!(list[0]["bot_paused"], true);
 
     // Validation names the field.

@@ -4,14 +4,7 @@ use switchboard_domain::message::{MessageStatus, Source};
 use switchboard_testkit::{param, set, spawn_app, twilio_fixture};
 
 async fn conversation_id(t: &switchboard_testkit::TestApp) -> String {
-    let list: serde_json::Value = t
-        .api(reqwest::Method::GET, "/conversations", &t.tenant.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = t.conversations(&t.tenant.api_key).await;
     list[0]["id"].as_str().unwrap().to_string()
 }
 

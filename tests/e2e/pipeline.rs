@@ -103,15 +103,7 @@ async fn the_bot_walks_the_script_and_fills_the_contact() {
     for part in ["Maria Lopez", "Install", "Emergency", "78701", "Evening"] {
         assert!(summary.contains(part), "summary {summary:?} lacks {part}");
     }
-    let contact = {
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        switchboard_entity::contact::Entity::find()
-            .filter(switchboard_entity::contact::Column::Phone.eq(from))
-            .one(&t.app.db.read)
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let contact = t.contact(from).await;
     assert_eq!(contact.name.as_deref(), Some("Maria Lopez"));
     assert_eq!(contact.status, "qualified");
     let fields = contact.fields.unwrap();
@@ -168,15 +160,7 @@ async fn texts_sent_back_to_back_are_answered_in_order() {
     assert!(bodies[1].contains("1 for Repair"), "{bodies:?}");
     assert!(bodies[2].contains("How soon"), "{bodies:?}");
     assert!(bodies[3].contains("ZIP"), "{bodies:?}");
-    let contact = {
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        switchboard_entity::contact::Entity::find()
-            .filter(switchboard_entity::contact::Column::Phone.eq(from))
-            .one(&t.app.db.read)
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let contact = t.contact(from).await;
     let fields = contact.fields.unwrap();
     assert_eq!(fields["service"], "Install");
     assert_eq!(fields["urgency"], "Emergency");
