@@ -26,6 +26,7 @@ pub const ENV_VARS: &[&str] = &[
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
     "TWILIO_API_BASE",
+    "TWILIO_TIMEOUT_SECS",
     "RUST_LOG",
     "LOG_FORMAT",
     "DEMO_SEED",
@@ -54,6 +55,7 @@ struct Raw {
     twilio_account_sid: Option<String>,
     twilio_auth_token: Option<String>,
     twilio_api_base: String,
+    twilio_timeout_secs: u64,
     rust_log: String,
     log_format: LogFormat,
     demo_seed: Option<bool>,
@@ -71,6 +73,7 @@ impl Default for Raw {
             twilio_account_sid: None,
             twilio_auth_token: None,
             twilio_api_base: "https://api.twilio.com".into(),
+            twilio_timeout_secs: 10,
             rust_log: "info,sqlx=warn,sea_orm=warn,apalis=warn,apalis_core=warn,poem::middleware::tracing_mw=warn".into(),
             log_format: LogFormat::Text,
             demo_seed: None,
@@ -111,6 +114,9 @@ pub struct Settings {
     /// `TWILIO_API_BASE`: base URL of Twilio's REST API (default `https://api.twilio.com`);
     /// point it at a mock or Prism in tests.
     pub twilio_api_base: Url,
+    /// `TWILIO_TIMEOUT_SECS`: seconds allowed for one Twilio API call (default 10, 1 to 60).
+    /// Past it the outcome of a send is unknown and is checked with Twilio before any resend.
+    pub twilio_timeout_secs: u64,
     /// `RUST_LOG`: a tracing filter directive.
     pub rust_log: String,
     /// `LOG_FORMAT`: `text` or `json`.
@@ -289,6 +295,9 @@ impl Raw {
             )
         })?;
 
+        if !(1..=60).contains(&self.twilio_timeout_secs) {
+            return Err(invalid("TWILIO_TIMEOUT_SECS", "must be between 1 and 60"));
+        }
         if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
             return Err(invalid("WORKER_CONCURRENCY", "must be between 1 and 1024"));
         }
@@ -315,6 +324,7 @@ impl Raw {
             secret_key,
             twilio,
             twilio_api_base,
+            twilio_timeout_secs: self.twilio_timeout_secs,
             rust_log: self.rust_log,
             log_format: self.log_format,
             demo_seed: self.demo_seed.unwrap_or(is_sqlite),

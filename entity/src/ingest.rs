@@ -165,7 +165,11 @@ pub fn write_batch(tx: &Transaction<'_>, items: &[NewInbound]) -> rusqlite::Resu
         )?)?);
 
         let effect = match it.keyword.map(|k| k.kind) {
-            Some(KeywordKind::OptOut) => Some(KeywordKind::OptOut),
+            // A repeated STOP from a contact who is already opted out changes nothing and gets
+            // no second confirmation (unless Twilio handled it: then only the record changes).
+            Some(KeywordKind::OptOut) if it.provider_replied || !opted_out => {
+                Some(KeywordKind::OptOut)
+            }
             Some(KeywordKind::OptIn) if it.provider_replied || opted_out => {
                 Some(KeywordKind::OptIn)
             }

@@ -30,6 +30,11 @@ pub trait TenantOwned: EntityTrait {
         Self::update_many().filter(Self::tenant_column().eq(tenant))
     }
 
+    /// `UPDATE … WHERE tenant_id = $tenant AND id = $id`: add conditions and values.
+    fn by_id_update(tenant: TenantId, id: impl Into<sea_orm::Value>) -> UpdateMany<Self> {
+        Self::scoped_update(tenant).filter(Self::id_column().eq(id))
+    }
+
     /// `UPDATE … SET <the columns set in am> WHERE tenant_id = $tenant AND id = $id`.
     fn update_by_id<A>(tenant: TenantId, id: impl Into<sea_orm::Value>, am: A) -> UpdateMany<Self>
     where

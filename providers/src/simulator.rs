@@ -33,9 +33,9 @@ impl SmsProvider for SimulatorSms {
         &self,
         _sms: &OutboundSms,
         _since: DateTime<Utc>,
-    ) -> Result<Option<Accepted>, SendError> {
+    ) -> Result<Vec<Accepted>, SendError> {
         // Simulator sends never fail with an unknown outcome.
-        Ok(None)
+        Ok(Vec::new())
     }
 
     fn name(&self) -> &'static str {

@@ -79,16 +79,18 @@ pub trait SmsProvider: Send + Sync {
     /// [`SendError`], classified so the caller knows whether to retry, reconcile or stop.
     async fn send(&self, sms: &OutboundSms) -> Result<Accepted, SendError>;
 
-    /// Looks for a message already created at the provider with this `to`, `from` and `body`
-    /// since `since` — used after an unknown outcome so a text is never sent twice.
+    /// Messages already created at the provider with this `to`, `from` and `body` since
+    /// `since`, newest first: after an unknown outcome, the caller looks for its own among
+    /// them (skipping ones it already holds) so a text is never sent twice.
     ///
     /// # Errors
-    /// [`SendError::Unavailable`] when the provider cannot be asked; the caller retries later.
+    /// Any [`SendError`] when the provider cannot be asked (including 429); the caller keeps
+    /// the outcome unknown and asks again later.
     async fn find_recent(
         &self,
         sms: &OutboundSms,
         since: DateTime<Utc>,
-    ) -> Result<Option<Accepted>, SendError>;
+    ) -> Result<Vec<Accepted>, SendError>;
 
     /// A short name for logs and metrics (`twilio`, `simulator`).
     fn name(&self) -> &'static str;

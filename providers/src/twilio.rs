@@ -17,9 +17,9 @@ use switchboard_domain::message::MessageStatus;
 
 use crate::sms::{Accepted, OutboundSms, SendError, SmsProvider};
 
-/// Time allowed for one Twilio API call, in seconds. Twilio answers in well under a second;
-/// past this the outcome is unknown and the send is reconciled before any retry.
-pub const REQUEST_TIMEOUT_SECS: u64 = 10;
+/// Seconds of clock difference between us and Twilio tolerated when matching a message
+/// created by an attempt whose answer we never got.
+pub const RECONCILE_SKEW_SECS: i64 = 10;
 
 /// An HTTP client for Twilio, shared by every account (connection pool, TLS sessions).
 #[derive(Clone, Debug)]
@@ -29,14 +29,16 @@ pub struct TwilioHttp {
 }
 
 impl TwilioHttp {
-    /// A client for the API at `base` (`https://api.twilio.com`, or a mock's URL).
+    /// A client for the API at `base` (`https://api.twilio.com`, or a mock's URL), allowing
+    /// `timeout` for a whole call (connecting included). Twilio answers in well under a
+    /// second; past the timeout the outcome of a send is unknown.
     ///
     /// # Panics
     /// Never in practice: building a reqwest client with these options cannot fail.
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
-            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("reqwest client");
@@ -137,7 +139,7 @@ fn transport(e: reqwest::Error) -> SendError {
     SendError::Unavailable {
         status: None,
         message: if e.is_timeout() {
-            format!("no answer within {REQUEST_TIMEOUT_SECS} s")
+            "no answer in time".to_string()
         } else {
             e.without_url().to_string()
         },
@@ -177,9 +179,9 @@ impl SmsProvider for TwilioSms {
         &self,
         sms: &OutboundSms,
         since: DateTime<Utc>,
-    ) -> Result<Option<Accepted>, SendError> {
-        // DateSent filters by day (YYYY-MM-DD); the exact time is checked below.
-        let day = since.date_naive().format("%Y-%m-%d").to_string();
+    ) -> Result<Vec<Accepted>, SendError> {
+        // No DateSent filter: a message Twilio still holds as queued/accepted has no
+        // date_sent and would be missed. The list is newest first; the time is checked here.
         let resp = self
             .http
             .http
@@ -188,41 +190,33 @@ impl SmsProvider for TwilioSms {
             .query(&[
                 ("To", sms.to.as_str()),
                 ("From", sms.from.as_str()),
-                ("DateSent>", day.as_str()),
                 ("PageSize", "50"),
             ])
             .send()
             .await
             .map_err(transport)?;
         if !resp.status().is_success() {
-            return Err(match error_from(resp).await {
-                SendError::Rejected {
-                    status, message, ..
-                } => SendError::Unavailable {
-                    status: Some(status),
-                    message,
-                },
-                other => other,
-            });
+            return Err(error_from(resp).await);
         }
         let list: MessageList = resp.json().await.map_err(|e| SendError::Unavailable {
             status: None,
             message: format!("unreadable answer: {e}"),
         })?;
-        // Twilio's date_created is RFC 2822 ("Sat, 21 Nov 2026 12:00:00 +0000"); allow a
-        // minute of clock skew between us and Twilio.
-        let earliest = since - chrono::Duration::seconds(60);
+        // date_created is RFC 2822 ("Sat, 21 Nov 2026 12:00:00 +0000"), whole seconds; allow
+        // for that and a little clock skew. A date that does not parse never matches.
+        let earliest = since - chrono::Duration::seconds(RECONCILE_SKEW_SECS);
         Ok(list
             .messages
             .into_iter()
-            .find(|m| {
+            .filter(|m| {
                 m.body.as_deref() == Some(sms.body.as_str())
                     && m.date_created
                         .as_deref()
                         .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-                        .is_none_or(|d| d >= earliest)
+                        .is_some_and(|d| d >= earliest)
             })
-            .map(Self::accepted))
+            .map(Self::accepted)
+            .collect())
     }
 
     fn name(&self) -> &'static str {
@@ -248,7 +242,8 @@ mod tests {
     }
 
     async fn client(server: &MockServer) -> TwilioSms {
-        TwilioHttp::new(&server.uri()).account(SID, SecretString::from("token"))
+        TwilioHttp::new(&server.uri(), Duration::from_secs(5))
+            .account(SID, SecretString::from("token"))
     }
 
     #[tokio::test]
@@ -331,7 +326,8 @@ mod tests {
             .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": [
                 {"sid": "SMold", "status": "delivered", "body": "Hi there & welcome", "date_created": "Sat, 21 Nov 2026 10:00:00 +0000"},
                 {"sid": "SMother", "status": "sent", "body": "something else", "date_created": "Sat, 21 Nov 2026 12:00:00 +0000"},
-                {"sid": "SMnew", "status": "sent", "body": "Hi there & welcome", "date_created": "Sat, 21 Nov 2026 12:00:05 +0000"}
+                {"sid": "SMnew", "status": "sent", "body": "Hi there & welcome", "date_created": "Sat, 21 Nov 2026 12:00:05 +0000"},
+                {"sid": "SMundated", "status": "queued", "body": "Hi there & welcome", "date_created": "soon"}
             ]})))
             .mount(&server)
             .await;
@@ -345,10 +341,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             got,
-            Some(Accepted {
+            vec![Accepted {
                 sid: "SMnew".into(),
                 status: MessageStatus::Sent
-            })
+            }],
+            "the old, the other and the undated messages do not match"
         );
     }
 }

@@ -35,7 +35,7 @@ fn request_violations(log: &str) -> Vec<String> {
 async fn twilio_client_requests_match_twilios_openapi_spec() {
     let base = required_env("PRISM_TWILIO_URL");
     let log = required_env("PRISM_LOG");
-    let client = TwilioHttp::new(&base).account(
+    let client = TwilioHttp::new(&base, std::time::Duration::from_secs(10)).account(
         "AC0123456789abcdef0123456789abcdef",
         SecretString::from("token"),
     );

@@ -201,8 +201,7 @@ async fn update_conversation(
     value: sea_orm::Value,
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let result = conversation::Entity::scoped_update(tx.tenant())
-        .filter(conversation::Column::Id.eq(id))
+    let result = conversation::Entity::by_id_update(tx.tenant(), id)
         .col_expr(column, sea_orm::sea_query::Expr::value(value))
         .col_expr(conversation::Column::UpdatedAt, Utc::now().into())
         .exec(tx.conn())

@@ -151,8 +151,7 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
 
     // Write: claim, bot state, replies.
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let claimed = message::Entity::scoped_update(tx.tenant())
-        .filter(message::Column::Id.eq(msg.id))
+    let claimed = message::Entity::by_id_update(tx.tenant(), msg.id)
         .filter(message::Column::HandledAt.is_null())
         .col_expr(message::Column::HandledAt, Some(Utc::now()).into())
         .exec(tx.conn())
@@ -213,8 +212,7 @@ async fn save_bot_state(
     captured: Option<(String, String)>,
 ) -> Result<bool, ServiceError> {
     let now = Utc::now();
-    let stored = conversation::Entity::scoped_update(tx.tenant())
-        .filter(conversation::Column::Id.eq(conversation.id))
+    let stored = conversation::Entity::by_id_update(tx.tenant(), conversation.id)
         .filter(conversation::Column::BotPaused.eq(false))
         .col_expr(
             conversation::Column::BotState,

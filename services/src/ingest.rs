@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ServiceError;
 use crate::events::{Event, EventBus, EventKind};
-use crate::jobs::{self, Enqueue, Job, Notifier};
+use crate::jobs::{self, Enqueue, HandleInbound, Job, Notifier};
 
 /// Most webhooks written in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -149,10 +149,10 @@ fn write(
         .zip(items)
         .filter_map(|(r, it)| match r {
             Written::Stored { message_id, .. } => Some(Enqueue::now(
-                Job::HandleInbound {
+                Job::HandleInbound(HandleInbound {
                     tenant_id: it.tenant_id,
                     message_id: *message_id,
-                },
+                }),
                 format!("inbound:{message_id}"),
             )),
             Written::Duplicate => None,

@@ -45,45 +45,27 @@ pub struct SendMessage {
     pub message_id: MessageId,
 }
 
-/// Any job, with what the queue needs to store it.
+/// Any job (its payload is one of the structs above).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Job {
-    HandleInbound {
-        tenant_id: TenantId,
-        message_id: MessageId,
-    },
-    SendMessage {
-        tenant_id: TenantId,
-        message_id: MessageId,
-    },
+    HandleInbound(HandleInbound),
+    SendMessage(SendMessage),
 }
 
 impl Job {
     fn queue(&self) -> &'static str {
         match self {
-            Self::HandleInbound { .. } => QUEUE_INBOUND,
-            Self::SendMessage { .. } => QUEUE_SEND,
+            Self::HandleInbound(_) => QUEUE_INBOUND,
+            Self::SendMessage(_) => QUEUE_SEND,
         }
     }
 
     fn args(&self) -> Vec<u8> {
-        let json = match *self {
-            Self::HandleInbound {
-                tenant_id,
-                message_id,
-            } => serde_json::to_vec(&HandleInbound {
-                tenant_id,
-                message_id,
-            }),
-            Self::SendMessage {
-                tenant_id,
-                message_id,
-            } => serde_json::to_vec(&SendMessage {
-                tenant_id,
-                message_id,
-            }),
-        };
-        json.expect("job payloads serialize")
+        match self {
+            Self::HandleInbound(job) => serde_json::to_vec(job),
+            Self::SendMessage(job) => serde_json::to_vec(job),
+        }
+        .expect("job payloads serialize")
     }
 }
 

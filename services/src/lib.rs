@@ -74,6 +74,8 @@ impl ServiceError {
 #[derive(Clone)]
 pub struct Providers {
     twilio: TwilioHttp,
+    /// How long after an attempt started its request may still be in flight.
+    in_flight: std::time::Duration,
     platform: Option<Arc<dyn SmsProvider>>,
     simulator: Arc<dyn SmsProvider>,
 }
@@ -82,15 +84,23 @@ impl Providers {
     /// Providers for these settings: Twilio at `TWILIO_API_BASE`, the platform account when
     /// configured, and the simulator.
     pub fn new(settings: &Settings) -> Self {
-        let twilio = TwilioHttp::new(settings.twilio_api_base.as_str());
+        let timeout = std::time::Duration::from_secs(settings.twilio_timeout_secs);
+        let twilio = TwilioHttp::new(settings.twilio_api_base.as_str(), timeout);
         let platform = settings.twilio.as_ref().map(|a| {
             Arc::new(twilio.account(&a.account_sid, a.auth_token.clone())) as Arc<dyn SmsProvider>
         });
         Self {
             twilio,
+            in_flight: timeout + std::time::Duration::from_secs(2),
             platform,
             simulator: Arc::new(SimulatorSms),
         }
+    }
+
+    /// How long after a send attempt started its request may still be in flight (the provider
+    /// timeout plus 2 s): until then another job leaves the message alone.
+    pub fn in_flight(&self) -> std::time::Duration {
+        self.in_flight
     }
 
     /// The tenant's own account when it has one, else the platform account, else the

@@ -14,13 +14,14 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::{ConversationId, MessageId, segments};
+use switchboard_entity::lookup;
 use switchboard_entity::{
     TenantOwned, TenantTx, contact, conversation, ingest::preview, message, phone_number,
 };
-use switchboard_providers::{OutboundSms, SendError};
+use switchboard_providers::{Accepted, OutboundSms, SendError, SmsProvider};
 
 use crate::events::{Event, EventKind};
-use crate::jobs::{Enqueue, Job};
+use crate::jobs::{Enqueue, Job, SendMessage};
 use crate::{App, ServiceError, TenantCtx, tenancy};
 
 /// Longest body we accept for one outbound text, in characters (Twilio's limit for `Body`).
@@ -119,8 +120,7 @@ pub(crate) async fn insert_outbound(
             created: false,
         });
     }
-    conversation::Entity::scoped_update(tx.tenant())
-        .filter(conversation::Column::Id.eq(conversation.id))
+    conversation::Entity::by_id_update(tx.tenant(), conversation.id)
         .col_expr(conversation::Column::LastMessageAt, now.into())
         .col_expr(
             conversation::Column::LastMessagePreview,
@@ -140,12 +140,12 @@ pub(crate) async fn dispatch(
     rows: &[Outboxed],
 ) -> Result<(), ServiceError> {
     for row in rows.iter().filter(|r| r.created) {
-        let job = Job::SendMessage {
+        let job = Job::SendMessage(SendMessage {
             tenant_id: ctx.tenant_id(),
             message_id: row.id,
-        };
+        });
         app.jobs
-            .push(&[Enqueue::now(job, send_key(row.id, 0))])
+            .push(&[Enqueue::now(job, send_key(row.id))])
             .await?;
         app.events.publish(Event {
             kind: EventKind::MessageCreated,
@@ -180,8 +180,7 @@ pub async fn send_manual(
     let key = idempotency_key.map(|k| format!("manual:{k}"));
     let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key).await?;
     if !conversation.bot_paused {
-        conversation::Entity::scoped_update(tx.tenant())
-            .filter(conversation::Column::Id.eq(conversation.id))
+        conversation::Entity::by_id_update(tx.tenant(), conversation.id)
             .col_expr(conversation::Column::BotPaused, true.into())
             .exec(tx.conn())
             .await?;
@@ -243,8 +242,7 @@ async fn opt_out_from_provider(
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let now = Utc::now();
-    contact::Entity::scoped_update(tx.tenant())
-        .filter(contact::Column::Id.eq(contact_id))
+    contact::Entity::by_id_update(tx.tenant(), contact_id)
         .filter(contact::Column::OptedOutAt.is_null())
         .col_expr(contact::Column::OptedOutAt, Some(now).into())
         .col_expr(
@@ -260,6 +258,14 @@ async fn opt_out_from_provider(
 
 /// One attempt to hand `message_id` to its provider (the `SendMessage` job). On a retryable
 /// failure it schedules the next attempt itself (a new job after [`backoff`]).
+///
+/// Never sends a text twice: a row whose last attempt has an unknown outcome (`sending`
+/// without a MessageSid) is first left alone while that attempt may still be in flight
+/// ([`crate::Providers::in_flight`]), then looked up at the provider (a message with this
+/// recipient, sender and body created since the row, whose MessageSid we do not already hold), and only
+/// sent again when the provider has none; if the provider cannot be asked, it stays `sending`
+/// and is retried later. The row is claimed (compare-and-set on status and attempts) before
+/// every provider call, so two jobs never call the provider for one attempt.
 ///
 /// # Errors
 /// Database errors only (the job is then re-run); provider failures are recorded on the
@@ -282,14 +288,14 @@ pub async fn deliver(
     if msg.direction != Direction::Outbound
         || !awaits_provider(msg.status, msg.provider_sid.is_some())
     {
+        drop(tx);
+        release_next(app, ctx, &msg).await?;
         return Ok(Delivery::Done);
     }
-    let Some(conversation) = conversation::Entity::by_id(tx.tenant(), msg.conversation_id)
+    let conversation = conversation::Entity::by_id(tx.tenant(), msg.conversation_id)
         .one(tx.conn())
         .await?
-    else {
-        return Ok(Delivery::Done);
-    };
+        .ok_or(ServiceError::NotFound)?;
     let contact = contact::Entity::by_id(tx.tenant(), msg.contact_id)
         .one(tx.conn())
         .await?
@@ -311,9 +317,50 @@ pub async fn deliver(
         return Ok(Delivery::Waiting);
     }
 
+    let provider = tenancy::provider_for(app, ctx).await?;
+    let sms = OutboundSms {
+        to: contact.phone.clone(),
+        from: number.e164.clone(),
+        body: msg.body.clone(),
+        status_callback: status_callback_url(app, msg.id),
+    };
+
+    // A previous attempt with an unknown outcome: wait while it may be in flight, then ask.
+    if msg.status == MessageStatus::Sending {
+        let age = (Utc::now() - msg.updated_at).to_std().unwrap_or_default();
+        let in_flight = app.providers.in_flight();
+        if age < in_flight {
+            return retry(app, ctx, &msg, in_flight - age).await;
+        }
+        match reconcile(app, provider.as_ref(), &sms, &msg).await {
+            Ok(Some(found)) => {
+                record_accepted(app, ctx, &msg, found).await?;
+                release_next(app, ctx, &msg).await?;
+                return Ok(Delivery::Done);
+            }
+            Ok(None) => {} // It never reached the provider: send it below.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell yet whether the last attempt was sent");
+                let delay = match e {
+                    SendError::RateLimited {
+                        retry_after: Some(d),
+                    } => d.max(backoff(msg.attempts)),
+                    _ => backoff(msg.attempts),
+                };
+                set_status(app, ctx, &msg, |m| {
+                    m.error_message = Set(Some(format!("{e}; checking again")))
+                })
+                .await?;
+                return retry(app, ctx, &msg, delay).await;
+            }
+        }
+    }
+
     // Opt-out is checked at send time, so queued jobs obey a STOP that arrived after them.
-    // The one confirmation of an opt-out (a compliance reply) still goes out (CTIA).
-    if contact.opted_out_at.is_some() && msg.source != Source::Compliance {
+    // Only the confirmation of that opt-out (created after it) still goes out (CTIA).
+    if let Some(opted_out_at) = contact.opted_out_at
+        && !(msg.source == Source::Compliance && msg.created_at >= opted_out_at)
+    {
         set_status(app, ctx, &msg, |m| {
             m.status = Set(MessageStatus::Suppressed);
             m.error_message = Set(Some("recipient opted out".into()));
@@ -338,54 +385,29 @@ pub async fn deliver(
         tracing::info!(%message_id, "another job is sending this message");
         return Ok(Delivery::Done);
     };
-    let was_sending = msg.status == MessageStatus::Sending;
-    let msg = message::Model {
-        status: MessageStatus::Sending,
-        attempts: msg.attempts + 1,
-        ..msg
-    };
 
-    let provider = tenancy::provider_for(app, ctx).await?;
-    let sms = OutboundSms {
-        to: contact.phone.clone(),
-        from: number.e164.clone(),
-        body: msg.body.clone(),
-        status_callback: status_callback_url(app, msg.id),
-    };
-
-    // A previous attempt may have reached the provider without us hearing back: ask first.
-    let outcome = if was_sending {
-        match provider.find_recent(&sms, msg.created_at).await {
-            Ok(Some(found)) => Ok(found),
-            Ok(None) => provider.send(&sms).await,
-            Err(e) => Err(e),
-        }
-    } else {
-        provider.send(&sms).await
-    };
-
-    let delivery = match outcome {
+    match provider.send(&sms).await {
         Ok(accepted) => {
-            let status = accepted.status.max_with(MessageStatus::Sending);
-            set_status(app, ctx, &msg, |m| {
-                m.provider_sid = Set(Some(accepted.sid));
-                m.status = Set(status);
-                m.sent_at = Set(Some(Utc::now()));
-                m.error_code = Set(None);
-                m.error_message = Set(None);
-            })
-            .await?;
-            Delivery::Done
+            record_accepted(app, ctx, &msg, accepted).await?;
+            release_next(app, ctx, &msg).await?;
+            Ok(Delivery::Done)
         }
         Err(SendError::RateLimited { retry_after }) => {
-            // Nothing was sent: back to the outbox.
+            // Nothing was created by this call, and the provider had nothing before it: back
+            // to the outbox.
             set_status(app, ctx, &msg, |m| {
                 m.status = Set(MessageStatus::Queued);
                 m.error_code = Set(Some(20429));
                 m.error_message = Set(Some("rate limited by the provider; retrying".into()));
             })
             .await?;
-            Delivery::RetryAfter(retry_after.unwrap_or_else(|| backoff(msg.attempts)))
+            retry(
+                app,
+                ctx,
+                &msg,
+                retry_after.unwrap_or_else(|| backoff(msg.attempts)),
+            )
+            .await
         }
         Err(SendError::Rejected {
             code,
@@ -401,34 +423,114 @@ pub async fn deliver(
                 m.error_message = Set(Some(message));
             })
             .await?;
-            Delivery::Done
+            release_next(app, ctx, &msg).await?;
+            Ok(Delivery::Done)
         }
         Err(SendError::Unavailable { status, message }) => {
-            // Outcome unknown: stay `sending`; the next attempt reconciles before sending.
+            // Outcome unknown: stay `sending`; the next attempt waits out the request, then
+            // asks the provider before sending again.
             set_status(app, ctx, &msg, |m| {
                 m.error_code = Set(status.map(i32::from));
                 m.error_message = Set(Some(format!("{message}; retrying")));
             })
             .await?;
-            Delivery::RetryAfter(backoff(msg.attempts))
+            retry(
+                app,
+                ctx,
+                &msg,
+                backoff(msg.attempts).max(app.providers.in_flight()),
+            )
+            .await
         }
-    };
-    match delivery {
-        Delivery::RetryAfter(delay) => {
-            let job = Job::SendMessage {
-                tenant_id: ctx.tenant_id(),
-                message_id: msg.id,
-            };
-            app.jobs
-                .push_after(job, send_key(msg.id, msg.attempts), delay)
-                .await?;
-        }
-        Delivery::Done | Delivery::Waiting => release_next(app, ctx, &msg).await?,
     }
-    Ok(delivery)
 }
 
-/// After `msg` got its final provider outcome, starts the conversation's next unsent reply.
+/// Schedules another attempt for `msg` after `delay`. Each schedule is its own job (a unique
+/// key): the job scheduling it may be running under the key a derived one would repeat, and
+/// the claim, not the queue, is what keeps two attempts from sending.
+async fn retry(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: &message::Model,
+    delay: Duration,
+) -> Result<Delivery, ServiceError> {
+    let job = Job::SendMessage(SendMessage {
+        tenant_id: ctx.tenant_id(),
+        message_id: msg.id,
+    });
+    let key = format!("retry:{}:{}", msg.id, uuid::Uuid::now_v7().simple());
+    app.jobs.push_after(job, key, delay).await?;
+    Ok(Delivery::RetryAfter(delay))
+}
+
+/// The provider's record of `msg` from an earlier attempt, if it has one we do not hold yet.
+async fn reconcile(
+    app: &App,
+    provider: &dyn SmsProvider,
+    sms: &OutboundSms,
+    msg: &message::Model,
+) -> Result<Option<Accepted>, SendError> {
+    let candidates = provider.find_recent(sms, msg.created_at).await?;
+    for candidate in candidates {
+        // An identical text sent earlier is already ours under its own MessageSid.
+        match lookup::message_by_provider_sid(&app.db.read, &candidate.sid).await {
+            Ok(None) => return Ok(Some(candidate)),
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                return Err(SendError::Unavailable {
+                    status: None,
+                    message: format!("database: {e}"),
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Records the provider's acceptance without moving the status backwards: a status callback
+/// may have arrived first (through the message id in its URL).
+async fn record_accepted(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: &message::Model,
+    accepted: Accepted,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let current = message::Entity::by_id(tx.tenant(), msg.id)
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let mut am = message::ActiveModel {
+        status: Set(current
+            .status
+            .max_with(accepted.status.max_with(MessageStatus::Sending))),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
+    };
+    if current.provider_sid.is_none() {
+        am.provider_sid = Set(Some(accepted.sid));
+    }
+    if current.sent_at.is_none() {
+        am.sent_at = Set(Some(Utc::now()));
+    }
+    if current.status == MessageStatus::Sending {
+        am.error_code = Set(None);
+        am.error_message = Set(None);
+    }
+    message::Entity::update_by_id(tx.tenant(), msg.id, am)
+        .exec(tx.conn())
+        .await?;
+    tx.commit().await?;
+    app.events.publish(Event {
+        kind: EventKind::MessageUpdated,
+        tenant_id: ctx.tenant_id(),
+        conversation_id: msg.conversation_id,
+        message_id: Some(msg.id),
+    });
+    Ok(())
+}
+
+/// After `msg` stopped waiting for the provider, starts the conversation's next unsent reply.
 async fn release_next(
     app: &App,
     ctx: &TenantCtx,
@@ -445,10 +547,10 @@ async fn release_next(
         .await?;
     drop(tx);
     if let Some(next) = next {
-        let job = Job::SendMessage {
+        let job = Job::SendMessage(SendMessage {
             tenant_id: ctx.tenant_id(),
             message_id: next.id,
-        };
+        });
         // Keyed by the predecessor: the next message's own job may be running right now and
         // must not swallow this one.
         app.jobs
@@ -459,15 +561,16 @@ async fn release_next(
 }
 
 /// Moves the row to `sending` and counts the attempt, if it is still exactly as read.
-/// Returns the row as read, or `None` when another job got there first.
+/// Returns the row as it is now (status `sending`, attempts + 1), or `None` when another job
+/// got there first.
 async fn claim(
     app: &App,
     ctx: &TenantCtx,
     msg: message::Model,
 ) -> Result<Option<message::Model>, ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let claimed = message::Entity::scoped_update(tx.tenant())
-        .filter(message::Column::Id.eq(msg.id))
+    let now = Utc::now();
+    let claimed = message::Entity::by_id_update(tx.tenant(), msg.id)
         .filter(message::Column::Status.eq(msg.status))
         .filter(message::Column::Attempts.eq(msg.attempts))
         .col_expr(
@@ -475,19 +578,23 @@ async fn claim(
             MessageStatus::Sending.as_str().into(),
         )
         .col_expr(message::Column::Attempts, (msg.attempts + 1).into())
-        .col_expr(message::Column::UpdatedAt, Utc::now().into())
+        .col_expr(message::Column::UpdatedAt, now.into())
         .exec(tx.conn())
         .await?
         .rows_affected
         == 1;
     tx.commit().await?;
-    Ok(claimed.then_some(msg))
+    Ok(claimed.then(|| message::Model {
+        status: MessageStatus::Sending,
+        attempts: msg.attempts + 1,
+        updated_at: now,
+        ..msg
+    }))
 }
 
-/// Idempotency key of the send job for `attempt` (0 for the first): a second push for the
-/// same attempt is ignored, a retry is a new job.
-pub fn send_key(id: MessageId, attempt: i32) -> String {
-    format!("send:{id}:{attempt}")
+/// Idempotency key of the first send job of a message: a second push is ignored.
+pub fn send_key(id: MessageId) -> String {
+    format!("send:{id}:0")
 }
 
 /// The StatusCallback URL for a message: `{APP_URL}/webhooks/twilio/status?m={message id}`.
@@ -566,5 +673,9 @@ pub async fn apply_status(
         conversation_id,
         message_id: Some(message_id),
     });
+    if awaits_provider(msg.status, msg.provider_sid.is_some()) {
+        // The callback settled a row the send job had not: its successors may go.
+        release_next(app, ctx, &msg).await?;
+    }
     Ok(advance)
 }

@@ -7,7 +7,7 @@ use chrono::Utc;
 use switchboard_domain::message::Direction;
 use switchboard_entity::lookup;
 
-use crate::jobs::{Enqueue, Job};
+use crate::jobs::{Enqueue, HandleInbound, Job, SendMessage};
 use crate::{App, ServiceError};
 
 /// Seconds between sweeps.
@@ -30,22 +30,24 @@ pub const PURGE_CHUNK: i64 = 2_000;
 pub async fn run(app: &App) -> Result<usize, ServiceError> {
     let before = Utc::now() - chrono::Duration::seconds(STUCK_AFTER_SECS);
     let stuck = lookup::stuck_messages(&app.db.read, before, MAX_PER_SWEEP).await?;
+    // Keys carry the sweep's time, so a message found stuck again gets a new job.
+    let bucket = Utc::now().timestamp() / INTERVAL_SECS as i64;
     let jobs: Vec<Enqueue> = stuck
         .iter()
         .map(|s| match s.direction {
             Direction::Inbound => Enqueue::now(
-                Job::HandleInbound {
+                Job::HandleInbound(HandleInbound {
                     tenant_id: s.tenant_id,
                     message_id: s.message_id,
-                },
-                format!("sweep-inbound:{}", s.message_id),
+                }),
+                format!("sweep-inbound:{}:{bucket}", s.message_id),
             ),
             Direction::Outbound => Enqueue::now(
-                Job::SendMessage {
+                Job::SendMessage(SendMessage {
                     tenant_id: s.tenant_id,
                     message_id: s.message_id,
-                },
-                format!("sweep-send:{}:{}", s.message_id, s.attempts),
+                }),
+                format!("sweep-send:{}:{bucket}", s.message_id),
             ),
         })
         .collect();

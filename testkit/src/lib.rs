@@ -86,6 +86,13 @@ pub async fn spawn_app() -> TestApp {
 /// # Panics
 /// When anything needed for the test cannot be set up.
 pub async fn spawn_app_with(options: Options) -> TestApp {
+    // `RUST_LOG=…` shows the app's logs in a failing test's output.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let twilio = MockServer::start().await;
     if !options.bare_twilio {
@@ -109,6 +116,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         ),
         ("TWILIO_API_BASE".into(), twilio.uri()),
         ("DEMO_SEED".into(), options.demo.to_string()),
+        ("TWILIO_TIMEOUT_SECS".into(), "1".into()),
     ];
     pairs.extend(options.settings.iter().cloned());
     let refs: Vec<(&str, &str)> = pairs

@@ -111,3 +111,20 @@ async fn twilio_advanced_opt_out_records_the_opt_out_without_a_reply_of_ours() {
     assert_eq!(contact.opt_out_keyword.as_deref(), Some("STOP"));
     assert!(t.twilio_sends().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_repeated_stop_gets_no_second_confirmation() {
+    let t = spawn_app().await;
+    let from = "+17135550133";
+    t.text_in(from, "STOP").await;
+    t.wait_for_sends(1).await;
+    t.text_in(from, "stop").await;
+    t.wait_messages(t.tenant.tenant_id, |m| {
+        m.iter().filter(|m| m.handled_at.is_some()).count() == 2
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.twilio_sends().await.len(), 1);
+    let contact = t.contact(from).await;
+    assert!(contact.opted_out_at.is_some());
+}

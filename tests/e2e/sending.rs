@@ -164,7 +164,7 @@ async fn a_5xx_is_reconciled_before_any_resend_so_nothing_is_sent_twice() {
         .find(|m| m.source == Source::Compliance)
         .unwrap();
     assert_eq!(reply.status, MessageStatus::Delivered);
-    assert_eq!(reply.attempts, 2);
+    assert_eq!(reply.attempts, 1, "the reconcile is not a send attempt");
     let requests = t.twilio.received_requests().await.unwrap();
     assert_eq!(post_count(&requests), 1, "one create call only");
     assert_eq!(
@@ -216,5 +216,111 @@ async fn a_5xx_whose_message_never_reached_twilio_is_sent_again() {
             .count(),
         1,
         "checked before re-sending"
+    );
+}
+
+#[tokio::test]
+async fn a_status_callback_that_outruns_the_create_answer_is_not_overwritten() {
+    let t = spawn_app_with(bare()).await;
+    let sid = "SMbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    // Twilio takes its time answering the create call...
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"sid": sid, "status": "queued"}))
+                .set_delay(Duration::from_millis(800)),
+        )
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.source == Source::Compliance && m.status == MessageStatus::Sending)
+        })
+        .await;
+    let reply = rows
+        .iter()
+        .find(|m| m.source == Source::Compliance)
+        .unwrap();
+    // ...while its "delivered" callback arrives first (found through ?m=<id>).
+    let params: Vec<(String, String)> = [
+        ("MessageSid", sid),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", t.tenant.account_sid.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let path = format!("/webhooks/twilio/status?m={}", reply.id);
+    assert_eq!(
+        t.post_signed(&path, &t.tenant.auth_token, &params)
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = t
+        .messages(t.tenant.tenant_id)
+        .await
+        .into_iter()
+        .find(|m| m.id == reply.id)
+        .unwrap();
+    assert_eq!(
+        now.status,
+        MessageStatus::Delivered,
+        "the late `queued` answer did not move it back"
+    );
+    assert_eq!(now.provider_sid.as_deref(), Some(sid));
+}
+
+#[tokio::test]
+async fn a_reply_held_back_before_stop_is_not_sent_after_it() {
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "2"))
+        .up_to_n_times(1)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await; // its reply meets the 429 and waits 2 s
+    t.wait_for_sends(1).await;
+    assert_eq!(t.text_in("+17135550140", "STOP").await.status(), 200);
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .filter(|m| {
+                    m.source == Source::Compliance
+                        && (m.status == MessageStatus::Suppressed || m.provider_sid.is_some())
+                })
+                .count()
+                == 2
+        })
+        .await;
+    let replies: Vec<_> = rows
+        .iter()
+        .filter(|m| m.source == Source::Compliance)
+        .collect();
+    assert_eq!(
+        replies[0].status,
+        MessageStatus::Suppressed,
+        "the HELP reply waited past the STOP"
+    );
+    assert!(replies[1].body.contains("unsubscribed"));
+    assert!(
+        replies[1].provider_sid.is_some(),
+        "the opt-out confirmation itself goes out"
+    );
+    let sends = t.twilio_sends().await;
+    assert_eq!(
+        sends.len(),
+        2,
+        "the 429'd HELP attempt and the STOP confirmation"
     );
 }
