@@ -22,13 +22,18 @@ use crate::error::ApiError;
 #[oai(ty = "bearer", checker = "api_key_checker")]
 pub struct ApiKey(TenantCtx);
 
-async fn api_key_checker(req: &Request, bearer: Bearer) -> Option<TenantCtx> {
-    let app = req.data::<Arc<App>>()?;
+/// 401 for an unknown or revoked key; 503 when the key cannot be checked right now.
+async fn api_key_checker(req: &Request, bearer: Bearer) -> poem::Result<TenantCtx> {
+    let unauthorized = || poem::Error::from_status(poem::http::StatusCode::UNAUTHORIZED);
+    let app = req.data::<Arc<App>>().ok_or_else(unauthorized)?;
     match tenancy::authenticate_api_key(app, &bearer.token).await {
-        Ok(ctx) => ctx,
+        Ok(Some(ctx)) => Ok(ctx),
+        Ok(None) => Err(unauthorized()),
         Err(e) => {
             tracing::error!(error = %e, "API key check failed");
-            None
+            Err(poem::Error::from_status(
+                poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            ))
         }
     }
 }

@@ -349,32 +349,47 @@ fn sqlite_dir(database_url: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Reads the generated key, or creates it (64 hex chars from the OS RNG, mode 0600).
+/// Reads the generated key, or creates it (64 hex chars from the OS RNG, mode 0600). Created
+/// with `create_new`, so two processes starting on a fresh directory agree on one key; a file
+/// that is not a usable key is an error, never silently replaced (it would orphan every stored
+/// credential).
 fn load_or_create_key_file(path: &Path) -> Result<SecretString, ConfigError> {
     let err = |source| ConfigError::KeyFile {
         path: path.to_path_buf(),
         source,
     };
-    match std::fs::read_to_string(path) {
-        Ok(k) if k.trim().len() >= 32 => return Ok(SecretString::from(k.trim().to_string())),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+    let read = |path: &Path| -> Result<SecretString, ConfigError> {
+        let key = std::fs::read_to_string(path).map_err(err)?;
+        if key.trim().len() < 32 {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "shorter than 32 characters",
+            )));
+        }
+        Ok(SecretString::from(key.trim().to_string()))
+    };
+    if path.exists() {
+        return read(path);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let key = hex::encode(rand::random::<[u8; 32]>());
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     use std::io::Write;
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(key.as_bytes()))
-        .map_err(err)?;
-    Ok(SecretString::from(key))
+    match options.open(path) {
+        Ok(mut f) => {
+            f.write_all(key.as_bytes()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+            Ok(SecretString::from(key))
+        }
+        // Another process created it first: use its key.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Lets callers print which secret-bearing settings are present without exposing them.

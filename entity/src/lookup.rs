@@ -95,31 +95,6 @@ pub async fn tenant_twilio_account<C: ConnectionTrait>(
         .and_then(|t| t.twilio_account_sid.zip(t.twilio_auth_token_sealed)))
 }
 
-/// Numbers of tenants without their own Twilio account, with the tenant's name, sorted by
-/// number: the numbers the simulator page may text.
-///
-/// # Errors
-/// Database errors.
-pub async fn numbers_without_own_account<C: ConnectionTrait>(
-    db: &C,
-) -> Result<Vec<(String, String)>, DbErr> {
-    let tenants: std::collections::HashMap<TenantId, String> = tenant::Entity::find()
-        .filter(tenant::Column::TwilioAccountSid.is_null())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|t| (t.id, t.name))
-        .collect();
-    let mut numbers: Vec<(String, String)> = phone_number::Entity::find()
-        .all(db)
-        .await?
-        .into_iter()
-        .filter_map(|n| tenants.get(&n.tenant_id).map(|name| (n.e164, name.clone())))
-        .collect();
-    numbers.sort();
-    Ok(numbers)
-}
-
 /// True when no tenant exists yet (first start).
 ///
 /// # Errors

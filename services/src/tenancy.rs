@@ -5,14 +5,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder, TransactionTrait};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use switchboard_domain::phone::E164;
 use switchboard_domain::{ApiKeyId, PhoneNumberId, TenantId};
 use switchboard_entity::lookup::{self, NumberOwner};
 pub use switchboard_entity::phone_number::BotKind;
-use switchboard_entity::{api_key, phone_number, tenant};
+use switchboard_entity::{TenantOwned, TenantTx, api_key, phone_number, tenant};
 use switchboard_providers::SmsProvider;
 
 use crate::{App, ServiceError, TenantCtx};
@@ -111,11 +111,18 @@ pub async fn route(app: &App, number: &E164) -> Result<Option<NumberRoute>, Serv
             })
         }
     };
-    app.routes
-        .entries
-        .write()
-        .expect("route cache lock")
-        .insert(number.as_str().to_string(), (Instant::now(), route.clone()));
+    // Only owned numbers are cached: `To` is read before the signature check, so caching
+    // misses would let anyone grow the cache with made-up numbers.
+    if let Some(found) = &route {
+        app.routes
+            .entries
+            .write()
+            .expect("route cache lock")
+            .insert(
+                number.as_str().to_string(),
+                (Instant::now(), Some(found.clone())),
+            );
+    }
     Ok(route)
 }
 
@@ -266,27 +273,45 @@ pub async fn demo_tenant(app: &App) -> Result<Option<TenantCtx>, ServiceError> {
         .map(|o| TenantCtx::new(o.tenant_id)))
 }
 
-/// A number shown on the simulator page: numbers that send through the simulator.
+/// A number shown on the simulator page.
 #[derive(Clone, Debug)]
 pub struct SimulatorNumber {
     pub e164: String,
     pub tenant_name: String,
 }
 
-/// Numbers whose texts go through the simulator (no Twilio account for their tenant, and no
-/// platform account).
+/// The numbers the simulator may text: the demo workspace's numbers, when they send through
+/// the simulator (no Twilio account for it, and no platform account). Real tenants never
+/// appear here, whatever their setup: the simulator page needs no sign-in.
 ///
 /// # Errors
 /// Database errors.
 pub async fn simulator_numbers(app: &App) -> Result<Vec<SimulatorNumber>, ServiceError> {
-    if app.settings.twilio.is_some() {
+    let Some(ctx) = demo_tenant(app).await? else {
         return Ok(Vec::new());
+    };
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let name = tenant_name(tx.conn(), &ctx).await?;
+    let numbers = phone_number::Entity::scoped(tx.tenant())
+        .order_by_asc(phone_number::Column::E164)
+        .all(tx.conn())
+        .await?;
+    drop(tx);
+    let mut out = Vec::with_capacity(numbers.len());
+    for n in numbers {
+        let number =
+            E164::parse(&n.e164).map_err(|e| ServiceError::invalid("e164", e.to_string()))?;
+        if route(app, &number)
+            .await?
+            .is_some_and(|r| r.provider.name() == "simulator")
+        {
+            out.push(SimulatorNumber {
+                e164: n.e164,
+                tenant_name: name.clone(),
+            });
+        }
     }
-    Ok(lookup::numbers_without_own_account(&app.db.read)
-        .await?
-        .into_iter()
-        .map(|(e164, tenant_name)| SimulatorNumber { e164, tenant_name })
-        .collect())
+    Ok(out)
 }
 
 /// The business name of `ctx`'s tenant.

@@ -208,3 +208,65 @@ async fn pages_of_another_tenants_conversation_are_404() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn the_simulator_never_reaches_a_real_tenant() {
+    let t = spawn_app_with(demo()).await;
+    // A real tenant without its own Twilio account also sends through the simulator provider.
+    use switchboard_services::tenancy::{self, BotKind, NewTenant};
+    tenancy::create_tenant(
+        &t.app,
+        NewTenant {
+            name: "Private Clinic".into(),
+            time_zone: "America/Chicago".into(),
+            number: switchboard_domain::phone::E164::parse("+14155550177").unwrap(),
+            bot: BotKind::Qualify,
+            twilio: None,
+        },
+    )
+    .await
+    .unwrap();
+    let page = t
+        .http
+        .get(format!("{}/simulator", t.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("+15125550100"));
+    assert!(!page.contains("+14155550177") && !page.contains("Private Clinic"));
+    let resp = t
+        .http
+        .post(format!("{}/simulator/send", t.address))
+        .form(&[
+            ("to", "+14155550177"),
+            ("from", "+15555550123"),
+            ("body", "hello"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let thread = t
+        .http
+        .get(format!(
+            "{}/simulator/thread?number=%2B14155550177&phone=%2B15555550123",
+            t.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thread.status(), 404);
+    let events = t
+        .http
+        .get(format!(
+            "{}/simulator/events?number=%2B14155550177",
+            t.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 404);
+}

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_sqlite::{Config, SqliteStorage};
+use switchboard_domain::MessageId;
 use switchboard_services::jobs::{self, FALLBACK_POLL_SECS, HandleInbound, SendMessage};
-use switchboard_services::{App, TenantCtx, inbound, messaging, sweep};
+use switchboard_services::{App, ServiceError, TenantCtx, inbound, messaging, sweep};
 
 /// Seconds between worker heartbeats. A worker silent for [`MISSED_HEARTBEATS`] beats is
 /// presumed dead and its running jobs are handed to another worker (crash recovery).
@@ -26,16 +27,33 @@ pub const SHUTDOWN_GRACE_SECS: u64 = 20;
 
 async fn handle_inbound(job: HandleInbound, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
     let ctx = TenantCtx::for_job(job.tenant_id);
-    let decision = inbound::handle(&app, &ctx, job.message_id).await?;
-    tracing::debug!(message_id = %job.message_id, ?decision, "inbound handled");
-    Ok(())
+    let decision = inbound::handle(&app, &ctx, job.message_id).await;
+    finish("inbound", job.message_id, decision)
 }
 
 async fn send_message(job: SendMessage, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
     let ctx = TenantCtx::for_job(job.tenant_id);
-    let delivery = messaging::deliver(&app, &ctx, job.message_id).await?;
-    tracing::debug!(message_id = %job.message_id, ?delivery, "send attempt finished");
-    Ok(())
+    let delivery = messaging::deliver(&app, &ctx, job.message_id).await;
+    finish("send", job.message_id, delivery)
+}
+
+/// A job whose rows are gone succeeds (logged); other errors make apalis run it again.
+fn finish<T: std::fmt::Debug>(
+    job: &str,
+    message_id: MessageId,
+    result: Result<T, ServiceError>,
+) -> Result<(), BoxDynError> {
+    match result {
+        Ok(outcome) => {
+            tracing::debug!(job, %message_id, ?outcome, "job finished");
+            Ok(())
+        }
+        Err(ServiceError::NotFound) => {
+            tracing::info!(job, %message_id, "a row the job needs is gone; nothing to do");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A queue on the write connection, woken by each commit that inserts a job and polled every
