@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 });
             if let Some(t) = &twilio {
                 anyhow::ensure!(
-                    t.account_sid.len() == 34 && t.account_sid.starts_with("AC"),
+                    switchboard_domain::signature::twilio::is_account_sid(&t.account_sid),
                     "--twilio-account-sid: must be AC followed by 32 hex characters"
                 );
             }

@@ -61,7 +61,7 @@ fn error_response(e: WebhookError) -> Response {
         WebhookError::Unknown => plain(StatusCode::NOT_FOUND, e.to_string()),
         WebhookError::Forbidden => plain(StatusCode::FORBIDDEN, e.to_string()),
         WebhookError::Service(inner) => {
-            tracing::error!(error = %inner, "webhook could not be stored; Twilio will retry");
+            tracing::error!(error = %inner, "webhook could not be stored; answered 500");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "temporary failure".into(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -21,7 +21,6 @@ pub const ENV_VARS: &[&str] = &[
     "BIND",
     "APP_URL",
     "DATABASE_URL",
-    "REDIS_URL",
     "SECRET_KEY",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
@@ -50,7 +49,6 @@ struct Raw {
     bind: String,
     app_url: Option<String>,
     database_url: String,
-    redis_url: Option<String>,
     secret_key: Option<String>,
     twilio_account_sid: Option<String>,
     twilio_auth_token: Option<String>,
@@ -68,7 +66,6 @@ impl Default for Raw {
             bind: "127.0.0.1:3000".into(),
             app_url: None,
             database_url: "sqlite://./data/switchboard.db".into(),
-            redis_url: None,
             secret_key: None,
             twilio_account_sid: None,
             twilio_auth_token: None,
@@ -103,8 +100,6 @@ pub struct Settings {
     /// `DATABASE_URL`: `sqlite://path` (default `sqlite://./data/switchboard.db`) or
     /// `postgres://…`.
     pub database_url: String,
-    /// `REDIS_URL`: when set, jobs and live updates go through Redis.
-    pub redis_url: Option<String>,
     /// `SECRET_KEY`: at least 32 characters. Derives the key that encrypts stored credentials.
     /// On SQLite, when unset, a random key is generated once and kept next to the database.
     pub secret_key: SecretString,
@@ -194,11 +189,6 @@ impl Settings {
         raw.validate()
     }
 
-    /// True when the database is SQLite (the embedded default).
-    pub fn is_sqlite(&self) -> bool {
-        self.database_url.starts_with("sqlite:")
-    }
-
     /// The public URL of `path` (which starts with `/`), e.g. the Twilio status callback.
     pub fn public_url(&self, path: &str) -> String {
         let base = self.app_url.as_str().trim_end_matches('/');
@@ -257,10 +247,7 @@ impl Raw {
         let twilio = match (self.twilio_account_sid, self.twilio_auth_token) {
             (None, None) => None,
             (Some(sid), Some(token)) => {
-                if !(sid.len() == 34
-                    && sid.starts_with("AC")
-                    && sid[2..].bytes().all(|b| b.is_ascii_hexdigit()))
-                {
+                if !switchboard_domain::signature::twilio::is_account_sid(&sid) {
                     return Err(invalid(
                         "TWILIO_ACCOUNT_SID",
                         "must be AC followed by 32 hex characters",
@@ -320,7 +307,6 @@ impl Raw {
             bind,
             app_url,
             database_url: self.database_url,
-            redis_url: self.redis_url.filter(|u| !u.is_empty()),
             secret_key,
             twilio,
             twilio_api_base,
@@ -392,14 +378,10 @@ fn load_or_create_key_file(path: &Path) -> Result<SecretString, ConfigError> {
     }
 }
 
-/// Lets callers print which secret-bearing settings are present without exposing them.
-pub fn is_set(secret: &SecretString) -> bool {
-    !secret.expose_secret().is_empty()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn with_key(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         let mut v = vec![("SECRET_KEY", "0123456789abcdef0123456789abcdef")];
@@ -415,7 +397,7 @@ mod tests {
             s.public_url("/webhooks/twilio/status"),
             "http://127.0.0.1:3000/webhooks/twilio/status"
         );
-        assert!(s.is_sqlite());
+        assert!(s.database_url.starts_with("sqlite:"));
         assert!(s.demo_seed);
         assert!(s.twilio.is_none());
     }

@@ -197,11 +197,6 @@ impl MessageStatus {
             self
         }
     }
-
-    /// True for statuses that end the outbound lifecycle (no more sends or retries).
-    pub fn is_final(self) -> bool {
-        self.rank() >= 3
-    }
 }
 
 /// One media attachment of an MMS (`MediaUrlN` + `MediaContentTypeN` in Twilio's webhook).

@@ -14,6 +14,11 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// Twilio request validation, as implemented by Twilio's official SDKs' `RequestValidator`
 /// (see Twilio's "Webhooks security" docs).
 pub mod twilio {
+    /// A Twilio account SID: `AC` followed by 32 hexadecimal digits.
+    pub fn is_account_sid(sid: &str) -> bool {
+        sid.len() == 34 && sid.starts_with("AC") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
     use std::collections::{BTreeMap, BTreeSet};
 
     use base64::Engine as _;

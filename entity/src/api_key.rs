@@ -18,7 +18,6 @@ pub struct Model {
     /// Lower-case hex SHA-256 of the whole key.
     pub key_hash: String,
     pub created_at: DateTimeUtc,
-    pub last_used_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
 }
 

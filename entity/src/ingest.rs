@@ -4,7 +4,7 @@
 //! connection (rusqlite): each statement is a function call into SQLite, where through sqlx
 //! each would be a round trip to SQLite's thread and back (two context switches), about seven
 //! per batch. Statements are prepared once and cached; per webhook: a MessageSid lookup
-//! (Twilio retries), a sender lookup (an insert only for a new sender: a known sender's row
+//! (Twilio may send a webhook more than once), a sender lookup (an insert only for a new sender: a known sender's row
 //! is not rewritten, since every page a webhook dirties is written to the WAL at commit, the
 //! largest cost here), a conversation upsert, a message insert, and an `UPDATE` per compliance
 //! keyword (rare). The caller owns the transaction, enqueues the jobs in it, and answers each

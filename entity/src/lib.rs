@@ -9,7 +9,8 @@
 //! - The few lookups that must cross tenants (a webhook's `To` number, an API key hash) are
 //!   named functions in [`lookup`], each returning only what identifies the tenant.
 //! - The inbound hot path writes through [`ingest`], which batches many webhooks into one
-//!   transaction (group commit) with set-based statements, still grouped per tenant.
+//!   transaction (group commit) through the inbound writer's own connection; every
+//!   statement binds the tenant of its row.
 
 pub mod api_key;
 pub mod contact;

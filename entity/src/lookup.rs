@@ -1,6 +1,6 @@
-//! The only queries that are not tenant-scoped: they find WHICH tenant a request belongs to,
-//! before a [`crate::TenantTx`] exists. Each returns just enough to identify and authenticate
-//! the tenant, nothing of its data.
+//! The only queries that are not tenant-scoped. Most find WHICH tenant a request belongs to,
+//! before a [`crate::TenantTx`] exists, returning just enough to identify and authenticate the
+//! tenant; [`stuck_messages`] serves the maintenance sweep, which works for every tenant.
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 use switchboard_domain::{ApiKeyId, MessageId, PhoneNumberId, TenantId};

@@ -1,7 +1,7 @@
 //! Tenant scoping: the [`TenantOwned`] trait and the tenant-bound transaction [`TenantTx`].
 
 use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, DeleteMany,
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     EntityTrait, QueryFilter, Select, SqliteTransactionMode, TransactionOptions, TransactionTrait,
     UpdateMany,
 };
@@ -44,11 +44,6 @@ pub trait TenantOwned: EntityTrait {
             .set(am)
             .filter(Self::id_column().eq(id))
     }
-
-    /// `DELETE … WHERE tenant_id = $tenant`: add the row filter.
-    fn scoped_delete(tenant: TenantId) -> DeleteMany<Self> {
-        Self::delete_many().filter(Self::tenant_column().eq(tenant))
-    }
 }
 
 /// A database as the application uses it: a pool of read-only connections, and ONE write
@@ -65,9 +60,9 @@ pub struct Db {
 /// One database transaction bound to one tenant.
 ///
 /// Everything a request, job or webhook does for a tenant runs in one of these; queries take
-/// the tenant from [`TenantTx::tenant`]. On SQLite a write transaction starts `IMMEDIATE`
-/// (takes the write lock up front), so concurrent writers queue on `busy_timeout` instead of
-/// failing with `SQLITE_BUSY` when a read would have to upgrade.
+/// the tenant from [`TenantTx::tenant`]. Reads run on a read-only connection; writes on the
+/// single write connection, and on SQLite start `IMMEDIATE` (take the write lock up front, so
+/// a read never has to upgrade to a write and fail with `SQLITE_BUSY`).
 pub struct TenantTx {
     tenant: TenantId,
     txn: DatabaseTransaction,

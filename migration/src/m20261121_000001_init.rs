@@ -39,7 +39,6 @@ enum ApiKeys {
     Prefix,
     KeyHash,
     CreatedAt,
-    LastUsedAt,
     RevokedAt,
 }
 
@@ -169,7 +168,6 @@ impl MigrationTrait for Migration {
                 .col(string(ApiKeys::Prefix))
                 .col(string(ApiKeys::KeyHash))
                 .col(timestamp_with_time_zone(ApiKeys::CreatedAt))
-                .col(timestamp_with_time_zone_null(ApiKeys::LastUsedAt))
                 .col(timestamp_with_time_zone_null(ApiKeys::RevokedAt))
                 .foreign_key(&mut tenant_fk(ApiKeys::Table))
                 .to_owned(),

@@ -59,15 +59,6 @@ pub enum SendError {
 impl SendError {
     /// Twilio error 21610: the recipient replied STOP to this number at the carrier/Twilio level.
     pub const TWILIO_UNSUBSCRIBED: i32 = 21610;
-
-    /// The provider error code, if there is one.
-    pub fn code(&self) -> Option<i32> {
-        match self {
-            Self::Rejected { code, .. } => *code,
-            Self::RateLimited { .. } => Some(20429),
-            Self::Unavailable { .. } => None,
-        }
-    }
 }
 
 /// Sends texts through one provider account.

@@ -180,7 +180,7 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
         rows.push(insert_outbound(&tx, &conversation, text, *source, Some(key)).await?);
     }
     tx.commit().await?;
-    dispatch(app, ctx, conversation.id, &rows).await?;
+    dispatch(app, ctx, conversation.id, &rows).await;
     Ok(Step::Handled {
         id: msg.id,
         decision,

@@ -67,7 +67,7 @@ impl Ingestor {
     /// Stores one inbound text; returns once it is committed (or found to be a duplicate).
     ///
     /// # Errors
-    /// Database errors (the webhook answers 500 and Twilio retries), or
+    /// Database errors (the webhook answers 500; nothing is stored), or
     /// [`ServiceError::WriterGone`] while shutting down.
     pub async fn submit(&self, item: NewInbound) -> Result<Written, ServiceError> {
         let (reply, rx) = oneshot::channel();

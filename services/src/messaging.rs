@@ -133,20 +133,23 @@ pub(crate) async fn insert_outbound(
 }
 
 /// Enqueues the send of freshly written outbox rows and announces them. Call after commit.
+/// Never fails: the rows are committed, so a queue error is logged and the sweep
+/// ([`crate::sweep`]) enqueues them later; reporting it would make a caller retry a reply
+/// that will be sent anyway.
 pub(crate) async fn dispatch(
     app: &App,
     ctx: &TenantCtx,
     conversation_id: ConversationId,
     rows: &[Outboxed],
-) -> Result<(), ServiceError> {
+) {
     for row in rows.iter().filter(|r| r.created) {
         let job = Job::SendMessage(SendMessage {
             tenant_id: ctx.tenant_id(),
             message_id: row.id,
         });
-        app.jobs
-            .push(&[Enqueue::now(job, send_key(row.id))])
-            .await?;
+        if let Err(e) = app.jobs.push(&[Enqueue::now(job, send_key(row.id))]).await {
+            tracing::error!(error = %e, message_id = %row.id, "could not enqueue a send; the sweep will");
+        }
         app.events.publish(Event {
             kind: EventKind::MessageCreated,
             tenant_id: ctx.tenant_id(),
@@ -154,7 +157,6 @@ pub(crate) async fn dispatch(
             message_id: Some(row.id),
         });
     }
-    Ok(())
 }
 
 /// A person's reply from the inbox or the API: queued as `manual`, and the bot pauses for
@@ -177,7 +179,8 @@ pub async fn send_manual(
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let key = idempotency_key.map(|k| format!("manual:{k}"));
+    // Scoped to the conversation: the same key on another conversation is another message.
+    let key = idempotency_key.map(|k| format!("manual:{conversation_id}:{k}"));
     let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key).await?;
     if !conversation.bot_paused {
         conversation::Entity::by_id_update(tx.tenant(), conversation.id)
@@ -186,7 +189,7 @@ pub async fn send_manual(
             .await?;
     }
     tx.commit().await?;
-    dispatch(app, ctx, conversation_id, &[row]).await?;
+    dispatch(app, ctx, conversation_id, &[row]).await;
     Ok(row.id)
 }
 
@@ -203,7 +206,8 @@ pub enum Delivery {
     /// Nothing more to do (sent, failed for good, suppressed, or the row is gone).
     Done,
     /// An older message of the same conversation is not sent yet; this one goes after it
-    /// (the older one's job releases it), so a customer reads replies in order.
+    /// (whatever settles the older one, its send job or a status callback, releases it), so
+    /// a customer reads replies in order.
     Waiting,
     /// Try again after this long (rate limited, or the provider was unavailable).
     RetryAfter(Duration),

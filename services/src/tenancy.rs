@@ -215,7 +215,6 @@ async fn insert_api_key<C: sea_orm::ConnectionTrait>(
         prefix: Set(key[..10].to_string()),
         key_hash: Set(hash_key(&key)),
         created_at: Set(Utc::now()),
-        last_used_at: Set(None),
         revoked_at: Set(None),
     }
     .insert(db)

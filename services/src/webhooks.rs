@@ -31,7 +31,9 @@ pub enum WebhookError {
     /// 403: missing, forged or stale `X-Twilio-Signature`.
     #[error("invalid signature")]
     Forbidden,
-    /// 500: storing failed; Twilio retries the webhook.
+    /// 500: storing failed; nothing was stored. Twilio retries a failed webhook according to
+    /// the number's webhook connection overrides (by default once, on a connection failure):
+    /// see the README.
     #[error(transparent)]
     Service(#[from] ServiceError),
 }

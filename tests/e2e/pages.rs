@@ -270,3 +270,61 @@ async fn the_simulator_never_reaches_a_real_tenant() {
         .unwrap();
     assert_eq!(events.status(), 404);
 }
+
+#[tokio::test]
+async fn a_resubmitted_inbox_form_sends_once() {
+    let t = spawn_app_with(demo()).await;
+    t.http
+        .post(format!("{}/simulator/send", t.address))
+        .form(&[
+            ("to", "+15125550100"),
+            ("from", "+15555550125"),
+            ("body", "hello"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let demo = switchboard_services::tenancy::demo_tenant(&t.app)
+        .await
+        .unwrap()
+        .unwrap();
+    let rows = t.wait_messages(demo.tenant_id(), |m| m.len() >= 3).await;
+    let cid = rows[0].conversation_id;
+    // The form carries a fresh key each time it is rendered.
+    let page = t
+        .http
+        .get(format!("{}/conversations?c={cid}", t.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = page
+        .split("name=\"key\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    for _ in 0..2 {
+        let resp = t
+            .http
+            .post(format!("{}/conversations/{cid}/messages", t.address))
+            .form(&[("body", "On our way"), ("key", key.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+    }
+    let rows = t
+        .wait_messages(demo.tenant_id(), |m| {
+            m.iter().any(|m| m.source == Source::Manual)
+        })
+        .await;
+    assert_eq!(
+        rows.iter().filter(|m| m.source == Source::Manual).count(),
+        1
+    );
+}

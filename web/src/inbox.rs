@@ -134,6 +134,8 @@ fn thread(s: &ConversationSummary, messages: &[MessageView]) -> Markup {
                 @for m in messages { (bubble(m)) }
             }
             form.compose method="post" action={ "/conversations/" (s.id) "/messages" } {
+                // One key per rendered form: resubmitting or double-clicking sends once.
+                input type="hidden" name="key" value=(uuid::Uuid::new_v4().simple());
                 textarea name="body" rows="2" maxlength="1600" required placeholder="Type a message… (sending pauses the bot)" {}
                 button type="submit" { "Send" }
             }
@@ -199,6 +201,8 @@ pub(crate) async fn message_fragment(
 #[derive(Deserialize)]
 pub(crate) struct Compose {
     body: String,
+    /// Idempotency key rendered into the form.
+    key: Option<String>,
 }
 
 /// `POST /conversations/:id/messages` (form `body`): a manual reply; the bot pauses.
@@ -209,7 +213,7 @@ pub(crate) async fn send(
     Form(form): Form<Compose>,
 ) -> Result<Redirect, PageError> {
     let ctx = acting_tenant(app.0).await?;
-    messaging::send_manual(app.0, &ctx, ConversationId(id), &form.body, None).await?;
+    messaging::send_manual(app.0, &ctx, ConversationId(id), &form.body, form.key).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))
 }
 
