@@ -229,13 +229,23 @@ async fn set_status(
         .exec(tx.conn())
         .await?;
     tx.commit().await?;
+    announce_update(app, ctx, msg.conversation_id, msg.id);
+    Ok(())
+}
+
+/// Tells live listeners that a message changed.
+fn announce_update(
+    app: &App,
+    ctx: &TenantCtx,
+    conversation_id: ConversationId,
+    message_id: MessageId,
+) {
     app.events.publish(Event {
         kind: EventKind::MessageUpdated,
         tenant_id: ctx.tenant_id(),
-        conversation_id: msg.conversation_id,
-        message_id: Some(msg.id),
+        conversation_id,
+        message_id: Some(message_id),
     });
-    Ok(())
 }
 
 /// Records that the contact opted out at the provider (Twilio error 21610).
@@ -525,12 +535,7 @@ async fn record_accepted(
         .exec(tx.conn())
         .await?;
     tx.commit().await?;
-    app.events.publish(Event {
-        kind: EventKind::MessageUpdated,
-        tenant_id: ctx.tenant_id(),
-        conversation_id: msg.conversation_id,
-        message_id: Some(msg.id),
-    });
+    announce_update(app, ctx, msg.conversation_id, msg.id);
     Ok(())
 }
 
@@ -671,12 +676,7 @@ pub async fn apply_status(
     if update.error_code == Some(SendError::TWILIO_UNSUBSCRIBED) {
         opt_out_from_provider(app, ctx, contact_id).await?;
     }
-    app.events.publish(Event {
-        kind: EventKind::MessageUpdated,
-        tenant_id: ctx.tenant_id(),
-        conversation_id,
-        message_id: Some(message_id),
-    });
+    announce_update(app, ctx, conversation_id, message_id);
     if awaits_provider(msg.status, msg.provider_sid.is_some()) {
         // The callback settled a row the send job had not: its successors may go.
         release_next(app, ctx, &msg).await?;

@@ -259,6 +259,16 @@ impl TestApp {
         self.post_sms(&params).await
     }
 
+    /// The simulator's "send" form: `from` texts the demo number (`Options::demo`).
+    pub async fn simulate(&self, from: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/simulator/send", self.address))
+            .form(&[("to", "+15125550100"), ("from", from), ("body", body)])
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// A bearer-authenticated API request.
     pub fn api(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
         self.http

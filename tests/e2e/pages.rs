@@ -40,16 +40,8 @@ async fn the_simulator_feeds_the_pipeline_and_the_inbox_shows_it_live() {
         .unwrap();
     assert!(page.contains("+15125550100"), "the demo number is offered");
     let resp = t
-        .http
-        .post(format!("{}/simulator/send", t.address))
-        .form(&[
-            ("to", "+15125550100"),
-            ("from", "+15555550123"),
-            ("body", "my water heater is leaking"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .simulate("+15555550123", "my water heater is leaking")
+        .await;
     assert_eq!(resp.status(), 303);
 
     // The SSE stream announces the new message.
@@ -111,16 +103,7 @@ async fn the_simulator_feeds_the_pipeline_and_the_inbox_shows_it_live() {
 #[tokio::test]
 async fn replying_from_the_inbox_sends_a_manual_message_and_pauses_the_bot() {
     let t = spawn_app_with(demo()).await;
-    t.http
-        .post(format!("{}/simulator/send", t.address))
-        .form(&[
-            ("to", "+15125550100"),
-            ("from", "+15555550124"),
-            ("body", "hello"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    t.simulate("+15555550124", "hello").await;
     let demo = switchboard_services::tenancy::demo_tenant(&t.app)
         .await
         .unwrap()
@@ -161,16 +144,7 @@ async fn replying_from_the_inbox_sends_a_manual_message_and_pauses_the_bot() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    t.http
-        .post(format!("{}/simulator/send", t.address))
-        .form(&[
-            ("to", "+15125550100"),
-            ("from", "+15555550124"),
-            ("body", "1"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    t.simulate("+15555550124", "1").await;
     t.wait_messages(demo.tenant_id(), |m| {
         m.iter().filter(|m| m.source == Source::Bot).count() >= 3
     })
@@ -274,16 +248,7 @@ async fn the_simulator_never_reaches_a_real_tenant() {
 #[tokio::test]
 async fn a_resubmitted_inbox_form_sends_once() {
     let t = spawn_app_with(demo()).await;
-    t.http
-        .post(format!("{}/simulator/send", t.address))
-        .form(&[
-            ("to", "+15125550100"),
-            ("from", "+15555550125"),
-            ("body", "hello"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    t.simulate("+15555550125", "hello").await;
     let demo = switchboard_services::tenancy::demo_tenant(&t.app)
         .await
         .unwrap()
