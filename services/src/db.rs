@@ -24,7 +24,9 @@ use crate::jobs::Notifier;
 
 /// Read-only connections. Reads run concurrently under WAL.
 pub const SQLITE_READERS: u32 = 8;
-/// Milliseconds between background WAL checkpoints.
+/// Milliseconds between background WAL checkpoints. Small and frequent: a checkpoint's
+/// fsync of the WAL blocks the writer's WAL appends (ext4), so each must have little to sync
+/// (ingest p99 at half load: 90 ms at 1 s, ~33 ms at 100 ms, ~26 ms at 50 ms, 12-25 ms at 25 ms).
 ///
 /// No write connection checkpoints by itself (`wal_autocheckpoint = 0`): a checkpoint inside
 /// a commit stalls every webhook waiting on that commit (measured: 180 ms p99 at half load with
@@ -35,7 +37,7 @@ pub const SQLITE_READERS: u32 = 8;
 /// batch slower than the last), so once the WAL holds [`WAL_RESTART_PAGES`] the task takes the
 /// write lock (the write pool's connection) and runs `RESTART`: little is left to copy, the
 /// pause is short, and the next write starts the WAL from the beginning.
-pub const CHECKPOINT_INTERVAL_MS: u64 = 50;
+pub const CHECKPOINT_INTERVAL_MS: u64 = 25;
 
 /// WAL size (4 KiB pages) at which the background task restarts the WAL under the write lock.
 pub const WAL_RESTART_PAGES: i64 = 16_000;
