@@ -28,6 +28,9 @@ use crate::{App, ServiceError, TenantCtx, tenancy};
 pub const MAX_BODY_CHARS: usize = 1600;
 /// Send attempts before a message is marked failed.
 pub const MAX_SEND_ATTEMPTS: i32 = 8;
+/// Hours a message whose last attempt has an unknown outcome keeps being checked with the
+/// provider before it is marked failed (with a note that it may have been sent).
+pub const UNKNOWN_OUTCOME_HOURS: i64 = 24;
 /// Longest wait between attempts, in seconds.
 pub const MAX_BACKOFF_SECS: u64 = 300;
 
@@ -353,6 +356,21 @@ pub async fn deliver(
                 return Ok(Delivery::Done);
             }
             Ok(None) => {} // It never reached the provider: send it below.
+            Err(e)
+                if Utc::now() - msg.created_at > chrono::Duration::hours(UNKNOWN_OUTCOME_HOURS) =>
+            {
+                // Give up asking; the text may or may not have gone out, and the thread says so.
+                tracing::error!(error = %e, %message_id, "send outcome still unknown; giving up");
+                set_status(app, ctx, &msg, |m| {
+                    m.status = Set(MessageStatus::Failed);
+                    m.error_message = Set(Some(format!(
+                        "outcome unknown: the provider could not be asked for {UNKNOWN_OUTCOME_HOURS} h ({e}); it may have been sent"
+                    )));
+                })
+                .await?;
+                release_next(app, ctx, &msg).await?;
+                return Ok(Delivery::Done);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell yet whether the last attempt was sent");
                 let delay = match e {
