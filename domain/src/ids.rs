@@ -93,6 +93,14 @@ typed_id!(
     /// A tenant API key (the secret itself is never stored).
     ApiKeyId
 );
+typed_id!(
+    /// A person who signs in (a local account, later also OIDC).
+    UserId
+);
+typed_id!(
+    /// A user's role in one tenant.
+    MembershipId
+);
 
 #[cfg(test)]
 mod tests {

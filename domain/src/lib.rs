@@ -1,6 +1,7 @@
 //! Switchboard's pure rules: no I/O, no framework. Everything here is deterministic and
 //! property-tested; the other crates parse input into these types at their edges.
 //!
+//! - [`accounts`]: sign-in emails, password rules, tenant roles.
 //! - [`ids`]: typed UUIDv7 row ids.
 //! - [`message`]: direction, author, delivery status (forward-only) and media of a text.
 //! - [`phone`]: ITU-T E.164 numbers and Twilio `whatsapp:` addresses.
@@ -12,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod compliance;
 pub mod ids;
 pub mod message;

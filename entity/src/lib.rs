@@ -17,10 +17,13 @@ pub mod contact;
 pub mod conversation;
 pub mod ingest;
 pub mod lookup;
+pub mod membership;
 pub mod message;
 pub mod phone_number;
+pub mod session;
 pub mod tenancy;
 pub mod tenant;
+pub mod user;
 
 pub use sea_orm;
 pub use tenancy::{Db, TenantOwned, TenantTx};
