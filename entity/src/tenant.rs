@@ -19,6 +19,8 @@ pub struct Model {
     /// `SECRET_KEY` (base64 of nonce || ciphertext).
     pub twilio_auth_token_sealed: Option<String>,
     pub created_at: DateTimeUtc,
+    /// The business's own phone for owner notifications, E.164.
+    pub notify_phone: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

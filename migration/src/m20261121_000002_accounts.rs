@@ -45,11 +45,20 @@ enum Sessions {
 enum Tenants {
     Table,
     Id,
+    NotifyPhone,
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // The business's own phone, for notifications to the owner (E.164).
+        m.alter_table(
+            Table::alter()
+                .table(Tenants::Table)
+                .add_column(string_null(Tenants::NotifyPhone))
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(Users::Table)

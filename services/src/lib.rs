@@ -13,6 +13,7 @@ use switchboard_providers::SmsProvider;
 use switchboard_providers::simulator::SimulatorSms;
 use switchboard_providers::twilio::TwilioHttp;
 
+pub mod accounts;
 pub mod conversations;
 pub mod crypto;
 pub mod ctx;

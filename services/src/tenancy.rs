@@ -160,18 +160,15 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
         )));
     }
     let txn = app.db.write.begin().await?;
-    tenant::ActiveModel {
-        id: Set(tenant_id),
-        name: Set(new.name),
-        time_zone: Set(new.time_zone),
-        twilio_account_sid: Set(new.twilio.as_ref().map(|t| t.account_sid.clone())),
-        twilio_auth_token_sealed: Set(new
-            .twilio
-            .as_ref()
-            .map(|t| app.sealer.seal(t.auth_token.expose_secret()))),
-        created_at: Set(now),
-    }
-    .insert(&txn)
+    insert_tenant_row(
+        app,
+        &txn,
+        tenant_id,
+        &new.name,
+        &new.time_zone,
+        None,
+        new.twilio.as_ref(),
+    )
     .await?;
     phone_number::ActiveModel {
         id: Set(phone_number_id),
@@ -191,6 +188,30 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
         phone_number_id,
         api_key,
     })
+}
+
+/// Inserts the `tenants` row (a tenant's Twilio token is sealed here).
+pub(crate) async fn insert_tenant_row<C: sea_orm::ConnectionTrait>(
+    app: &App,
+    db: &C,
+    tenant_id: TenantId,
+    name: &str,
+    time_zone: &str,
+    notify_phone: Option<&E164>,
+    twilio: Option<&TwilioCredentials>,
+) -> Result<(), ServiceError> {
+    tenant::ActiveModel {
+        id: Set(tenant_id),
+        name: Set(name.to_string()),
+        time_zone: Set(time_zone.to_string()),
+        twilio_account_sid: Set(twilio.map(|t| t.account_sid.clone())),
+        twilio_auth_token_sealed: Set(twilio.map(|t| app.sealer.seal(t.auth_token.expose_secret()))),
+        created_at: Set(Utc::now()),
+        notify_phone: Set(notify_phone.map(|p| p.as_str().to_string())),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
 }
 
 /// Key format: `sb_` + 40 hex characters (160 random bits).
