@@ -16,7 +16,9 @@ pub const HTTP_SHUTDOWN_SECS: u64 = 10;
 
 /// Every HTTP route of Switchboard, with the app attached.
 pub fn endpoint(app: Arc<App>) -> impl Endpoint + 'static {
+    let guard = switchboard_api::auth::WebGuard::new(&app);
     switchboard_web::routes(switchboard_api::routes(app.clone()))
+        .with(guard)
         .with(Tracing)
         .data(app)
 }

@@ -11,6 +11,7 @@ use poem::{
 };
 use switchboard_services::App;
 
+pub mod auth;
 pub mod error;
 pub mod rest;
 pub mod webhooks;

@@ -30,13 +30,11 @@ pub const SESSION_ABSOLUTE_SECS: i64 = 7 * 24 * 3600;
 /// `last_seen_at` is refreshed at most this often, in seconds (not one write per request).
 pub const SESSION_TOUCH_SECS: i64 = 60;
 
-/// What `/signup` asks for.
+/// The business `/onboarding` creates (sign-up's second step).
 #[derive(Debug)]
-pub struct SignUp {
-    pub email: Email,
-    pub password: Password,
+pub struct NewBusiness {
     /// The business name, 1 to 100 characters.
-    pub business_name: String,
+    pub name: String,
     /// IANA time zone, e.g. `America/Chicago`.
     pub time_zone: String,
     /// The business's own phone, for owner notifications.
@@ -97,20 +95,14 @@ async fn verify_password(password: String, stored: String) -> bool {
     .unwrap_or(false)
 }
 
-/// Creates the user, the business, and the user's owner membership, in one transaction.
-///
-/// # Errors
-/// [`ServiceError::Conflict`] when the email already has an account; invalid input.
-pub async fn sign_up(app: &App, new: SignUp) -> Result<(UserId, TenantId), ServiceError> {
-    let name = check_business_name(&new.business_name)?;
-    let time_zone = check_time_zone(&new.time_zone)?;
-    let hash = hash_password(&new.password).await?;
-    let (user_id, tenant_id) = (UserId::new(), TenantId::new());
-    let now = Utc::now();
-    let txn = app.db.write.begin().await?;
+async fn insert_user<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    email: &Email,
+    password_hash: String,
+) -> Result<UserId, ServiceError> {
     let taken = user::Entity::find()
-        .filter(user::Column::Email.eq(new.email.as_str()))
-        .one(&txn)
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(db)
         .await?
         .is_some();
     if taken {
@@ -118,17 +110,51 @@ pub async fn sign_up(app: &App, new: SignUp) -> Result<(UserId, TenantId), Servi
             "an account with this email exists; sign in instead".into(),
         ));
     }
+    let id = UserId::new();
     user::ActiveModel {
-        id: Set(user_id),
-        email: Set(new.email.as_str().to_string()),
-        password_hash: Set(Some(hash)),
+        id: Set(id),
+        email: Set(email.as_str().to_string()),
+        password_hash: Set(Some(password_hash)),
         name: Set(None),
         email_verified_at: Set(None),
         disabled_at: Set(None),
-        created_at: Set(now),
+        created_at: Set(Utc::now()),
     }
-    .insert(&txn)
+    .insert(db)
     .await?;
+    Ok(id)
+}
+
+/// Creates a local account (sign-up's first step). The user has no business yet.
+///
+/// # Errors
+/// [`ServiceError::Conflict`] when the email already has an account.
+pub async fn create_account(
+    app: &App,
+    email: &Email,
+    password: &Password,
+) -> Result<UserId, ServiceError> {
+    let hash = hash_password(password).await?;
+    let txn = app.db.write.begin().await?;
+    let id = insert_user(&txn, email, hash).await?;
+    txn.commit().await?;
+    Ok(id)
+}
+
+/// Creates a business owned by `user_id` and makes it the session's current tenant.
+///
+/// # Errors
+/// Invalid name or time zone (naming the field); database errors.
+pub async fn create_business(
+    app: &App,
+    session_id: &str,
+    user_id: UserId,
+    new: NewBusiness,
+) -> Result<TenantId, ServiceError> {
+    let name = check_business_name(&new.name)?;
+    let time_zone = check_time_zone(&new.time_zone)?;
+    let tenant_id = TenantId::new();
+    let txn = app.db.write.begin().await?;
     tenancy::insert_tenant_row(
         app,
         &txn,
@@ -140,8 +166,14 @@ pub async fn sign_up(app: &App, new: SignUp) -> Result<(UserId, TenantId), Servi
     )
     .await?;
     add_member(&txn, tenant_id, user_id, Role::Owner).await?;
+    session::Entity::update_many()
+        .filter(session::Column::IdHash.eq(hash_session_id(session_id)))
+        .filter(session::Column::UserId.eq(user_id))
+        .col_expr(session::Column::TenantId, Some(tenant_id).into())
+        .exec(&txn)
+        .await?;
     txn.commit().await?;
-    Ok((user_id, tenant_id))
+    Ok(tenant_id)
 }
 
 pub(crate) async fn add_member<C: sea_orm::ConnectionTrait>(
@@ -175,29 +207,8 @@ pub async fn create_member(
     role: Role,
 ) -> Result<UserId, ServiceError> {
     let hash = hash_password(password).await?;
-    let user_id = UserId::new();
     let txn = app.db.write.begin().await?;
-    if user::Entity::find()
-        .filter(user::Column::Email.eq(email.as_str()))
-        .one(&txn)
-        .await?
-        .is_some()
-    {
-        return Err(ServiceError::Conflict(
-            "an account with this email exists".into(),
-        ));
-    }
-    user::ActiveModel {
-        id: Set(user_id),
-        email: Set(email.as_str().to_string()),
-        password_hash: Set(Some(hash)),
-        name: Set(None),
-        email_verified_at: Set(None),
-        disabled_at: Set(None),
-        created_at: Set(Utc::now()),
-    }
-    .insert(&txn)
-    .await?;
+    let user_id = insert_user(&txn, email, hash).await?;
     add_member(&txn, tenant_id, user_id, role).await?;
     txn.commit().await?;
     Ok(user_id)
@@ -273,19 +284,27 @@ pub async fn start_session(app: &App, user_id: UserId) -> Result<String, Service
     Ok(id)
 }
 
-/// A signed-in user working in a tenant.
+/// The tenant a session works in, and the user's role there.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    /// The tenant the session acts for.
+    pub ctx: TenantCtx,
+    pub name: String,
+    pub role: Role,
+}
+
+/// A live session's user.
 #[derive(Clone, Debug)]
 pub struct SignedIn {
     pub user_id: UserId,
     pub email: String,
-    pub role: Role,
-    pub tenant_name: String,
-    /// The tenant the session acts for.
-    pub ctx: TenantCtx,
+    /// `None` until the user created or joined a business (onboarding), or when they are no
+    /// longer a member of the session's tenant.
+    pub workspace: Option<Workspace>,
 }
 
-/// The signed-in user behind a session id, if the session is live, the user enabled, and the
-/// user still a member of the session's tenant.
+/// The signed-in user behind a session id, if the session is live and the user enabled. The
+/// workspace is checked too: a removed membership takes effect on the next request.
 ///
 /// # Errors
 /// Database errors.
@@ -316,21 +335,10 @@ pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceErr
     if u.disabled_at.is_some() {
         return Ok(None);
     }
-    let Some(tenant_id) = s.tenant_id else {
-        return Ok(None);
+    let workspace = match s.tenant_id {
+        Some(tenant_id) => workspace(app, u.id, tenant_id).await?,
+        None => None,
     };
-    let Some(m) = membership::Entity::scoped(tenant_id)
-        .filter(membership::Column::UserId.eq(u.id))
-        .one(&app.db.read)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let tenant_name = tenant::Entity::find_by_id(tenant_id)
-        .one(&app.db.read)
-        .await?
-        .map(|t| t.name)
-        .unwrap_or_default();
     if now - s.last_seen_at >= Duration::seconds(SESSION_TOUCH_SECS) {
         let mut am: session::ActiveModel = s.into();
         am.last_seen_at = Set(now);
@@ -339,9 +347,33 @@ pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceErr
     Ok(Some(SignedIn {
         user_id: u.id,
         email: u.email,
-        role: m.role,
-        tenant_name,
+        workspace,
+    }))
+}
+
+/// `user_id`'s workspace in `tenant_id`, if they are a member.
+async fn workspace(
+    app: &App,
+    user_id: UserId,
+    tenant_id: TenantId,
+) -> Result<Option<Workspace>, ServiceError> {
+    let Some(m) = membership::Entity::scoped(tenant_id)
+        .filter(membership::Column::UserId.eq(user_id))
+        .one(&app.db.read)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(t) = tenant::Entity::find_by_id(tenant_id)
+        .one(&app.db.read)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Workspace {
         ctx: TenantCtx::new(tenant_id),
+        name: t.name,
+        role: m.role,
     }))
 }
 
@@ -373,4 +405,9 @@ pub async fn disable_user(app: &App, user_id: UserId) -> Result<(), ServiceError
         .await?;
     txn.commit().await?;
     Ok(())
+}
+
+/// Every IANA time zone name the tz database knows (chrono-tz), for pickers.
+pub fn time_zones() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
 }

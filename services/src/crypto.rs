@@ -21,13 +21,20 @@ pub struct Sealer {
 #[error("a stored credential could not be decrypted: was SECRET_KEY changed?")]
 pub struct OpenError;
 
+/// A 256-bit key for one purpose (`label`), derived from `SECRET_KEY` with HKDF-SHA256, so
+/// keys of different purposes are independent.
+pub fn derive_key(secret_key: &SecretString, label: &str) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(Some(b"switchboard"), secret_key.expose_secret().as_bytes());
+    let mut key = [0u8; 32];
+    hk.expand(label.as_bytes(), &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key
+}
+
 impl Sealer {
     /// Derives the credential key from `secret_key`.
     pub fn new(secret_key: &SecretString) -> Self {
-        let hk = Hkdf::<Sha256>::new(Some(b"switchboard"), secret_key.expose_secret().as_bytes());
-        let mut key = [0u8; 32];
-        hk.expand(b"stored credentials v1", &mut key)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let key = derive_key(secret_key, "stored credentials v1");
         Self {
             cipher: Aes256Gcm::new(&key.into()),
         }

@@ -6,12 +6,12 @@ use switchboard_domain::TenantId;
 
 /// The tenant a request, webhook or job acts for.
 ///
-/// Made in exactly these places (DESIGN.md §4): an authenticated API request
+/// Made in exactly these places (DESIGN.md §4): a live session's workspace
+/// ([`crate::accounts::session`]), an authenticated API request
 /// ([`crate::tenancy::authenticate_api_key`]), a webhook after its signature was verified
 /// ([`crate::webhooks`]), and a job, from the tenant id in its payload ([`TenantCtx::for_job`]).
-/// Until sign-in exists, the web pages and the simulator act for the seeded demo tenant
-/// ([`crate::tenancy::demo_tenant`]); the simulator also builds one for the demo number it
-/// texts ([`crate::webhooks::simulate_sms`]).
+/// The public simulator acts only for the seeded demo tenant ([`crate::tenancy::demo_tenant`],
+/// [`crate::webhooks::simulate_sms`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TenantCtx {
     tenant_id: TenantId,

@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod conversations;
 pub mod crypto;
 pub mod ctx;
+pub mod dashboard;
 pub mod db;
 pub mod events;
 pub mod inbound;
@@ -169,15 +170,19 @@ impl App {
             routes: tenancy::RouteCache::default(),
         });
         if app.settings.demo_seed
-            && let Some(created) = tenancy::seed_demo(&app).await?
+            && let Some(demo) = tenancy::seed_demo(&app).await?
         {
             use secrecy::ExposeSecret;
             tracing::info!(
-                tenant_id = %created.tenant_id,
-                api_key = created.api_key.expose_secret(),
-                "created the demo tenant {} with number {}; its API key is shown once",
+                tenant_id = %demo.tenant.tenant_id,
+                api_key = demo.tenant.api_key.expose_secret(),
+                email = tenancy::DEMO_EMAIL,
+                password = demo.password.expose_secret(),
+                "created the demo tenant {} with number {}; sign in at {} with this email and \
+                 password (shown once; the API key too)",
                 tenancy::DEMO_NAME,
-                tenancy::DEMO_NUMBER
+                tenancy::DEMO_NUMBER,
+                app.settings.public_url("/login"),
             );
         }
         Ok(app)

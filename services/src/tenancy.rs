@@ -8,6 +8,7 @@ use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder, TransactionTrait};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use switchboard_domain::accounts::{Email, Password, Role};
 use switchboard_domain::phone::E164;
 use switchboard_domain::{ApiKeyId, PhoneNumberId, TenantId};
 use switchboard_entity::lookup::{self, NumberOwner};
@@ -256,12 +257,22 @@ pub async fn authenticate_api_key(app: &App, key: &str) -> Result<Option<TenantC
         .map(|(tenant, _)| TenantCtx::new(tenant)))
 }
 
-/// Creates the demo tenant when the database has no tenant at all. Returns its API key when
-/// it was created now.
+/// The demo workspace's owner, created with it.
+pub const DEMO_EMAIL: &str = "owner@demo-plumbing.example";
+
+/// What [`seed_demo`] created; the secrets are shown once.
+pub struct SeededDemo {
+    pub tenant: CreatedTenant,
+    /// The owner's password ([`DEMO_EMAIL`]): 20 random characters.
+    pub password: SecretString,
+}
+
+/// Creates the demo tenant and its owner ([`DEMO_EMAIL`], random password) when the database
+/// has no tenant at all.
 ///
 /// # Errors
 /// Database errors.
-pub async fn seed_demo(app: &App) -> Result<Option<CreatedTenant>, ServiceError> {
+pub async fn seed_demo(app: &App) -> Result<Option<SeededDemo>, ServiceError> {
     if !lookup::no_tenants(&app.db.read).await? {
         return Ok(None);
     }
@@ -276,11 +287,23 @@ pub async fn seed_demo(app: &App) -> Result<Option<CreatedTenant>, ServiceError>
         },
     )
     .await?;
-    Ok(Some(created))
+    let password = hex::encode(rand::random::<[u8; 10]>());
+    crate::accounts::create_member(
+        app,
+        created.tenant_id,
+        &Email::parse(DEMO_EMAIL).expect("demo email is valid"),
+        &Password::parse(&password).expect("20 characters is a valid password"),
+        Role::Owner,
+    )
+    .await?;
+    Ok(Some(SeededDemo {
+        tenant: created,
+        password: SecretString::from(password),
+    }))
 }
 
-/// The demo tenant, which the web pages act for until sign-in exists: the tenant that owns
-/// [`DEMO_NUMBER`]. `None` when there is no such tenant (pages then answer 404).
+/// The demo tenant (the simulator texts it): the tenant that owns [`DEMO_NUMBER`], when
+/// `DEMO_SEED` is on.
 ///
 /// # Errors
 /// Database errors.

@@ -25,6 +25,9 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub use wiremock;
 
+mod browser;
+pub use browser::{Browser, PASSWORD, csrf_in};
+
 /// Path pattern of Twilio's Messages resource.
 pub const MESSAGES_PATH: &str = r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$";
 
@@ -261,12 +264,14 @@ impl TestApp {
 
     /// The simulator's "send" form: `from` texts the demo number (`Options::demo`).
     pub async fn simulate(&self, from: &str, body: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/simulator/send", self.address))
-            .form(&[("to", "+15125550100"), ("from", from), ("body", body)])
-            .send()
+        let mut browser = self.browser();
+        browser.page("/simulator").await;
+        browser
+            .post_form(
+                "/simulator/send",
+                &[("to", "+15125550100"), ("from", from), ("body", body)],
+            )
             .await
-            .expect("request")
     }
 
     /// A bearer-authenticated API request.

@@ -1,6 +1,7 @@
 //! End-to-end tests through the real endpoint, workers and a SQLite file, with Twilio's API
 //! faked at the HTTP boundary (a loopback wiremock server).
 
+mod accounts;
 mod api;
 mod compliance;
 mod fixtures;

@@ -13,13 +13,9 @@ fn demo() -> Options {
 #[tokio::test]
 async fn the_simulator_feeds_the_pipeline_and_the_inbox_shows_it_live() {
     let t = spawn_app_with(demo()).await;
+    let mut owner = t.demo_owner().await;
     // Open the live stream first, as the inbox page does.
-    let events = t
-        .http
-        .get(format!("{}/events", t.address))
-        .send()
-        .await
-        .unwrap();
+    let events = owner.get("/events").await;
     assert_eq!(events.status(), 200);
     assert!(
         events.headers()["content-type"]
@@ -81,15 +77,7 @@ async fn the_simulator_feeds_the_pipeline_and_the_inbox_shows_it_live() {
     assert!(handset.contains("Thanks for reaching out"));
 
     // The inbox lists and shows the thread.
-    let inbox = t
-        .http
-        .get(format!("{}/conversations", t.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let inbox = owner.page("/conversations").await;
     assert!(inbox.contains("+15555550123"));
     assert!(inbox.contains("my water heater is leaking"));
     assert!(inbox.contains("1 for Repair"));
@@ -103,6 +91,7 @@ async fn the_simulator_feeds_the_pipeline_and_the_inbox_shows_it_live() {
 #[tokio::test]
 async fn replying_from_the_inbox_sends_a_manual_message_and_pauses_the_bot() {
     let t = spawn_app_with(demo()).await;
+    let mut owner = t.demo_owner().await;
     t.simulate("+15555550124", "hello").await;
     let demo = switchboard_services::tenancy::demo_tenant(&t.app)
         .await
@@ -110,39 +99,27 @@ async fn replying_from_the_inbox_sends_a_manual_message_and_pauses_the_bot() {
         .unwrap();
     let rows = t.wait_messages(demo.tenant_id(), |m| m.len() >= 3).await;
     let cid = rows[0].conversation_id;
-    let resp = t
-        .http
-        .post(format!("{}/conversations/{cid}/messages", t.address))
-        .form(&[("body", "A technician is on the way")])
-        .send()
-        .await
-        .unwrap();
+    owner.page(&format!("/conversations?c={cid}")).await;
+    let resp = owner
+        .post_form(
+            &format!("/conversations/{cid}/messages"),
+            &[("body", "A technician is on the way")],
+        )
+        .await;
     assert_eq!(resp.status(), 303);
     t.wait_messages(demo.tenant_id(), |m| {
         m.iter()
             .any(|m| m.source == Source::Manual && m.status == MessageStatus::Delivered)
     })
     .await;
-    let page = t
-        .http
-        .get(format!("{}/conversations?c={cid}", t.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = owner.page(&format!("/conversations?c={cid}")).await;
     assert!(page.contains("A technician is on the way"));
     assert!(page.contains("Resume bot"));
 
     // Resume, and the bot answers the next text again.
-    let resp = t
-        .http
-        .post(format!("{}/conversations/{cid}/bot", t.address))
-        .form(&[("paused", "false")])
-        .send()
-        .await
-        .unwrap();
+    let resp = owner
+        .post_form(&format!("/conversations/{cid}/bot"), &[("paused", "false")])
+        .await;
     assert_eq!(resp.status(), 303);
     t.simulate("+15555550124", "1").await;
     t.wait_messages(demo.tenant_id(), |m| {
@@ -158,29 +135,25 @@ async fn pages_of_another_tenants_conversation_are_404() {
     t.text_in("+17135550160", "hello").await;
     let rows = t.wait_messages(t.tenant.tenant_id, |m| !m.is_empty()).await;
     let cid = rows[0].conversation_id;
-    let resp = t
-        .http
-        .get(format!("{}/conversations?c={cid}", t.address))
-        .send()
-        .await
-        .unwrap();
+    let mut demo_owner = t.demo_owner().await;
+    let resp = demo_owner.get(&format!("/conversations?c={cid}")).await;
     assert_eq!(resp.status(), 404);
-    let resp = t
-        .http
-        .post(format!("{}/conversations/{cid}/messages", t.address))
-        .form(&[("body", "x")])
-        .send()
-        .await
-        .unwrap();
+    let resp = demo_owner
+        .post_form(&format!("/conversations/{cid}/messages"), &[("body", "x")])
+        .await;
     assert_eq!(resp.status(), 404);
     let mid = rows[0].id;
-    let resp = t
-        .http
-        .get(format!("{}/conversations/{cid}/messages/{mid}", t.address))
-        .send()
-        .await
-        .unwrap();
+    let resp = demo_owner
+        .get(&format!("/conversations/{cid}/messages/{mid}"))
+        .await;
     assert_eq!(resp.status(), 404);
+    assert!(
+        t.messages(t.tenant.tenant_id)
+            .await
+            .iter()
+            .all(|m| m.source != Source::Manual),
+        "nothing was sent into tenant A's conversation"
+    );
 }
 
 #[tokio::test]
@@ -200,28 +173,20 @@ async fn the_simulator_never_reaches_a_real_tenant() {
     )
     .await
     .unwrap();
-    let page = t
-        .http
-        .get(format!("{}/simulator", t.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mut visitor = t.browser();
+    let page = visitor.page("/simulator").await;
     assert!(page.contains("+15125550100"));
     assert!(!page.contains("+14155550177") && !page.contains("Private Clinic"));
-    let resp = t
-        .http
-        .post(format!("{}/simulator/send", t.address))
-        .form(&[
-            ("to", "+14155550177"),
-            ("from", "+15555550123"),
-            ("body", "hello"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = visitor
+        .post_form(
+            "/simulator/send",
+            &[
+                ("to", "+14155550177"),
+                ("from", "+15555550123"),
+                ("body", "hello"),
+            ],
+        )
+        .await;
     assert_eq!(resp.status(), 404);
     let thread = t
         .http
@@ -248,6 +213,7 @@ async fn the_simulator_never_reaches_a_real_tenant() {
 #[tokio::test]
 async fn a_resubmitted_inbox_form_sends_once() {
     let t = spawn_app_with(demo()).await;
+    let mut owner = t.demo_owner().await;
     t.simulate("+15555550125", "hello").await;
     let demo = switchboard_services::tenancy::demo_tenant(&t.app)
         .await
@@ -256,15 +222,7 @@ async fn a_resubmitted_inbox_form_sends_once() {
     let rows = t.wait_messages(demo.tenant_id(), |m| m.len() >= 3).await;
     let cid = rows[0].conversation_id;
     // The form carries a fresh key each time it is rendered.
-    let page = t
-        .http
-        .get(format!("{}/conversations?c={cid}", t.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = owner.page(&format!("/conversations?c={cid}")).await;
     let key = page
         .split("name=\"key\" value=\"")
         .nth(1)
@@ -274,13 +232,12 @@ async fn a_resubmitted_inbox_form_sends_once() {
         .unwrap()
         .to_string();
     for _ in 0..2 {
-        let resp = t
-            .http
-            .post(format!("{}/conversations/{cid}/messages", t.address))
-            .form(&[("body", "On our way"), ("key", key.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let resp = owner
+            .post_form(
+                &format!("/conversations/{cid}/messages"),
+                &[("body", "On our way"), ("key", key.as_str())],
+            )
+            .await;
         assert_eq!(resp.status(), 303);
     }
     let rows = t

@@ -11,8 +11,10 @@ use switchboard_services::conversations::{self, ConversationSummary, MessageView
 use switchboard_services::messaging;
 use uuid::Uuid;
 
-use crate::layout::{ago, page};
-use crate::{AppData, PageError, acting_tenant};
+use switchboard_api::auth::{CsrfToken, Member};
+
+use crate::layout::{Chrome, ago, page};
+use crate::{AppData, PageError};
 
 #[derive(Deserialize)]
 pub(crate) struct Selected {
@@ -107,7 +109,7 @@ pub(crate) fn bubble(m: &MessageView) -> Markup {
     }
 }
 
-fn thread(s: &ConversationSummary, messages: &[MessageView]) -> Markup {
+fn thread(chrome: &Chrome, s: &ConversationSummary, messages: &[MessageView]) -> Markup {
     html! {
         section.thread data-conversation=(s.id) {
             header.thread-head {
@@ -119,6 +121,7 @@ fn thread(s: &ConversationSummary, messages: &[MessageView]) -> Markup {
                 div.actions {
                     @if s.opted_out { span.pill.closed { "opted out" } }
                     form method="post" action={ "/conversations/" (s.id) "/bot" } {
+                        (chrome.csrf_field())
                         @if s.bot_paused {
                             input type="hidden" name="paused" value="false";
                             button.secondary type="submit" { "Resume bot" }
@@ -134,6 +137,7 @@ fn thread(s: &ConversationSummary, messages: &[MessageView]) -> Markup {
                 @for m in messages { (bubble(m)) }
             }
             form.compose method="post" action={ "/conversations/" (s.id) "/messages" } {
+                (chrome.csrf_field())
                 // One key per rendered form: resubmitting or double-clicking sends once.
                 input type="hidden" name="key" value=(uuid::Uuid::new_v4().simple());
                 textarea name="body" rows="2" maxlength="1600" required placeholder="Type a message… (sending pauses the bot)" {}
@@ -147,9 +151,11 @@ fn thread(s: &ConversationSummary, messages: &[MessageView]) -> Markup {
 #[handler]
 pub(crate) async fn page_handler(
     app: AppData<'_>,
+    member: Member,
+    csrf: CsrfToken,
     Query(q): Query<Selected>,
 ) -> Result<Response, PageError> {
-    let ctx = acting_tenant(app.0).await?;
+    let ctx = *member.ctx();
     let rows = conversations::list(app.0, &ctx, 100).await?;
     let selected =
         q.c.map(ConversationId)
@@ -158,25 +164,27 @@ pub(crate) async fn page_handler(
         Some(id) => Some(conversations::thread(app.0, &ctx, id).await?),
         None => None,
     };
+    let chrome = Chrome::member(&member, &csrf);
     let body = html! {
         div.inbox data-live="inbox" {
             aside.panel { (list(&rows, selected)) }
             @match &open {
-                Some((s, messages)) => (thread(s, messages)),
+                Some((s, messages)) => (thread(&chrome, s, messages)),
                 None => section.thread.empty { p { "Select a conversation." } },
             }
         }
     };
-    Ok(page("Conversations", Some("/conversations"), body).into_response())
+    Ok(page(&chrome, "Conversations", Some("/conversations"), body).into_response())
 }
 
 /// `GET /conversations/list`: the list panel alone (live refresh).
 #[handler]
 pub(crate) async fn list_fragment(
     app: AppData<'_>,
+    member: Member,
     Query(q): Query<Selected>,
 ) -> Result<Markup, PageError> {
-    let ctx = acting_tenant(app.0).await?;
+    let ctx = *member.ctx();
     let rows = conversations::list(app.0, &ctx, 100).await?;
     Ok(list(&rows, q.c.map(ConversationId)))
 }
@@ -185,9 +193,10 @@ pub(crate) async fn list_fragment(
 #[handler]
 pub(crate) async fn message_fragment(
     app: AppData<'_>,
+    member: Member,
     Path((id, mid)): Path<(Uuid, Uuid)>,
 ) -> Result<Markup, PageError> {
-    let ctx = acting_tenant(app.0).await?;
+    let ctx = *member.ctx();
     let m = conversations::message(app.0, &ctx, MessageId(mid)).await?;
     if m.conversation_id != ConversationId(id) {
         return Err(PageError(
@@ -209,10 +218,11 @@ pub(crate) struct Compose {
 #[handler]
 pub(crate) async fn send(
     app: AppData<'_>,
+    member: Member,
     Path(id): Path<Uuid>,
     Form(form): Form<Compose>,
 ) -> Result<Redirect, PageError> {
-    let ctx = acting_tenant(app.0).await?;
+    let ctx = *member.ctx();
     messaging::send_manual(app.0, &ctx, ConversationId(id), &form.body, form.key).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))
 }
@@ -220,8 +230,12 @@ pub(crate) async fn send(
 /// `POST /conversations/:id/read`: clears the unread count (sent by the page's script when a
 /// thread is shown).
 #[handler]
-pub(crate) async fn read(app: AppData<'_>, Path(id): Path<Uuid>) -> Result<StatusCode, PageError> {
-    let ctx = acting_tenant(app.0).await?;
+pub(crate) async fn read(
+    app: AppData<'_>,
+    member: Member,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, PageError> {
+    let ctx = *member.ctx();
     conversations::mark_read(app.0, &ctx, ConversationId(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -235,10 +249,11 @@ pub(crate) struct BotForm {
 #[handler]
 pub(crate) async fn bot(
     app: AppData<'_>,
+    member: Member,
     Path(id): Path<Uuid>,
     Form(form): Form<BotForm>,
 ) -> Result<Redirect, PageError> {
-    let ctx = acting_tenant(app.0).await?;
+    let ctx = *member.ctx();
     conversations::set_bot_paused(app.0, &ctx, ConversationId(id), form.paused).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))
 }

@@ -3,40 +3,122 @@
 use maud::{DOCTYPE, Markup, html};
 use poem::http::header;
 use poem::{IntoResponse, Response, handler};
+use switchboard_api::auth::{CSRF_FIELD, CsrfToken, Member};
 
 const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
 
-/// One entry of the sidebar: (path, label).
-const NAV: &[(&str, &str)] = &[
-    ("/conversations", "Conversations"),
-    ("/simulator", "Simulator"),
-    ("/api/docs", "API"),
+/// The sidebar: (path, label, built). Entries not built yet are shown, muted, so the shape of
+/// the product is visible, but are not links.
+const NAV: &[(&str, &str, bool)] = &[
+    ("/", "Dashboard", true),
+    ("/conversations", "Conversations", true),
+    ("/contacts", "Contacts", false),
+    ("/bots", "Bots", false),
+    ("/routing", "Routing", false),
+    ("/campaigns", "Campaigns", false),
+    ("/analytics", "Analytics", false),
+    ("/settings", "Settings", true),
+    ("/billing", "Billing", false),
 ];
 
+/// Who the page is for: the signed-in member (sidebar, switcher, sign-out) or nobody (the
+/// sign-in pages and the public simulator), and the CSRF token its forms carry.
+pub(crate) struct Chrome<'a> {
+    pub csrf: &'a str,
+    pub member: Option<&'a Member>,
+}
+
+impl<'a> Chrome<'a> {
+    pub(crate) fn member(member: &'a Member, csrf: &'a CsrfToken) -> Self {
+        Self {
+            csrf: &csrf.0,
+            member: Some(member),
+        }
+    }
+
+    pub(crate) fn visitor(csrf: &'a CsrfToken) -> Self {
+        Self {
+            csrf: &csrf.0,
+            member: None,
+        }
+    }
+
+    /// The hidden CSRF field every state-changing form carries.
+    pub(crate) fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name=(CSRF_FIELD) value=(self.csrf); }
+    }
+}
+
+fn head(title: &str, csrf: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="csrf-token" content=(csrf);
+            title { (title) " · Switchboard" }
+            link rel="stylesheet" href="/static/app.css";
+            script src="/static/app.js" defer {}
+        }
+    }
+}
+
 /// A full page: sidebar, top bar, and `body` in the main area. `active` is the current path.
-pub(crate) fn page(title: &str, active: Option<&str>, body: Markup) -> Markup {
+pub(crate) fn page(chrome: &Chrome, title: &str, active: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Switchboard" }
-                link rel="stylesheet" href="/static/app.css";
-                script src="/static/app.js" defer {}
-            }
+            (head(title, chrome.csrf))
             body {
                 aside.sidebar {
                     a.logo href="/" { span.dot {} "Switchboard" }
                     nav {
-                        @for (href, label) in NAV {
-                            a href=(href) class=[(active == Some(*href)).then_some("active")] { (label) }
+                        @if chrome.member.is_some() {
+                            @for (href, label, built) in NAV {
+                                @if *built {
+                                    a href=(href) class=[(active == Some(*href)).then_some("active")] { (label) }
+                                } @else {
+                                    span.soon title="Not available yet" { (label) }
+                                }
+                            }
                         }
+                        a href="/simulator" class=[(active == Some("/simulator")).then_some("active")] { "Simulator" }
+                        a href="/api/docs" { "API" }
                     }
                 }
                 main.main {
-                    header.topbar { h1 { (title) } }
+                    header.topbar {
+                        h1 { (title) }
+                        @if let Some(m) = chrome.member {
+                            form.search method="get" action="/search" role="search" {
+                                input type="search" name="q" placeholder="Search contacts and messages" aria-label="Search";
+                            }
+                            span.workspace title="Current business" { (m.workspace.name) }
+                            span.who-am-i { (m.email) }
+                            form.signout method="post" action="/logout" {
+                                (chrome.csrf_field())
+                                button.secondary type="submit" { "Sign out" }
+                            }
+                        } @else {
+                            a.signin href="/login" { "Sign in" }
+                        }
+                    }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page without the app's chrome (sign-in, sign-up, errors): a centered card.
+pub(crate) fn bare(csrf: &str, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title, csrf))
+            body.bare {
+                main.auth {
+                    a.logo href="/" { span.dot {} "Switchboard" }
                     (body)
                 }
             }

@@ -1,16 +1,18 @@
 //! Switchboard's pages, rendered on the server with maud. They work without JavaScript for
 //! reading; `/static/app.js` (vendored, a few dozen lines) adds live updates over SSE.
 //!
-//! Until sign-in exists, the inbox acts for the seeded demo workspace
-//! ([`switchboard_services::tenancy::demo_tenant`]); without it the pages answer 404.
+//! Every page but sign-in, sign-up and the simulator needs a session: the tenant comes from
+//! it ([`switchboard_api::auth::Member`]), never from the URL or a form field.
 
 use std::sync::Arc;
 
 use poem::http::StatusCode;
-use poem::web::{Data, Redirect};
-use poem::{IntoResponse, Response, Route, get, handler, post};
-use switchboard_services::{App, ServiceError, TenantCtx, tenancy};
+use poem::web::Data;
+use poem::{IntoResponse, Response, Route, get, post};
+use switchboard_services::{App, ServiceError};
 
+mod auth;
+mod dashboard;
 mod inbox;
 mod layout;
 mod live;
@@ -19,7 +21,15 @@ mod simulator;
 /// Adds the page routes to `route` (the binary attaches `App` as data).
 pub fn routes(route: Route) -> Route {
     route
-        .at("/", get(home))
+        .at("/", get(dashboard::page_handler))
+        .at("/login", get(auth::login_page).post(auth::login))
+        .at("/signup", get(auth::signup_page).post(auth::signup))
+        .at(
+            "/onboarding",
+            get(auth::onboarding_page).post(auth::onboarding),
+        )
+        .at("/logout", post(auth::logout))
+        .at("/activity/:id", get(dashboard::row_fragment))
         .at("/conversations", get(inbox::page_handler))
         .at("/conversations/list", get(inbox::list_fragment))
         .at("/conversations/:id/messages", post(inbox::send))
@@ -38,21 +48,16 @@ pub fn routes(route: Route) -> Route {
         .at("/static/app.js", get(layout::js))
 }
 
-#[handler]
-fn home() -> Redirect {
-    Redirect::see_other("/conversations")
-}
-
 /// An error page: the status and a sentence, causes logged.
 pub(crate) struct PageError(StatusCode, String);
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let markup = layout::page(
-            "Switchboard",
-            None,
+        let markup = layout::bare(
+            "",
+            self.0.canonical_reason().unwrap_or("Error"),
             maud::html! {
-                section.card.empty { h2 { (self.0.canonical_reason().unwrap_or("Error")) } p { (self.1) } }
+                section.card.auth-card { h1 { (self.0.canonical_reason().unwrap_or("Error")) } p { (self.1) } p { a href="/" { "Back to Switchboard" } } }
             },
         );
         (self.0, markup).into_response()
@@ -84,16 +89,6 @@ impl From<ServiceError> for PageError {
             }
         }
     }
-}
-
-/// The workspace the pages act for (the demo tenant until sign-in exists).
-pub(crate) async fn acting_tenant(app: &Arc<App>) -> Result<TenantCtx, PageError> {
-    tenancy::demo_tenant(app).await?.ok_or_else(|| {
-        PageError(
-            StatusCode::NOT_FOUND,
-            "The inbox serves the demo workspace (DEMO_SEED) until sign-in is available; use the REST API with an API key.".into(),
-        )
-    })
 }
 
 pub(crate) type AppData<'a> = Data<&'a Arc<App>>;

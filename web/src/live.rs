@@ -11,7 +11,9 @@ use switchboard_services::events::{Event, EventBus};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::{AppData, PageError, acting_tenant};
+use switchboard_api::auth::Member;
+
+use crate::{AppData, PageError};
 
 /// Seconds between keep-alive comments (proxies close idle streams).
 pub const KEEP_ALIVE_SECS: u64 = 15;
@@ -51,7 +53,8 @@ fn sse(stream: impl Stream<Item = SseEvent> + Send + 'static) -> SSE {
 
 /// `GET /events`: the inbox's live stream.
 #[handler]
-pub(crate) async fn events(app: AppData<'_>) -> Result<SSE, PageError> {
-    let ctx = acting_tenant(app.0).await?;
-    Ok(tenant_stream(&app.events, ctx.tenant_id(), |_| true))
+pub(crate) async fn events(app: AppData<'_>, member: Member) -> Result<SSE, PageError> {
+    Ok(tenant_stream(&app.events, member.ctx().tenant_id(), |_| {
+        true
+    }))
 }

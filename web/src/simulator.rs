@@ -8,12 +8,13 @@ use poem::web::sse::SSE;
 use poem::web::{Form, Query, Redirect};
 use poem::{IntoResponse, Response, handler};
 use serde::Deserialize;
+use switchboard_api::auth::CsrfToken;
 use switchboard_domain::message::Direction;
 use switchboard_services::conversations::{self, MessageView};
 use switchboard_services::webhooks::{self, WebhookError};
 use switchboard_services::{App, TenantCtx, tenancy};
 
-use crate::layout::page;
+use crate::layout::{Chrome, page};
 use crate::live::tenant_stream;
 use crate::{AppData, PageError};
 
@@ -77,6 +78,7 @@ fn thread(messages: &[MessageView]) -> Markup {
 #[handler]
 pub(crate) async fn page_handler(
     app: AppData<'_>,
+    csrf: CsrfToken,
     Query(q): Query<Handset>,
 ) -> Result<Response, PageError> {
     let numbers = tenancy::simulator_numbers(app.0).await?;
@@ -85,6 +87,7 @@ pub(crate) async fn page_handler(
         Some(ctx) => conversations::handset_thread(app.0, ctx, &number, &phone).await?,
         None => Vec::new(),
     };
+    let chrome = Chrome::visitor(&csrf);
     let body = html! {
         div.simulator data-live="simulator" data-number=(number) data-phone=(phone) {
             @if numbers.is_empty() {
@@ -105,6 +108,7 @@ pub(crate) async fn page_handler(
                     header { strong { (number) } small { "texting as " (phone) } }
                     (thread(&messages))
                     form.compose method="post" action="/simulator/send" {
+                        (chrome.csrf_field())
                         input type="hidden" name="to" value=(number);
                         input type="hidden" name="from" value=(phone);
                         textarea name="body" rows="2" maxlength="1600" required placeholder="Text message" {}
@@ -114,7 +118,7 @@ pub(crate) async fn page_handler(
             }
         }
     };
-    Ok(page("Phone simulator", Some("/simulator"), body).into_response())
+    Ok(page(&chrome, "Phone simulator", Some("/simulator"), body).into_response())
 }
 
 /// `GET /simulator/thread?number=&phone=`: the handset thread alone (live refresh).

@@ -6,6 +6,10 @@
 
   function scrollDown(el) { if (el) el.scrollTop = el.scrollHeight; }
 
+  // State-changing requests carry the page's CSRF token (forms carry it as a field).
+  var meta = document.querySelector('meta[name="csrf-token"]');
+  var csrfHeaders = { "X-CSRF-Token": meta ? meta.content : "" };
+
   // Submit a compose form with fetch; the SSE stream then shows the result.
   function backgroundSubmit(form, after) {
     form.addEventListener("submit", function (ev) {
@@ -41,7 +45,7 @@
     var thread = inbox.querySelector(".thread[data-conversation]");
     var cid = thread ? thread.dataset.conversation : null;
     var messages = document.getElementById("messages");
-    var markRead = function () { if (cid) fetch("/conversations/" + cid + "/read", { method: "POST" }); };
+    var markRead = function () { if (cid) fetch("/conversations/" + cid + "/read", { method: "POST", headers: csrfHeaders }); };
     scrollDown(messages);
     markRead();
     var listTimer = null;
@@ -77,6 +81,35 @@
     var compose = inbox.querySelector("form.compose");
     if (compose) backgroundSubmit(compose);
   }
+
+  var dashboard = document.querySelector('[data-live="dashboard"]');
+  if (dashboard) {
+    var table = document.getElementById("activity");
+    // A new message slides in at the top; a status change replaces its row.
+    listen("/events", function (kind, e) {
+      if (!e.message_id || kind === "conversation_updated") return;
+      fetch("/activity/" + e.message_id).then(function (r) {
+        if (!r.ok) return;
+        return r.text().then(function (html) {
+          var existing = document.getElementById("a-" + e.message_id);
+          if (existing) { existing.outerHTML = html; return; }
+          table.insertAdjacentHTML("afterbegin", html);
+          var row = table.firstElementChild;
+          if (row) row.classList.add("slide-in");
+          while (table.children.length > 20) table.removeChild(table.lastElementChild);
+        });
+      });
+    });
+  }
+
+  // Copy buttons: <button data-copy="text">.
+  document.querySelectorAll("button[data-copy]").forEach(function (b) {
+    b.addEventListener("click", function () {
+      navigator.clipboard.writeText(b.dataset.copy).then(function () {
+        var label = b.textContent; b.textContent = "Copied"; setTimeout(function () { b.textContent = label; }, 1500);
+      });
+    });
+  });
 
   var sim = document.querySelector('[data-live="simulator"]');
   if (sim && sim.dataset.number) {

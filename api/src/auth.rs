@@ -1,0 +1,488 @@
+//! Browser sign-in at the HTTP edge: the session cookie, the signed-in extractors, CSRF
+//! protection, and the security headers every response carries.
+//!
+//! - Session cookie: `__Host-sb_session` with `Secure` when `APP_URL` is https; plain
+//!   `sb_session` on http (browsers refuse a `__Host-` cookie without `Secure`, and `Secure`
+//!   cookies over http). Always `HttpOnly`, `SameSite=Lax`, `Path=/`, no `Domain`, no
+//!   `Max-Age` (the server ends sessions: [`switchboard_services::accounts`]).
+//! - CSRF: every POST/PUT/PATCH/DELETE outside `/webhooks/` and `/api/` (bearer keys, no
+//!   cookies) must carry a token, as the form field `csrf` or the header `X-CSRF-Token`. The
+//!   token is HMAC-SHA256(key from `SECRET_KEY`, seed cookie `|` session id): a random seed in
+//!   its own cookie, bound to the session, so a new session (sign-in) invalidates old forms.
+//!   A request whose `Origin` is not `APP_URL`'s, or that the browser marks
+//!   `Sec-Fetch-Site: cross-site`, is refused before the token is even looked at. Both refusals
+//!   are 403 and nothing runs.
+//! - Headers: `Content-Security-Policy` (scripts and styles from our origin only; `/api/docs`
+//!   gets the SHA-256 hashes of its inline scripts), `X-Content-Type-Options: nosniff`,
+//!   `Referrer-Policy: same-origin`, `X-Frame-Options: DENY`, and HSTS when https.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::web::cookie::{Cookie, SameSite};
+use poem::{Endpoint, FromRequest, IntoResponse, Middleware, Request, RequestBody, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use switchboard_domain::UserId;
+use switchboard_domain::accounts::Role;
+use switchboard_services::accounts::{self, SignedIn, Workspace};
+use switchboard_services::{App, TenantCtx, crypto};
+
+/// The form field that carries the CSRF token.
+pub const CSRF_FIELD: &str = "csrf";
+/// The header that carries the CSRF token on `fetch` requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Largest form body the CSRF check reads, in bytes (larger forms send the header).
+const MAX_FORM_BYTES: usize = 256 * 1024;
+
+/// Names and flags of our cookies, fixed by `APP_URL`'s scheme.
+#[derive(Clone, Copy, Debug)]
+pub struct CookieNames {
+    pub session: &'static str,
+    pub csrf: &'static str,
+    pub secure: bool,
+}
+
+impl CookieNames {
+    /// The names for this deployment.
+    pub fn of(app: &App) -> Self {
+        if app.settings.app_url.scheme() == "https" {
+            Self {
+                session: "__Host-sb_session",
+                csrf: "__Host-sb_csrf",
+                secure: true,
+            }
+        } else {
+            Self {
+                session: "sb_session",
+                csrf: "sb_csrf",
+                secure: false,
+            }
+        }
+    }
+
+    fn build(&self, name: &str, value: &str) -> Cookie {
+        let mut c = Cookie::new_with_str(name, value);
+        c.set_path("/");
+        c.set_http_only(true);
+        c.set_same_site(SameSite::Lax);
+        c.set_secure(self.secure);
+        c
+    }
+
+    /// `Set-Cookie` for a new session (sign-in).
+    pub fn start_session(&self, session_id: &str) -> HeaderValue {
+        header_value(self.build(self.session, session_id))
+    }
+
+    /// `Set-Cookie` that removes the session cookie (sign-out).
+    pub fn end_session(&self) -> HeaderValue {
+        let mut c = self.build(self.session, "");
+        c.set_max_age(std::time::Duration::ZERO);
+        header_value(c)
+    }
+}
+
+fn header_value(c: Cookie) -> HeaderValue {
+    HeaderValue::from_str(&c.to_string()).expect("cookie names and hex values are valid headers")
+}
+
+/// The CSRF token for this request's forms (put in by [`WebGuard`]).
+#[derive(Clone, Debug)]
+pub struct CsrfToken(pub String);
+
+impl<'a> FromRequest<'a> for CsrfToken {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        req.extensions().get::<CsrfToken>().cloned().ok_or_else(|| {
+            poem::Error::from_string("CSRF guard missing", StatusCode::INTERNAL_SERVER_ERROR)
+        })
+    }
+}
+
+/// The middleware that sets the seed cookie, checks CSRF and `Origin`, and adds the security
+/// headers. Wraps every route.
+pub struct WebGuard {
+    key: [u8; 32],
+    cookies: CookieNames,
+    origin: String,
+    https: bool,
+}
+
+impl WebGuard {
+    pub fn new(app: &App) -> Self {
+        Self {
+            key: crypto::derive_key(&app.settings.secret_key, "csrf v1"),
+            cookies: CookieNames::of(app),
+            origin: app.settings.app_url.origin().ascii_serialization(),
+            https: app.settings.app_url.scheme() == "https",
+        }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for WebGuard {
+    type Output = WebGuardEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        WebGuardEndpoint {
+            inner,
+            guard: Arc::new(WebGuard {
+                key: self.key,
+                cookies: self.cookies,
+                origin: self.origin.clone(),
+                https: self.https,
+            }),
+        }
+    }
+}
+
+/// [`WebGuard`] around an endpoint.
+pub struct WebGuardEndpoint<E> {
+    inner: E,
+    guard: Arc<WebGuard>,
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4: `; `-separated
+/// `name=value` pairs).
+fn cookie_value(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+}
+
+fn is_token(v: &str) -> bool {
+    v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Paths whose unsafe requests carry no cookies of ours: provider webhooks (signed) and the
+/// REST API (bearer keys).
+fn csrf_exempt(path: &str) -> bool {
+    path.starts_with("/webhooks/") || path.starts_with("/api/")
+}
+
+impl WebGuard {
+    fn token(&self, seed: &str, session_id: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(seed.as_bytes());
+        mac.update(b"|");
+        mac.update(session_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Why an unsafe request is refused, if it is.
+    async fn refuse(&self, req: &mut Request, token: &str) -> Option<&'static str> {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(origin) = header(header::ORIGIN.as_str())
+            && origin != self.origin
+        {
+            return Some("This request came from another site and was refused.");
+        }
+        if header("sec-fetch-site") == Some("cross-site") {
+            return Some("This request came from another site and was refused.");
+        }
+        let submitted = match header(CSRF_HEADER) {
+            Some(v) => Some(v.to_string()),
+            None if is_form(req) => {
+                let body = req.take_body().into_bytes_limit(MAX_FORM_BYTES).await;
+                let Ok(body) = body else {
+                    return Some("This form is too large.");
+                };
+                let field = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+                    .ok()
+                    .and_then(|fields| {
+                        fields
+                            .into_iter()
+                            .find(|(k, _)| k == CSRF_FIELD)
+                            .map(|(_, v)| v)
+                    });
+                req.set_body(body);
+                field
+            }
+            None => None,
+        };
+        match submitted {
+            Some(s) if bool::from(s.as_bytes().ct_eq(token.as_bytes())) => None,
+            _ => Some(
+                "This form has expired or did not come from Switchboard. Go back, reload the page and try again.",
+            ),
+        }
+    }
+
+    fn headers(&self, resp: &mut Response, csp: Option<String>) {
+        let h = resp.headers_mut();
+        let csp = csp.unwrap_or_else(|| {
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; object-src 'none'; base-uri 'none'; \
+             frame-ancestors 'none'"
+                .to_string()
+        });
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        if self.https {
+            h.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            );
+        }
+    }
+}
+
+fn is_form(req: &Request) -> bool {
+    req.content_type()
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+}
+
+fn unsafe_method(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The CSP of `/api/docs` (Swagger UI inlines its scripts): our policy, plus the SHA-256 of
+/// each inline `<script>` of the page; inline styles are allowed there only.
+fn docs_csp(html: &str) -> String {
+    let mut hashes = String::new();
+    let mut rest = html;
+    while let Some(open) = rest.find("<script") {
+        let after = &rest[open..];
+        let Some(tag_end) = after.find('>') else {
+            break;
+        };
+        let Some(close) = after.find("</script>") else {
+            break;
+        };
+        let tag = &after[..tag_end];
+        if !tag.contains(" src=") && tag_end < close {
+            let body = &after[tag_end + 1..close];
+            let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
+            hashes.push_str(&format!(" 'sha256-{digest}'"));
+        }
+        rest = &after[close + "</script>".len()..];
+    }
+    format!(
+        "default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         frame-ancestors 'none'"
+    )
+}
+
+impl<E: Endpoint> Endpoint for WebGuardEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let g = &self.guard;
+        let seed = cookie_value(&req, g.cookies.csrf).filter(|v| is_token(v));
+        let fresh_seed = seed.is_none();
+        let seed = seed.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+        let session_id = cookie_value(&req, g.cookies.session).unwrap_or_default();
+        let token = g.token(&seed, &session_id);
+        let path = req.uri().path().to_string();
+
+        let refused = if unsafe_method(req.method()) && !csrf_exempt(&path) {
+            g.refuse(&mut req, &token).await
+        } else {
+            None
+        };
+        let mut resp = match refused {
+            Some(reason) => (StatusCode::FORBIDDEN, reason).into_response(),
+            None => {
+                req.extensions_mut().insert(CsrfToken(token));
+                match self.inner.call(req).await {
+                    Ok(r) => r.into_response(),
+                    Err(e) => e.into_response(),
+                }
+            }
+        };
+
+        let csp = if path.starts_with("/api/docs") && resp.status().is_success() {
+            let body = resp.take_body().into_string().await.unwrap_or_default();
+            let csp = docs_csp(&body);
+            resp.set_body(body);
+            Some(csp)
+        } else {
+            None
+        };
+        g.headers(&mut resp, csp);
+        if fresh_seed {
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                header_value(g.cookies.build(g.cookies.csrf, &seed)),
+            );
+        }
+        Ok(resp)
+    }
+}
+
+/// Where a page request without a live session goes: the sign-in page, then back.
+fn sign_in_first(req: &Request) -> poem::Error {
+    if req.method() == Method::GET {
+        let next = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let location = format!(
+            "/login?next={}",
+            url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        );
+        poem::Error::from_response(
+            Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(header::LOCATION, location)
+                .finish(),
+        )
+    } else {
+        poem::Error::from_string(
+            "Your session has ended. Sign in again.",
+            StatusCode::UNAUTHORIZED,
+        )
+    }
+}
+
+/// The session id from the request's cookie, if any.
+pub fn session_id(req: &Request) -> Option<String> {
+    let app = req.data::<Arc<App>>()?;
+    cookie_value(req, CookieNames::of(app).session).filter(|v| is_token(v))
+}
+
+async fn signed_in(req: &Request) -> poem::Result<Option<(String, SignedIn)>> {
+    let Some(id) = session_id(req) else {
+        return Ok(None);
+    };
+    let app = req
+        .data::<Arc<App>>()
+        .expect("the app is attached to every route");
+    match accounts::session(app, &id).await {
+        Ok(Some(user)) => Ok(Some((id, user))),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            tracing::error!(error = %e, "session lookup failed");
+            Err(poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR))
+        }
+    }
+}
+
+/// Any request: who is signed in, if anyone (the sign-in pages use it to skip ahead).
+pub struct Visitor(pub Option<User>);
+
+impl<'a> FromRequest<'a> for Visitor {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(Visitor(
+            signed_in(req)
+                .await?
+                .map(|(session_id, user)| User { session_id, user }),
+        ))
+    }
+}
+
+/// A signed-in user, with or without a business yet. Without a live session: GET redirects
+/// to `/login?next=…`, anything else is 401.
+pub struct User {
+    pub session_id: String,
+    pub user: SignedIn,
+}
+
+impl<'a> FromRequest<'a> for User {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        match signed_in(req).await? {
+            Some((session_id, user)) => Ok(User { session_id, user }),
+            None => Err(sign_in_first(req)),
+        }
+    }
+}
+
+/// A signed-in member working in a tenant: the only way pages get a [`TenantCtx`]. Without a
+/// tenant (new account, or removed from the session's tenant), GET goes to `/onboarding`.
+pub struct Member {
+    pub session_id: String,
+    pub user_id: UserId,
+    pub email: String,
+    pub workspace: Workspace,
+}
+
+impl Member {
+    /// The tenant this request acts for.
+    pub fn ctx(&self) -> &TenantCtx {
+        &self.workspace.ctx
+    }
+
+    pub fn role(&self) -> Role {
+        self.workspace.role
+    }
+
+    /// Settings, members and billing are for owners and admins: 403 for agents.
+    ///
+    /// # Errors
+    /// 403 with a sentence naming the roles that may.
+    pub fn must_manage(&self) -> poem::Result<()> {
+        if self.workspace.role.manages() {
+            Ok(())
+        } else {
+            Err(poem::Error::from_string(
+                "Only owners and admins can do this.",
+                StatusCode::FORBIDDEN,
+            ))
+        }
+    }
+}
+
+impl<'a> FromRequest<'a> for Member {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        let Some((session_id, user)) = signed_in(req).await? else {
+            return Err(sign_in_first(req));
+        };
+        match user.workspace {
+            Some(workspace) => Ok(Member {
+                session_id,
+                user_id: user.user_id,
+                email: user.email,
+                workspace,
+            }),
+            None if req.method() == Method::GET => Err(poem::Error::from_response(
+                Response::builder()
+                    .status(StatusCode::SEE_OTHER)
+                    .header(header::LOCATION, "/onboarding")
+                    .finish(),
+            )),
+            None => Err(poem::Error::from_string(
+                "You are not a member of this business any more.",
+                StatusCode::FORBIDDEN,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_csp_hashes_inline_scripts_only() {
+        let html = r#"<script src="/x.js"></script><script>alert(1)</script><script charset="UTF-8">b()</script>"#;
+        let csp = docs_csp(html);
+        let hash = |s: &str| {
+            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s.as_bytes()))
+        };
+        assert!(
+            csp.contains(&format!("'sha256-{}'", hash("alert(1)"))),
+            "{csp}"
+        );
+        assert!(csp.contains(&format!("'sha256-{}'", hash("b()"))), "{csp}");
+        assert_eq!(csp.matches("sha256-").count(), 2);
+        assert!(csp.contains("object-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    }
+}

@@ -1,0 +1,301 @@
+//! Sign-up, onboarding, sign-in and sign-out pages.
+
+use maud::{Markup, html};
+use poem::http::{StatusCode, header};
+use poem::web::{Form, Query, Redirect};
+use poem::{IntoResponse, Response, handler};
+use serde::Deserialize;
+use switchboard_api::auth::{CookieNames, CsrfToken, User, Visitor};
+use switchboard_domain::accounts::{Email, Password};
+use switchboard_domain::phone::E164;
+use switchboard_services::ServiceError;
+use switchboard_services::accounts::{self, NewBusiness};
+
+use crate::layout::{Chrome, bare};
+use crate::{AppData, PageError};
+
+/// Where to go after signing in: a local path only (no `//host`, no scheme), else `/`.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        _ => "/".into(),
+    }
+}
+
+/// A 303 to `to` that also sets or clears the session cookie.
+fn redirect_with_cookie(to: &str, cookie: poem::http::HeaderValue) -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, to)
+        .header(header::SET_COOKIE, cookie)
+        .finish()
+}
+
+fn error_box(error: Option<&str>) -> Markup {
+    html! { @if let Some(e) = error { p.form-error role="alert" { (e) } } }
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct Next {
+    next: Option<String>,
+}
+
+fn login_form(chrome: &Chrome, email: &str, next: &str, error: Option<&str>) -> Markup {
+    bare(
+        chrome.csrf,
+        "Sign in",
+        html! {
+            section.card.auth-card {
+                h1 { "Sign in" }
+                (error_box(error))
+                form method="post" action="/login" {
+                    (chrome.csrf_field())
+                    input type="hidden" name="next" value=(next);
+                    label { "Email" input type="email" name="email" value=(email) autocomplete="username" required autofocus; }
+                    label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                    button type="submit" { "Sign in" }
+                }
+                p.alt { "New to Switchboard? " a href="/signup" { "Create an account" } }
+            }
+        },
+    )
+}
+
+/// `GET /login[?next=/path]`.
+#[handler]
+pub(crate) async fn login_page(
+    Visitor(visitor): Visitor,
+    csrf: CsrfToken,
+    Query(q): Query<Next>,
+) -> Response {
+    let next = safe_next(q.next.as_deref());
+    if visitor.is_some() {
+        return Redirect::see_other(next).into_response();
+    }
+    login_form(&Chrome::visitor(&csrf), "", &next, None).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    email: String,
+    password: String,
+    next: Option<String>,
+}
+
+/// `POST /login` (form `email`, `password`, `next`): a new session, whatever the browser had
+/// before (its old session, if any, ends: no fixation).
+#[handler]
+pub(crate) async fn login(
+    app: AppData<'_>,
+    Visitor(visitor): Visitor,
+    csrf: CsrfToken,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, PageError> {
+    let next = safe_next(form.next.as_deref());
+    let Some(user_id) = accounts::sign_in(app.0, &form.email, &form.password).await? else {
+        let page = login_form(
+            &Chrome::visitor(&csrf),
+            &form.email,
+            &next,
+            Some("That email and password do not match an account."),
+        );
+        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+    };
+    if let Some(old) = visitor {
+        accounts::end_session(app.0, &old.session_id).await?;
+    }
+    let session = accounts::start_session(app.0, user_id).await?;
+    Ok(redirect_with_cookie(
+        &next,
+        CookieNames::of(app.0).start_session(&session),
+    ))
+}
+
+fn signup_form(chrome: &Chrome, email: &str, error: Option<&str>) -> Markup {
+    bare(
+        chrome.csrf,
+        "Create your account",
+        html! {
+            section.card.auth-card {
+                h1 { "Create your account" }
+                (error_box(error))
+                form method="post" action="/signup" {
+                    (chrome.csrf_field())
+                    label { "Work email" input type="email" name="email" value=(email) autocomplete="username" required autofocus; }
+                    label { "Password " small { "(at least 10 characters)" }
+                        input type="password" name="password" autocomplete="new-password" minlength="10" required;
+                    }
+                    button type="submit" { "Create account" }
+                }
+                p.alt { "Already have an account? " a href="/login" { "Sign in" } }
+            }
+        },
+    )
+}
+
+/// `GET /signup`.
+#[handler]
+pub(crate) async fn signup_page(Visitor(visitor): Visitor, csrf: CsrfToken) -> Response {
+    if visitor.is_some() {
+        return Redirect::see_other("/").into_response();
+    }
+    signup_form(&Chrome::visitor(&csrf), "", None).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignupForm {
+    email: String,
+    password: String,
+}
+
+/// `POST /signup` (form `email`, `password`): the account, a session, then `/onboarding`.
+#[handler]
+pub(crate) async fn signup(
+    app: AppData<'_>,
+    Visitor(visitor): Visitor,
+    csrf: CsrfToken,
+    Form(form): Form<SignupForm>,
+) -> Result<Response, PageError> {
+    let chrome = Chrome::visitor(&csrf);
+    let refuse = |status, message: String| {
+        Ok((status, signup_form(&chrome, &form.email, Some(&message))).into_response())
+    };
+    let email = match Email::parse(&form.email) {
+        Ok(e) => e,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("email: {e}")),
+    };
+    let password = match Password::parse(&form.password) {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("password: {e}")),
+    };
+    let user_id = match accounts::create_account(app.0, &email, &password).await {
+        Ok(id) => id,
+        Err(ServiceError::Conflict(m)) => return refuse(StatusCode::CONFLICT, m),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(old) = visitor {
+        accounts::end_session(app.0, &old.session_id).await?;
+    }
+    let session = accounts::start_session(app.0, user_id).await?;
+    Ok(redirect_with_cookie(
+        "/onboarding",
+        CookieNames::of(app.0).start_session(&session),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct BusinessForm {
+    business_name: String,
+    time_zone: String,
+    notify_phone: Option<String>,
+}
+
+fn onboarding_form(chrome: &Chrome, form: &BusinessForm, error: Option<&str>) -> Markup {
+    let tz = if form.time_zone.is_empty() {
+        "America/Chicago"
+    } else {
+        &form.time_zone
+    };
+    bare(
+        chrome.csrf,
+        "Your business",
+        html! {
+            section.card.auth-card {
+                h1 { "Tell us about your business" }
+                (error_box(error))
+                form method="post" action="/onboarding" {
+                    (chrome.csrf_field())
+                    label { "Business name" input name="business_name" value=(form.business_name) maxlength="100" required autofocus; }
+                    label { "Time zone " small { "(business and quiet hours are local)" }
+                        input name="time_zone" value=(tz) list="time-zones" required;
+                        datalist id="time-zones" {
+                            @for name in accounts::time_zones() { option value=(name) {} }
+                        }
+                    }
+                    label { "Business phone " small { "(for notifications to you; optional)" }
+                        input type="tel" name="notify_phone" value=(form.notify_phone.as_deref().unwrap_or("")) placeholder="+15125550123";
+                    }
+                    button type="submit" { "Create business" }
+                }
+            }
+        },
+    )
+}
+
+/// `GET /onboarding`: the business form, for a signed-in user without one.
+#[handler]
+pub(crate) async fn onboarding_page(user: User, csrf: CsrfToken) -> Response {
+    if user.user.workspace.is_some() {
+        return Redirect::see_other("/").into_response();
+    }
+    onboarding_form(&Chrome::visitor(&csrf), &BusinessForm::default(), None).into_response()
+}
+
+/// `POST /onboarding` (form `business_name`, `time_zone`, `notify_phone`): creates the
+/// business with the user as its owner, then the dashboard.
+#[handler]
+pub(crate) async fn onboarding(
+    app: AppData<'_>,
+    user: User,
+    csrf: CsrfToken,
+    Form(form): Form<BusinessForm>,
+) -> Result<Response, PageError> {
+    let chrome = Chrome::visitor(&csrf);
+    let notify_phone = match form.notify_phone.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) => match E164::parse(p) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let page = onboarding_form(&chrome, &form, Some(&format!("notify_phone: {e}")));
+                return Ok((StatusCode::BAD_REQUEST, page).into_response());
+            }
+        },
+    };
+    let new = NewBusiness {
+        name: form.business_name.clone(),
+        time_zone: form.time_zone.clone(),
+        notify_phone,
+    };
+    match accounts::create_business(app.0, &user.session_id, user.user.user_id, new).await {
+        Ok(_) => Ok(Redirect::see_other("/").into_response()),
+        Err(e @ ServiceError::Invalid { .. }) => {
+            let page = onboarding_form(&chrome, &form, Some(&e.to_string()));
+            Ok((StatusCode::BAD_REQUEST, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /logout`: ends the session on the server and clears the cookie.
+#[handler]
+pub(crate) async fn logout(
+    app: AppData<'_>,
+    Visitor(visitor): Visitor,
+) -> Result<Response, PageError> {
+    if let Some(user) = visitor {
+        accounts::end_session(app.0, &user.session_id).await?;
+    }
+    Ok(redirect_with_cookie(
+        "/login",
+        CookieNames::of(app.0).end_session(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_a_local_path_only() {
+        assert_eq!(safe_next(Some("/conversations?c=1")), "/conversations?c=1");
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "evil",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+}
