@@ -20,6 +20,7 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint + 'static {
     switchboard_web::routes(switchboard_api::routes(app.clone()))
         .with(guard)
         .with(Tracing)
+        .data(Arc::new(switchboard_api::auth::SignInLimiter::default()))
         .data(app)
 }
 

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 use switchboard_domain::UserId;
 use switchboard_domain::accounts::Role;
 use switchboard_services::accounts::{self, SignedIn, Workspace};
-use switchboard_services::{App, TenantCtx, crypto};
+use switchboard_services::{App, ServiceError, TenantCtx, crypto};
 
 /// The form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
@@ -424,17 +424,16 @@ impl Member {
         self.workspace.role
     }
 
-    /// Settings, members and billing are for owners and admins: 403 for agents.
+    /// Settings, members and billing are for owners and admins.
     ///
     /// # Errors
-    /// 403 with a sentence naming the roles that may.
-    pub fn must_manage(&self) -> poem::Result<()> {
+    /// [`ServiceError::Forbidden`] (403) for agents.
+    pub fn must_manage(&self) -> Result<(), ServiceError> {
         if self.workspace.role.manages() {
             Ok(())
         } else {
-            Err(poem::Error::from_string(
-                "Only owners and admins can do this.",
-                StatusCode::FORBIDDEN,
+            Err(ServiceError::Forbidden(
+                "Only owners and admins can do this.".into(),
             ))
         }
     }
@@ -463,6 +462,61 @@ impl<'a> FromRequest<'a> for Member {
                 StatusCode::FORBIDDEN,
             )),
         }
+    }
+}
+
+/// Sign-in attempts allowed per account (the email as typed, lower-cased) and per client IP,
+/// so neither guessing one account's password from many addresses nor many accounts' from
+/// one address goes fast. Per account: 5 at once, then 1 a minute; per IP: 20 at once, then
+/// 1 every 6 seconds. In memory, per process (a Redis-backed limiter is for several web
+/// processes).
+pub struct SignInLimiter {
+    per_account: governor::DefaultKeyedRateLimiter<String>,
+    per_ip: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    clock: governor::clock::DefaultClock,
+}
+
+/// Keys kept before old ones are pruned.
+const LIMITER_KEYS: usize = 100_000;
+
+impl Default for SignInLimiter {
+    fn default() -> Self {
+        use governor::{Quota, RateLimiter};
+        use std::num::NonZeroU32;
+        let n = |v| NonZeroU32::new(v).expect("non-zero");
+        Self {
+            per_account: RateLimiter::keyed(Quota::per_minute(n(1)).allow_burst(n(5))),
+            per_ip: RateLimiter::keyed(
+                Quota::with_period(std::time::Duration::from_secs(6))
+                    .expect("non-zero period")
+                    .allow_burst(n(20)),
+            ),
+            clock: governor::clock::DefaultClock::default(),
+        }
+    }
+}
+
+impl SignInLimiter {
+    /// Counts one attempt for `email` from `ip`.
+    ///
+    /// # Errors
+    /// The whole seconds to wait when either limit is reached (the attempt is not counted
+    /// against the other).
+    pub fn check(&self, email: &str, ip: Option<std::net::IpAddr>) -> Result<(), u64> {
+        use governor::clock::Clock;
+        if self.per_account.len() > LIMITER_KEYS {
+            self.per_account.retain_recent();
+        }
+        if self.per_ip.len() > LIMITER_KEYS {
+            self.per_ip.retain_recent();
+        }
+        let wait = |n: governor::NotUntil<_>| n.wait_time_from(self.clock.now()).as_secs() + 1;
+        if let Some(ip) = ip {
+            self.per_ip.check_key(&ip).map_err(wait)?;
+        }
+        self.per_account
+            .check_key(&email.trim().to_lowercase())
+            .map_err(wait)
     }
 }
 

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Input that names its field.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// The key's or member's role does not allow this.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such resource for this tenant.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -41,6 +44,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound => Self::NotFound(body("not found")),
             ServiceError::Invalid { .. } => Self::BadRequest(body(e.to_string())),
             ServiceError::Conflict(m) => Self::Conflict(body(m)),
+            ServiceError::Forbidden(m) => Self::Forbidden(body(m)),
             ServiceError::Queue(_) | ServiceError::WriterGone => {
                 tracing::warn!(error = %e, "request refused: service unavailable");
                 Self::Unavailable(body("temporarily unavailable, retry"))

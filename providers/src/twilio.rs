@@ -88,7 +88,39 @@ struct TwilioError {
     message: Option<String>,
 }
 
+/// What Twilio says about an account (`GET /2010-04-01/Accounts/{AccountSid}.json`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub friendly_name: String,
+    /// `active`, `suspended` or `closed`.
+    pub status: String,
+}
+
 impl TwilioSms {
+    /// Fetches the account with its own credentials: the "test connection" of the settings.
+    ///
+    /// # Errors
+    /// [`SendError::Rejected`] for wrong credentials (401, Twilio error 20003); transport
+    /// errors and 5xx as [`SendError::Unavailable`].
+    pub async fn fetch_account(&self) -> Result<AccountInfo, SendError> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}.json",
+            self.http.base, self.account_sid
+        );
+        let resp = self
+            .http
+            .http
+            .get(url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        resp.json().await.map_err(transport)
+    }
+
     fn messages_url(&self) -> String {
         format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",

@@ -13,13 +13,14 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use chrono::{Duration, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use switchboard_domain::accounts::{Email, Password, Role};
 use switchboard_domain::phone::E164;
 use switchboard_domain::{MembershipId, TenantId, UserId};
-use switchboard_entity::{TenantOwned, membership, session, tenant, user};
+use switchboard_entity::{TenantOwned, TenantTx, membership, session, tenant, user};
 
 use crate::{App, ServiceError, TenantCtx, tenancy};
 
@@ -410,4 +411,103 @@ pub async fn disable_user(app: &App, user_id: UserId) -> Result<(), ServiceError
 /// Every IANA time zone name the tz database knows (chrono-tz), for pickers.
 pub fn time_zones() -> impl Iterator<Item = &'static str> {
     chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
+
+/// A member of a tenant, as `/settings` lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: MembershipId,
+    pub user_id: UserId,
+    pub email: String,
+    pub role: Role,
+    pub joined_at: chrono::DateTime<Utc>,
+}
+
+/// The tenant's members, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn members(app: &App, ctx: &TenantCtx) -> Result<Vec<MemberView>, ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let rows = membership::Entity::scoped(tx.tenant())
+        .order_by_asc(membership::Column::CreatedAt)
+        .all(tx.conn())
+        .await?;
+    let users: std::collections::HashMap<UserId, String> = user::Entity::find()
+        .filter(user::Column::Id.is_in(rows.iter().map(|m| m.user_id)))
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.email))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|m| MemberView {
+            id: m.id,
+            user_id: m.user_id,
+            email: users.get(&m.user_id).cloned().unwrap_or_default(),
+            role: m.role,
+            joined_at: m.created_at,
+        })
+        .collect())
+}
+
+/// Changes a member's role, or removes them (`role: None`), on behalf of a member whose role
+/// is `actor`. Only an owner grants, changes or removes the owner role; a business always
+/// keeps an owner. A removed member's sessions stop working for this tenant on their next
+/// request.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the membership is not this tenant's;
+/// [`ServiceError::Forbidden`] when `actor` may not; [`ServiceError::Conflict`] when it would
+/// leave the business without an owner.
+pub async fn change_member(
+    app: &App,
+    ctx: &TenantCtx,
+    actor: Role,
+    id: MembershipId,
+    role: Option<Role>,
+) -> Result<(), ServiceError> {
+    if !actor.manages() {
+        return Err(ServiceError::Forbidden(
+            "only owners and admins change members".into(),
+        ));
+    }
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let m = membership::Entity::by_id(tx.tenant(), id)
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    if (m.role == Role::Owner || role == Some(Role::Owner)) && actor != Role::Owner {
+        return Err(ServiceError::Forbidden(
+            "only an owner can grant, change or remove the owner role".into(),
+        ));
+    }
+    if m.role == Role::Owner && role != Some(Role::Owner) {
+        let owners = membership::Entity::scoped(tx.tenant())
+            .filter(membership::Column::Role.eq(Role::Owner))
+            .count(tx.conn())
+            .await?;
+        if owners <= 1 {
+            return Err(ServiceError::Conflict(
+                "a business needs an owner: make someone else owner first".into(),
+            ));
+        }
+    }
+    match role {
+        Some(role) => {
+            let mut am: membership::ActiveModel = m.into();
+            am.role = Set(role);
+            am.update(tx.conn()).await?;
+        }
+        None => {
+            membership::Entity::delete_many()
+                .filter(membership::Column::TenantId.eq(tx.tenant()))
+                .filter(membership::Column::Id.eq(id))
+                .exec(tx.conn())
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }

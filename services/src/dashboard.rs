@@ -1,6 +1,7 @@
 //! The dashboard's numbers and its activity table, per tenant, from the database.
 
 use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::{ConversationId, MessageId};
@@ -22,8 +23,10 @@ pub struct Stats {
     pub messages_today: u64,
     /// Contacts first seen since Monday 00:00 in the tenant's time zone.
     pub leads_this_week: u64,
-    /// Bot and manual replies / inbound customer texts over the last [`WINDOW_DAYS`] days, in
-    /// percent (rounded down); `None` when there was no inbound text.
+    /// The share of inbound customer texts of the last [`WINDOW_DAYS`] days that a bot or a
+    /// person replied to (a bot or manual message later in the same conversation), in percent
+    /// (rounded down); `None` when there was no inbound text. Several replies to one text
+    /// count once, so it never exceeds 100.
     pub response_rate_pct: Option<u64>,
 }
 
@@ -78,17 +81,36 @@ pub async fn stats(app: &App, ctx: &TenantCtx) -> Result<Stats, ServiceError> {
         .filter(message::Column::Direction.eq(Direction::Inbound))
         .count(tx.conn())
         .await?;
-    let replies = message::Entity::scoped(t)
+    let reply = Alias::new("reply");
+    let replied_to = Query::select()
+        .expr(Expr::val(1))
+        .from_as(message::Entity, reply.clone())
+        .and_where(Expr::col((reply.clone(), message::Column::TenantId)).eq(t))
+        .and_where(
+            Expr::col((reply.clone(), message::Column::ConversationId))
+                .equals((message::Entity, message::Column::ConversationId)),
+        )
+        .and_where(Expr::col((reply.clone(), message::Column::Direction)).eq(Direction::Outbound))
+        .and_where(
+            Expr::col((reply.clone(), message::Column::Source))
+                .is_in([Source::Bot, Source::Manual]),
+        )
+        .and_where(
+            Expr::col((reply.clone(), message::Column::CreatedAt))
+                .gte(Expr::col((message::Entity, message::Column::CreatedAt))),
+        )
+        .to_owned();
+    let answered = message::Entity::scoped(t)
         .filter(message::Column::CreatedAt.gte(window))
-        .filter(message::Column::Direction.eq(Direction::Outbound))
-        .filter(message::Column::Source.is_in([Source::Bot, Source::Manual]))
+        .filter(message::Column::Direction.eq(Direction::Inbound))
+        .filter(Expr::exists(replied_to))
         .count(tx.conn())
         .await?;
     Ok(Stats {
         active_conversations,
         messages_today,
         leads_this_week,
-        response_rate_pct: (inbound > 0).then(|| replies * 100 / inbound),
+        response_rate_pct: (inbound > 0).then(|| answered * 100 / inbound),
     })
 }
 

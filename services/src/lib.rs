@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use switchboard_config::Settings;
 use switchboard_providers::SmsProvider;
 use switchboard_providers::simulator::SimulatorSms;
-use switchboard_providers::twilio::TwilioHttp;
+use switchboard_providers::twilio::{TwilioHttp, TwilioSms};
 
 pub mod accounts;
 pub mod conversations;
@@ -24,6 +24,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod jobs;
 pub mod messaging;
+pub mod settings;
 pub mod sweep;
 pub mod tenancy;
 pub mod webhooks;
@@ -39,6 +40,9 @@ pub enum ServiceError {
     /// 400/422: input that names its field.
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// 403: the member's role does not allow this (the row exists and is theirs to see).
+    #[error("{0}")]
+    Forbidden(String),
     /// 409: the request contradicts existing data.
     #[error("{0}")]
     Conflict(String),
@@ -103,6 +107,11 @@ impl Providers {
     /// timeout plus 2 s): until then another job leaves the message alone.
     pub fn in_flight(&self) -> std::time::Duration {
         self.in_flight
+    }
+
+    /// A Twilio client for one account (settings' "test connection").
+    pub fn twilio(&self, account_sid: &str, auth_token: SecretString) -> TwilioSms {
+        self.twilio.account(account_sid, auth_token)
     }
 
     /// The tenant's own account when it has one, else the platform account, else the

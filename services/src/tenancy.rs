@@ -224,7 +224,7 @@ fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-async fn insert_api_key<C: sea_orm::ConnectionTrait>(
+pub(crate) async fn insert_api_key<C: sea_orm::ConnectionTrait>(
     db: &C,
     tenant_id: TenantId,
     name: &str,

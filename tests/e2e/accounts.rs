@@ -153,7 +153,7 @@ async fn sign_up_refuses_bad_input_naming_the_field_and_stores_nothing() {
 async fn pages_need_a_session_and_come_back_after_sign_in() {
     let t = spawn_app().await;
     let mut b = t.browser();
-    for path in ["/", "/conversations", "/events"] {
+    for path in ["/", "/conversations", "/settings", "/events"] {
         let resp = b.get(path).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
         assert!(location(&resp).starts_with("/login?next="), "{path}");
@@ -542,4 +542,62 @@ async fn disabling_a_user_or_removing_a_member_ends_access_at_once() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resp), "/onboarding");
     assert_eq!(removed.get("/events").await.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_account_with_a_clear_message() {
+    let t = spawn_app().await;
+    let (_, email) = t.user(t.tenant.tenant_id, Role::Owner).await;
+    let mut b = t.browser();
+    b.page("/login").await;
+    for _ in 0..5 {
+        let resp = b
+            .post_form(
+                "/login",
+                &[("email", &email), ("password", "guess guess guess")],
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The sixth attempt is refused before the password is even checked, the right one too.
+    let resp = b
+        .post_form(
+            "/login",
+            &[("email", &email.to_uppercase()), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&wait), "{wait}");
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("Too many sign-in attempts")
+    );
+    assert_eq!(
+        sessions_of_email(&t, &email).await,
+        0,
+        "no session was started"
+    );
+    // Another account from the same address is not locked by it.
+    let (_, other) = t.user(t.tenant.tenant_id, Role::Agent).await;
+    let resp = b
+        .post_form("/login", &[("email", &other), ("password", PASSWORD)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+}
+
+async fn sessions_of_email(t: &switchboard_testkit::TestApp, email: &str) -> u64 {
+    let u = user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    sessions_of(t, u.id).await
 }

@@ -8,4 +8,5 @@ mod fixtures;
 mod pages;
 mod pipeline;
 mod sending;
+mod settings;
 mod webhooks;

@@ -250,3 +250,46 @@ async fn a_resubmitted_inbox_form_sends_once() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_counts_from_the_database_per_tenant() {
+    let t = spawn_app_with(demo()).await;
+    let mut owner = t.owner().await;
+    let empty = owner.page("/").await;
+    assert!(empty.contains("No messages yet"));
+    t.text_in("+17135550180", "my water heater is leaking")
+        .await;
+    t.wait_for_sends(2).await;
+    let html = owner.page("/").await;
+    let stat = |label: &str| {
+        let at = html.find(label).unwrap();
+        let rest = &html[at..];
+        let v = rest.find(r#"<strong class="value">"#).unwrap() + r#"<strong class="value">"#.len();
+        rest[v..v + rest[v..].find('<').unwrap()].to_string()
+    };
+    assert_eq!(stat("Active conversations"), "1");
+    assert_eq!(stat("Messages today"), "3", "one text in, two bot replies");
+    assert_eq!(stat("Leads this week"), "1");
+    assert_eq!(
+        stat("Response rate"),
+        "100%",
+        "one text, answered (twice counts once)"
+    );
+    assert!(html.contains("my water heater is leaking") && html.contains("bot reply"));
+
+    // Another business sees none of it, and cannot fetch A's activity rows.
+    let mut demo_owner = t.demo_owner().await;
+    let theirs = demo_owner.page("/").await;
+    assert!(theirs.contains("No messages yet") && !theirs.contains("water heater"));
+    let rows = t.messages(t.tenant.tenant_id).await;
+    let resp = demo_owner.get(&format!("/activity/{}", rows[0].id)).await;
+    assert_eq!(resp.status(), 404);
+    let resp = owner.get(&format!("/activity/{}", rows[0].id)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains(&format!("a-{}", rows[0].id))
+    );
+}

@@ -2,10 +2,12 @@
 
 use maud::{Markup, html};
 use poem::http::{StatusCode, header};
-use poem::web::{Form, Query, Redirect};
+use std::sync::Arc;
+
+use poem::web::{Data, Form, Query, Redirect, RemoteAddr};
 use poem::{IntoResponse, Response, handler};
 use serde::Deserialize;
-use switchboard_api::auth::{CookieNames, CsrfToken, User, Visitor};
+use switchboard_api::auth::{CookieNames, CsrfToken, SignInLimiter, User, Visitor};
 use switchboard_domain::accounts::{Email, Password};
 use switchboard_domain::phone::E164;
 use switchboard_services::ServiceError;
@@ -83,15 +85,31 @@ pub(crate) struct LoginForm {
 }
 
 /// `POST /login` (form `email`, `password`, `next`): a new session, whatever the browser had
-/// before (its old session, if any, ends: no fixation).
+/// before (its old session, if any, ends: no fixation). Attempts are limited per account and
+/// per client IP ([`SignInLimiter`]): past the limit, 429 with `Retry-After` and a sentence.
 #[handler]
 pub(crate) async fn login(
     app: AppData<'_>,
+    limiter: Data<&Arc<SignInLimiter>>,
+    remote: &RemoteAddr,
     Visitor(visitor): Visitor,
     csrf: CsrfToken,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
     let next = safe_next(form.next.as_deref());
+    let ip = remote.as_socket_addr().map(|a| a.ip());
+    if let Err(wait) = limiter.check(&form.email, ip) {
+        let message = format!(
+            "Too many sign-in attempts. For your security, wait {wait} seconds and try again."
+        );
+        let page = login_form(&Chrome::visitor(&csrf), &form.email, &next, Some(&message));
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            wait.to_string().parse().expect("digits"),
+        );
+        return Ok(resp);
+    }
     let Some(user_id) = accounts::sign_in(app.0, &form.email, &form.password).await? else {
         let page = login_form(
             &Chrome::visitor(&csrf),

@@ -65,7 +65,7 @@ pub(crate) async fn page_handler(
         (
             "Response rate",
             rate,
-            format!("bot and manual replies per inbound text, last {WINDOW_DAYS} days"),
+            format!("inbound texts answered by the bot or a person, last {WINDOW_DAYS} days"),
         ),
     ];
     let body = html! {

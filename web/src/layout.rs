@@ -7,6 +7,7 @@ use switchboard_api::auth::{CSRF_FIELD, CsrfToken, Member};
 
 const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
+const ICON: &str = include_str!("../static/favicon.svg");
 
 /// The sidebar: (path, label, built). Entries not built yet are shown, muted, so the shape of
 /// the product is visible, but are not links.
@@ -57,6 +58,7 @@ fn head(title: &str, csrf: &str) -> Markup {
             meta name="viewport" content="width=device-width, initial-scale=1";
             meta name="csrf-token" content=(csrf);
             title { (title) " · Switchboard" }
+            link rel="icon" type="image/svg+xml" href="/static/favicon.svg";
             link rel="stylesheet" href="/static/app.css";
             script src="/static/app.js" defer {}
         }
@@ -141,6 +143,11 @@ pub(crate) fn css() -> Response {
 #[handler]
 pub(crate) fn js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", JS)
+}
+
+#[handler]
+pub(crate) fn icon() -> impl IntoResponse {
+    asset("image/svg+xml", ICON)
 }
 
 /// "3 min ago" style time for lists, with the exact time as a tooltip elsewhere.

@@ -16,6 +16,7 @@ mod dashboard;
 mod inbox;
 mod layout;
 mod live;
+mod settings;
 mod simulator;
 
 /// Adds the page routes to `route` (the binary attaches `App` as data).
@@ -30,6 +31,22 @@ pub fn routes(route: Route) -> Route {
         )
         .at("/logout", post(auth::logout))
         .at("/activity/:id", get(dashboard::row_fragment))
+        .at("/settings", get(settings::page_handler))
+        .at("/settings/profile", post(settings::save_profile))
+        .at("/settings/twilio", post(settings::save_twilio))
+        .at("/settings/twilio/test", post(settings::twilio_test))
+        .at(
+            "/settings/twilio/disconnect",
+            post(settings::twilio_disconnect),
+        )
+        .at("/settings/numbers", post(settings::add_number))
+        .at(
+            "/settings/numbers/:id/remove",
+            post(settings::remove_number),
+        )
+        .at("/settings/api-keys", post(settings::create_key))
+        .at("/settings/api-keys/:id/revoke", post(settings::revoke_key))
+        .at("/settings/members/:id", post(settings::change_member))
         .at("/conversations", get(inbox::page_handler))
         .at("/conversations/list", get(inbox::list_fragment))
         .at("/conversations/:id/messages", post(inbox::send))
@@ -46,6 +63,8 @@ pub fn routes(route: Route) -> Route {
         .at("/simulator/events", get(simulator::events))
         .at("/static/app.css", get(layout::css))
         .at("/static/app.js", get(layout::js))
+        .at("/static/favicon.svg", get(layout::icon))
+        .at("/favicon.ico", get(layout::icon))
 }
 
 /// An error page: the status and a sentence, causes logged.
@@ -77,6 +96,7 @@ impl From<ServiceError> for PageError {
                 StatusCode::NOT_FOUND,
                 "Nothing here: it does not exist or is not yours.".into(),
             ),
+            ServiceError::Forbidden(m) => PageError(StatusCode::FORBIDDEN, m),
             ServiceError::Invalid { .. } | ServiceError::Conflict(_) => {
                 PageError(StatusCode::BAD_REQUEST, e.to_string())
             }

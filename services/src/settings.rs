@@ -1,0 +1,357 @@
+//! `/settings`: the business profile, the tenant's Twilio connection and numbers, and its API
+//! keys. Every function acts for one tenant; callers check the member's role (owners and
+//! admins change settings, agents only read).
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use secrecy::{ExposeSecret, SecretString};
+use switchboard_domain::phone::E164;
+use switchboard_domain::signature::twilio::is_account_sid;
+use switchboard_domain::{ApiKeyId, PhoneNumberId};
+use switchboard_entity::{TenantOwned, TenantTx, api_key, lookup, phone_number, tenant};
+use switchboard_providers::SendError;
+use switchboard_providers::twilio::AccountInfo;
+
+use crate::accounts::{NewBusiness, check_business_name, check_time_zone};
+use crate::tenancy::{self, BotKind};
+use crate::{App, ServiceError, TenantCtx};
+
+/// A number of the tenant, as the settings list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumberView {
+    pub id: PhoneNumberId,
+    /// E.164.
+    pub e164: String,
+    pub bot: BotKind,
+}
+
+/// The settings page's view of a tenant. Secrets are never in it: the auth token shows as its
+/// last 4 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    pub time_zone: String,
+    pub notify_phone: Option<String>,
+    /// `AC…`, when the tenant connected its own Twilio account.
+    pub twilio_account_sid: Option<String>,
+    /// The last 4 characters of the stored auth token.
+    pub twilio_token_last4: Option<String>,
+    pub numbers: Vec<NumberView>,
+}
+
+/// The tenant's profile, Twilio connection (masked) and numbers.
+///
+/// # Errors
+/// Database errors; a stored token that cannot be opened.
+pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let t = tenant::Entity::find_by_id(ctx.tenant_id())
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let numbers = phone_number::Entity::scoped(tx.tenant())
+        .order_by_asc(phone_number::Column::E164)
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|n| NumberView {
+            id: n.id,
+            e164: n.e164,
+            bot: n.bot,
+        })
+        .collect();
+    let last4 = match &t.twilio_auth_token_sealed {
+        Some(sealed) => {
+            let token = app.sealer.open(sealed)?;
+            let token = token.expose_secret();
+            let tail: String = token
+                .chars()
+                .skip(token.chars().count().saturating_sub(4))
+                .collect();
+            Some(tail)
+        }
+        None => None,
+    };
+    Ok(Profile {
+        name: t.name,
+        time_zone: t.time_zone,
+        notify_phone: t.notify_phone,
+        twilio_account_sid: t.twilio_account_sid,
+        twilio_token_last4: last4,
+        numbers,
+    })
+}
+
+/// Changes the business name, time zone and notification phone.
+///
+/// # Errors
+/// Invalid name or time zone, naming the field; database errors.
+pub async fn update_profile(
+    app: &App,
+    ctx: &TenantCtx,
+    new: NewBusiness,
+) -> Result<(), ServiceError> {
+    let name = check_business_name(&new.name)?;
+    let time_zone = check_time_zone(&new.time_zone)?;
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    tenant::Entity::update_many()
+        .filter(tenant::Column::Id.eq(ctx.tenant_id()))
+        .col_expr(tenant::Column::Name, name.into())
+        .col_expr(tenant::Column::TimeZone, time_zone.into())
+        .col_expr(
+            tenant::Column::NotifyPhone,
+            new.notify_phone.map(|p| p.as_str().to_string()).into(),
+        )
+        .exec(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Connects the tenant's own Twilio account (its SID and auth token; the token is sealed).
+/// An empty token keeps the stored one (the form never shows it).
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `account_sid` (`AC` + 32 hex) or `auth_token`.
+pub async fn set_twilio(
+    app: &App,
+    ctx: &TenantCtx,
+    account_sid: &str,
+    auth_token: &str,
+) -> Result<(), ServiceError> {
+    let sid = account_sid.trim();
+    if !is_account_sid(sid) {
+        return Err(ServiceError::invalid(
+            "account_sid",
+            "must be AC followed by 32 hexadecimal characters (Twilio Console → Account Info)",
+        ));
+    }
+    let token = auth_token.trim();
+    if !token.is_empty() && (token.len() < 16 || token.len() > 128) {
+        return Err(ServiceError::invalid(
+            "auth_token",
+            "must be the 32-character auth token from Twilio Console",
+        ));
+    }
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let row = tenant::Entity::find_by_id(ctx.tenant_id())
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    if token.is_empty() && row.twilio_auth_token_sealed.is_none() {
+        return Err(ServiceError::invalid("auth_token", "is required"));
+    }
+    let mut am: tenant::ActiveModel = row.into();
+    am.twilio_account_sid = Set(Some(sid.to_string()));
+    if !token.is_empty() {
+        am.twilio_auth_token_sealed = Set(Some(app.sealer.seal(token)));
+    }
+    am.update(tx.conn()).await?;
+    tx.commit().await?;
+    app.routes.clear();
+    Ok(())
+}
+
+/// Disconnects the tenant's own Twilio account (it falls back to the platform account or the
+/// simulator).
+///
+/// # Errors
+/// Database errors.
+pub async fn clear_twilio(app: &App, ctx: &TenantCtx) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    tenant::Entity::update_many()
+        .filter(tenant::Column::Id.eq(ctx.tenant_id()))
+        .col_expr(tenant::Column::TwilioAccountSid, None::<String>.into())
+        .col_expr(tenant::Column::TwilioAuthTokenSealed, None::<String>.into())
+        .exec(tx.conn())
+        .await?;
+    tx.commit().await?;
+    app.routes.clear();
+    Ok(())
+}
+
+/// Why "test connection" failed, in words for the settings page.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("no Twilio account is connected")]
+    NotConnected,
+    #[error("Twilio refused these credentials (HTTP {status}{}): {message}", code.map(|c| format!(", error {c}")).unwrap_or_default())]
+    Refused {
+        status: u16,
+        code: Option<i32>,
+        message: String,
+    },
+    #[error("Twilio could not be reached: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Calls Twilio's account endpoint with the stored credentials.
+///
+/// # Errors
+/// [`ConnectionError`] saying what went wrong.
+pub async fn test_twilio(app: &App, ctx: &TenantCtx) -> Result<AccountInfo, ConnectionError> {
+    let (sid, sealed) = lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id())
+        .await
+        .map_err(ServiceError::from)?
+        .ok_or(ConnectionError::NotConnected)?;
+    let token: SecretString = app.sealer.open(&sealed).map_err(ServiceError::from)?;
+    match app.providers.twilio(&sid, token).fetch_account().await {
+        Ok(info) => Ok(info),
+        Err(SendError::Rejected {
+            status,
+            code,
+            message,
+        }) => Err(ConnectionError::Refused {
+            status,
+            code,
+            message,
+        }),
+        Err(SendError::RateLimited { .. }) => Err(ConnectionError::Unreachable(
+            "rate limited; try again".into(),
+        )),
+        Err(SendError::Unavailable { message, .. }) => Err(ConnectionError::Unreachable(message)),
+    }
+}
+
+/// Adds a number to the tenant, answered by `bot`. Webhooks for it are routed to this tenant
+/// from now on.
+///
+/// # Errors
+/// [`ServiceError::Conflict`] when any tenant already has the number.
+pub async fn add_number(
+    app: &App,
+    ctx: &TenantCtx,
+    number: &E164,
+    bot: BotKind,
+) -> Result<PhoneNumberId, ServiceError> {
+    if lookup::number_owner(&app.db.read, number.as_str())
+        .await?
+        .is_some()
+    {
+        return Err(ServiceError::Conflict(format!(
+            "{number} is already connected to a business"
+        )));
+    }
+    let id = PhoneNumberId::new();
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    phone_number::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(tx.tenant()),
+        e164: Set(number.as_str().to_string()),
+        label: Set(None),
+        bot: Set(bot),
+        created_at: Set(Utc::now()),
+    }
+    .insert(tx.conn())
+    .await
+    .map_err(|e| match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+            ServiceError::Conflict(format!("{number} is already connected to a business"))
+        }
+        _ => e.into(),
+    })?;
+    tx.commit().await?;
+    app.routes.clear();
+    Ok(id)
+}
+
+/// Removes one of the tenant's numbers; its conversations stay. Webhooks for it answer 404
+/// from now on.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the number is not this tenant's.
+pub async fn remove_number(
+    app: &App,
+    ctx: &TenantCtx,
+    id: PhoneNumberId,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let gone = phone_number::Entity::delete_many()
+        .filter(phone_number::Column::TenantId.eq(tx.tenant()))
+        .filter(phone_number::Column::Id.eq(id))
+        .exec(tx.conn())
+        .await?;
+    if gone.rows_affected == 0 {
+        return Err(ServiceError::NotFound);
+    }
+    tx.commit().await?;
+    app.routes.clear();
+    Ok(())
+}
+
+/// An API key as the settings list it: never the key, only its prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyView {
+    pub id: ApiKeyId,
+    pub name: String,
+    /// The first 10 characters (`sb_` + 7), to recognise the key.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The tenant's API keys, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn api_keys(app: &App, ctx: &TenantCtx) -> Result<Vec<ApiKeyView>, ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    Ok(api_key::Entity::scoped(tx.tenant())
+        .order_by_desc(api_key::Column::CreatedAt)
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|k| ApiKeyView {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        })
+        .collect())
+}
+
+/// Creates a named API key; the key itself is returned once and stored only as a hash.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `name` (1 to 60 characters).
+pub async fn create_api_key(
+    app: &App,
+    ctx: &TenantCtx,
+    name: &str,
+) -> Result<SecretString, ServiceError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 60 {
+        return Err(ServiceError::invalid("name", "must be 1 to 60 characters"));
+    }
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let key = tenancy::insert_api_key(tx.conn(), tx.tenant(), name).await?;
+    tx.commit().await?;
+    Ok(key)
+}
+
+/// Revokes an API key: requests with it are 401 from now on.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the key is not this tenant's.
+pub async fn revoke_api_key(app: &App, ctx: &TenantCtx, id: ApiKeyId) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let done = api_key::Entity::by_id_update(tx.tenant(), id)
+        .filter(api_key::Column::RevokedAt.is_null())
+        .col_expr(api_key::Column::RevokedAt, Some(Utc::now()).into())
+        .exec(tx.conn())
+        .await?;
+    if done.rows_affected == 0
+        && api_key::Entity::by_id(tx.tenant(), id)
+            .one(tx.conn())
+            .await?
+            .is_none()
+    {
+        return Err(ServiceError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! `/settings`: API keys, the Twilio connection (stored sealed, shown masked, tested against
+//! the account endpoint), numbers, members and roles, and agents kept to reading.
+
+use reqwest::{Method, StatusCode};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use switchboard_domain::accounts::Role;
+use switchboard_entity::{api_key, membership, phone_number, tenant};
+use switchboard_services::tenancy::BotKind;
+use switchboard_testkit::wiremock::matchers::{header, method, path};
+use switchboard_testkit::wiremock::{Mock, ResponseTemplate};
+use switchboard_testkit::{create_tenant, inbound, spawn_app};
+
+/// The text between `start` and the next `end` in `html`.
+fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = html.find(start)? + start.len();
+    Some(&html[from..from + html[from..].find(end)?])
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
+    let t = spawn_app().await;
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form("/settings/api-keys", &[("name", "Zapier")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    let key = between(&html, r#"<p class="secret">"#, "</p>")
+        .expect("the new key is shown")
+        .to_string();
+    assert!(key.starts_with("sb_") && key.len() == 43, "{key}");
+    assert_eq!(
+        t.api(Method::GET, "/conversations", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let listed = owner.page("/settings").await;
+    assert!(listed.contains("Zapier") && listed.contains(&key[..10]));
+    assert!(!listed.contains(&key), "the key is never shown again");
+
+    let row = api_key::Entity::find()
+        .filter(api_key::Column::Name.eq("Zapier"))
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(row.key_hash, key, "stored hashed");
+    let resp = owner
+        .post_form(&format!("/settings/api-keys/{}/revoke", row.id), &[])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        t.api(Method::GET, "/conversations", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let resp = owner
+        .post_form("/settings/api-keys", &[("name", "  ")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("name:"));
+}
+
+#[tokio::test]
+async fn the_twilio_connection_is_stored_sealed_shown_masked_and_tested() {
+    let t = spawn_app().await;
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form(
+            "/settings/twilio",
+            &[("account_sid", "AC123"), ("auth_token", "x")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("account_sid:"));
+
+    let sid = format!("AC{}", "ab".repeat(16));
+    let token = "0123456789abcdef0123456789ab7f3e";
+    let resp = owner
+        .post_form(
+            "/settings/twilio",
+            &[("account_sid", sid.as_str()), ("auth_token", token)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let html = owner.page("/settings?done=twilio").await;
+    assert!(html.contains("Twilio account connected."));
+    assert!(html.contains(&sid) && html.contains("••••••••7f3e"));
+    assert!(!html.contains(token), "the token is never shown");
+    let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed = row.twilio_auth_token_sealed.unwrap();
+    assert!(!sealed.contains(token), "stored encrypted");
+
+    // "Test connection" calls the account endpoint with these credentials.
+    let auth = format!(
+        "Basic {}",
+        base64_encode(format!("{sid}:{token}").as_bytes())
+    );
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{sid}.json")))
+        .and(header("authorization", auth.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": sid, "friendly_name": "Acme Main", "status": "active"
+        })))
+        .up_to_n_times(1)
+        .mount(&t.twilio)
+        .await;
+    let html = owner
+        .post_form("/settings/twilio/test", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("Connected to Twilio: “Acme Main” (active)."),
+        "{html}"
+    );
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{sid}.json")))
+        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "code": 20003, "message": "Authenticate", "status": 401
+        })))
+        .mount(&t.twilio)
+        .await;
+    let html = owner
+        .post_form("/settings/twilio/test", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("error 20003"), "{html}");
+
+    // Keeping the token: an empty token field changes only the SID.
+    let sid2 = format!("AC{}", "cd".repeat(16));
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form(
+            "/settings/twilio",
+            &[("account_sid", sid2.as_str()), ("auth_token", "")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.twilio_account_sid.as_deref(), Some(sid2.as_str()));
+    assert_eq!(
+        row.twilio_auth_token_sealed.as_deref(),
+        Some(sealed.as_str())
+    );
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
+    let t = spawn_app().await;
+    let other = create_tenant(&t.app, "Bravo Clinic", "+14155550111", BotKind::Qualify).await;
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "+14155550111")])
+        .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::CONFLICT,
+        "another tenant's number"
+    );
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "555-0100")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("e164:"));
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "+14155550122")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(owner.page("/settings").await.contains("+14155550122"));
+
+    let params = inbound(&t.tenant.account_sid, "+17135550170", "+14155550122", "hi");
+    let resp = t
+        .post_signed("/webhooks/twilio/sms", &t.tenant.auth_token, &params)
+        .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the new number routes to tenant A"
+    );
+    t.wait_messages(t.tenant.tenant_id, |m| !m.is_empty()).await;
+
+    let n = phone_number::Entity::find()
+        .filter(phone_number::Column::E164.eq("+14155550122"))
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    // Tenant B's number id through A's session: 404, nothing removed.
+    let theirs = phone_number::Entity::find()
+        .filter(phone_number::Column::TenantId.eq(other.tenant_id))
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = owner
+        .post_form(&format!("/settings/numbers/{}/remove", theirs.id), &[])
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        phone_number::Entity::find()
+            .filter(phone_number::Column::TenantId.eq(other.tenant_id))
+            .count(&t.app.db.read)
+            .await
+            .unwrap(),
+        1
+    );
+    let resp = owner
+        .post_form(&format!("/settings/numbers/{}/remove", n.id), &[])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let params = inbound(
+        &t.tenant.account_sid,
+        "+17135550170",
+        "+14155550122",
+        "again",
+    );
+    let resp = t
+        .post_signed("/webhooks/twilio/sms", &t.tenant.auth_token, &params)
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn agents_read_settings_but_every_change_is_403() {
+    let t = spawn_app().await;
+    let (mut agent, _, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let html = agent.page("/settings").await;
+    assert!(html.contains("read-only"));
+    assert!(!html.contains(r#"action="/settings/api-keys""#));
+    let key = api_key::Entity::find()
+        .filter(api_key::Column::TenantId.eq(t.tenant.tenant_id))
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    let owner_membership = membership::Entity::find()
+        .filter(membership::Column::TenantId.eq(t.tenant.tenant_id))
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    let sid = format!("AC{}", "ab".repeat(16));
+    let attempts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            "/settings/profile".into(),
+            vec![("business_name", "Hijacked"), ("time_zone", "UTC")],
+        ),
+        (
+            "/settings/twilio".into(),
+            vec![
+                ("account_sid", sid.as_str()),
+                ("auth_token", "0123456789abcdef0123"),
+            ],
+        ),
+        ("/settings/twilio/test".into(), vec![]),
+        ("/settings/twilio/disconnect".into(), vec![]),
+        ("/settings/numbers".into(), vec![("e164", "+14155550133")]),
+        ("/settings/api-keys".into(), vec![("name", "mine")]),
+        (format!("/settings/api-keys/{}/revoke", key.id), vec![]),
+        (
+            format!("/settings/members/{}", owner_membership.id),
+            vec![("role", "remove")],
+        ),
+    ];
+    for (path, fields) in &attempts {
+        let resp = agent.post_form(path, fields).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.name, "Acme Plumbing");
+    assert!(row.twilio_account_sid.is_some_and(|s| s != sid));
+    assert_eq!(
+        api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(t.tenant.tenant_id))
+            .count(&t.app.db.read)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        api_key::Entity::find_by_id(key.id)
+            .one(&t.app.db.read)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn members_roles_keep_an_owner_and_removal_ends_access() {
+    let t = spawn_app().await;
+    let (mut owner, owner_id, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
+    let (mut admin, admin_id, _) = t.member(t.tenant.tenant_id, Role::Admin).await;
+    let (mut agent, agent_id, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let membership_of = |user| {
+        let db = t.app.db.read.clone();
+        async move {
+            membership::Entity::find()
+                .filter(membership::Column::UserId.eq(user))
+                .one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let owner_m = membership_of(owner_id).await.unwrap();
+    let agent_m = membership_of(agent_id).await.unwrap();
+    admin.page("/settings").await;
+    // An admin cannot touch the owner role.
+    let resp = admin
+        .post_form(
+            &format!("/settings/members/{}", owner_m.id),
+            &[("role", "agent")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = admin
+        .post_form(
+            &format!("/settings/members/{}", agent_m.id),
+            &[("role", "owner")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // The last owner cannot step down.
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form(
+            &format!("/settings/members/{}", owner_m.id),
+            &[("role", "admin")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(membership_of(owner_id).await.unwrap().role, Role::Owner);
+    // An admin removes the agent: the agent's next request finds no business.
+    agent.page("/conversations").await;
+    let resp = admin
+        .post_form(
+            &format!("/settings/members/{}", agent_m.id),
+            &[("role", "remove")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(membership_of(agent_id).await.is_none());
+    let resp = agent.get("/conversations").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/onboarding");
+    let resp = agent
+        .post_form("/settings/api-keys", &[("name", "after removal")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let _ = admin_id;
+}
+
+#[tokio::test]
+async fn the_profile_is_saved_and_bad_input_names_the_field() {
+    let t = spawn_app().await;
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form(
+            "/settings/profile",
+            &[("business_name", "Acme"), ("time_zone", "Mars/Olympus")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("time_zone:"));
+    let resp = owner
+        .post_form(
+            "/settings/profile",
+            &[
+                ("business_name", "Acme Plumbing & Heating"),
+                ("time_zone", "America/New_York"),
+                ("notify_phone", "+12125550100"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.name, "Acme Plumbing & Heating");
+    assert_eq!(row.time_zone, "America/New_York");
+    assert_eq!(row.notify_phone.as_deref(), Some("+12125550100"));
+    let page = owner.page("/settings?done=profile").await;
+    assert!(page.contains("Business profile saved."));
+    assert!(page.contains("/webhooks/twilio/sms") && page.contains("data-copy"));
+}
