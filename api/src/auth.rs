@@ -25,9 +25,10 @@ use poem::web::cookie::{Cookie, SameSite};
 use poem::{Endpoint, FromRequest, IntoResponse, Middleware, Request, RequestBody, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use switchboard_domain::UserId;
 use switchboard_domain::accounts::Role;
+use switchboard_domain::{AgencyId, UserId};
 use switchboard_services::accounts::{self, SignedIn, Workspace};
+use switchboard_services::agency;
 use switchboard_services::{App, ServiceError, TenantCtx, crypto};
 
 /// The form field that carries the CSRF token.
@@ -412,6 +413,10 @@ pub struct Member {
     pub user_id: UserId,
     pub email: String,
     pub workspace: Workspace,
+    /// Every tenant the user may switch to (the tenant switcher).
+    pub choices: Vec<agency::Choice>,
+    /// The agency the user administers, if any: `(id, name)`.
+    pub agency: Option<(AgencyId, String)>,
 }
 
 impl Member {
@@ -445,12 +450,24 @@ impl<'a> FromRequest<'a> for Member {
             return Err(sign_in_first(req));
         };
         match user.workspace {
-            Some(workspace) => Ok(Member {
-                session_id,
-                user_id: user.user_id,
-                email: user.email,
-                workspace,
-            }),
+            Some(workspace) => {
+                let app = req
+                    .data::<Arc<App>>()
+                    .expect("the app is attached to every route");
+                let choices = agency::workspaces(app, user.user_id).await;
+                let agency = agency::agency_of(app, user.user_id).await;
+                let (Ok(choices), Ok(agency)) = (choices, agency) else {
+                    return Err(poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR));
+                };
+                Ok(Member {
+                    session_id,
+                    user_id: user.user_id,
+                    email: user.email,
+                    workspace,
+                    choices,
+                    agency: agency.map(|a| (a.id, a.name)),
+                })
+            }
             None if req.method() == Method::GET => Err(poem::Error::from_response(
                 Response::builder()
                     .status(StatusCode::SEE_OTHER)

@@ -101,6 +101,10 @@ typed_id!(
     /// A user's role in one tenant.
     MembershipId
 );
+typed_id!(
+    /// An agency: runs many tenants (its sub-accounts) from one login.
+    AgencyId
+);
 
 #[cfg(test)]
 mod tests {

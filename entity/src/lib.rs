@@ -12,9 +12,11 @@
 //!   transaction (group commit) through the inbound writer's own connection; every
 //!   statement binds the tenant of its row.
 
+pub mod agency;
 pub mod api_key;
 pub mod contact;
 pub mod conversation;
+pub mod identity;
 pub mod ingest;
 pub mod lookup;
 pub mod membership;

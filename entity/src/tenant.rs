@@ -1,7 +1,7 @@
 //! `tenants`: one row per business. Not tenant-scoped itself: read by id only.
 
 use sea_orm::entity::prelude::*;
-use switchboard_domain::TenantId;
+use switchboard_domain::{AgencyId, TenantId};
 
 /// A business using Switchboard.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -21,6 +21,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// The business's own phone for owner notifications, E.164.
     pub notify_phone: Option<String>,
+    /// The agency running this business (a sub-account), if any.
+    pub agency_id: Option<AgencyId>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConne
 
 mod m20261121_000001_init;
 mod m20261121_000002_accounts;
+mod m20261121_000003_agencies;
 
 /// Our sea-orm migrations, in order.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_init::Migration),
             Box::new(m20261121_000002_accounts::Migration),
+            Box::new(m20261121_000003_agencies::Migration),
         ]
     }
 }

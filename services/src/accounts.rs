@@ -152,29 +152,54 @@ pub async fn create_business(
     user_id: UserId,
     new: NewBusiness,
 ) -> Result<TenantId, ServiceError> {
+    let txn = app.db.write.begin().await?;
+    let tenant_id = insert_business(app, &txn, &new, None).await?;
+    add_member(&txn, tenant_id, user_id, Role::Owner).await?;
+    set_session_tenant(&txn, session_id, user_id, tenant_id).await?;
+    txn.commit().await?;
+    Ok(tenant_id)
+}
+
+/// Checks `new` and inserts its `tenants` row (under `agency_id` for a sub-account).
+pub(crate) async fn insert_business<C: sea_orm::ConnectionTrait>(
+    app: &App,
+    db: &C,
+    new: &NewBusiness,
+    agency_id: Option<switchboard_domain::AgencyId>,
+) -> Result<TenantId, ServiceError> {
     let name = check_business_name(&new.name)?;
     let time_zone = check_time_zone(&new.time_zone)?;
     let tenant_id = TenantId::new();
-    let txn = app.db.write.begin().await?;
     tenancy::insert_tenant_row(
         app,
-        &txn,
+        db,
         tenant_id,
-        &name,
-        &time_zone,
-        new.notify_phone.as_ref(),
-        None,
+        tenancy::TenantRow {
+            name: &name,
+            time_zone: &time_zone,
+            notify_phone: new.notify_phone.as_ref(),
+            twilio: None,
+            agency_id,
+        },
     )
     .await?;
-    add_member(&txn, tenant_id, user_id, Role::Owner).await?;
+    Ok(tenant_id)
+}
+
+/// Points the session at `tenant_id` (the caller checked the user may work there).
+pub(crate) async fn set_session_tenant<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    session_id: &str,
+    user_id: UserId,
+    tenant_id: TenantId,
+) -> Result<(), ServiceError> {
     session::Entity::update_many()
         .filter(session::Column::IdHash.eq(hash_session_id(session_id)))
         .filter(session::Column::UserId.eq(user_id))
         .col_expr(session::Column::TenantId, Some(tenant_id).into())
-        .exec(&txn)
+        .exec(db)
         .await?;
-    txn.commit().await?;
-    Ok(tenant_id)
+    Ok(())
 }
 
 pub(crate) async fn add_member<C: sea_orm::ConnectionTrait>(
@@ -258,18 +283,17 @@ fn hash_session_id(id: &str) -> String {
 }
 
 /// Starts a new session for `user` (a fresh id: sign-in never reuses a session, so a planted
-/// id is worthless), working in the first tenant the user is a member of. Returns the id for
+/// id is worthless), working in the first tenant the user may work in
+/// ([`crate::agency::workspaces`]). Returns the id for
 /// the cookie.
 ///
 /// # Errors
 /// Database errors.
 pub async fn start_session(app: &App, user_id: UserId) -> Result<String, ServiceError> {
-    let tenant_id = membership::Entity::find()
-        .filter(membership::Column::UserId.eq(user_id))
-        .order_by_asc(membership::Column::CreatedAt)
-        .one(&app.db.read)
+    let tenant_id = crate::agency::workspaces(app, user_id)
         .await?
-        .map(|m| m.tenant_id);
+        .first()
+        .map(|w| w.tenant_id);
     let (id, hash) = new_session_id();
     let now = Utc::now();
     session::ActiveModel {
@@ -353,28 +377,35 @@ pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceErr
 }
 
 /// `user_id`'s workspace in `tenant_id`, if they are a member.
-async fn workspace(
+/// A member works with their membership's role; an admin of the tenant's agency works as an
+/// admin. Anyone else has no workspace there.
+pub(crate) async fn workspace(
     app: &App,
     user_id: UserId,
     tenant_id: TenantId,
 ) -> Result<Option<Workspace>, ServiceError> {
-    let Some(m) = membership::Entity::scoped(tenant_id)
-        .filter(membership::Column::UserId.eq(user_id))
-        .one(&app.db.read)
-        .await?
-    else {
-        return Ok(None);
-    };
     let Some(t) = tenant::Entity::find_by_id(tenant_id)
         .one(&app.db.read)
         .await?
     else {
         return Ok(None);
     };
+    let member_role = membership::Entity::scoped(tenant_id)
+        .filter(membership::Column::UserId.eq(user_id))
+        .one(&app.db.read)
+        .await?
+        .map(|m| m.role);
+    let role = match (member_role, t.agency_id) {
+        (Some(role), _) => role,
+        (None, Some(agency_id)) if crate::agency::is_admin(app, agency_id, user_id).await? => {
+            Role::Admin
+        }
+        _ => return Ok(None),
+    };
     Ok(Some(Workspace {
         ctx: TenantCtx::new(tenant_id),
         name: t.name,
-        role: m.role,
+        role,
     }))
 }
 

@@ -14,6 +14,7 @@ use switchboard_providers::simulator::SimulatorSms;
 use switchboard_providers::twilio::{TwilioHttp, TwilioSms};
 
 pub mod accounts;
+pub mod agency;
 pub mod conversations;
 pub mod crypto;
 pub mod ctx;

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use switchboard_domain::accounts::{Email, Password, Role};
 use switchboard_domain::phone::E164;
-use switchboard_domain::{ApiKeyId, PhoneNumberId, TenantId};
+use switchboard_domain::{AgencyId, ApiKeyId, PhoneNumberId, TenantId};
 use switchboard_entity::lookup::{self, NumberOwner};
 pub use switchboard_entity::phone_number::BotKind;
 use switchboard_entity::{TenantOwned, TenantTx, api_key, phone_number, tenant};
@@ -165,10 +165,13 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
         app,
         &txn,
         tenant_id,
-        &new.name,
-        &new.time_zone,
-        None,
-        new.twilio.as_ref(),
+        TenantRow {
+            name: &new.name,
+            time_zone: &new.time_zone,
+            notify_phone: None,
+            twilio: new.twilio.as_ref(),
+            agency_id: None,
+        },
     )
     .await?;
     phone_number::ActiveModel {
@@ -191,24 +194,33 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
     })
 }
 
+/// The columns of a new `tenants` row.
+pub(crate) struct TenantRow<'a> {
+    pub name: &'a str,
+    pub time_zone: &'a str,
+    pub notify_phone: Option<&'a E164>,
+    pub twilio: Option<&'a TwilioCredentials>,
+    pub agency_id: Option<AgencyId>,
+}
+
 /// Inserts the `tenants` row (a tenant's Twilio token is sealed here).
 pub(crate) async fn insert_tenant_row<C: sea_orm::ConnectionTrait>(
     app: &App,
     db: &C,
     tenant_id: TenantId,
-    name: &str,
-    time_zone: &str,
-    notify_phone: Option<&E164>,
-    twilio: Option<&TwilioCredentials>,
+    row: TenantRow<'_>,
 ) -> Result<(), ServiceError> {
     tenant::ActiveModel {
         id: Set(tenant_id),
-        name: Set(name.to_string()),
-        time_zone: Set(time_zone.to_string()),
-        twilio_account_sid: Set(twilio.map(|t| t.account_sid.clone())),
-        twilio_auth_token_sealed: Set(twilio.map(|t| app.sealer.seal(t.auth_token.expose_secret()))),
+        name: Set(row.name.to_string()),
+        time_zone: Set(row.time_zone.to_string()),
+        twilio_account_sid: Set(row.twilio.map(|t| t.account_sid.clone())),
+        twilio_auth_token_sealed: Set(row
+            .twilio
+            .map(|t| app.sealer.seal(t.auth_token.expose_secret()))),
         created_at: Set(Utc::now()),
-        notify_phone: Set(notify_phone.map(|p| p.as_str().to_string())),
+        notify_phone: Set(row.notify_phone.map(|p| p.as_str().to_string())),
+        agency_id: Set(row.agency_id),
     }
     .insert(db)
     .await?;

@@ -2,6 +2,7 @@
 //! faked at the HTTP boundary (a loopback wiremock server).
 
 mod accounts;
+mod agency;
 mod api;
 mod compliance;
 mod fixtures;

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use switchboard_api::auth::{CookieNames, CsrfToken, SignInLimiter, User, Visitor};
 use switchboard_domain::accounts::{Email, Password};
 use switchboard_domain::phone::E164;
-use switchboard_services::ServiceError;
 use switchboard_services::accounts::{self, NewBusiness};
+use switchboard_services::{ServiceError, agency};
 
 use crate::layout::{Chrome, bare};
 use crate::{AppData, PageError};
@@ -206,6 +206,8 @@ pub(crate) struct BusinessForm {
     business_name: String,
     time_zone: String,
     notify_phone: Option<String>,
+    /// Set when the user runs an agency: the business becomes its first sub-account.
+    agency_name: Option<String>,
 }
 
 fn onboarding_form(chrome: &Chrome, form: &BusinessForm, error: Option<&str>) -> Markup {
@@ -233,6 +235,12 @@ fn onboarding_form(chrome: &Chrome, form: &BusinessForm, error: Option<&str>) ->
                     label { "Business phone " small { "(for notifications to you; optional)" }
                         input type="tel" name="notify_phone" value=(form.notify_phone.as_deref().unwrap_or("")) placeholder="+15125550123";
                     }
+                    details.agency open[form.agency_name.as_deref().is_some_and(|a| !a.is_empty())] {
+                        summary { "I am an agency managing several businesses" }
+                        label { "Agency name " small { "(this business becomes your first sub-account)" }
+                            input name="agency_name" value=(form.agency_name.as_deref().unwrap_or("")) maxlength="100";
+                        }
+                    }
                     button type="submit" { "Create business" }
                 }
             }
@@ -249,8 +257,9 @@ pub(crate) async fn onboarding_page(user: User, csrf: CsrfToken) -> Response {
     onboarding_form(&Chrome::visitor(&csrf), &BusinessForm::default(), None).into_response()
 }
 
-/// `POST /onboarding` (form `business_name`, `time_zone`, `notify_phone`): creates the
-/// business with the user as its owner, then the dashboard.
+/// `POST /onboarding` (form `business_name`, `time_zone`, `notify_phone`, `agency_name`):
+/// creates the business with the user as its owner — or, with an agency name, the agency run
+/// by the user and the business as its first sub-account — then the dashboard.
 #[handler]
 pub(crate) async fn onboarding(
     app: AppData<'_>,
@@ -274,8 +283,19 @@ pub(crate) async fn onboarding(
         time_zone: form.time_zone.clone(),
         notify_phone,
     };
-    match accounts::create_business(app.0, &user.session_id, user.user.user_id, new).await {
-        Ok(_) => Ok(Redirect::see_other("/").into_response()),
+    let (session, user_id) = (&user.session_id, user.user.user_id);
+    let created = match form.agency_name.as_deref().map(str::trim) {
+        Some(agency_name) if !agency_name.is_empty() => {
+            agency::create_agency(app.0, session, user_id, agency_name, new)
+                .await
+                .map(|_| ())
+        }
+        _ => accounts::create_business(app.0, session, user_id, new)
+            .await
+            .map(|_| ()),
+    };
+    match created {
+        Ok(()) => Ok(Redirect::see_other("/").into_response()),
         Err(e @ ServiceError::Invalid { .. }) => {
             let page = onboarding_form(&chrome, &form, Some(&e.to_string()));
             Ok((StatusCode::BAD_REQUEST, page).into_response())

@@ -84,6 +84,9 @@ pub(crate) fn page(chrome: &Chrome, title: &str, active: Option<&str>, body: Mar
                                 }
                             }
                         }
+                        @if chrome.member.is_some_and(|m| m.agency.is_some()) {
+                            a href="/agency" class=[(active == Some("/agency")).then_some("active")] { "Agency" }
+                        }
                         a href="/simulator" class=[(active == Some("/simulator")).then_some("active")] { "Simulator" }
                         a href="/api/docs" { "API" }
                     }
@@ -95,7 +98,19 @@ pub(crate) fn page(chrome: &Chrome, title: &str, active: Option<&str>, body: Mar
                             form.search method="get" action="/search" role="search" {
                                 input type="search" name="q" placeholder="Search contacts and messages" aria-label="Search";
                             }
-                            span.workspace title="Current business" { (m.workspace.name) }
+                            @if m.choices.len() > 1 {
+                                form.switcher method="post" action="/switch" {
+                                    (chrome.csrf_field())
+                                    select name="tenant" aria-label="Business" {
+                                        @for c in &m.choices {
+                                            option value=(c.tenant_id) selected[c.tenant_id == m.ctx().tenant_id()] { (c.name) }
+                                        }
+                                    }
+                                    button.secondary type="submit" { "Switch" }
+                                }
+                            } @else {
+                                span.workspace title="Current business" { (m.workspace.name) }
+                            }
                             span.who-am-i { (m.email) }
                             form.signout method="post" action="/logout" {
                                 (chrome.csrf_field())

@@ -11,6 +11,7 @@ use poem::web::Data;
 use poem::{IntoResponse, Response, Route, get, post};
 use switchboard_services::{App, ServiceError};
 
+mod agency;
 mod auth;
 mod dashboard;
 mod inbox;
@@ -31,6 +32,9 @@ pub fn routes(route: Route) -> Route {
         )
         .at("/logout", post(auth::logout))
         .at("/activity/:id", get(dashboard::row_fragment))
+        .at("/agency", get(agency::page_handler))
+        .at("/agency/sub-accounts", post(agency::create))
+        .at("/switch", post(agency::switch))
         .at("/settings", get(settings::page_handler))
         .at("/settings/profile", post(settings::save_profile))
         .at("/settings/twilio", post(settings::save_twilio))

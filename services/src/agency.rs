@@ -1,0 +1,187 @@
+//! Agencies: one login runs many businesses. An agency admin works in every tenant of the
+//! agency as an admin, creates sub-accounts, and switches between them; the tenant a session
+//! works in is stored with the session and changed only here, after checking access.
+
+use chrono::Utc;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
+};
+use switchboard_domain::{AgencyId, TenantId, UserId};
+use switchboard_entity::{agency, membership, tenant};
+
+use crate::accounts::{self, NewBusiness, check_business_name};
+use crate::{App, ServiceError};
+
+/// True when `user_id` administers `agency_id`.
+///
+/// # Errors
+/// Database errors.
+pub async fn is_admin(
+    app: &App,
+    agency_id: AgencyId,
+    user_id: UserId,
+) -> Result<bool, ServiceError> {
+    Ok(agency::admin::Entity::find_by_id((agency_id, user_id))
+        .one(&app.db.read)
+        .await?
+        .is_some())
+}
+
+/// The agency `user_id` administers, if any (the first one, by creation).
+///
+/// # Errors
+/// Database errors.
+pub async fn agency_of(app: &App, user_id: UserId) -> Result<Option<agency::Model>, ServiceError> {
+    let Some(admin) = agency::admin::Entity::find()
+        .filter(agency::admin::Column::UserId.eq(user_id))
+        .order_by_asc(agency::admin::Column::CreatedAt)
+        .one(&app.db.read)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(agency::Entity::find_by_id(admin.agency_id)
+        .one(&app.db.read)
+        .await?)
+}
+
+/// A tenant the user may switch to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// Reached as an agency admin rather than a member.
+    pub via_agency: bool,
+}
+
+/// Every tenant `user_id` may work in: their memberships (oldest first), then the tenants of
+/// the agencies they administer (by name).
+///
+/// # Errors
+/// Database errors.
+pub async fn workspaces(app: &App, user_id: UserId) -> Result<Vec<Choice>, ServiceError> {
+    let member_of: Vec<TenantId> = membership::Entity::find()
+        .filter(membership::Column::UserId.eq(user_id))
+        .order_by_asc(membership::Column::CreatedAt)
+        .all(&app.db.read)
+        .await?
+        .into_iter()
+        .map(|m| m.tenant_id)
+        .collect();
+    let agencies: Vec<AgencyId> = agency::admin::Entity::find()
+        .filter(agency::admin::Column::UserId.eq(user_id))
+        .all(&app.db.read)
+        .await?
+        .into_iter()
+        .map(|a| a.agency_id)
+        .collect();
+    let tenants = tenant::Entity::find()
+        .filter(
+            Condition::any()
+                .add(tenant::Column::Id.is_in(member_of.clone()))
+                .add(tenant::Column::AgencyId.is_in(agencies)),
+        )
+        .order_by_asc(tenant::Column::Name)
+        .all(&app.db.read)
+        .await?;
+    let mut out: Vec<Choice> = member_of
+        .iter()
+        .filter_map(|id| tenants.iter().find(|t| t.id == *id))
+        .map(|t| Choice {
+            tenant_id: t.id,
+            name: t.name.clone(),
+            via_agency: false,
+        })
+        .collect();
+    out.extend(
+        tenants
+            .iter()
+            .filter(|t| !member_of.contains(&t.id))
+            .map(|t| Choice {
+                tenant_id: t.id,
+                name: t.name.clone(),
+                via_agency: true,
+            }),
+    );
+    Ok(out)
+}
+
+/// Switches the session to `tenant_id`.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the user may not work there (another agency's tenant
+/// included).
+pub async fn switch(
+    app: &App,
+    session_id: &str,
+    user_id: UserId,
+    tenant_id: TenantId,
+) -> Result<(), ServiceError> {
+    if accounts::workspace(app, user_id, tenant_id)
+        .await?
+        .is_none()
+    {
+        return Err(ServiceError::NotFound);
+    }
+    accounts::set_session_tenant(&app.db.write, session_id, user_id, tenant_id).await
+}
+
+/// Creates an agency run by `user_id` and its first business, and switches the session to it.
+///
+/// # Errors
+/// Invalid names or time zone (naming the field); database errors.
+pub async fn create_agency(
+    app: &App,
+    session_id: &str,
+    user_id: UserId,
+    agency_name: &str,
+    first: NewBusiness,
+) -> Result<(AgencyId, TenantId), ServiceError> {
+    let name = check_business_name(agency_name)
+        .map_err(|_| ServiceError::invalid("agency_name", "must be 1 to 100 characters"))?;
+    let agency_id = AgencyId::new();
+    let now = Utc::now();
+    let txn = app.db.write.begin().await?;
+    agency::ActiveModel {
+        id: Set(agency_id),
+        name: Set(name),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    agency::admin::ActiveModel {
+        agency_id: Set(agency_id),
+        user_id: Set(user_id),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    let tenant_id = accounts::insert_business(app, &txn, &first, Some(agency_id)).await?;
+    accounts::set_session_tenant(&txn, session_id, user_id, tenant_id).await?;
+    txn.commit().await?;
+    Ok((agency_id, tenant_id))
+}
+
+/// Creates a sub-account of the agency `user_id` administers and switches the session to it.
+///
+/// # Errors
+/// [`ServiceError::Forbidden`] when the user administers no agency; invalid input.
+pub async fn create_sub_account(
+    app: &App,
+    session_id: &str,
+    user_id: UserId,
+    new: NewBusiness,
+) -> Result<TenantId, ServiceError> {
+    let Some(agency) = agency_of(app, user_id).await? else {
+        return Err(ServiceError::Forbidden(
+            "only agency admins create sub-accounts".into(),
+        ));
+    };
+    let txn = app.db.write.begin().await?;
+    let tenant_id = accounts::insert_business(app, &txn, &new, Some(agency.id)).await?;
+    accounts::set_session_tenant(&txn, session_id, user_id, tenant_id).await?;
+    txn.commit().await?;
+    Ok(tenant_id)
+}

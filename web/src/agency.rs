@@ -1,0 +1,141 @@
+//! `/agency`: an agency admin's sub-accounts, and the tenant switcher's `POST /switch`.
+
+use maud::html;
+use poem::http::StatusCode;
+use poem::web::{Form, Redirect};
+use poem::{IntoResponse, Response, handler};
+use serde::Deserialize;
+use switchboard_api::auth::{CsrfToken, Member};
+use switchboard_domain::TenantId;
+use switchboard_domain::phone::E164;
+use switchboard_services::accounts::{self, NewBusiness};
+use switchboard_services::{ServiceError, agency};
+use uuid::Uuid;
+
+use crate::layout::{Chrome, page};
+use crate::{AppData, PageError};
+
+fn render(
+    member: &Member,
+    csrf: &CsrfToken,
+    error: Option<&str>,
+) -> Result<maud::Markup, PageError> {
+    let Some((_, agency_name)) = &member.agency else {
+        return Err(ServiceError::Forbidden("This page is for agency admins.".into()).into());
+    };
+    let chrome = Chrome::member(member, csrf);
+    let body = html! {
+        div.settings {
+            @if let Some(e) = error { p.card.form-error role="alert" { (e) } }
+            section.card {
+                h2 { (agency_name) ": sub-accounts" }
+                table {
+                    thead { tr { th { "Business" } th { "Access" } th {} } }
+                    tbody {
+                        @for c in &member.choices {
+                            tr {
+                                td { (c.name) }
+                                td { @if c.via_agency { "agency admin" } @else { "member" } }
+                                td {
+                                    @if c.tenant_id == member.ctx().tenant_id() { span.pill.active { "current" } }
+                                    @else {
+                                        form method="post" action="/switch" {
+                                            (chrome.csrf_field())
+                                            input type="hidden" name="tenant" value=(c.tenant_id);
+                                            button.secondary type="submit" { "Switch to" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card {
+                h2 { "New sub-account" }
+                form.stack method="post" action="/agency/sub-accounts" {
+                    (chrome.csrf_field())
+                    label { "Business name" input name="business_name" maxlength="100" required; }
+                    label { "Time zone" input name="time_zone" value="America/Chicago" list="time-zones" required;
+                        datalist id="time-zones" { @for name in accounts::time_zones() { option value=(name) {} } }
+                    }
+                    label { "Business phone for notifications (optional)" input type="tel" name="notify_phone" placeholder="+15125550123"; }
+                    button type="submit" { "Create sub-account" }
+                }
+            }
+        }
+    };
+    Ok(page(&chrome, "Agency", Some("/agency"), body))
+}
+
+/// `GET /agency` (agency admins; 403 for anyone else).
+#[handler]
+pub(crate) async fn page_handler(
+    member: Member,
+    csrf: CsrfToken,
+) -> Result<maud::Markup, PageError> {
+    render(&member, &csrf, None)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SubAccountForm {
+    business_name: String,
+    time_zone: String,
+    notify_phone: Option<String>,
+}
+
+/// `POST /agency/sub-accounts`: creates the business under the agency and switches to it.
+#[handler]
+pub(crate) async fn create(
+    app: AppData<'_>,
+    member: Member,
+    csrf: CsrfToken,
+    Form(f): Form<SubAccountForm>,
+) -> Result<Response, PageError> {
+    let result = async {
+        let notify_phone = match f.notify_phone.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(p) => Some(
+                E164::parse(p).map_err(|e| ServiceError::invalid("notify_phone", e.to_string()))?,
+            ),
+        };
+        let new = NewBusiness {
+            name: f.business_name,
+            time_zone: f.time_zone,
+            notify_phone,
+        };
+        agency::create_sub_account(app.0, &member.session_id, member.user_id, new).await
+    }
+    .await;
+    match result {
+        Ok(_) => Ok(Redirect::see_other("/").into_response()),
+        Err(e @ ServiceError::Invalid { .. }) => {
+            let page = render(&member, &csrf, Some(&e.to_string()))?;
+            Ok((StatusCode::BAD_REQUEST, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SwitchForm {
+    tenant: Uuid,
+}
+
+/// `POST /switch` (`tenant`): works in another business from now on, if the user may (404
+/// otherwise: another agency's tenant does not exist for them).
+#[handler]
+pub(crate) async fn switch(
+    app: AppData<'_>,
+    member: Member,
+    Form(f): Form<SwitchForm>,
+) -> Result<Redirect, PageError> {
+    agency::switch(
+        app.0,
+        &member.session_id,
+        member.user_id,
+        TenantId(f.tenant),
+    )
+    .await?;
+    Ok(Redirect::see_other("/"))
+}
