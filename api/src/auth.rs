@@ -43,6 +43,10 @@ const MAX_FORM_BYTES: usize = 256 * 1024;
 pub struct CookieNames {
     pub session: &'static str,
     pub csrf: &'static str,
+    /// An OIDC sign-in in progress (sealed: state, nonce, PKCE verifier).
+    pub oidc_flow: &'static str,
+    /// An OIDC identity waiting to be linked by a password sign-in (sealed).
+    pub oidc_link: &'static str,
     pub secure: bool,
 }
 
@@ -53,12 +57,16 @@ impl CookieNames {
             Self {
                 session: "__Host-sb_session",
                 csrf: "__Host-sb_csrf",
+                oidc_flow: "__Host-sb_oidc",
+                oidc_link: "__Host-sb_oidc_link",
                 secure: true,
             }
         } else {
             Self {
                 session: "sb_session",
                 csrf: "sb_csrf",
+                oidc_flow: "sb_oidc",
+                oidc_link: "sb_oidc_link",
                 secure: false,
             }
         }
@@ -80,10 +88,30 @@ impl CookieNames {
 
     /// `Set-Cookie` that removes the session cookie (sign-out).
     pub fn end_session(&self) -> HeaderValue {
-        let mut c = self.build(self.session, "");
-        c.set_max_age(std::time::Duration::ZERO);
+        self.remove(self.session)
+    }
+
+    /// `Set-Cookie` for a short-lived cookie `name` (one of ours) living `max_age`.
+    pub fn short_lived(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: std::time::Duration,
+    ) -> HeaderValue {
+        let mut c = self.build(name, value);
+        c.set_max_age(max_age);
         header_value(c)
     }
+
+    /// `Set-Cookie` that removes cookie `name`.
+    pub fn remove(&self, name: &str) -> HeaderValue {
+        self.short_lived(name, "", std::time::Duration::ZERO)
+    }
+}
+
+/// The value of our cookie `name` in the request, if present.
+pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
+    cookie_value(req, name)
 }
 
 fn header_value(c: Cookie) -> HeaderValue {
@@ -145,7 +173,7 @@ pub struct WebGuardEndpoint<E> {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4: `; `-separated
-/// `name=value` pairs).
+/// `name=value` pairs), percent-decoded as our `Set-Cookie` encodes it.
 fn cookie_value(req: &Request, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
@@ -154,7 +182,11 @@ fn cookie_value(req: &Request, name: &str) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_string())
+        .map(|(_, v)| {
+            percent_encoding::percent_decode_str(v.trim_matches('"'))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
 }
 
 fn is_token(v: &str) -> bool {

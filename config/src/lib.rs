@@ -30,6 +30,9 @@ pub const ENV_VARS: &[&str] = &[
     "LOG_FORMAT",
     "DEMO_SEED",
     "WORKER_CONCURRENCY",
+    "OIDC_ISSUER_URL",
+    "OIDC_CLIENT_ID",
+    "OIDC_CLIENT_SECRET",
 ];
 
 /// How log lines are written.
@@ -58,6 +61,9 @@ struct Raw {
     log_format: LogFormat,
     demo_seed: Option<bool>,
     worker_concurrency: usize,
+    oidc_issuer_url: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<String>,
 }
 
 impl Default for Raw {
@@ -75,6 +81,9 @@ impl Default for Raw {
             log_format: LogFormat::Text,
             demo_seed: None,
             worker_concurrency: 8,
+            oidc_issuer_url: None,
+            oidc_client_id: None,
+            oidc_client_secret: None,
         }
     }
 }
@@ -87,6 +96,18 @@ pub struct TwilioAccount {
     pub account_sid: String,
     /// The account's auth token: signs webhooks (HMAC-SHA1) and authenticates API calls.
     pub auth_token: SecretString,
+}
+
+/// Sign-in through an OpenID Connect provider (`OIDC_ISSUER_URL`, `OIDC_CLIENT_ID`,
+/// `OIDC_CLIENT_SECRET`, all three together). The provider must allow the redirect URI
+/// `{APP_URL}/auth/oidc/callback`.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    /// Exactly as the provider publishes it in its discovery document (`issuer`), trailing
+    /// slash included or not: it is compared as a string.
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
 }
 
 /// Validated settings. Built once by [`Settings::load`] and passed down by reference.
@@ -121,6 +142,8 @@ pub struct Settings {
     pub demo_seed: bool,
     /// `WORKER_CONCURRENCY`: jobs run at once per queue by an in-process or `worker` process.
     pub worker_concurrency: usize,
+    /// OIDC sign-in, when configured; without it the sign-in page shows no provider button.
+    pub oidc: Option<OidcSettings>,
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -275,6 +298,39 @@ impl Raw {
             }
         };
 
+        let oidc = match (
+            self.oidc_issuer_url,
+            self.oidc_client_id,
+            self.oidc_client_secret,
+        ) {
+            (None, None, None) => None,
+            (Some(issuer_url), Some(client_id), Some(client_secret)) => {
+                let parsed = Url::parse(&issuer_url)
+                    .map_err(|e| invalid("OIDC_ISSUER_URL", format!("{e} in {issuer_url:?}")))?;
+                if !matches!(parsed.scheme(), "https" | "http") {
+                    return Err(invalid("OIDC_ISSUER_URL", "must be an http(s) URL"));
+                }
+                Some(OidcSettings {
+                    issuer_url,
+                    client_id,
+                    client_secret: client_secret.into(),
+                })
+            }
+            (issuer, id, _) => {
+                let missing = if issuer.is_none() {
+                    "OIDC_ISSUER_URL"
+                } else if id.is_none() {
+                    "OIDC_CLIENT_ID"
+                } else {
+                    "OIDC_CLIENT_SECRET"
+                };
+                return Err(invalid(
+                    missing,
+                    "OIDC_ISSUER_URL, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be set together",
+                ));
+            }
+        };
+
         let twilio_api_base = Url::parse(&self.twilio_api_base).map_err(|e| {
             invalid(
                 "TWILIO_API_BASE",
@@ -315,6 +371,7 @@ impl Raw {
             log_format: self.log_format,
             demo_seed: self.demo_seed.unwrap_or(is_sqlite),
             worker_concurrency: self.worker_concurrency,
+            oidc,
         })
     }
 }
@@ -422,6 +479,19 @@ mod tests {
         assert!(e.to_string().starts_with("SECRET_KEY:"), "{e}");
         let e = Settings::from_pairs(&with_key(&[("BIND", "nope")])).unwrap_err();
         assert!(e.to_string().starts_with("BIND:"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[
+            ("OIDC_ISSUER_URL", "https://id.example.com"),
+            ("OIDC_CLIENT_ID", "sb"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OIDC_CLIENT_SECRET:"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[
+            ("OIDC_ISSUER_URL", "not a url"),
+            ("OIDC_CLIENT_ID", "sb"),
+            ("OIDC_CLIENT_SECRET", "s"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OIDC_ISSUER_URL:"), "{e}");
     }
 
     #[test]

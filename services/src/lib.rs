@@ -25,6 +25,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod jobs;
 pub mod messaging;
+pub mod oidc;
 pub mod settings;
 pub mod sweep;
 pub mod tenancy;
@@ -137,6 +138,8 @@ pub struct App {
     pub ingest: ingest::Ingestor,
     pub sealer: crypto::Sealer,
     pub providers: Providers,
+    /// Sign-in through `OIDC_ISSUER_URL`, when configured.
+    pub oidc: Option<oidc::Oidc>,
     pub(crate) routes: tenancy::RouteCache,
 }
 
@@ -172,6 +175,10 @@ impl App {
         let app = Arc::new(App {
             sealer: crypto::Sealer::new(&settings.secret_key),
             providers: Providers::new(&settings),
+            oidc: settings
+                .oidc
+                .clone()
+                .map(|o| oidc::Oidc::new(o, settings.public_url(oidc::CALLBACK_PATH))),
             settings,
             db,
             events,

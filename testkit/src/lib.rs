@@ -26,6 +26,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 pub use wiremock;
 
 mod browser;
+pub mod idp;
 pub use browser::{Browser, PASSWORD, csrf_in};
 
 /// Path pattern of Twilio's Messages resource.

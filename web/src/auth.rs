@@ -5,19 +5,20 @@ use poem::http::{StatusCode, header};
 use std::sync::Arc;
 
 use poem::web::{Data, Form, Query, Redirect, RemoteAddr};
-use poem::{IntoResponse, Response, handler};
+use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use switchboard_api::auth::{CookieNames, CsrfToken, SignInLimiter, User, Visitor};
 use switchboard_domain::accounts::{Email, Password};
 use switchboard_domain::phone::E164;
-use switchboard_services::accounts::{self, NewBusiness};
+use switchboard_services::accounts::{self, NewBusiness, start_session};
+use switchboard_services::oidc;
 use switchboard_services::{ServiceError, agency};
 
 use crate::layout::{Chrome, bare};
 use crate::{AppData, PageError};
 
 /// Where to go after signing in: a local path only (no `//host`, no scheme), else `/`.
-fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
         _ => "/".into(),
@@ -42,7 +43,21 @@ pub(crate) struct Next {
     next: Option<String>,
 }
 
-fn login_form(chrome: &Chrome, email: &str, next: &str, error: Option<&str>) -> Markup {
+/// What the sign-in page shows besides the form.
+pub(crate) struct LoginExtras<'a> {
+    /// Offer the OIDC provider (only when configured).
+    pub oidc: bool,
+    /// The email of an account a provider identity waits to be linked to.
+    pub link: Option<&'a str>,
+}
+
+fn login_form(
+    chrome: &Chrome,
+    extras: &LoginExtras,
+    email: &str,
+    next: &str,
+    error: Option<&str>,
+) -> Markup {
     bare(
         chrome.csrf,
         "Sign in",
@@ -50,6 +65,9 @@ fn login_form(chrome: &Chrome, email: &str, next: &str, error: Option<&str>) -> 
             section.card.auth-card {
                 h1 { "Sign in" }
                 (error_box(error))
+                @if let Some(link) = extras.link {
+                    p.notice role="status" { "An account with " strong { (link) } " already exists. Sign in with its password to link your sign-in provider to it." }
+                }
                 form method="post" action="/login" {
                     (chrome.csrf_field())
                     input type="hidden" name="next" value=(next);
@@ -57,15 +75,24 @@ fn login_form(chrome: &Chrome, email: &str, next: &str, error: Option<&str>) -> 
                     label { "Password" input type="password" name="password" autocomplete="current-password" required; }
                     button type="submit" { "Sign in" }
                 }
+                @if extras.oidc {
+                    p.alt { a.button.secondary href={ "/auth/oidc/start?next=" (url_encode(next)) } { "Sign in with your company account (SSO)" } }
+                }
                 p.alt { "New to Switchboard? " a href="/signup" { "Create an account" } }
             }
         },
     )
 }
 
+fn url_encode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..].to_string()
+}
+
 /// `GET /login[?next=/path]`.
 #[handler]
 pub(crate) async fn login_page(
+    req: &Request,
+    app: AppData<'_>,
     Visitor(visitor): Visitor,
     csrf: CsrfToken,
     Query(q): Query<Next>,
@@ -74,7 +101,13 @@ pub(crate) async fn login_page(
     if visitor.is_some() {
         return Redirect::see_other(next).into_response();
     }
-    login_form(&Chrome::visitor(&csrf), "", &next, None).into_response()
+    let link = crate::oidc::pending_link(app.0, req);
+    let extras = LoginExtras {
+        oidc: app.oidc.is_some(),
+        link: link.as_ref().map(|l| l.email.as_str()),
+    };
+    let email = link.as_ref().map_or("", |l| l.email.as_str());
+    login_form(&Chrome::visitor(&csrf), &extras, email, &next, None).into_response()
 }
 
 #[derive(Deserialize)]
@@ -89,6 +122,7 @@ pub(crate) struct LoginForm {
 /// per client IP ([`SignInLimiter`]): past the limit, 429 with `Retry-After` and a sentence.
 #[handler]
 pub(crate) async fn login(
+    req: &Request,
     app: AppData<'_>,
     limiter: Data<&Arc<SignInLimiter>>,
     remote: &RemoteAddr,
@@ -97,12 +131,23 @@ pub(crate) async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
     let next = safe_next(form.next.as_deref());
+    let link = crate::oidc::pending_link(app.0, req);
+    let extras = LoginExtras {
+        oidc: app.oidc.is_some(),
+        link: link.as_ref().map(|l| l.email.as_str()),
+    };
     let ip = remote.as_socket_addr().map(|a| a.ip());
     if let Err(wait) = limiter.check(&form.email, ip) {
         let message = format!(
             "Too many sign-in attempts. For your security, wait {wait} seconds and try again."
         );
-        let page = login_form(&Chrome::visitor(&csrf), &form.email, &next, Some(&message));
+        let page = login_form(
+            &Chrome::visitor(&csrf),
+            &extras,
+            &form.email,
+            &next,
+            Some(&message),
+        );
         let mut resp = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
         resp.headers_mut().insert(
             header::RETRY_AFTER,
@@ -113,6 +158,7 @@ pub(crate) async fn login(
     let Some(user_id) = accounts::sign_in(app.0, &form.email, &form.password).await? else {
         let page = login_form(
             &Chrome::visitor(&csrf),
+            &extras,
             &form.email,
             &next,
             Some("That email and password do not match an account."),
@@ -122,11 +168,19 @@ pub(crate) async fn login(
     if let Some(old) = visitor {
         accounts::end_session(app.0, &old.session_id).await?;
     }
-    let session = accounts::start_session(app.0, user_id).await?;
-    Ok(redirect_with_cookie(
+    let names = CookieNames::of(app.0);
+    let mut resp = redirect_with_cookie(
         &next,
-        CookieNames::of(app.0).start_session(&session),
-    ))
+        names.start_session(&start_session(app.0, user_id).await?),
+    );
+    if let Some(link) = link {
+        // The provider identity joins this account only if it is the account it named.
+        let linked = oidc::link(app.0, user_id, &link.issuer, &link.subject, &link.email).await?;
+        tracing::info!(%user_id, linked, "password sign-in with a pending provider link");
+        resp.headers_mut()
+            .append(header::SET_COOKIE, names.remove(names.oidc_link));
+    }
+    Ok(resp)
 }
 
 fn signup_form(chrome: &Chrome, email: &str, error: Option<&str>) -> Markup {

@@ -17,6 +17,7 @@ mod dashboard;
 mod inbox;
 mod layout;
 mod live;
+mod oidc;
 mod settings;
 mod simulator;
 
@@ -31,6 +32,8 @@ pub fn routes(route: Route) -> Route {
             get(auth::onboarding_page).post(auth::onboarding),
         )
         .at("/logout", post(auth::logout))
+        .at("/auth/oidc/start", get(oidc::start))
+        .at("/auth/oidc/callback", get(oidc::callback))
         .at("/activity/:id", get(dashboard::row_fragment))
         .at("/agency", get(agency::page_handler))
         .at("/agency/sub-accounts", post(agency::create))
