@@ -284,3 +284,78 @@ pub async fn handset_thread(
         ]));
     latest_messages(&tx, conversation.id, delivered).await
 }
+
+/// What the top bar's search finds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchResults {
+    /// Contacts whose name or phone contains the query, with their latest conversation.
+    pub contacts: Vec<(contact::Model, Option<ConversationId>)>,
+    /// Messages whose text contains the query, newest first.
+    pub messages: Vec<MessageView>,
+}
+
+/// Most rows of each kind a search returns.
+pub const MAX_SEARCH: u64 = 25;
+
+/// Searches `ctx`'s contacts (name, phone) and messages (text), case-insensitively. A query
+/// under 2 characters finds nothing.
+///
+/// # Errors
+/// Database errors.
+pub async fn search(
+    app: &App,
+    ctx: &TenantCtx,
+    query: &str,
+) -> Result<SearchResults, ServiceError> {
+    use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+    let q = query.trim().to_lowercase();
+    if q.chars().count() < 2 {
+        return Ok(SearchResults::default());
+    }
+    // `%`, `_` and the escape itself are literal in the user's text.
+    let escaped: String = q
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    let pattern = || LikeExpr::new(format!("%{escaped}%")).escape('\\');
+    fn lower(col: impl sea_orm::sea_query::IntoColumnRef) -> Expr {
+        Expr::expr(Func::lower(Expr::col(col)))
+    }
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let contacts = contact::Entity::scoped(tx.tenant())
+        .filter(
+            Condition::any()
+                .add(lower(contact::Column::Name).like(pattern()))
+                .add(contact::Column::Phone.like(pattern())),
+        )
+        .order_by_desc(contact::Column::UpdatedAt)
+        .limit(MAX_SEARCH)
+        .all(tx.conn())
+        .await?;
+    let mut with_conversation = Vec::with_capacity(contacts.len());
+    for c in contacts {
+        let latest = conversation::Entity::scoped(tx.tenant())
+            .filter(conversation::Column::ContactId.eq(c.id))
+            .order_by_desc(conversation::Column::LastMessageAt)
+            .one(tx.conn())
+            .await?
+            .map(|c| c.id);
+        with_conversation.push((c, latest));
+    }
+    let messages = message::Entity::scoped(tx.tenant())
+        .filter(lower(message::Column::Body).like(pattern()))
+        .order_by_desc(message::Column::Id)
+        .limit(MAX_SEARCH)
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(MessageView::from)
+        .collect();
+    Ok(SearchResults {
+        contacts: with_conversation,
+        messages,
+    })
+}

@@ -293,3 +293,30 @@ async fn the_dashboard_counts_from_the_database_per_tenant() {
             .contains(&format!("a-{}", rows[0].id))
     );
 }
+
+#[tokio::test]
+async fn search_finds_this_tenants_contacts_and_messages_only() {
+    let t = spawn_app_with(demo()).await;
+    let mut owner = t.owner().await;
+    t.text_in("+17135550190", "The BOILER is making 100% noise")
+        .await;
+    t.wait_for_sends(2).await;
+    let html = owner.page("/search?q=boiler").await;
+    assert!(
+        html.contains("The BOILER is making 100% noise"),
+        "case-insensitive"
+    );
+    let html = owner.page("/search?q=5550190").await;
+    assert!(html.contains("+17135550190"));
+    let html = owner.page("/search?q=0%25+n").await;
+    assert!(html.contains("100% noise"), "% is literal");
+    let html = owner.page("/search?q=_").await;
+    assert!(html.contains("at least 2 characters"));
+
+    // The demo business searches the same words and finds nothing of Acme's.
+    let mut other = t.demo_owner().await;
+    let html = other.page("/search?q=boiler").await;
+    assert!(!html.contains("BOILER") && html.contains("No message matches."));
+    let html = other.page("/search?q=5550190").await;
+    assert!(html.contains("No contact matches."));
+}

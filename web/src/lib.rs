@@ -18,6 +18,7 @@ mod inbox;
 mod layout;
 mod live;
 mod oidc;
+mod search;
 mod settings;
 mod simulator;
 
@@ -38,6 +39,7 @@ pub fn routes(route: Route) -> Route {
         .at("/agency", get(agency::page_handler))
         .at("/agency/sub-accounts", post(agency::create))
         .at("/switch", post(agency::switch))
+        .at("/search", get(search::page_handler))
         .at("/settings", get(settings::page_handler))
         .at("/settings/profile", post(settings::save_profile))
         .at("/settings/twilio", post(settings::save_twilio))
