@@ -50,3 +50,11 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Every path [`endpoint`] registers (a nested API as its prefix): the isolation sweep
+/// (`tests/e2e/isolation.rs`) fails on any path it does not cover.
+pub fn route_list(app: &App) -> Vec<&'static str> {
+    let mut paths = switchboard_api::route_list(app);
+    paths.extend(switchboard_web::route_list());
+    paths
+}

@@ -16,19 +16,70 @@ pub mod error;
 pub mod rest;
 pub mod webhooks;
 
-/// Routes of this crate, to be nested at `/` by the binary. `app` is attached as data.
-pub fn routes(app: Arc<App>) -> Route {
+/// A [`Route`] that records the paths it registers, so tests can enumerate every route (the
+/// isolation sweep fails on a route it does not cover).
+pub struct RouteTable {
+    route: Route,
+    paths: Vec<&'static str>,
+}
+
+impl RouteTable {
+    pub fn new(route: Route) -> Self {
+        Self {
+            route,
+            paths: Vec::new(),
+        }
+    }
+
+    /// `Route::at`, recorded.
+    pub fn at<E: poem::IntoEndpoint>(&mut self, path: &'static str, ep: E)
+    where
+        E::Endpoint: 'static,
+    {
+        self.route = std::mem::take(&mut self.route).at(path, ep);
+        self.paths.push(path);
+    }
+
+    /// `Route::nest`, recorded (the nested endpoint's own paths are its business: the REST
+    /// API's are in its OpenAPI document).
+    pub fn nest<E: poem::IntoEndpoint>(&mut self, path: &'static str, ep: E)
+    where
+        E::Endpoint: 'static,
+    {
+        self.route = std::mem::take(&mut self.route).nest(path, ep);
+        self.paths.push(path);
+    }
+
+    /// The route and the recorded paths.
+    pub fn into_parts(self) -> (Route, Vec<&'static str>) {
+        (self.route, self.paths)
+    }
+}
+
+fn table(app: &App) -> RouteTable {
     let api = rest::service(&app.settings.public_url("/api/v1"));
     let ui = api.swagger_ui();
     let spec = api.spec_endpoint();
-    Route::new()
-        .at("/webhooks/twilio/sms", post(webhooks::twilio_sms))
-        .at("/webhooks/twilio/status", post(webhooks::twilio_status))
-        .nest("/api/v1", api)
-        .at("/api/openapi.json", spec)
-        .nest("/api/docs", ui)
-        .at("/health", get(health))
-        .at("/ready", get(ready))
+    let mut t = RouteTable::new(Route::new());
+    t.at("/webhooks/twilio/sms", post(webhooks::twilio_sms));
+    t.at("/webhooks/twilio/status", post(webhooks::twilio_status));
+    t.nest("/api/v1", api);
+    t.at("/api/openapi.json", spec);
+    t.nest("/api/docs", ui);
+    t.at("/health", get(health));
+    t.at("/ready", get(ready));
+    t
+}
+
+/// Routes of this crate, to be nested at `/` by the binary. `app` is attached as data.
+pub fn routes(app: Arc<App>) -> Route {
+    table(&app).into_parts().0
+}
+
+/// Every path [`routes`] registers (the isolation sweep covers each; `/api/v1`'s operations
+/// are listed in `/api/openapi.json`).
+pub fn route_list(app: &App) -> Vec<&'static str> {
+    table(app).into_parts().1
 }
 
 /// Attaches the app to any endpoint tree (used by the binary and the test harness).

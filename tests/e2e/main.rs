@@ -6,6 +6,7 @@ mod agency;
 mod api;
 mod compliance;
 mod fixtures;
+mod isolation;
 mod oidc;
 mod pages;
 mod pipeline;

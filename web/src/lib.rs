@@ -9,6 +9,7 @@ use std::sync::Arc;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{IntoResponse, Response, Route, get, post};
+use switchboard_api::RouteTable;
 use switchboard_services::{App, ServiceError};
 
 mod agency;
@@ -22,58 +23,69 @@ mod search;
 mod settings;
 mod simulator;
 
+/// Every page route's path: the isolation sweep (`tests/e2e/isolation.rs`) must cover each
+/// one, so a new route cannot be forgotten there.
+pub fn route_list() -> Vec<&'static str> {
+    table(Route::new()).into_parts().1
+}
+
 /// Adds the page routes to `route` (the binary attaches `App` as data).
 pub fn routes(route: Route) -> Route {
-    route
-        .at("/", get(dashboard::page_handler))
-        .at("/login", get(auth::login_page).post(auth::login))
-        .at("/signup", get(auth::signup_page).post(auth::signup))
-        .at(
-            "/onboarding",
-            get(auth::onboarding_page).post(auth::onboarding),
-        )
-        .at("/logout", post(auth::logout))
-        .at("/auth/oidc/start", get(oidc::start))
-        .at("/auth/oidc/callback", get(oidc::callback))
-        .at("/activity/:id", get(dashboard::row_fragment))
-        .at("/agency", get(agency::page_handler))
-        .at("/agency/sub-accounts", post(agency::create))
-        .at("/switch", post(agency::switch))
-        .at("/search", get(search::page_handler))
-        .at("/settings", get(settings::page_handler))
-        .at("/settings/profile", post(settings::save_profile))
-        .at("/settings/twilio", post(settings::save_twilio))
-        .at("/settings/twilio/test", post(settings::twilio_test))
-        .at(
-            "/settings/twilio/disconnect",
-            post(settings::twilio_disconnect),
-        )
-        .at("/settings/numbers", post(settings::add_number))
-        .at(
-            "/settings/numbers/:id/remove",
-            post(settings::remove_number),
-        )
-        .at("/settings/api-keys", post(settings::create_key))
-        .at("/settings/api-keys/:id/revoke", post(settings::revoke_key))
-        .at("/settings/members/:id", post(settings::change_member))
-        .at("/conversations", get(inbox::page_handler))
-        .at("/conversations/list", get(inbox::list_fragment))
-        .at("/conversations/:id/messages", post(inbox::send))
-        .at(
-            "/conversations/:id/messages/:mid",
-            get(inbox::message_fragment),
-        )
-        .at("/conversations/:id/read", post(inbox::read))
-        .at("/conversations/:id/bot", post(inbox::bot))
-        .at("/events", get(live::events))
-        .at("/simulator", get(simulator::page_handler))
-        .at("/simulator/thread", get(simulator::thread_fragment))
-        .at("/simulator/send", post(simulator::send))
-        .at("/simulator/events", get(simulator::events))
-        .at("/static/app.css", get(layout::css))
-        .at("/static/app.js", get(layout::js))
-        .at("/static/favicon.svg", get(layout::icon))
-        .at("/favicon.ico", get(layout::icon))
+    table(route).into_parts().0
+}
+
+fn table(route: Route) -> RouteTable {
+    let mut t = RouteTable::new(route);
+    t.at("/", get(dashboard::page_handler));
+    t.at("/login", get(auth::login_page).post(auth::login));
+    t.at("/signup", get(auth::signup_page).post(auth::signup));
+    t.at(
+        "/onboarding",
+        get(auth::onboarding_page).post(auth::onboarding),
+    );
+    t.at("/logout", post(auth::logout));
+    t.at("/auth/oidc/start", get(oidc::start));
+    t.at("/auth/oidc/callback", get(oidc::callback));
+    t.at("/activity/:id", get(dashboard::row_fragment));
+    t.at("/agency", get(agency::page_handler));
+    t.at("/agency/sub-accounts", post(agency::create));
+    t.at("/switch", post(agency::switch));
+    t.at("/search", get(search::page_handler));
+    t.at("/settings", get(settings::page_handler));
+    t.at("/settings/profile", post(settings::save_profile));
+    t.at("/settings/twilio", post(settings::save_twilio));
+    t.at("/settings/twilio/test", post(settings::twilio_test));
+    t.at(
+        "/settings/twilio/disconnect",
+        post(settings::twilio_disconnect),
+    );
+    t.at("/settings/numbers", post(settings::add_number));
+    t.at(
+        "/settings/numbers/:id/remove",
+        post(settings::remove_number),
+    );
+    t.at("/settings/api-keys", post(settings::create_key));
+    t.at("/settings/api-keys/:id/revoke", post(settings::revoke_key));
+    t.at("/settings/members/:id", post(settings::change_member));
+    t.at("/conversations", get(inbox::page_handler));
+    t.at("/conversations/list", get(inbox::list_fragment));
+    t.at("/conversations/:id/messages", post(inbox::send));
+    t.at(
+        "/conversations/:id/messages/:mid",
+        get(inbox::message_fragment),
+    );
+    t.at("/conversations/:id/read", post(inbox::read));
+    t.at("/conversations/:id/bot", post(inbox::bot));
+    t.at("/events", get(live::events));
+    t.at("/simulator", get(simulator::page_handler));
+    t.at("/simulator/thread", get(simulator::thread_fragment));
+    t.at("/simulator/send", post(simulator::send));
+    t.at("/simulator/events", get(simulator::events));
+    t.at("/static/app.css", get(layout::css));
+    t.at("/static/app.js", get(layout::js));
+    t.at("/static/favicon.svg", get(layout::icon));
+    t.at("/favicon.ico", get(layout::icon));
+    t
 }
 
 /// An error page: the status and a sentence, causes logged.
