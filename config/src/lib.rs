@@ -33,6 +33,9 @@ pub const ENV_VARS: &[&str] = &[
     "OIDC_ISSUER_URL",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",
+    "RESEND_API_KEY",
+    "RESEND_API_BASE",
+    "MAIL_FROM",
 ];
 
 /// How log lines are written.
@@ -64,6 +67,9 @@ struct Raw {
     oidc_issuer_url: Option<String>,
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<String>,
+    resend_api_key: Option<String>,
+    resend_api_base: String,
+    mail_from: Option<String>,
 }
 
 impl Default for Raw {
@@ -84,6 +90,9 @@ impl Default for Raw {
             oidc_issuer_url: None,
             oidc_client_id: None,
             oidc_client_secret: None,
+            resend_api_key: None,
+            resend_api_base: "https://api.resend.com".into(),
+            mail_from: None,
         }
     }
 }
@@ -144,6 +153,13 @@ pub struct Settings {
     pub worker_concurrency: usize,
     /// OIDC sign-in, when configured; without it the sign-in page shows no provider button.
     pub oidc: Option<OidcSettings>,
+    /// `RESEND_API_KEY`: mail (invites, verification, password reset) goes through Resend;
+    /// without it, into the simulator mailbox at `/simulator/mail`.
+    pub resend_api_key: Option<SecretString>,
+    /// `RESEND_API_BASE`: Resend's API (default `https://api.resend.com`; a mock in tests).
+    pub resend_api_base: Url,
+    /// `MAIL_FROM`: the sender of our mail (default `Switchboard <noreply@{APP_URL host}>`).
+    pub mail_from: String,
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -331,6 +347,25 @@ impl Raw {
             }
         };
 
+        let mail_from = self.mail_from.unwrap_or_else(|| {
+            format!(
+                "Switchboard <noreply@{}>",
+                app_url.host_str().unwrap_or("localhost")
+            )
+        });
+        let resend_api_base = Url::parse(&self.resend_api_base).map_err(|e| {
+            invalid(
+                "RESEND_API_BASE",
+                format!("{e} in {:?}", self.resend_api_base),
+            )
+        })?;
+        let resend_api_key = match self.resend_api_key {
+            Some(k) if k.trim().is_empty() => {
+                return Err(invalid("RESEND_API_KEY", "must not be empty when set"));
+            }
+            k => k.map(SecretString::from),
+        };
+
         let twilio_api_base = Url::parse(&self.twilio_api_base).map_err(|e| {
             invalid(
                 "TWILIO_API_BASE",
@@ -372,6 +407,9 @@ impl Raw {
             demo_seed: self.demo_seed.unwrap_or(is_sqlite),
             worker_concurrency: self.worker_concurrency,
             oidc,
+            resend_api_key,
+            resend_api_base,
+            mail_from,
         })
     }
 }

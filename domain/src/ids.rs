@@ -105,6 +105,14 @@ typed_id!(
     /// An agency: runs many tenants (its sub-accounts) from one login.
     AgencyId
 );
+typed_id!(
+    /// An invitation to join a tenant, sent by email.
+    InviteId
+);
+typed_id!(
+    /// One mail the simulator mailbox holds.
+    MailId
+);
 
 #[cfg(test)]
 mod tests {

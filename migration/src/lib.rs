@@ -10,6 +10,7 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConne
 mod m20261121_000001_init;
 mod m20261121_000002_accounts;
 mod m20261121_000003_agencies;
+mod m20261121_000004_mail;
 
 /// Our sea-orm migrations, in order.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_init::Migration),
             Box::new(m20261121_000002_accounts::Migration),
             Box::new(m20261121_000003_agencies::Migration),
+            Box::new(m20261121_000004_mail::Migration),
         ]
     }
 }

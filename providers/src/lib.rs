@@ -2,6 +2,7 @@
 //! tests point it at a loopback mock or Prism) and, where it makes sense, the built-in
 //! simulator used when no credentials are configured.
 
+pub mod mail;
 pub mod oidc;
 pub mod simulator;
 pub mod sms;

@@ -71,7 +71,7 @@ pub fn check_time_zone(tz: &str) -> Result<String, ServiceError> {
         })
 }
 
-async fn hash_password(password: &Password) -> Result<String, ServiceError> {
+pub(crate) async fn hash_password(password: &Password) -> Result<String, ServiceError> {
     let password = password.expose().to_string();
     tokio::task::spawn_blocking(move || {
         Argon2::default()
@@ -194,7 +194,7 @@ pub(crate) async fn set_session_tenant<C: sea_orm::ConnectionTrait>(
     tenant_id: TenantId,
 ) -> Result<(), ServiceError> {
     session::Entity::update_many()
-        .filter(session::Column::IdHash.eq(hash_session_id(session_id)))
+        .filter(session::Column::IdHash.eq(hash_token(session_id)))
         .filter(session::Column::UserId.eq(user_id))
         .col_expr(session::Column::TenantId, Some(tenant_id).into())
         .exec(db)
@@ -271,15 +271,17 @@ pub async fn sign_in(
         .map(|u| u.id))
 }
 
-/// A random session id (128 bits, hex) and the hash stored for it.
-fn new_session_id() -> (String, String) {
+/// A random token (128 bits, hex) — a session id or a mailed link's — and the SHA-256 (hex)
+/// stored for it.
+pub(crate) fn new_token() -> (String, String) {
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let hash = hex::encode(Sha256::digest(id.as_bytes()));
+    let hash = hash_token(&id);
     (id, hash)
 }
 
-fn hash_session_id(id: &str) -> String {
-    hex::encode(Sha256::digest(id.as_bytes()))
+/// The SHA-256 (hex) stored for a token.
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Starts a new session for `user` (a fresh id: sign-in never reuses a session, so a planted
@@ -294,7 +296,7 @@ pub async fn start_session(app: &App, user_id: UserId) -> Result<String, Service
         .await?
         .first()
         .map(|w| w.tenant_id);
-    let (id, hash) = new_session_id();
+    let (id, hash) = new_token();
     let now = Utc::now();
     session::ActiveModel {
         id_hash: Set(hash),
@@ -337,7 +339,7 @@ pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceErr
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let hash = hash_session_id(id);
+    let hash = hash_token(id);
     let Some(s) = session::Entity::find_by_id(hash.clone())
         .one(&app.db.read)
         .await?
@@ -414,7 +416,7 @@ pub(crate) async fn workspace(
 /// # Errors
 /// Database errors.
 pub async fn end_session(app: &App, id: &str) -> Result<(), ServiceError> {
-    session::Entity::delete_by_id(hash_session_id(id))
+    session::Entity::delete_by_id(hash_token(id))
         .exec(&app.db.write)
         .await?;
     Ok(())

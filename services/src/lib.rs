@@ -23,9 +23,12 @@ pub mod db;
 pub mod events;
 pub mod inbound;
 pub mod ingest;
+pub mod invites;
 pub mod jobs;
+pub mod mail;
 pub mod messaging;
 pub mod oidc;
+pub mod recovery;
 pub mod settings;
 pub mod sweep;
 pub mod tenancy;
@@ -63,6 +66,9 @@ pub enum ServiceError {
     /// 503: the job queue refused a job.
     #[error("job queue: {0}")]
     Queue(String),
+    /// 503: the mail provider refused or could not be reached.
+    #[error("mail: {0}")]
+    Mail(String),
     /// 503: the inbound writer stopped (shutting down).
     #[error("the inbound writer is not running")]
     WriterGone,

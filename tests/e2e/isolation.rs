@@ -12,7 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use switchboard_domain::accounts::Role;
 use switchboard_domain::message::Source;
 use switchboard_entity::{
-    api_key, contact, conversation, membership, message, phone_number, tenant,
+    api_key, contact, conversation, invite, membership, message, phone_number, tenant,
 };
 use switchboard_services::tenancy::BotKind;
 use switchboard_testkit::{Browser, TestApp, create_tenant, spawn_app};
@@ -72,6 +72,7 @@ fn api(method: Method, path: impl Into<String>, expect: Expect) -> Probe {
 
 /// Tenant A's data, the words that must never reach B, and its ids.
 struct TenantA {
+    invite: String,
     phone: String,
     text: String,
     number: String,
@@ -88,7 +89,7 @@ async fn snapshot(t: &TestApp) -> String {
     let a = t.tenant.tenant_id;
     let db = &t.app.db.read;
     format!(
-        "{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+        "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
         tenant::Entity::find_by_id(a).one(db).await.unwrap(),
         contact::Entity::find()
             .filter(contact::Column::TenantId.eq(a))
@@ -126,6 +127,12 @@ async fn snapshot(t: &TestApp) -> String {
             .all(db)
             .await
             .unwrap(),
+        invite::Entity::find()
+            .filter(invite::Column::TenantId.eq(a))
+            .order_by_asc(invite::Column::Id)
+            .all(db)
+            .await
+            .unwrap(),
     )
 }
 
@@ -142,6 +149,15 @@ async fn tenant_a(t: &TestApp) -> TenantA {
     })
     .await;
     let (_, _) = t.user(t.tenant.tenant_id, Role::Agent).await;
+    // A pending invite of A's.
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    owner
+        .post_form(
+            "/settings/invites",
+            &[("email", "a-invitee@example.com"), ("role", "agent")],
+        )
+        .await;
     let db = &t.app.db.read;
     let a = t.tenant.tenant_id;
     let m = message::Entity::find()
@@ -168,7 +184,14 @@ async fn tenant_a(t: &TestApp) -> TenantA {
         .await
         .unwrap()
         .unwrap();
+    let invite = invite::Entity::find()
+        .filter(invite::Column::TenantId.eq(a))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
     TenantA {
+        invite: invite.id.to_string(),
         phone: phone.into(),
         text: text.into(),
         number: t.tenant.number.clone(),
@@ -207,6 +230,61 @@ fn probes(a: &TenantA) -> BTreeMap<&'static str, Vec<Probe>> {
     m.insert(
         "/auth/oidc/callback",
         vec![get("/auth/oidc/callback?code=x&state=y", NoLeak)],
+    );
+    let dead = "0123456789abcdef0123456789abcdef";
+    m.insert(
+        "/invite/:token",
+        vec![get(format!("/invite/{dead}"), NotFound)],
+    );
+    m.insert(
+        "/invite/:token/accept",
+        vec![post(format!("/invite/{dead}/accept"), &[], NotFound)],
+    );
+    m.insert(
+        "/verify-email/:token",
+        vec![
+            get(format!("/verify-email/{dead}"), NoLeak),
+            post(format!("/verify-email/{dead}"), &[], NotFound),
+        ],
+    );
+    m.insert(
+        "/password/forgot",
+        vec![
+            get("/password/forgot", NoLeak),
+            post(
+                "/password/forgot",
+                &[("email", "a-invitee@example.com")],
+                NoLeak,
+            ),
+        ],
+    );
+    m.insert(
+        "/password/reset/:token",
+        vec![
+            get(format!("/password/reset/{dead}"), NotFound),
+            post(
+                format!("/password/reset/{dead}"),
+                &[("password", "0123456789ab")],
+                NotFound,
+            ),
+        ],
+    );
+    m.insert("/simulator/mail", vec![get("/simulator/mail", NoLeak)]);
+    m.insert(
+        "/settings/invites",
+        vec![post(
+            "/settings/invites",
+            &[("email", "b-invitee@example.com"), ("role", "agent")],
+            NoLeak,
+        )],
+    );
+    m.insert(
+        "/settings/invites/:id/revoke",
+        vec![post(
+            format!("/settings/invites/{}/revoke", a.invite),
+            &[],
+            NotFound,
+        )],
     );
     m.insert(
         "/activity/:id",

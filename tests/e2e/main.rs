@@ -7,6 +7,7 @@ mod api;
 mod compliance;
 mod fixtures;
 mod isolation;
+mod mail;
 mod oidc;
 mod pages;
 mod pipeline;

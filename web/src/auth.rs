@@ -12,7 +12,7 @@ use switchboard_domain::accounts::{Email, Password};
 use switchboard_domain::phone::E164;
 use switchboard_services::accounts::{self, NewBusiness, start_session};
 use switchboard_services::oidc;
-use switchboard_services::{ServiceError, agency};
+use switchboard_services::{ServiceError, agency, recovery};
 
 use crate::layout::{Chrome, bare};
 use crate::{AppData, PageError};
@@ -41,6 +41,8 @@ fn error_box(error: Option<&str>) -> Markup {
 #[derive(Deserialize, Default)]
 pub(crate) struct Next {
     next: Option<String>,
+    /// Set after a password reset.
+    reset: Option<String>,
 }
 
 /// What the sign-in page shows besides the form.
@@ -49,6 +51,8 @@ pub(crate) struct LoginExtras<'a> {
     pub oidc: bool,
     /// The email of an account a provider identity waits to be linked to.
     pub link: Option<&'a str>,
+    /// Coming back from a password reset.
+    pub reset: bool,
 }
 
 fn login_form(
@@ -65,6 +69,9 @@ fn login_form(
             section.card.auth-card {
                 h1 { "Sign in" }
                 (error_box(error))
+                @if extras.reset {
+                    p.notice role="status" { "Your password was changed and every session signed out. Sign in with the new one." }
+                }
                 @if let Some(link) = extras.link {
                     p.notice role="status" { "An account with " strong { (link) } " already exists. Sign in with its password to link your sign-in provider to it." }
                 }
@@ -75,6 +82,7 @@ fn login_form(
                     label { "Password" input type="password" name="password" autocomplete="current-password" required; }
                     button type="submit" { "Sign in" }
                 }
+                p.alt { a href="/password/forgot" { "Forgot your password?" } }
                 @if extras.oidc {
                     p.alt { a.button.secondary href={ "/auth/oidc/start?next=" (url_encode(next)) } { "Sign in with your company account (SSO)" } }
                 }
@@ -105,6 +113,7 @@ pub(crate) async fn login_page(
     let extras = LoginExtras {
         oidc: app.oidc.is_some(),
         link: link.as_ref().map(|l| l.email.as_str()),
+        reset: q.reset.is_some(),
     };
     let email = link.as_ref().map_or("", |l| l.email.as_str());
     login_form(&Chrome::visitor(&csrf), &extras, email, &next, None).into_response()
@@ -135,6 +144,7 @@ pub(crate) async fn login(
     let extras = LoginExtras {
         oidc: app.oidc.is_some(),
         link: link.as_ref().map(|l| l.email.as_str()),
+        reset: false,
     };
     let ip = remote.as_socket_addr().map(|a| a.ip());
     if let Err(wait) = limiter.check(&form.email, ip) {
@@ -183,7 +193,7 @@ pub(crate) async fn login(
     Ok(resp)
 }
 
-fn signup_form(chrome: &Chrome, email: &str, error: Option<&str>) -> Markup {
+fn signup_form(chrome: &Chrome, email: &str, next: &str, error: Option<&str>) -> Markup {
     bare(
         chrome.csrf,
         "Create your account",
@@ -193,6 +203,7 @@ fn signup_form(chrome: &Chrome, email: &str, error: Option<&str>) -> Markup {
                 (error_box(error))
                 form method="post" action="/signup" {
                     (chrome.csrf_field())
+                    input type="hidden" name="next" value=(next);
                     label { "Work email" input type="email" name="email" value=(email) autocomplete="username" required autofocus; }
                     label { "Password " small { "(at least 10 characters)" }
                         input type="password" name="password" autocomplete="new-password" minlength="10" required;
@@ -207,20 +218,39 @@ fn signup_form(chrome: &Chrome, email: &str, error: Option<&str>) -> Markup {
 
 /// `GET /signup`.
 #[handler]
-pub(crate) async fn signup_page(Visitor(visitor): Visitor, csrf: CsrfToken) -> Response {
+pub(crate) async fn signup_page(
+    Visitor(visitor): Visitor,
+    csrf: CsrfToken,
+    Query(q): Query<SignupQuery>,
+) -> Response {
+    let next = q
+        .next
+        .as_deref()
+        .map(|n| safe_next(Some(n)))
+        .unwrap_or_default();
     if visitor.is_some() {
-        return Redirect::see_other("/").into_response();
+        return Redirect::see_other(if next.is_empty() { "/" } else { &next }).into_response();
     }
-    signup_form(&Chrome::visitor(&csrf), "", None).into_response()
+    let email = q.email.as_deref().unwrap_or("");
+    signup_form(&Chrome::visitor(&csrf), email, &next, None).into_response()
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct SignupQuery {
+    next: Option<String>,
+    email: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub(crate) struct SignupForm {
     email: String,
     password: String,
+    /// Where to go instead of onboarding (an invite page).
+    next: Option<String>,
 }
 
-/// `POST /signup` (form `email`, `password`): the account, a session, then `/onboarding`.
+/// `POST /signup` (form `email`, `password`, `next`): the account, a session, a mail with the
+/// verification link, then `/onboarding` (or `next`, e.g. the invite that brought them).
 #[handler]
 pub(crate) async fn signup(
     app: AppData<'_>,
@@ -229,8 +259,13 @@ pub(crate) async fn signup(
     Form(form): Form<SignupForm>,
 ) -> Result<Response, PageError> {
     let chrome = Chrome::visitor(&csrf);
+    let next = match form.next.as_deref() {
+        Some(n) if !n.is_empty() => safe_next(Some(n)),
+        _ => "/onboarding".to_string(),
+    };
     let refuse = |status, message: String| {
-        Ok((status, signup_form(&chrome, &form.email, Some(&message))).into_response())
+        let page = signup_form(&chrome, &form.email, &next, Some(&message));
+        Ok((status, page).into_response())
     };
     let email = match Email::parse(&form.email) {
         Ok(e) => e,
@@ -248,9 +283,13 @@ pub(crate) async fn signup(
     if let Some(old) = visitor {
         accounts::end_session(app.0, &old.session_id).await?;
     }
+    if let Err(e) = recovery::send_verification(app.0, user_id).await {
+        // The account works without it; the address stays unverified until a later link.
+        tracing::warn!(error = %e, %user_id, "verification mail not sent");
+    }
     let session = accounts::start_session(app.0, user_id).await?;
     Ok(redirect_with_cookie(
-        "/onboarding",
+        &next,
         CookieNames::of(app.0).start_session(&session),
     ))
 }

@@ -17,6 +17,7 @@ mod auth;
 mod dashboard;
 mod inbox;
 mod layout;
+mod links;
 mod live;
 mod oidc;
 mod search;
@@ -44,6 +45,21 @@ fn table(route: Route) -> RouteTable {
         get(auth::onboarding_page).post(auth::onboarding),
     );
     t.at("/logout", post(auth::logout));
+    t.at("/invite/:token", get(links::invite_page));
+    t.at("/invite/:token/accept", post(links::accept_invite));
+    t.at(
+        "/verify-email/:token",
+        get(links::verify_page).post(links::verify),
+    );
+    t.at(
+        "/password/forgot",
+        get(links::forgot_page).post(links::forgot),
+    );
+    t.at(
+        "/password/reset/:token",
+        get(links::reset_page).post(links::reset),
+    );
+    t.at("/simulator/mail", get(links::mailbox));
     t.at("/auth/oidc/start", get(oidc::start));
     t.at("/auth/oidc/callback", get(oidc::callback));
     t.at("/activity/:id", get(dashboard::row_fragment));
@@ -67,6 +83,11 @@ fn table(route: Route) -> RouteTable {
     t.at("/settings/api-keys", post(settings::create_key));
     t.at("/settings/api-keys/:id/revoke", post(settings::revoke_key));
     t.at("/settings/members/:id", post(settings::change_member));
+    t.at("/settings/invites", post(settings::invite));
+    t.at(
+        "/settings/invites/:id/revoke",
+        post(settings::revoke_invite),
+    );
     t.at("/conversations", get(inbox::page_handler));
     t.at("/conversations/list", get(inbox::list_fragment));
     t.at("/conversations/:id/messages", post(inbox::send));
@@ -118,6 +139,13 @@ impl From<ServiceError> for PageError {
                 "Nothing here: it does not exist or is not yours.".into(),
             ),
             ServiceError::Forbidden(m) => PageError(StatusCode::FORBIDDEN, m),
+            ServiceError::Mail(m) => {
+                tracing::warn!(error = %m, "mail not sent");
+                PageError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The mail could not be sent just now; try again in a minute.".into(),
+                )
+            }
             ServiceError::Invalid { .. } | ServiceError::Conflict(_) => {
                 PageError(StatusCode::BAD_REQUEST, e.to_string())
             }

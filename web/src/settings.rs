@@ -11,11 +11,11 @@ use serde::Deserialize;
 use switchboard_api::auth::{CsrfToken, Member};
 use switchboard_domain::accounts::Role;
 use switchboard_domain::phone::E164;
-use switchboard_domain::{ApiKeyId, MembershipId, PhoneNumberId};
+use switchboard_domain::{ApiKeyId, InviteId, MembershipId, PhoneNumberId};
 use switchboard_services::accounts::{self, NewBusiness};
 use switchboard_services::settings::{self, Profile};
 use switchboard_services::tenancy::BotKind;
-use switchboard_services::{App, ServiceError};
+use switchboard_services::{App, ServiceError, invites};
 use uuid::Uuid;
 
 use crate::layout::{Chrome, ago, page};
@@ -45,6 +45,8 @@ fn notice(code: &str) -> Option<&'static str> {
         "number-off" => "Number removed.",
         "revoked" => "API key revoked.",
         "member" => "Member updated.",
+        "invited" => "Invite sent. The link works for 7 days.",
+        "invite-off" => "Invite withdrawn.",
         _ => return None,
     })
 }
@@ -68,6 +70,7 @@ async fn render(
     let profile = settings::profile(app, ctx).await?;
     let members = accounts::members(app, ctx).await?;
     let keys = settings::api_keys(app, ctx).await?;
+    let pending = invites::pending(app, ctx).await?;
     let chrome = Chrome::member(member, csrf);
     let manage = member.role().manages();
     let sms_url = app.settings.public_url("/webhooks/twilio/sms");
@@ -90,7 +93,7 @@ async fn render(
             (profile_section(&chrome, &profile, manage))
             (webhooks_section(&sms_url, &status_url))
             (twilio_section(&chrome, &profile, manage))
-            (members_section(&chrome, &members, member, manage))
+            (members_section(&chrome, &members, &pending, member, manage))
             (keys_section(&chrome, &keys, manage))
         }
     };
@@ -184,6 +187,7 @@ fn twilio_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
 fn members_section(
     chrome: &Chrome,
     members: &[accounts::MemberView],
+    pending: &[invites::InviteView],
     me: &Member,
     manage: bool,
 ) -> Markup {
@@ -212,6 +216,26 @@ fn members_section(
                             } }
                         }
                     }
+                    @for i in pending {
+                        tr {
+                            td { (i.email) }
+                            td { (role_name(i.role)) }
+                            td { @if i.expires_at > chrono::Utc::now() { span.pill.pending { "invited" } } @else { span.pill.closed { "invite expired" } } }
+                            td { @if manage {
+                                form method="post" action={ "/settings/invites/" (i.id) "/revoke" } { (chrome.csrf_field()) button.danger type="submit" { "Withdraw" } }
+                            } }
+                        }
+                    }
+                }
+            }
+            @if manage {
+                form.row method="post" action="/settings/invites" {
+                    (chrome.csrf_field())
+                    input type="email" name="email" placeholder="colleague@example.com" required aria-label="Email to invite";
+                    select name="role" aria-label="Role" {
+                        @for r in [Role::Agent, Role::Admin, Role::Owner] { option value=(role_name(r)) { (role_name(r)) } }
+                    }
+                    button type="submit" { "Invite" }
                 }
             }
         }
@@ -465,6 +489,62 @@ pub(crate) async fn revoke_key(
     outcome(app.0, &member, &csrf, result, "revoked").await
 }
 
+fn parse_role(role: &str) -> Result<Role, ServiceError> {
+    match role {
+        "owner" => Ok(Role::Owner),
+        "admin" => Ok(Role::Admin),
+        "agent" => Ok(Role::Agent),
+        _ => Err(ServiceError::invalid(
+            "role",
+            "must be owner, admin or agent",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InviteForm {
+    email: String,
+    role: String,
+}
+
+/// `POST /settings/invites` (`email`, `role`): mails an invite link.
+#[handler]
+pub(crate) async fn invite(
+    app: AppData<'_>,
+    member: Member,
+    csrf: CsrfToken,
+    Form(f): Form<InviteForm>,
+) -> Result<Response, PageError> {
+    member.must_manage()?;
+    let result = async {
+        let role = parse_role(&f.role)?;
+        invites::invite(
+            app.0,
+            member.ctx(),
+            member.role(),
+            member.user_id,
+            &f.email,
+            role,
+        )
+        .await
+    }
+    .await;
+    outcome(app.0, &member, &csrf, result, "invited").await
+}
+
+/// `POST /settings/invites/:id/revoke`.
+#[handler]
+pub(crate) async fn revoke_invite(
+    app: AppData<'_>,
+    member: Member,
+    csrf: CsrfToken,
+    Path(id): Path<Uuid>,
+) -> Result<Response, PageError> {
+    member.must_manage()?;
+    let result = invites::revoke(app.0, member.ctx(), InviteId(id)).await;
+    outcome(app.0, &member, &csrf, result, "invite-off").await
+}
+
 #[derive(Deserialize)]
 pub(crate) struct MemberForm {
     /// `owner`, `admin`, `agent`, or `remove`.
@@ -482,14 +562,11 @@ pub(crate) async fn change_member(
 ) -> Result<Response, PageError> {
     member.must_manage()?;
     let role = match f.role.as_str() {
-        "owner" => Some(Role::Owner),
-        "admin" => Some(Role::Admin),
-        "agent" => Some(Role::Agent),
         "remove" => None,
-        _ => {
-            let err = ServiceError::invalid("role", "must be owner, admin, agent or remove");
-            return outcome(app.0, &member, &csrf, Err(err), "").await;
-        }
+        other => match parse_role(other) {
+            Ok(role) => Some(role),
+            Err(e) => return outcome(app.0, &member, &csrf, Err(e), "").await,
+        },
     };
     let result =
         accounts::change_member(app.0, member.ctx(), member.role(), MembershipId(id), role).await;
