@@ -7,13 +7,12 @@ use poem::{IntoResponse, Response, handler};
 use serde::Deserialize;
 use switchboard_api::auth::{CsrfToken, Member};
 use switchboard_domain::TenantId;
-use switchboard_domain::phone::E164;
-use switchboard_services::accounts::{self, NewBusiness};
+use switchboard_services::accounts::NewBusiness;
 use switchboard_services::{ServiceError, agency};
 use uuid::Uuid;
 
-use crate::layout::{Chrome, page};
-use crate::{AppData, PageError};
+use crate::layout::{Chrome, business_fields, page};
+use crate::{AppData, PageError, optional_phone};
 
 fn render(
     member: &Member,
@@ -55,11 +54,7 @@ fn render(
                 h2 { "New sub-account" }
                 form.stack method="post" action="/agency/sub-accounts" {
                     (chrome.csrf_field())
-                    label { "Business name" input name="business_name" maxlength="100" required; }
-                    label { "Time zone" input name="time_zone" value="America/Chicago" list="time-zones" required;
-                        datalist id="time-zones" { @for name in accounts::time_zones() { option value=(name) {} } }
-                    }
-                    label { "Business phone for notifications (optional)" input type="tel" name="notify_phone" placeholder="+15125550123"; }
+                    (business_fields("", "America/Chicago", ""))
                     button type="submit" { "Create sub-account" }
                 }
             }
@@ -93,12 +88,7 @@ pub(crate) async fn create(
     Form(f): Form<SubAccountForm>,
 ) -> Result<Response, PageError> {
     let result = async {
-        let notify_phone = match f.notify_phone.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(p) => Some(
-                E164::parse(p).map_err(|e| ServiceError::invalid("notify_phone", e.to_string()))?,
-            ),
-        };
+        let notify_phone = optional_phone("notify_phone", f.notify_phone.as_deref())?;
         let new = NewBusiness {
             name: f.business_name,
             time_zone: f.time_zone,

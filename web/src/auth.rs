@@ -9,13 +9,12 @@ use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use switchboard_api::auth::{CookieNames, CsrfToken, SignInLimiter, User, Visitor};
 use switchboard_domain::accounts::{Email, Password};
-use switchboard_domain::phone::E164;
 use switchboard_services::accounts::{self, NewBusiness, start_session};
 use switchboard_services::oidc;
 use switchboard_services::{ServiceError, agency, recovery};
 
-use crate::layout::{Chrome, bare};
-use crate::{AppData, PageError};
+use crate::layout::{Chrome, business_fields, card_page};
+use crate::{AppData, PageError, optional_phone, url_encode};
 
 /// Where to go after signing in: a local path only (no `//host`, no scheme), else `/`.
 pub(crate) fn safe_next(next: Option<&str>) -> String {
@@ -32,10 +31,6 @@ fn redirect_with_cookie(to: &str, cookie: poem::http::HeaderValue) -> Response {
         .header(header::LOCATION, to)
         .header(header::SET_COOKIE, cookie)
         .finish()
-}
-
-fn error_box(error: Option<&str>) -> Markup {
-    html! { @if let Some(e) = error { p.form-error role="alert" { (e) } } }
 }
 
 #[derive(Deserialize, Default)]
@@ -62,13 +57,11 @@ fn login_form(
     next: &str,
     error: Option<&str>,
 ) -> Markup {
-    bare(
+    card_page(
         chrome.csrf,
         "Sign in",
+        error,
         html! {
-            section.card.auth-card {
-                h1 { "Sign in" }
-                (error_box(error))
                 @if extras.reset {
                     p.notice role="status" { "Your password was changed and every session signed out. Sign in with the new one." }
                 }
@@ -87,13 +80,8 @@ fn login_form(
                     p.alt { a.button.secondary href={ "/auth/oidc/start?next=" (url_encode(next)) } { "Sign in with your company account (SSO)" } }
                 }
                 p.alt { "New to Switchboard? " a href="/signup" { "Create an account" } }
-            }
         },
     )
-}
-
-fn url_encode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..].to_string()
 }
 
 /// `GET /login[?next=/path]`.
@@ -194,13 +182,11 @@ pub(crate) async fn login(
 }
 
 fn signup_form(chrome: &Chrome, email: &str, next: &str, error: Option<&str>) -> Markup {
-    bare(
+    card_page(
         chrome.csrf,
         "Create your account",
+        error,
         html! {
-            section.card.auth-card {
-                h1 { "Create your account" }
-                (error_box(error))
                 form method="post" action="/signup" {
                     (chrome.csrf_field())
                     input type="hidden" name="next" value=(next);
@@ -211,7 +197,6 @@ fn signup_form(chrome: &Chrome, email: &str, next: &str, error: Option<&str>) ->
                     button type="submit" { "Create account" }
                 }
                 p.alt { "Already have an account? " a href="/login" { "Sign in" } }
-            }
         },
     )
 }
@@ -309,25 +294,14 @@ fn onboarding_form(chrome: &Chrome, form: &BusinessForm, error: Option<&str>) ->
     } else {
         &form.time_zone
     };
-    bare(
+    card_page(
         chrome.csrf,
-        "Your business",
+        "Tell us about your business",
+        error,
         html! {
-            section.card.auth-card {
-                h1 { "Tell us about your business" }
-                (error_box(error))
                 form method="post" action="/onboarding" {
                     (chrome.csrf_field())
-                    label { "Business name" input name="business_name" value=(form.business_name) maxlength="100" required autofocus; }
-                    label { "Time zone " small { "(business and quiet hours are local)" }
-                        input name="time_zone" value=(tz) list="time-zones" required;
-                        datalist id="time-zones" {
-                            @for name in accounts::time_zones() { option value=(name) {} }
-                        }
-                    }
-                    label { "Business phone " small { "(for notifications to you; optional)" }
-                        input type="tel" name="notify_phone" value=(form.notify_phone.as_deref().unwrap_or("")) placeholder="+15125550123";
-                    }
+                    (business_fields(&form.business_name, tz, form.notify_phone.as_deref().unwrap_or("")))
                     details.agency open[form.agency_name.as_deref().is_some_and(|a| !a.is_empty())] {
                         summary { "I am an agency managing several businesses" }
                         label { "Agency name " small { "(this business becomes your first sub-account)" }
@@ -336,7 +310,6 @@ fn onboarding_form(chrome: &Chrome, form: &BusinessForm, error: Option<&str>) ->
                     }
                     button type="submit" { "Create business" }
                 }
-            }
         },
     )
 }
@@ -361,15 +334,12 @@ pub(crate) async fn onboarding(
     Form(form): Form<BusinessForm>,
 ) -> Result<Response, PageError> {
     let chrome = Chrome::visitor(&csrf);
-    let notify_phone = match form.notify_phone.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(p) => match E164::parse(p) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                let page = onboarding_form(&chrome, &form, Some(&format!("notify_phone: {e}")));
-                return Ok((StatusCode::BAD_REQUEST, page).into_response());
-            }
-        },
+    let notify_phone = match optional_phone("notify_phone", form.notify_phone.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            let page = onboarding_form(&chrome, &form, Some(&e.to_string()));
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
     };
     let new = NewBusiness {
         name: form.business_name.clone(),

@@ -143,6 +143,38 @@ pub(crate) fn bare(csrf: &str, title: &str, body: Markup) -> Markup {
     }
 }
 
+/// A [`bare`] page holding one card titled `title`, with `error` above `body`.
+pub(crate) fn card_page(csrf: &str, title: &str, error: Option<&str>, body: Markup) -> Markup {
+    bare(
+        csrf,
+        title,
+        html! {
+            section.card.auth-card {
+                h1 { (title) }
+                @if let Some(e) = error { p.form-error role="alert" { (e) } }
+                (body)
+            }
+        },
+    )
+}
+
+/// The business's name, time zone (with every IANA name offered) and notification phone
+/// fields, as onboarding, sub-accounts and settings ask for them.
+pub(crate) fn business_fields(name: &str, time_zone: &str, notify_phone: &str) -> Markup {
+    html! {
+        label { "Business name" input name="business_name" value=(name) maxlength="100" required; }
+        label { "Time zone " small { "(business and quiet hours are local)" }
+            input name="time_zone" value=(time_zone) list="time-zones" required;
+            datalist id="time-zones" {
+                @for tz in switchboard_services::accounts::time_zones() { option value=(tz) {} }
+            }
+        }
+        label { "Business phone " small { "(for notifications to you; optional)" }
+            input type="tel" name="notify_phone" value=(notify_phone) placeholder="+15125550123";
+        }
+    }
+}
+
 fn asset(content_type: &str, body: &'static str) -> Response {
     Response::builder()
         .content_type(content_type)

@@ -161,3 +161,24 @@ impl From<ServiceError> for PageError {
 }
 
 pub(crate) type AppData<'a> = Data<&'a Arc<App>>;
+
+/// `s` percent-encoded for a query string value.
+pub(crate) fn url_encode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..].to_string()
+}
+
+/// An optional phone field: empty is `None`, anything else must be E.164.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `field`.
+pub(crate) fn optional_phone(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<switchboard_domain::phone::E164>, ServiceError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(p) => switchboard_domain::phone::E164::parse(p)
+            .map(Some)
+            .map_err(|e| ServiceError::invalid(field, e.to_string())),
+    }
+}

@@ -10,19 +10,11 @@ use switchboard_api::auth::{CsrfToken, User, Visitor};
 use switchboard_domain::accounts::Password;
 use switchboard_services::{ServiceError, invites, mail, recovery};
 
-use crate::layout::{Chrome, bare, page};
-use crate::{AppData, PageError};
+use crate::layout::{Chrome, card_page, page};
+use crate::{AppData, PageError, url_encode};
 
 fn card(csrf: &CsrfToken, title: &str, body: Markup) -> Markup {
-    bare(
-        &csrf.0,
-        title,
-        html! { section.card.auth-card { h1 { (title) } (body) } },
-    )
-}
-
-fn url_encode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..].to_string()
+    card_page(&csrf.0, title, None, body)
 }
 
 /// `GET /invite/:token`: who invites whom, and the way to accept.

@@ -16,7 +16,7 @@ use switchboard_services::App;
 use switchboard_services::accounts;
 use switchboard_services::oidc::{self, Outcome};
 
-use crate::layout::bare;
+use crate::layout::card_page;
 use crate::{AppData, PageError};
 
 /// How long a started sign-in may take, in seconds.
@@ -59,16 +59,11 @@ pub(crate) fn pending_link(app: &App, req: &Request) -> Option<PendingLink> {
 }
 
 fn refused(csrf: &CsrfToken, status: StatusCode, why: &str) -> Response {
-    let page = bare(
+    let page = card_page(
         &csrf.0,
         "Sign-in failed",
-        html! {
-            section.card.auth-card {
-                h1 { "Sign-in failed" }
-                p.form-error role="alert" { (why) }
-                p { a href="/login" { "Back to sign in" } }
-            }
-        },
+        Some(why),
+        html! { p { a href="/login" { "Back to sign in" } } },
     );
     (status, page).into_response()
 }

@@ -18,8 +18,8 @@ use switchboard_services::tenancy::BotKind;
 use switchboard_services::{App, ServiceError, invites};
 use uuid::Uuid;
 
-use crate::layout::{Chrome, ago, page};
-use crate::{AppData, PageError};
+use crate::layout::{Chrome, ago, business_fields, page};
+use crate::{AppData, PageError, optional_phone};
 
 /// What the page says above the sections after an action.
 #[derive(Default)]
@@ -107,11 +107,7 @@ fn profile_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
             form.stack method="post" action="/settings/profile" {
                 (chrome.csrf_field())
                 fieldset disabled[!manage] {
-                    label { "Business name" input name="business_name" value=(p.name) maxlength="100" required; }
-                    label { "Time zone" input name="time_zone" value=(p.time_zone) list="time-zones" required;
-                        datalist id="time-zones" { @for name in accounts::time_zones() { option value=(name) {} } }
-                    }
-                    label { "Business phone for notifications" input type="tel" name="notify_phone" value=(p.notify_phone.as_deref().unwrap_or("")) placeholder="+15125550123"; }
+                    (business_fields(&p.name, &p.time_zone, p.notify_phone.as_deref().unwrap_or("")))
                     @if manage { button type="submit" { "Save profile" } }
                 }
             }
@@ -314,15 +310,6 @@ async fn outcome(
         ..Flash::default()
     };
     render(app, member, csrf, flash, status).await
-}
-
-fn optional_phone(field: &'static str, v: Option<&str>) -> Result<Option<E164>, ServiceError> {
-    match v.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(p) => E164::parse(p)
-            .map(Some)
-            .map_err(|e| ServiceError::invalid(field, e.to_string())),
-    }
 }
 
 #[derive(Deserialize)]
