@@ -1,21 +1,19 @@
-//! OIDC sign-in against a real provider: panva's oidc-provider, started by `.ci/oidc/run`
-//! (`OIDC_TEST_ISSUER`, default http://127.0.0.1:9400). Ignored by plain `cargo test`, which
-//! has no Node; the same checks against a provider faked at the HTTP boundary are in
-//! `tests/e2e/oidc.rs`.
+//! OIDC sign-in against a real provider: panva's oidc-provider, started by `.ci/oidc/run` on
+//! http://127.0.0.1:9400. Ignored by plain `cargo test`, which has no Node; the same checks
+//! against a provider faked at the HTTP boundary are in `tests/e2e/oidc.rs`.
 
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use switchboard_entity::{identity, session};
 use switchboard_testkit::{Browser, Options, TestApp, spawn_app_with};
 
-fn issuer() -> String {
-    std::env::var("OIDC_TEST_ISSUER").unwrap_or_else(|_| "http://127.0.0.1:9400".into())
-}
+/// The issuer `.ci/oidc/start` serves (its default port).
+const ISSUER: &str = "http://127.0.0.1:9400";
 
 async fn app() -> TestApp {
     spawn_app_with(Options {
         settings: vec![
-            ("OIDC_ISSUER_URL".into(), issuer()),
+            ("OIDC_ISSUER_URL".into(), ISSUER.into()),
             ("OIDC_CLIENT_ID".into(), "switchboard-test".into()),
             (
                 "OIDC_CLIENT_SECRET".into(),
@@ -67,7 +65,7 @@ async fn sign_in_at_provider(
     let resp = b.get("/auth/oidc/start?next=%2F").await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let auth = rewrite(resp.headers()["location"].to_str().unwrap().to_string());
-    assert!(auth.starts_with(&issuer()), "{auth}");
+    assert!(auth.starts_with(ISSUER), "{auth}");
     let form_url = follow_to_callback(b, auth, None).await;
     follow_to_callback(b, form_url, Some(&[("sub", sub), ("email", email)])).await
 }
@@ -85,7 +83,7 @@ async fn a_real_provider_signs_a_new_user_in_with_the_code_flow() {
     let resp = b.client.get(&callback).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{callback}");
     assert_eq!(resp.headers()["location"], "/");
-    let id = identity::Entity::find_by_id((issuer(), "real-alice".to_string()))
+    let id = identity::Entity::find_by_id((ISSUER.to_string(), "real-alice".to_string()))
         .one(&t.app.db.read)
         .await
         .unwrap()
