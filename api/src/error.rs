@@ -45,7 +45,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid { .. } => Self::BadRequest(body(e.to_string())),
             ServiceError::Conflict(m) => Self::Conflict(body(m)),
             ServiceError::Forbidden(m) => Self::Forbidden(body(m)),
-            ServiceError::Queue(_) | ServiceError::WriterGone | ServiceError::Mail(_) => {
+            ServiceError::Queue(_)
+            | ServiceError::WriterGone
+            | ServiceError::Mail(_)
+            | ServiceError::Redis(_) => {
                 tracing::warn!(error = %e, "request refused: service unavailable");
                 Self::Unavailable(body("temporarily unavailable, retry"))
             }

@@ -93,18 +93,29 @@ fn health() -> &'static str {
     "ok"
 }
 
-/// `GET /ready`: the database (which also holds the job queue) answers. 503 otherwise.
+/// `GET /ready`: the database (which also holds the job queue) and the session store
+/// (Redis, when configured) answer. 503 naming the one that does not.
 #[handler]
 async fn ready(Data(app): Data<&Arc<App>>) -> Response {
-    match app.db.read.ping().await {
-        Ok(()) => (StatusCode::OK, "ready: database ok, queue ok").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: database unreachable",
-            )
-                .into_response()
-        }
+    if let Err(e) = app.db.read.ping().await {
+        tracing::warn!(error = %e, "readiness check failed: database");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database unreachable",
+        )
+            .into_response();
     }
+    if let Err(e) = switchboard_services::sessions::ping(app).await {
+        tracing::warn!(error = %e, "readiness check failed: session store");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: session store unreachable",
+        )
+            .into_response();
+    }
+    let text = format!(
+        "ready: database ok, queue ok, sessions in the {}",
+        app.sessions.kind()
+    );
+    (StatusCode::OK, text).into_response()
 }

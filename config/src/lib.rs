@@ -33,6 +33,8 @@ pub const ENV_VARS: &[&str] = &[
     "OIDC_ISSUER_URL",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",
+    "REDIS_URL",
+    "REDIS_PREFIX",
     "RESEND_API_KEY",
     "RESEND_API_BASE",
     "MAIL_FROM",
@@ -70,6 +72,8 @@ struct Raw {
     resend_api_key: Option<String>,
     resend_api_base: String,
     mail_from: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: String,
 }
 
 impl Default for Raw {
@@ -93,6 +97,8 @@ impl Default for Raw {
             resend_api_key: None,
             resend_api_base: "https://api.resend.com".into(),
             mail_from: None,
+            redis_url: None,
+            redis_prefix: "sb:".into(),
         }
     }
 }
@@ -160,6 +166,12 @@ pub struct Settings {
     pub resend_api_base: Url,
     /// `MAIL_FROM`: the sender of our mail (default `Switchboard <noreply@{APP_URL host}>`).
     pub mail_from: String,
+    /// `REDIS_URL` (`redis://…` or `rediss://…`): sign-in sessions live in Redis instead of
+    /// the database table.
+    pub redis_url: Option<String>,
+    /// `REDIS_PREFIX`: prepended to every key Switchboard writes (default `sb:`), so several
+    /// deployments or test runs can share one Redis.
+    pub redis_prefix: String,
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -347,6 +359,14 @@ impl Raw {
             }
         };
 
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
         let mail_from = self.mail_from.unwrap_or_else(|| {
             format!(
                 "Switchboard <noreply@{}>",
@@ -410,6 +430,8 @@ impl Raw {
             resend_api_key,
             resend_api_base,
             mail_from,
+            redis_url: self.redis_url,
+            redis_prefix: self.redis_prefix,
         })
     }
 }

@@ -20,9 +20,9 @@ use sha2::{Digest, Sha256};
 use switchboard_domain::accounts::{Email, Password, Role};
 use switchboard_domain::phone::E164;
 use switchboard_domain::{MembershipId, TenantId, UserId};
-use switchboard_entity::{TenantOwned, TenantTx, membership, session, tenant, user};
+use switchboard_entity::{TenantOwned, TenantTx, membership, tenant, user};
 
-use crate::{App, ServiceError, TenantCtx, tenancy};
+use crate::{App, ServiceError, TenantCtx, sessions, tenancy};
 
 /// A session ends after this long without a request, in seconds (12 h).
 pub const SESSION_IDLE_SECS: i64 = 12 * 3600;
@@ -155,8 +155,8 @@ pub async fn create_business(
     let txn = app.db.write.begin().await?;
     let tenant_id = insert_business(app, &txn, &new, None).await?;
     add_member(&txn, tenant_id, user_id, Role::Owner).await?;
-    set_session_tenant(&txn, session_id, user_id, tenant_id).await?;
     txn.commit().await?;
+    set_session_tenant(app, session_id, user_id, tenant_id).await?;
     Ok(tenant_id)
 }
 
@@ -186,19 +186,22 @@ pub(crate) async fn insert_business<C: sea_orm::ConnectionTrait>(
     Ok(tenant_id)
 }
 
-/// Points the session at `tenant_id` (the caller checked the user may work there).
-pub(crate) async fn set_session_tenant<C: sea_orm::ConnectionTrait>(
-    db: &C,
+/// Points the session at `tenant_id` (the caller checked the user may work there, and
+/// committed whatever made it so).
+pub(crate) async fn set_session_tenant(
+    app: &App,
     session_id: &str,
     user_id: UserId,
     tenant_id: TenantId,
 ) -> Result<(), ServiceError> {
-    session::Entity::update_many()
-        .filter(session::Column::IdHash.eq(hash_token(session_id)))
-        .filter(session::Column::UserId.eq(user_id))
-        .col_expr(session::Column::TenantId, Some(tenant_id).into())
-        .exec(db)
-        .await?;
+    let hash = hash_token(session_id);
+    if let Some(mut r) = sessions::get(app, &hash)
+        .await?
+        .filter(|r| r.user_id == user_id)
+    {
+        r.tenant_id = Some(tenant_id);
+        sessions::update(app, &hash, &r).await?;
+    }
     Ok(())
 }
 
@@ -298,16 +301,14 @@ pub async fn start_session(app: &App, user_id: UserId) -> Result<String, Service
         .map(|w| w.tenant_id);
     let (id, hash) = new_token();
     let now = Utc::now();
-    session::ActiveModel {
-        id_hash: Set(hash),
-        user_id: Set(user_id),
-        tenant_id: Set(tenant_id),
-        created_at: Set(now),
-        last_seen_at: Set(now),
-        expires_at: Set(now + Duration::seconds(SESSION_ABSOLUTE_SECS)),
-    }
-    .insert(&app.db.write)
-    .await?;
+    let record = sessions::Record {
+        user_id,
+        tenant_id,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + Duration::seconds(SESSION_ABSOLUTE_SECS),
+    };
+    sessions::insert(app, &hash, &record).await?;
     Ok(id)
 }
 
@@ -340,17 +341,12 @@ pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceErr
         return Ok(None);
     }
     let hash = hash_token(id);
-    let Some(s) = session::Entity::find_by_id(hash.clone())
-        .one(&app.db.read)
-        .await?
-    else {
+    let Some(mut s) = sessions::get(app, &hash).await? else {
         return Ok(None);
     };
     let now = Utc::now();
     if now >= s.expires_at || now - s.last_seen_at >= Duration::seconds(SESSION_IDLE_SECS) {
-        session::Entity::delete_by_id(hash)
-            .exec(&app.db.write)
-            .await?;
+        sessions::delete(app, &hash).await?;
         return Ok(None);
     }
     let Some(u) = user::Entity::find_by_id(s.user_id)
@@ -367,9 +363,8 @@ pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceErr
         None => None,
     };
     if now - s.last_seen_at >= Duration::seconds(SESSION_TOUCH_SECS) {
-        let mut am: session::ActiveModel = s.into();
-        am.last_seen_at = Set(now);
-        am.update(&app.db.write).await?;
+        s.last_seen_at = now;
+        sessions::update(app, &hash, &s).await?;
     }
     Ok(Some(SignedIn {
         user_id: u.id,
@@ -416,10 +411,7 @@ pub(crate) async fn workspace(
 /// # Errors
 /// Database errors.
 pub async fn end_session(app: &App, id: &str) -> Result<(), ServiceError> {
-    session::Entity::delete_by_id(hash_token(id))
-        .exec(&app.db.write)
-        .await?;
-    Ok(())
+    sessions::delete(app, &hash_token(id)).await
 }
 
 /// Disables a user: no more sign-ins, and every session of theirs ends now.
@@ -433,12 +425,9 @@ pub async fn disable_user(app: &App, user_id: UserId) -> Result<(), ServiceError
         .col_expr(user::Column::DisabledAt, Some(Utc::now()).into())
         .exec(&txn)
         .await?;
-    session::Entity::delete_many()
-        .filter(session::Column::UserId.eq(user_id))
-        .exec(&txn)
-        .await?;
     txn.commit().await?;
-    Ok(())
+    // Sessions are refused from the commit on (a disabled user has no session), and gone now.
+    sessions::delete_user(app, user_id).await
 }
 
 /// Every IANA time zone name the tz database knows (chrono-tz), for pickers.

@@ -125,7 +125,7 @@ pub async fn switch(
     {
         return Err(ServiceError::NotFound);
     }
-    accounts::set_session_tenant(&app.db.write, session_id, user_id, tenant_id).await
+    accounts::set_session_tenant(app, session_id, user_id, tenant_id).await
 }
 
 /// Creates an agency run by `user_id` and its first business, and switches the session to it.
@@ -159,8 +159,8 @@ pub async fn create_agency(
     .insert(&txn)
     .await?;
     let tenant_id = accounts::insert_business(app, &txn, &first, Some(agency_id)).await?;
-    accounts::set_session_tenant(&txn, session_id, user_id, tenant_id).await?;
     txn.commit().await?;
+    accounts::set_session_tenant(app, session_id, user_id, tenant_id).await?;
     Ok((agency_id, tenant_id))
 }
 
@@ -181,7 +181,7 @@ pub async fn create_sub_account(
     };
     let txn = app.db.write.begin().await?;
     let tenant_id = accounts::insert_business(app, &txn, &new, Some(agency.id)).await?;
-    accounts::set_session_tenant(&txn, session_id, user_id, tenant_id).await?;
     txn.commit().await?;
+    accounts::set_session_tenant(app, session_id, user_id, tenant_id).await?;
     Ok(tenant_id)
 }

@@ -214,7 +214,7 @@ pub async fn accept(
     if !already {
         add_member(&txn, offer.tenant_id, user_id, offer.role).await?;
     }
-    set_session_tenant(&txn, session_id, user_id, offer.tenant_id).await?;
     txn.commit().await?;
+    set_session_tenant(app, session_id, user_id, offer.tenant_id).await?;
     Ok(offer.tenant_id)
 }

@@ -29,6 +29,7 @@ pub mod mail;
 pub mod messaging;
 pub mod oidc;
 pub mod recovery;
+pub mod sessions;
 pub mod settings;
 pub mod sweep;
 pub mod tenancy;
@@ -66,6 +67,9 @@ pub enum ServiceError {
     /// 503: the job queue refused a job.
     #[error("job queue: {0}")]
     Queue(String),
+    /// 503: Redis (the session store) failed or cannot be reached.
+    #[error("redis: {0}")]
+    Redis(String),
     /// 503: the mail provider refused or could not be reached.
     #[error("mail: {0}")]
     Mail(String),
@@ -146,6 +150,8 @@ pub struct App {
     pub providers: Providers,
     /// Sign-in through `OIDC_ISSUER_URL`, when configured.
     pub oidc: Option<oidc::Oidc>,
+    /// Where sign-in sessions live (the database, or Redis with `REDIS_URL`).
+    pub sessions: sessions::Store,
     pub(crate) routes: tenancy::RouteCache,
 }
 
@@ -178,9 +184,11 @@ impl App {
             events.clone(),
             jobs.notifier().clone(),
         );
+        let sessions = sessions::Store::open(&settings).await?;
         let app = Arc::new(App {
             sealer: crypto::Sealer::new(&settings.secret_key),
             providers: Providers::new(&settings),
+            sessions,
             oidc: settings
                 .oidc
                 .clone()

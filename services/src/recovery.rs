@@ -7,7 +7,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use switchboard_domain::UserId;
 use switchboard_domain::accounts::{Email, Password};
-use switchboard_entity::{email_token, session, user};
+use switchboard_entity::{email_token, user};
 
 use crate::accounts::{hash_password, hash_token, new_token};
 use crate::mail::{self, Mail};
@@ -176,10 +176,7 @@ pub async fn reset_password(
     am.password_hash = Set(Some(hash));
     am.email_verified_at = Set(Some(verified));
     am.update(&txn).await?;
-    session::Entity::delete_many()
-        .filter(session::Column::UserId.eq(user_id))
-        .exec(&txn)
-        .await?;
     txn.commit().await?;
+    crate::sessions::delete_user(app, user_id).await?;
     Ok(user_id)
 }

@@ -1,0 +1,267 @@
+//! Where sign-in sessions are kept: the `sessions` table, or Redis when `REDIS_URL` is set.
+//! Either way a session is stored under the SHA-256 of its id, so the store alone does not
+//! let anyone use a session.
+//!
+//! Redis layout (every key starts with `REDIS_PREFIX`): `session:{hash}` holds the record as
+//! JSON and expires by itself at the session's end (idle or absolute, whichever comes first;
+//! refreshed as the user works); `user_sessions:{user id}` is the set of a user's session
+//! hashes, so disabling a user or resetting a password ends every session at once.
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
+use switchboard_domain::{TenantId, UserId};
+use switchboard_entity::session;
+
+use crate::accounts::SESSION_IDLE_SECS;
+use crate::{App, ServiceError};
+
+/// One session, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub user_id: UserId,
+    /// The tenant the session works in.
+    pub tenant_id: Option<TenantId>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// The absolute end.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Record {
+    /// When the session ends if nothing happens: idle timeout or absolute end.
+    fn ends_at(&self) -> DateTime<Utc> {
+        (self.last_seen_at + chrono::Duration::seconds(SESSION_IDLE_SECS)).min(self.expires_at)
+    }
+}
+
+/// The session store of this process.
+#[derive(Clone)]
+pub enum Store {
+    /// The `sessions` table.
+    Db,
+    /// Redis, with the key prefix.
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
+}
+
+fn redis_error(e: redis::RedisError) -> ServiceError {
+    ServiceError::Redis(e.to_string())
+}
+
+impl Store {
+    /// Connects to `REDIS_URL` when set.
+    ///
+    /// # Errors
+    /// [`ServiceError::Redis`] when Redis cannot be reached.
+    pub async fn open(settings: &switchboard_config::Settings) -> Result<Self, ServiceError> {
+        let Some(url) = &settings.redis_url else {
+            return Ok(Self::Db);
+        };
+        let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
+        let conn = client.get_connection_manager().await.map_err(redis_error)?;
+        Ok(Self::Redis {
+            conn,
+            prefix: settings.redis_prefix.clone(),
+        })
+    }
+
+    /// `db` or `redis`, for logs and `/ready`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Db => "database",
+            Self::Redis { .. } => "redis",
+        }
+    }
+}
+
+fn keys(prefix: &str, hash: &str, user: UserId) -> (String, String) {
+    (
+        format!("{prefix}session:{hash}"),
+        format!("{prefix}user_sessions:{user}"),
+    )
+}
+
+/// Stores a new session.
+pub(crate) async fn insert(app: &App, hash: &str, r: &Record) -> Result<(), ServiceError> {
+    match &app.sessions {
+        Store::Db => {
+            session::ActiveModel {
+                id_hash: Set(hash.to_string()),
+                user_id: Set(r.user_id),
+                tenant_id: Set(r.tenant_id),
+                created_at: Set(r.created_at),
+                last_seen_at: Set(r.last_seen_at),
+                expires_at: Set(r.expires_at),
+            }
+            .insert(&app.db.write)
+            .await?;
+        }
+        Store::Redis { conn, prefix } => {
+            let (key, set) = keys(prefix, hash, r.user_id);
+            let json = serde_json::to_string(r).expect("a record serializes");
+            redis::pipe()
+                .atomic()
+                .set(&key, json)
+                .pexpire_at(&key, r.ends_at().timestamp_millis())
+                .sadd(&set, hash)
+                .pexpire_at(&set, r.expires_at.timestamp_millis())
+                .exec_async(&mut conn.clone())
+                .await
+                .map_err(redis_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The session stored under `hash`, if any.
+pub(crate) async fn get(app: &App, hash: &str) -> Result<Option<Record>, ServiceError> {
+    match &app.sessions {
+        Store::Db => Ok(session::Entity::find_by_id(hash.to_string())
+            .one(&app.db.read)
+            .await?
+            .map(|s| Record {
+                user_id: s.user_id,
+                tenant_id: s.tenant_id,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                expires_at: s.expires_at,
+            })),
+        Store::Redis { conn, prefix } => {
+            let json: Option<String> = conn
+                .clone()
+                .get(format!("{prefix}session:{hash}"))
+                .await
+                .map_err(redis_error)?;
+            Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        }
+    }
+}
+
+/// Replaces the stored record (a touch or a tenant switch), keeping the session's end.
+pub(crate) async fn update(app: &App, hash: &str, r: &Record) -> Result<(), ServiceError> {
+    match &app.sessions {
+        Store::Db => {
+            session::Entity::update_many()
+                .filter(session::Column::IdHash.eq(hash))
+                .filter(session::Column::UserId.eq(r.user_id))
+                .col_expr(session::Column::TenantId, r.tenant_id.into())
+                .col_expr(session::Column::LastSeenAt, r.last_seen_at.into())
+                .exec(&app.db.write)
+                .await?;
+        }
+        Store::Redis { conn, prefix } => {
+            let (key, _) = keys(prefix, hash, r.user_id);
+            let json = serde_json::to_string(r).expect("a record serializes");
+            // XX: never bring back a session that ended meanwhile.
+            let opts = redis::SetOptions::default()
+                .conditional_set(redis::ExistenceCheck::XX)
+                .with_expiration(redis::SetExpiry::PXAT(r.ends_at().timestamp_millis() as u64));
+            let _: Option<String> = conn
+                .clone()
+                .set_options(&key, json, opts)
+                .await
+                .map_err(redis_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends one session.
+pub(crate) async fn delete(app: &App, hash: &str) -> Result<(), ServiceError> {
+    match &app.sessions {
+        Store::Db => {
+            session::Entity::delete_by_id(hash.to_string())
+                .exec(&app.db.write)
+                .await?;
+        }
+        Store::Redis { conn, prefix } => {
+            let mut conn = conn.clone();
+            let key = format!("{prefix}session:{hash}");
+            let json: Option<String> = conn.get_del(&key).await.map_err(redis_error)?;
+            if let Some(r) = json.and_then(|j| serde_json::from_str::<Record>(&j).ok()) {
+                let (_, set) = keys(prefix, hash, r.user_id);
+                let _: () = conn.srem(set, hash).await.map_err(redis_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ends every session of `user`.
+pub(crate) async fn delete_user(app: &App, user: UserId) -> Result<(), ServiceError> {
+    match &app.sessions {
+        Store::Db => {
+            session::Entity::delete_many()
+                .filter(session::Column::UserId.eq(user))
+                .exec(&app.db.write)
+                .await?;
+        }
+        Store::Redis { conn, prefix } => {
+            let set = format!("{prefix}user_sessions:{user}");
+            let mut conn = conn.clone();
+            let hashes: Vec<String> = conn.smembers(&set).await.map_err(redis_error)?;
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for h in &hashes {
+                pipe.del(format!("{prefix}session:{h}"));
+            }
+            pipe.del(&set)
+                .exec_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many live sessions `user` has.
+///
+/// # Errors
+/// Database or Redis errors.
+pub async fn count_for_user(app: &App, user: UserId) -> Result<u64, ServiceError> {
+    match &app.sessions {
+        Store::Db => Ok(session::Entity::find()
+            .filter(session::Column::UserId.eq(user))
+            .count(&app.db.read)
+            .await?),
+        Store::Redis { conn, prefix } => {
+            let mut conn = conn.clone();
+            let hashes: Vec<String> = conn
+                .smembers(format!("{prefix}user_sessions:{user}"))
+                .await
+                .map_err(redis_error)?;
+            let mut live = 0;
+            for h in hashes {
+                let exists: bool = conn
+                    .exists(format!("{prefix}session:{h}"))
+                    .await
+                    .map_err(redis_error)?;
+                live += u64::from(exists);
+            }
+            Ok(live)
+        }
+    }
+}
+
+/// Checks the store answers (`/ready`): a database round trip, or a Redis `PING`.
+///
+/// # Errors
+/// The store's error.
+pub async fn ping(app: &App) -> Result<(), ServiceError> {
+    match &app.sessions {
+        Store::Db => Ok(app.db.read.ping().await?),
+        Store::Redis { conn, .. } => {
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn.clone())
+                .await
+                .map_err(redis_error)?;
+            Ok(())
+        }
+    }
+}
