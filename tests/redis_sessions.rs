@@ -47,7 +47,13 @@ async fn sessions_live_in_redis_and_end_with_sign_out() {
     assert_eq!(t.app.sessions.kind(), "redis");
     let ready = t.browser().get("/ready").await;
     assert_eq!(ready.status(), StatusCode::OK);
-    assert!(ready.text().await.unwrap().contains("sessions in the redis"));
+    assert!(
+        ready
+            .text()
+            .await
+            .unwrap()
+            .contains("sessions in the redis")
+    );
     let (mut b, user_id, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
     assert!(b.page("/").await.contains("Acme Plumbing"));
     let keys = session_keys(&prefix).await;
