@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
-use switchboard_entity::{identity, session};
+use switchboard_entity::{identity, session, user};
 use switchboard_testkit::{Browser, Options, TestApp, spawn_app_with};
 
 /// The issuer `.ci/oidc/start` serves (its default port).
@@ -88,8 +88,14 @@ async fn a_real_provider_signs_a_new_user_in_with_the_code_flow() {
         .await
         .unwrap()
         .expect("the identity (iss, sub)");
+    let u = user::Entity::find_by_id(id.user_id)
+        .one(&t.app.db.read)
+        .await
+        .unwrap()
+        .expect("the account made for it");
+    assert_eq!(u.email, "real-alice@example.com");
+    assert!(u.email_verified_at.is_some() && u.password_hash.is_none());
     assert_eq!(sessions(&t).await, 1);
-    let _ = id;
     assert_eq!(b.get("/").await.headers()["location"], "/onboarding");
 }
 

@@ -25,10 +25,9 @@ use poem::web::cookie::{Cookie, SameSite};
 use poem::{Endpoint, FromRequest, IntoResponse, Middleware, Request, RequestBody, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use switchboard_domain::UserId;
 use switchboard_domain::accounts::Role;
-use switchboard_domain::{AgencyId, UserId};
 use switchboard_services::accounts::{self, SignedIn, Workspace};
-use switchboard_services::agency;
 use switchboard_services::{App, ServiceError, TenantCtx, crypto};
 
 /// The form field that carries the CSRF token.
@@ -109,11 +108,6 @@ impl CookieNames {
     }
 }
 
-/// The value of our cookie `name` in the request, if present.
-pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
-    cookie_value(req, name)
-}
-
 fn header_value(c: Cookie) -> HeaderValue {
     HeaderValue::from_str(&c.to_string()).expect("cookie names and hex values are valid headers")
 }
@@ -130,13 +124,22 @@ impl<'a> FromRequest<'a> for CsrfToken {
     }
 }
 
+/// Our Content-Security-Policy; `{scripts}` is where `/api/docs` adds its inline scripts'
+/// hashes.
+const CSP: &str = "default-src 'self'; script-src 'self'{scripts}; style-src 'self'{styles}; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; object-src 'none'; \
+     base-uri 'none'; frame-ancestors 'none'";
+
 /// The middleware that sets the seed cookie, checks CSRF and `Origin`, and adds the security
-/// headers. Wraps every route.
+/// headers. Wraps every route; on the webhook and REST paths it only adds the headers.
+#[derive(Clone)]
 pub struct WebGuard {
     key: [u8; 32],
     cookies: CookieNames,
     origin: String,
-    https: bool,
+    csp: HeaderValue,
+    /// `/api/docs`' policy, computed from its first page (the page never changes).
+    docs_csp: Arc<std::sync::OnceLock<HeaderValue>>,
 }
 
 impl WebGuard {
@@ -145,9 +148,18 @@ impl WebGuard {
             key: crypto::derive_key(&app.settings.secret_key, "csrf v1"),
             cookies: CookieNames::of(app),
             origin: app.settings.app_url.origin().ascii_serialization(),
-            https: app.settings.app_url.scheme() == "https",
+            csp: csp_header("", ""),
+            docs_csp: Arc::default(),
         }
     }
+}
+
+fn csp_header(scripts: &str, styles: &str) -> HeaderValue {
+    HeaderValue::from_str(
+        &CSP.replace("{scripts}", scripts)
+            .replace("{styles}", styles),
+    )
+    .expect("base64 hashes are valid header text")
 }
 
 impl<E: Endpoint> Middleware<E> for WebGuard {
@@ -156,12 +168,7 @@ impl<E: Endpoint> Middleware<E> for WebGuard {
     fn transform(&self, inner: E) -> Self::Output {
         WebGuardEndpoint {
             inner,
-            guard: Arc::new(WebGuard {
-                key: self.key,
-                cookies: self.cookies,
-                origin: self.origin.clone(),
-                https: self.https,
-            }),
+            guard: self.clone(),
         }
     }
 }
@@ -169,12 +176,12 @@ impl<E: Endpoint> Middleware<E> for WebGuard {
 /// [`WebGuard`] around an endpoint.
 pub struct WebGuardEndpoint<E> {
     inner: E,
-    guard: Arc<WebGuard>,
+    guard: WebGuard,
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4: `; `-separated
 /// `name=value` pairs), percent-decoded as our `Set-Cookie` encodes it.
-fn cookie_value(req: &Request, name: &str) -> Option<String> {
+pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
@@ -247,17 +254,9 @@ impl WebGuard {
         }
     }
 
-    fn headers(&self, resp: &mut Response, csp: Option<String>) {
+    fn headers(&self, resp: &mut Response, csp: HeaderValue) {
         let h = resp.headers_mut();
-        let csp = csp.unwrap_or_else(|| {
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; form-action 'self'; object-src 'none'; base-uri 'none'; \
-             frame-ancestors 'none'"
-                .to_string()
-        });
-        if let Ok(v) = HeaderValue::from_str(&csp) {
-            h.insert(header::CONTENT_SECURITY_POLICY, v);
-        }
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -267,7 +266,7 @@ impl WebGuard {
             HeaderValue::from_static("same-origin"),
         );
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        if self.https {
+        if self.cookies.secure {
             h.insert(
                 header::STRICT_TRANSPORT_SECURITY,
                 HeaderValue::from_static("max-age=31536000; includeSubDomains"),
@@ -287,7 +286,7 @@ fn unsafe_method(m: &Method) -> bool {
 
 /// The CSP of `/api/docs` (Swagger UI inlines its scripts): our policy, plus the SHA-256 of
 /// each inline `<script>` of the page; inline styles are allowed there only.
-fn docs_csp(html: &str) -> String {
+fn docs_csp(html: &str) -> HeaderValue {
     let mut hashes = String::new();
     let mut rest = html;
     while let Some(open) = rest.find("<script") {
@@ -306,11 +305,7 @@ fn docs_csp(html: &str) -> String {
         }
         rest = &after[close + "</script>".len()..];
     }
-    format!(
-        "default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; \
-         img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-         frame-ancestors 'none'"
-    )
+    csp_header(&hashes, " 'unsafe-inline'")
 }
 
 impl<E: Endpoint> Endpoint for WebGuardEndpoint<E> {
@@ -318,14 +313,37 @@ impl<E: Endpoint> Endpoint for WebGuardEndpoint<E> {
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let g = &self.guard;
-        let seed = cookie_value(&req, g.cookies.csrf).filter(|v| is_token(v));
+        let path = req.uri().path();
+        if csrf_exempt(path) {
+            // Webhooks and the REST API carry no cookies of ours: no seed, no token.
+            let docs = path.starts_with("/api/docs");
+            let mut resp = match self.inner.call(req).await {
+                Ok(r) => r.into_response(),
+                Err(e) => e.into_response(),
+            };
+            let csp = if docs && resp.status().is_success() {
+                match g.docs_csp.get() {
+                    Some(csp) => csp.clone(),
+                    None => {
+                        let body = resp.take_body().into_string().await.unwrap_or_default();
+                        let csp = g.docs_csp.get_or_init(|| docs_csp(&body)).clone();
+                        resp.set_body(body);
+                        csp
+                    }
+                }
+            } else {
+                g.csp.clone()
+            };
+            g.headers(&mut resp, csp);
+            return Ok(resp);
+        }
+
+        let seed = read_cookie(&req, g.cookies.csrf).filter(|v| is_token(v));
         let fresh_seed = seed.is_none();
         let seed = seed.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
-        let session_id = cookie_value(&req, g.cookies.session).unwrap_or_default();
+        let session_id = read_cookie(&req, g.cookies.session).unwrap_or_default();
         let token = g.token(&seed, &session_id);
-        let path = req.uri().path().to_string();
-
-        let refused = if unsafe_method(req.method()) && !csrf_exempt(&path) {
+        let refused = if unsafe_method(req.method()) {
             g.refuse(&mut req, &token).await
         } else {
             None
@@ -340,16 +358,7 @@ impl<E: Endpoint> Endpoint for WebGuardEndpoint<E> {
                 }
             }
         };
-
-        let csp = if path.starts_with("/api/docs") && resp.status().is_success() {
-            let body = resp.take_body().into_string().await.unwrap_or_default();
-            let csp = docs_csp(&body);
-            resp.set_body(body);
-            Some(csp)
-        } else {
-            None
-        };
-        g.headers(&mut resp, csp);
+        g.headers(&mut resp, g.csp.clone());
         if fresh_seed {
             resp.headers_mut().append(
                 header::SET_COOKIE,
@@ -389,7 +398,7 @@ fn sign_in_first(req: &Request) -> poem::Error {
 /// The session id from the request's cookie, if any.
 pub fn session_id(req: &Request) -> Option<String> {
     let app = req.data::<Arc<App>>()?;
-    cookie_value(req, CookieNames::of(app).session).filter(|v| is_token(v))
+    read_cookie(req, CookieNames::of(app).session).filter(|v| is_token(v))
 }
 
 async fn signed_in(req: &Request) -> poem::Result<Option<(String, SignedIn)>> {
@@ -445,10 +454,6 @@ pub struct Member {
     pub user_id: UserId,
     pub email: String,
     pub workspace: Workspace,
-    /// Every tenant the user may switch to (the tenant switcher).
-    pub choices: Vec<agency::Choice>,
-    /// The agency the user administers, if any: `(id, name)`.
-    pub agency: Option<(AgencyId, String)>,
 }
 
 impl Member {
@@ -482,24 +487,12 @@ impl<'a> FromRequest<'a> for Member {
             return Err(sign_in_first(req));
         };
         match user.workspace {
-            Some(workspace) => {
-                let app = req
-                    .data::<Arc<App>>()
-                    .expect("the app is attached to every route");
-                let choices = agency::workspaces(app, user.user_id).await;
-                let agency = agency::agency_of(app, user.user_id).await;
-                let (Ok(choices), Ok(agency)) = (choices, agency) else {
-                    return Err(poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR));
-                };
-                Ok(Member {
-                    session_id,
-                    user_id: user.user_id,
-                    email: user.email,
-                    workspace,
-                    choices,
-                    agency: agency.map(|a| (a.id, a.name)),
-                })
-            }
+            Some(workspace) => Ok(Member {
+                session_id,
+                user_id: user.user_id,
+                email: user.email,
+                workspace,
+            }),
             None if req.method() == Method::GET => Err(poem::Error::from_response(
                 Response::builder()
                     .status(StatusCode::SEE_OTHER)
@@ -577,6 +570,7 @@ mod tests {
     fn docs_csp_hashes_inline_scripts_only() {
         let html = r#"<script src="/x.js"></script><script>alert(1)</script><script charset="UTF-8">b()</script>"#;
         let csp = docs_csp(html);
+        let csp = csp.to_str().unwrap();
         let hash = |s: &str| {
             base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s.as_bytes()))
         };

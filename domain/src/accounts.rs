@@ -129,15 +129,42 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, most powerful first.
+    pub const ALL: [Role; 3] = [Role::Owner, Role::Admin, Role::Agent];
+
     /// True for roles that may change settings, billing and members.
     pub fn manages(self) -> bool {
         matches!(self, Role::Owner | Role::Admin)
+    }
+
+    /// `owner`, `admin` or `agent` (as stored, and as forms send it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// The role named by [`Role::as_str`]'s text, if any.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert_eq!(Role::parse("Owner"), None);
+        assert_eq!(Role::parse("root"), None);
+    }
 
     #[test]
     fn emails_are_normalized_and_checked() {

@@ -3,10 +3,10 @@
 //! tenant; [`stuck_messages`] serves the maintenance sweep, which works for every tenant.
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
-use switchboard_domain::{ApiKeyId, MessageId, PhoneNumberId, TenantId};
+use switchboard_domain::{ApiKeyId, MessageId, PhoneNumberId, TenantId, UserId};
 
 use crate::phone_number::BotKind;
-use crate::{api_key, message, phone_number, tenant};
+use crate::{api_key, invite, membership, message, phone_number, tenant};
 
 /// Who owns a phone number, and how to check the signature of webhooks sent to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +61,41 @@ pub async fn api_key_owner<C: ConnectionTrait>(
         .one(db)
         .await?
         .map(|k| (k.tenant_id, k.id)))
+}
+
+/// The tenants `user` is a member of, oldest membership first (a user's memberships span
+/// tenants).
+///
+/// # Errors
+/// Database errors.
+pub async fn memberships_of<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+) -> Result<Vec<TenantId>, DbErr> {
+    use sea_orm::QueryOrder;
+    Ok(membership::Entity::find()
+        .filter(membership::Column::UserId.eq(user))
+        .order_by_asc(membership::Column::CreatedAt)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.tenant_id)
+        .collect())
+}
+
+/// The invite a mailed link's token names, by the token's SHA-256 hex (the token is the
+/// proof; the invite names its tenant).
+///
+/// # Errors
+/// Database errors.
+pub async fn invite_by_token_hash<C: ConnectionTrait>(
+    db: &C,
+    token_hash: &str,
+) -> Result<Option<invite::Model>, DbErr> {
+    invite::Entity::find()
+        .filter(invite::Column::TokenHash.eq(token_hash))
+        .one(db)
+        .await
 }
 
 /// The tenant and id of the message a provider knows as `sid` (for status callbacks).

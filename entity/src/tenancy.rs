@@ -1,7 +1,7 @@
 //! Tenant scoping: the [`TenantOwned`] trait and the tenant-bound transaction [`TenantTx`].
 
 use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, DeleteMany,
     EntityTrait, QueryFilter, Select, SqliteTransactionMode, TransactionOptions, TransactionTrait,
     UpdateMany,
 };
@@ -33,6 +33,13 @@ pub trait TenantOwned: EntityTrait {
     /// `UPDATE … WHERE tenant_id = $tenant AND id = $id`: add conditions and values.
     fn by_id_update(tenant: TenantId, id: impl Into<sea_orm::Value>) -> UpdateMany<Self> {
         Self::scoped_update(tenant).filter(Self::id_column().eq(id))
+    }
+
+    /// `DELETE … WHERE tenant_id = $tenant AND id = $id`: add conditions if needed.
+    fn delete_by_id_scoped(tenant: TenantId, id: impl Into<sea_orm::Value>) -> DeleteMany<Self> {
+        Self::delete_many()
+            .filter(Self::tenant_column().eq(tenant))
+            .filter(Self::id_column().eq(id))
     }
 
     /// `UPDATE … SET <the columns set in am> WHERE tenant_id = $tenant AND id = $id`.

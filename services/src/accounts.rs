@@ -289,14 +289,15 @@ pub(crate) fn hash_token(token: &str) -> String {
 
 /// Starts a new session for `user` (a fresh id: sign-in never reuses a session, so a planted
 /// id is worthless), working in the first tenant the user may work in
-/// ([`crate::agency::workspaces`]). Returns the id for
+/// ([`crate::agency::reach`]). Returns the id for
 /// the cookie.
 ///
 /// # Errors
 /// Database errors.
 pub async fn start_session(app: &App, user_id: UserId) -> Result<String, ServiceError> {
-    let tenant_id = crate::agency::workspaces(app, user_id)
+    let tenant_id = crate::agency::reach(app, user_id)
         .await?
+        .choices
         .first()
         .map(|w| w.tenant_id);
     let (id, hash) = new_token();
@@ -523,9 +524,7 @@ pub async fn change_member(
             am.update(tx.conn()).await?;
         }
         None => {
-            membership::Entity::delete_many()
-                .filter(membership::Column::TenantId.eq(tx.tenant()))
-                .filter(membership::Column::Id.eq(id))
+            membership::Entity::delete_by_id_scoped(tx.tenant(), id)
                 .exec(tx.conn())
                 .await?;
         }

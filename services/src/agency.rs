@@ -9,7 +9,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use switchboard_domain::{AgencyId, TenantId, UserId};
-use switchboard_entity::{agency, membership, tenant};
+use switchboard_entity::{agency, lookup, tenant};
 
 use crate::accounts::{self, NewBusiness, check_business_name};
 use crate::{App, ServiceError};
@@ -29,24 +29,6 @@ pub async fn is_admin(
         .is_some())
 }
 
-/// The agency `user_id` administers, if any (the first one, by creation).
-///
-/// # Errors
-/// Database errors.
-pub async fn agency_of(app: &App, user_id: UserId) -> Result<Option<agency::Model>, ServiceError> {
-    let Some(admin) = agency::admin::Entity::find()
-        .filter(agency::admin::Column::UserId.eq(user_id))
-        .order_by_asc(agency::admin::Column::CreatedAt)
-        .one(&app.db.read)
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(agency::Entity::find_by_id(admin.agency_id)
-        .one(&app.db.read)
-        .await?)
-}
-
 /// A tenant the user may switch to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Choice {
@@ -56,27 +38,34 @@ pub struct Choice {
     pub via_agency: bool,
 }
 
-/// Every tenant `user_id` may work in: their memberships (oldest first), then the tenants of
-/// the agencies they administer (by name).
+/// What a user can reach: the tenants to switch between, and the agency they run.
+#[derive(Clone, Debug, Default)]
+pub struct Reach {
+    /// Their memberships (oldest first), then the tenants of the agencies they administer
+    /// (by name).
+    pub choices: Vec<Choice>,
+    /// The agency they administer, if any (the first one, by creation).
+    pub agency: Option<agency::Model>,
+}
+
+/// Every tenant `user_id` may work in, and the agency they run.
 ///
 /// # Errors
 /// Database errors.
-pub async fn workspaces(app: &App, user_id: UserId) -> Result<Vec<Choice>, ServiceError> {
-    let member_of: Vec<TenantId> = membership::Entity::find()
-        .filter(membership::Column::UserId.eq(user_id))
-        .order_by_asc(membership::Column::CreatedAt)
-        .all(&app.db.read)
-        .await?
-        .into_iter()
-        .map(|m| m.tenant_id)
-        .collect();
+pub async fn reach(app: &App, user_id: UserId) -> Result<Reach, ServiceError> {
+    let member_of = lookup::memberships_of(&app.db.read, user_id).await?;
     let agencies: Vec<AgencyId> = agency::admin::Entity::find()
         .filter(agency::admin::Column::UserId.eq(user_id))
+        .order_by_asc(agency::admin::Column::CreatedAt)
         .all(&app.db.read)
         .await?
         .into_iter()
         .map(|a| a.agency_id)
         .collect();
+    let agency = match agencies.first() {
+        Some(id) => agency::Entity::find_by_id(*id).one(&app.db.read).await?,
+        None => None,
+    };
     let tenants = tenant::Entity::find()
         .filter(
             Condition::any()
@@ -86,26 +75,23 @@ pub async fn workspaces(app: &App, user_id: UserId) -> Result<Vec<Choice>, Servi
         .order_by_asc(tenant::Column::Name)
         .all(&app.db.read)
         .await?;
-    let mut out: Vec<Choice> = member_of
+    let choice = |t: &tenant::Model, via_agency| Choice {
+        tenant_id: t.id,
+        name: t.name.clone(),
+        via_agency,
+    };
+    let mut choices: Vec<Choice> = member_of
         .iter()
         .filter_map(|id| tenants.iter().find(|t| t.id == *id))
-        .map(|t| Choice {
-            tenant_id: t.id,
-            name: t.name.clone(),
-            via_agency: false,
-        })
+        .map(|t| choice(t, false))
         .collect();
-    out.extend(
+    choices.extend(
         tenants
             .iter()
             .filter(|t| !member_of.contains(&t.id))
-            .map(|t| Choice {
-                tenant_id: t.id,
-                name: t.name.clone(),
-                via_agency: true,
-            }),
+            .map(|t| choice(t, true)),
     );
-    Ok(out)
+    Ok(Reach { choices, agency })
 }
 
 /// Switches the session to `tenant_id`.
@@ -174,7 +160,7 @@ pub async fn create_sub_account(
     user_id: UserId,
     new: NewBusiness,
 ) -> Result<TenantId, ServiceError> {
-    let Some(agency) = agency_of(app, user_id).await? else {
+    let Some(agency) = reach(app, user_id).await?.agency else {
         return Err(ServiceError::Forbidden(
             "only agency admins create sub-accounts".into(),
         ));

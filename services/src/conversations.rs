@@ -335,16 +335,23 @@ pub async fn search(
         .limit(MAX_SEARCH)
         .all(tx.conn())
         .await?;
-    let mut with_conversation = Vec::with_capacity(contacts.len());
-    for c in contacts {
-        let latest = conversation::Entity::scoped(tx.tenant())
-            .filter(conversation::Column::ContactId.eq(c.id))
-            .order_by_desc(conversation::Column::LastMessageAt)
-            .one(tx.conn())
-            .await?
-            .map(|c| c.id);
-        with_conversation.push((c, latest));
+    // Each contact's latest conversation, in one query.
+    let mut latest: HashMap<ContactId, ConversationId> = HashMap::new();
+    for c in conversation::Entity::scoped(tx.tenant())
+        .filter(conversation::Column::ContactId.is_in(contacts.iter().map(|c| c.id)))
+        .order_by_asc(conversation::Column::LastMessageAt)
+        .all(tx.conn())
+        .await?
+    {
+        latest.insert(c.contact_id, c.id);
     }
+    let with_conversation = contacts
+        .into_iter()
+        .map(|c| {
+            let id = latest.get(&c.id).copied();
+            (c, id)
+        })
+        .collect();
     let messages = message::Entity::scoped(tx.tenant())
         .filter(lower(message::Column::Body).like(pattern()))
         .order_by_desc(message::Column::Id)

@@ -4,12 +4,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use switchboard_domain::accounts::{Email, Role};
 use switchboard_domain::{InviteId, TenantId, UserId};
-use switchboard_entity::{TenantOwned, TenantTx, invite, membership, tenant};
+use switchboard_entity::{TenantOwned, TenantTx, invite, lookup, membership, tenant};
 
 use crate::accounts::{add_member, hash_token, new_token, set_session_tenant};
 use crate::mail::{self, Mail};
@@ -85,19 +83,11 @@ pub async fn invite(
             subject: format!("You are invited to {business} on Switchboard"),
             text: format!(
                 "You are invited to join {business} on Switchboard as {role}.\n\nAccept here (sign in or create an account with this address):\n\n{link}\n\nThe link works for 7 days.",
-                role = role_word(role),
+                role = role.as_str(),
             ),
         },
     )
     .await
-}
-
-fn role_word(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "an owner",
-        Role::Admin => "an admin",
-        Role::Agent => "an agent",
-    }
 }
 
 /// The tenant's invites not yet accepted, newest first (expired ones included, marked by
@@ -128,9 +118,7 @@ pub async fn pending(app: &App, ctx: &TenantCtx) -> Result<Vec<InviteView>, Serv
 /// [`ServiceError::NotFound`] when it is not this tenant's pending invite.
 pub async fn revoke(app: &App, ctx: &TenantCtx, id: InviteId) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let gone = invite::Entity::delete_many()
-        .filter(invite::Column::TenantId.eq(tx.tenant()))
-        .filter(invite::Column::Id.eq(id))
+    let gone = invite::Entity::delete_by_id_scoped(tx.tenant(), id)
         .filter(invite::Column::AcceptedAt.is_null())
         .exec(tx.conn())
         .await?;
@@ -144,6 +132,7 @@ pub async fn revoke(app: &App, ctx: &TenantCtx, id: InviteId) -> Result<(), Serv
 /// What an invite link shows before it is accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Offer {
+    pub id: InviteId,
     pub tenant_id: TenantId,
     pub business: String,
     /// The only address that can accept.
@@ -157,9 +146,7 @@ pub struct Offer {
 /// # Errors
 /// [`ServiceError::NotFound`] for an unknown, used, withdrawn or expired link.
 pub async fn offer(app: &App, token: &str) -> Result<Offer, ServiceError> {
-    let i = invite::Entity::find()
-        .filter(invite::Column::TokenHash.eq(hash_token(token)))
-        .one(&app.db.read)
+    let i = lookup::invite_by_token_hash(&app.db.read, &hash_token(token))
         .await?
         .filter(|i| i.accepted_at.is_none() && i.expires_at > Utc::now())
         .ok_or(ServiceError::NotFound)?;
@@ -169,6 +156,7 @@ pub async fn offer(app: &App, token: &str) -> Result<Offer, ServiceError> {
         .ok_or(ServiceError::NotFound)?
         .name;
     Ok(Offer {
+        id: i.id,
         tenant_id: i.tenant_id,
         business,
         email: i.email,
@@ -196,25 +184,24 @@ pub async fn accept(
             offer.email
         )));
     }
-    let txn = app.db.write.begin().await?;
-    let taken = invite::Entity::update_many()
-        .filter(invite::Column::TokenHash.eq(hash_token(token)))
+    let tx = TenantTx::write(&app.db, offer.tenant_id).await?;
+    let taken = invite::Entity::by_id_update(tx.tenant(), offer.id)
         .filter(invite::Column::AcceptedAt.is_null())
         .col_expr(invite::Column::AcceptedAt, Some(Utc::now()).into())
-        .exec(&txn)
+        .exec(tx.conn())
         .await?;
     if taken.rows_affected == 0 {
         return Err(ServiceError::NotFound);
     }
-    let already = membership::Entity::scoped(offer.tenant_id)
+    let already = membership::Entity::scoped(tx.tenant())
         .filter(membership::Column::UserId.eq(user_id))
-        .one(&txn)
+        .one(tx.conn())
         .await?
         .is_some();
     if !already {
-        add_member(&txn, offer.tenant_id, user_id, offer.role).await?;
+        add_member(tx.conn(), tx.tenant(), user_id, offer.role).await?;
     }
-    txn.commit().await?;
+    tx.commit().await?;
     set_session_tenant(app, session_id, user_id, offer.tenant_id).await?;
     Ok(offer.tenant_id)
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use switchboard_config::Settings;
 use switchboard_providers::SmsProvider;
+use switchboard_providers::mail::ResendMail;
 use switchboard_providers::simulator::SimulatorSms;
 use switchboard_providers::twilio::{TwilioHttp, TwilioSms};
 
@@ -96,6 +97,8 @@ pub struct Providers {
     in_flight: std::time::Duration,
     platform: Option<Arc<dyn SmsProvider>>,
     simulator: Arc<dyn SmsProvider>,
+    /// Resend, when `RESEND_API_KEY` is set (else mail goes to the simulator mailbox).
+    pub(crate) mail: Option<ResendMail>,
 }
 
 impl Providers {
@@ -112,6 +115,10 @@ impl Providers {
             in_flight: timeout + std::time::Duration::from_secs(2),
             platform,
             simulator: Arc::new(SimulatorSms),
+            mail: settings
+                .resend_api_key
+                .clone()
+                .map(|key| ResendMail::new(settings.resend_api_base.as_str(), key)),
         }
     }
 

@@ -6,7 +6,6 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, EntityTrait, QueryOrder, QuerySelect};
 use switchboard_domain::MailId;
 use switchboard_entity::mailbox;
-use switchboard_providers::mail::ResendMail;
 
 use crate::{App, ServiceError};
 
@@ -23,7 +22,7 @@ pub struct Mail {
 
 /// True when mail goes to the simulator mailbox (no mail provider configured).
 pub fn simulated(app: &App) -> bool {
-    app.settings.resend_api_key.is_none()
+    app.providers.mail.is_none()
 }
 
 /// Sends `mail`.
@@ -32,9 +31,8 @@ pub fn simulated(app: &App) -> bool {
 /// [`ServiceError::Mail`] when the provider refuses or cannot be reached (the caller tells
 /// the user to try again); database errors for the mailbox.
 pub async fn send(app: &App, mail: Mail) -> Result<(), ServiceError> {
-    match &app.settings.resend_api_key {
-        Some(key) => {
-            let resend = ResendMail::new(app.settings.resend_api_base.as_str(), key.clone());
+    match &app.providers.mail {
+        Some(resend) => {
             let id = resend
                 .send(&app.settings.mail_from, &mail.to, &mail.subject, &mail.text)
                 .await

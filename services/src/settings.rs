@@ -269,9 +269,7 @@ pub async fn remove_number(
     id: PhoneNumberId,
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let gone = phone_number::Entity::delete_many()
-        .filter(phone_number::Column::TenantId.eq(tx.tenant()))
-        .filter(phone_number::Column::Id.eq(id))
+    let gone = phone_number::Entity::delete_by_id_scoped(tx.tenant(), id)
         .exec(tx.conn())
         .await?;
     if gone.rows_affected == 0 {

@@ -322,7 +322,7 @@ async fn agents_read_settings_but_every_change_is_403() {
 async fn members_roles_keep_an_owner_and_removal_ends_access() {
     let t = spawn_app().await;
     let (mut owner, owner_id, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
-    let (mut admin, admin_id, _) = t.member(t.tenant.tenant_id, Role::Admin).await;
+    let (mut admin, _, _) = t.member(t.tenant.tenant_id, Role::Admin).await;
     let (mut agent, agent_id, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
     let membership_of = |user| {
         let db = t.app.db.read.clone();
@@ -379,7 +379,6 @@ async fn members_roles_keep_an_owner_and_removal_ends_access() {
         .post_form("/settings/api-keys", &[("name", "after removal")])
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let _ = admin_id;
 }
 
 #[tokio::test]

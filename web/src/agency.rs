@@ -8,30 +8,31 @@ use serde::Deserialize;
 use switchboard_api::auth::{CsrfToken, Member};
 use switchboard_domain::TenantId;
 use switchboard_services::accounts::NewBusiness;
-use switchboard_services::{ServiceError, agency};
+use switchboard_services::{App, ServiceError, agency};
 use uuid::Uuid;
 
 use crate::layout::{Chrome, business_fields, page};
 use crate::{AppData, PageError, optional_phone};
 
-fn render(
+async fn render(
+    app: &App,
     member: &Member,
     csrf: &CsrfToken,
     error: Option<&str>,
 ) -> Result<maud::Markup, PageError> {
-    let Some((_, agency_name)) = &member.agency else {
+    let chrome = Chrome::member(app, member, csrf).await?;
+    let Some(agency) = &chrome.reach.agency else {
         return Err(ServiceError::Forbidden("This page is for agency admins.".into()).into());
     };
-    let chrome = Chrome::member(member, csrf);
     let body = html! {
         div.settings {
             @if let Some(e) = error { p.card.form-error role="alert" { (e) } }
             section.card {
-                h2 { (agency_name) ": sub-accounts" }
+                h2 { (agency.name) ": sub-accounts" }
                 table {
                     thead { tr { th { "Business" } th { "Access" } th {} } }
                     tbody {
-                        @for c in &member.choices {
+                        @for c in &chrome.reach.choices {
                             tr {
                                 td { (c.name) }
                                 td { @if c.via_agency { "agency admin" } @else { "member" } }
@@ -66,10 +67,11 @@ fn render(
 /// `GET /agency` (agency admins; 403 for anyone else).
 #[handler]
 pub(crate) async fn page_handler(
+    app: AppData<'_>,
     member: Member,
     csrf: CsrfToken,
 ) -> Result<maud::Markup, PageError> {
-    render(&member, &csrf, None)
+    render(app.0, &member, &csrf, None).await
 }
 
 #[derive(Deserialize)]
@@ -100,7 +102,7 @@ pub(crate) async fn create(
     match result {
         Ok(_) => Ok(Redirect::see_other("/").into_response()),
         Err(e @ ServiceError::Invalid { .. }) => {
-            let page = render(&member, &csrf, Some(&e.to_string()))?;
+            let page = render(app.0, &member, &csrf, Some(&e.to_string())).await?;
             Ok((StatusCode::BAD_REQUEST, page).into_response())
         }
         Err(e) => Err(e.into()),

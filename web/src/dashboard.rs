@@ -90,7 +90,7 @@ pub(crate) async fn page_handler(
         }
     };
     Ok(page(
-        &Chrome::member(&member, &csrf),
+        &Chrome::member(app.0, &member, &csrf).await?,
         "Dashboard",
         Some("/"),
         body,

@@ -164,7 +164,7 @@ pub(crate) async fn page_handler(
         Some(id) => Some(conversations::thread(app.0, &ctx, id).await?),
         None => None,
     };
-    let chrome = Chrome::member(&member, &csrf);
+    let chrome = Chrome::member(app.0, &member, &csrf).await?;
     let body = html! {
         div.inbox data-live="inbox" {
             aside.panel { (list(&rows, selected)) }

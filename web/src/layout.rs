@@ -4,6 +4,10 @@ use maud::{DOCTYPE, Markup, html};
 use poem::http::header;
 use poem::{IntoResponse, Response, handler};
 use switchboard_api::auth::{CSRF_FIELD, CsrfToken, Member};
+use switchboard_services::App;
+use switchboard_services::agency::{self, Reach};
+
+use crate::PageError;
 
 const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
@@ -28,20 +32,33 @@ const NAV: &[(&str, &str, bool)] = &[
 pub(crate) struct Chrome<'a> {
     pub csrf: &'a str,
     pub member: Option<&'a Member>,
+    /// The member's tenants (the switcher) and agency (the Agency entry); empty for visitors.
+    pub reach: Reach,
 }
 
 impl<'a> Chrome<'a> {
-    pub(crate) fn member(member: &'a Member, csrf: &'a CsrfToken) -> Self {
-        Self {
+    /// A member's page chrome. Loaded by full pages only (fragments, streams and form posts
+    /// do not need the switcher).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub(crate) async fn member(
+        app: &App,
+        member: &'a Member,
+        csrf: &'a CsrfToken,
+    ) -> Result<Self, PageError> {
+        Ok(Self {
             csrf: &csrf.0,
             member: Some(member),
-        }
+            reach: agency::reach(app, member.user_id).await?,
+        })
     }
 
     pub(crate) fn visitor(csrf: &'a CsrfToken) -> Self {
         Self {
             csrf: &csrf.0,
             member: None,
+            reach: Reach::default(),
         }
     }
 
@@ -84,7 +101,7 @@ pub(crate) fn page(chrome: &Chrome, title: &str, active: Option<&str>, body: Mar
                                 }
                             }
                         }
-                        @if chrome.member.is_some_and(|m| m.agency.is_some()) {
+                        @if chrome.reach.agency.is_some() {
                             a href="/agency" class=[(active == Some("/agency")).then_some("active")] { "Agency" }
                         }
                         a href="/simulator" class=[(active == Some("/simulator")).then_some("active")] { "Simulator" }
@@ -98,11 +115,11 @@ pub(crate) fn page(chrome: &Chrome, title: &str, active: Option<&str>, body: Mar
                             form.search method="get" action="/search" role="search" {
                                 input type="search" name="q" placeholder="Search contacts and messages" aria-label="Search";
                             }
-                            @if m.choices.len() > 1 {
+                            @if chrome.reach.choices.len() > 1 {
                                 form.switcher method="post" action="/switch" {
                                     (chrome.csrf_field())
                                     select name="tenant" aria-label="Business" {
-                                        @for c in &m.choices {
+                                        @for c in &chrome.reach.choices {
                                             option value=(c.tenant_id) selected[c.tenant_id == m.ctx().tenant_id()] { (c.name) }
                                         }
                                     }

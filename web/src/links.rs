@@ -36,7 +36,7 @@ pub(crate) async fn invite_page(
     let chrome = Chrome::visitor(&csrf);
     let here = format!("/invite/{token}");
     let body = html! {
-        p { "You are invited to " strong { (offer.business) } " as " (format!("{:?}", offer.role).to_lowercase()) ", with the address " strong { (offer.email) } "." }
+        p { "You are invited to " strong { (offer.business) } " as " (offer.role.as_str()) ", with the address " strong { (offer.email) } "." }
         @match &visitor {
             Some(v) if v.user.email == offer.email => {
                 form method="post" action={ (here) "/accept" } {

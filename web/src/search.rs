@@ -64,5 +64,6 @@ pub(crate) async fn page_handler(
             }
         }
     };
-    Ok(page(&Chrome::member(&member, &csrf), "Search", None, body))
+    let chrome = Chrome::member(app.0, &member, &csrf).await?;
+    Ok(page(&chrome, "Search", None, body))
 }

@@ -51,14 +51,6 @@ fn notice(code: &str) -> Option<&'static str> {
     })
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Agent => "agent",
-    }
-}
-
 async fn render(
     app: &App,
     member: &Member,
@@ -71,7 +63,7 @@ async fn render(
     let members = accounts::members(app, ctx).await?;
     let keys = settings::api_keys(app, ctx).await?;
     let pending = invites::pending(app, ctx).await?;
-    let chrome = Chrome::member(member, csrf);
+    let chrome = Chrome::member(app, member, csrf).await?;
     let manage = member.role().manages();
     let sms_url = app.settings.public_url("/webhooks/twilio/sms");
     let status_url = app.settings.public_url("/webhooks/twilio/status");
@@ -196,14 +188,14 @@ fn members_section(
                     @for m in members {
                         tr {
                             td { (m.email) @if m.user_id == me.user_id { " (you)" } }
-                            td { (role_name(m.role)) }
+                            td { (m.role.as_str()) }
                             td { (ago(m.joined_at)) }
                             td { @if manage {
                                 form.row method="post" action={ "/settings/members/" (m.id) } {
                                     (chrome.csrf_field())
                                     select name="role" aria-label="Role" {
-                                        @for r in [Role::Owner, Role::Admin, Role::Agent] {
-                                            option value=(role_name(r)) selected[r == m.role] { (role_name(r)) }
+                                        @for r in Role::ALL {
+                                            option value=(r.as_str()) selected[r == m.role] { (r.as_str()) }
                                         }
                                         option value="remove" { "remove from business" }
                                     }
@@ -215,7 +207,7 @@ fn members_section(
                     @for i in pending {
                         tr {
                             td { (i.email) }
-                            td { (role_name(i.role)) }
+                            td { (i.role.as_str()) }
                             td { @if i.expires_at > chrono::Utc::now() { span.pill.pending { "invited" } } @else { span.pill.closed { "invite expired" } } }
                             td { @if manage {
                                 form method="post" action={ "/settings/invites/" (i.id) "/revoke" } { (chrome.csrf_field()) button.danger type="submit" { "Withdraw" } }
@@ -229,7 +221,7 @@ fn members_section(
                     (chrome.csrf_field())
                     input type="email" name="email" placeholder="colleague@example.com" required aria-label="Email to invite";
                     select name="role" aria-label="Role" {
-                        @for r in [Role::Agent, Role::Admin, Role::Owner] { option value=(role_name(r)) { (role_name(r)) } }
+                        @for r in Role::ALL.into_iter().rev() { option value=(r.as_str()) { (r.as_str()) } }
                     }
                     button type="submit" { "Invite" }
                 }
@@ -477,15 +469,7 @@ pub(crate) async fn revoke_key(
 }
 
 fn parse_role(role: &str) -> Result<Role, ServiceError> {
-    match role {
-        "owner" => Ok(Role::Owner),
-        "admin" => Ok(Role::Admin),
-        "agent" => Ok(Role::Agent),
-        _ => Err(ServiceError::invalid(
-            "role",
-            "must be owner, admin or agent",
-        )),
-    }
+    Role::parse(role).ok_or_else(|| ServiceError::invalid("role", "must be owner, admin or agent"))
 }
 
 #[derive(Deserialize)]
