@@ -286,19 +286,20 @@ async fn outcome(
     result: Result<(), ServiceError>,
     done: &str,
 ) -> Result<Response, PageError> {
-    let status = match &result {
+    let e = match result {
         Ok(()) => {
             return Ok(Redirect::see_other(format!("/settings?done={done}")).into_response());
         }
-        Err(ServiceError::Invalid { .. }) => StatusCode::BAD_REQUEST,
-        Err(ServiceError::Conflict(_)) => StatusCode::CONFLICT,
-        Err(ServiceError::Forbidden(_)) => StatusCode::FORBIDDEN,
-        Err(ServiceError::NotFound) => return Err(ServiceError::NotFound.into()),
-        Err(_) => return Err(result.expect_err("an error").into()),
+        Err(e) => e,
     };
-    let error = result.expect_err("an error").to_string();
+    let status = match &e {
+        ServiceError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        _ => return Err(e.into()),
+    };
     let flash = Flash {
-        error: Some(error),
+        error: Some(e.to_string()),
         ..Flash::default()
     };
     render(app, member, csrf, flash, status).await
