@@ -30,6 +30,9 @@ pub const ENV_VARS: &[&str] = &[
     "LOG_FORMAT",
     "DEMO_SEED",
     "WORKER_CONCURRENCY",
+    "WORKER_CONCURRENCY_INBOUND",
+    "WORKER_CONCURRENCY_SEND",
+    "DATABASE_MAX_CONNECTIONS",
     "OIDC_ISSUER_URL",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",
@@ -66,6 +69,9 @@ struct Raw {
     log_format: LogFormat,
     demo_seed: Option<bool>,
     worker_concurrency: usize,
+    worker_concurrency_inbound: Option<usize>,
+    worker_concurrency_send: Option<usize>,
+    database_max_connections: u32,
     oidc_issuer_url: Option<String>,
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<String>,
@@ -91,6 +97,9 @@ impl Default for Raw {
             log_format: LogFormat::Text,
             demo_seed: None,
             worker_concurrency: 8,
+            worker_concurrency_inbound: None,
+            worker_concurrency_send: None,
+            database_max_connections: 16,
             oidc_issuer_url: None,
             oidc_client_id: None,
             oidc_client_secret: None,
@@ -155,8 +164,18 @@ pub struct Settings {
     /// `DEMO_SEED`: create the demo tenant on first start with an empty database (default: on
     /// for SQLite, off for Postgres).
     pub demo_seed: bool,
-    /// `WORKER_CONCURRENCY`: jobs run at once per queue by an in-process or `worker` process.
+    /// `WORKER_CONCURRENCY`: jobs run at once per queue by an in-process or `worker` process
+    /// (default 8), unless the queue's own setting below says otherwise.
     pub worker_concurrency: usize,
+    /// `WORKER_CONCURRENCY_INBOUND`: inbound texts (bot decisions) handled at once per process
+    /// (default `WORKER_CONCURRENCY`).
+    pub worker_concurrency_inbound: usize,
+    /// `WORKER_CONCURRENCY_SEND`: provider sends in flight at once per process (default
+    /// `WORKER_CONCURRENCY`). Twilio queues what exceeds a number's MPS on its side.
+    pub worker_concurrency_send: usize,
+    /// `DATABASE_MAX_CONNECTIONS`: Postgres connections per process (default 16, 1 to 1000).
+    /// SQLite ignores it (one writer and a fixed set of readers).
+    pub database_max_connections: u32,
     /// OIDC sign-in, when configured; without it the sign-in page shows no provider button.
     pub oidc: Option<OidcSettings>,
     /// `RESEND_API_KEY`: mail (invites, verification, password reset) goes through Resend;
@@ -166,8 +185,10 @@ pub struct Settings {
     pub resend_api_base: Url,
     /// `MAIL_FROM`: the sender of our mail (default `Switchboard <noreply@{APP_URL host}>`).
     pub mail_from: String,
-    /// `REDIS_URL` (`redis://…` or `rediss://…`): sign-in sessions live in Redis instead of
-    /// the database table.
+    /// `REDIS_URL` (`redis://…` or `rediss://…`): every job queue is apalis-redis, live
+    /// updates fan out through Redis pub/sub to every instance, and sign-in sessions live in
+    /// Redis instead of the database table. Required with Postgres: several processes share
+    /// the work only through it.
     pub redis_url: Option<String>,
     /// `REDIS_PREFIX`: prepended to every key Switchboard writes (default `sb:`), so several
     /// deployments or test runs can share one Redis.
@@ -396,8 +417,35 @@ impl Raw {
         if !(1..=60).contains(&self.twilio_timeout_secs) {
             return Err(invalid("TWILIO_TIMEOUT_SECS", "must be between 1 and 60"));
         }
-        if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
-            return Err(invalid("WORKER_CONCURRENCY", "must be between 1 and 1024"));
+        let concurrency = |var: &'static str, n: usize| {
+            if n == 0 || n > 1024 {
+                Err(invalid(var, "must be between 1 and 1024"))
+            } else {
+                Ok(n)
+            }
+        };
+        let worker_concurrency = concurrency("WORKER_CONCURRENCY", self.worker_concurrency)?;
+        let worker_concurrency_inbound = concurrency(
+            "WORKER_CONCURRENCY_INBOUND",
+            self.worker_concurrency_inbound
+                .unwrap_or(worker_concurrency),
+        )?;
+        let worker_concurrency_send = concurrency(
+            "WORKER_CONCURRENCY_SEND",
+            self.worker_concurrency_send.unwrap_or(worker_concurrency),
+        )?;
+        if !(1..=1000).contains(&self.database_max_connections) {
+            return Err(invalid(
+                "DATABASE_MAX_CONNECTIONS",
+                "must be between 1 and 1000",
+            ));
+        }
+        if !is_sqlite && self.redis_url.is_none() {
+            return Err(invalid(
+                "REDIS_URL",
+                "is required with a Postgres DATABASE_URL: the job queues and live updates \
+                 that several processes share go through Redis (redis://host:6379)",
+            ));
         }
 
         let secret_key = match self.secret_key {
@@ -425,7 +473,10 @@ impl Raw {
             rust_log: self.rust_log,
             log_format: self.log_format,
             demo_seed: self.demo_seed.unwrap_or(is_sqlite),
-            worker_concurrency: self.worker_concurrency,
+            worker_concurrency,
+            worker_concurrency_inbound,
+            worker_concurrency_send,
+            database_max_connections: self.database_max_connections,
             oidc,
             resend_api_key,
             resend_api_base,
@@ -535,8 +586,17 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().starts_with("TWILIO_ACCOUNT_SID:"), "{e}");
-        let e = Settings::from_pairs(&[("DATABASE_URL", "postgres://localhost/x")]).unwrap_err();
+        let e = Settings::from_pairs(&[
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("REDIS_URL", "redis://localhost"),
+        ])
+        .unwrap_err();
         assert!(e.to_string().starts_with("SECRET_KEY:"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[("DATABASE_URL", "postgres://localhost/x")]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("REDIS_URL: is required"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[("WORKER_CONCURRENCY_SEND", "0")])).unwrap_err();
+        assert!(e.to_string().starts_with("WORKER_CONCURRENCY_SEND:"), "{e}");
         let e = Settings::from_pairs(&with_key(&[("BIND", "nope")])).unwrap_err();
         assert!(e.to_string().starts_with("BIND:"), "{e}");
         let e = Settings::from_pairs(&with_key(&[

@@ -86,6 +86,18 @@ fn uuid_of(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
     })
 }
 
+/// The compliance action `it` takes for a sender who is (`opted_out`) or is not opted out.
+fn compliance_effect(it: &NewInbound, opted_out: bool) -> Option<KeywordKind> {
+    match it.keyword.map(|k| k.kind) {
+        // A repeated STOP from a contact who is already opted out changes nothing and gets no
+        // second confirmation (unless Twilio handled it: then only the record changes).
+        Some(KeywordKind::OptOut) if it.provider_replied || !opted_out => Some(KeywordKind::OptOut),
+        Some(KeywordKind::OptIn) if it.provider_replied || opted_out => Some(KeywordKind::OptIn),
+        Some(KeywordKind::Help) => Some(KeywordKind::Help),
+        _ => None,
+    }
+}
+
 /// Writes a batch of inbound texts inside the caller's transaction, in arrival order.
 ///
 /// # Errors
@@ -164,18 +176,7 @@ pub fn write_batch(tx: &Transaction<'_>, items: &[NewInbound]) -> rusqlite::Resu
             |r| r.get::<_, Vec<u8>>(0),
         )?)?);
 
-        let effect = match it.keyword.map(|k| k.kind) {
-            // A repeated STOP from a contact who is already opted out changes nothing and gets
-            // no second confirmation (unless Twilio handled it: then only the record changes).
-            Some(KeywordKind::OptOut) if it.provider_replied || !opted_out => {
-                Some(KeywordKind::OptOut)
-            }
-            Some(KeywordKind::OptIn) if it.provider_replied || opted_out => {
-                Some(KeywordKind::OptIn)
-            }
-            Some(KeywordKind::Help) => Some(KeywordKind::Help),
-            _ => None,
-        };
+        let effect = compliance_effect(it, opted_out);
         let message = MessageId::new();
         insert_message.execute(params![
             blob(message.uuid()),
@@ -207,6 +208,149 @@ pub fn write_batch(tx: &Transaction<'_>, items: &[NewInbound]) -> rusqlite::Resu
                     "UPDATE contacts SET opted_out_at = NULL, opt_out_keyword = NULL, updated_at = ?1 WHERE tenant_id = ?2 AND id = ?3",
                 )?
                 .execute(params![at, tenant, blob(contact.uuid())])?;
+                contacts.insert(key, (contact, false));
+            }
+            _ => {}
+        }
+        results[i] = Written::Stored {
+            message_id: message,
+            conversation_id: conversation,
+            contact_id: contact,
+            compliance: effect,
+        };
+    }
+    Ok(results)
+}
+
+/// [`write_batch`] on Postgres, inside the caller's transaction.
+///
+/// Each item first binds its tenant for row-level security (`app.tenant_id`, local to the
+/// transaction), so a batch that spans tenants writes every row under its own tenant. A
+/// sender is found or created in one statement (insert, or the existing row when the insert
+/// conflicts); when a concurrent transaction created the same sender a moment ago, the
+/// statement's snapshot may not show that row yet, and it runs once more.
+///
+/// # Errors
+/// Any database error; the caller rolls the whole batch back.
+pub async fn write_batch_pg(
+    tx: &mut sqlx::PgConnection,
+    items: &[NewInbound],
+) -> Result<Vec<Written>, sqlx::Error> {
+    let mut results = vec![Written::Duplicate; items.len()];
+    let mut seen = HashSet::new();
+    let mut contacts: HashMap<(TenantId, &str), (ContactId, bool)> = HashMap::new();
+    let mut bound: Option<TenantId> = None;
+    for (i, it) in items.iter().enumerate() {
+        if !seen.insert(it.provider_sid.as_str()) {
+            continue;
+        }
+        if bound != Some(it.tenant_id) {
+            crate::tenancy::bind_tenant_pg(&mut *tx, it.tenant_id).await?;
+            bound = Some(it.tenant_id);
+        }
+        let stored: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM messages WHERE provider_sid = $1")
+                .bind(&it.provider_sid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.is_some() {
+            continue;
+        }
+        let tenant = it.tenant_id.uuid();
+        let key = (it.tenant_id, it.from.as_str());
+        let (contact, opted_out) = match contacts.get(&key) {
+            Some(known) => *known,
+            None => {
+                let mut found = None;
+                for _ in 0..2 {
+                    found = sqlx::query_as::<_, (Uuid, bool)>(
+                        "WITH ins AS (INSERT INTO contacts (id, tenant_id, phone, status, created_at, updated_at) \
+                         VALUES ($1, $2, $3, 'new', $4, $4) ON CONFLICT (tenant_id, phone) DO NOTHING RETURNING id) \
+                         SELECT id, false FROM ins UNION ALL \
+                         SELECT id, opted_out_at IS NOT NULL FROM contacts WHERE tenant_id = $2 AND phone = $3 LIMIT 1",
+                    )
+                    .bind(ContactId::new().uuid())
+                    .bind(tenant)
+                    .bind(&it.from)
+                    .bind(it.received_at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                let (id, opted_out) = found.ok_or(sqlx::Error::RowNotFound)?;
+                let known = (ContactId(id), opted_out);
+                contacts.insert(key, known);
+                known
+            }
+        };
+        let conversation: Uuid = sqlx::query_scalar(
+            "INSERT INTO conversations (id, tenant_id, contact_id, phone_number_id, status, bot_paused, bot_state, unread_count, \
+             last_message_at, last_message_preview, created_at, updated_at) VALUES ($1, $2, $3, $4, 'open', false, NULL, 1, $5, $6, $5, $5) \
+             ON CONFLICT (tenant_id, contact_id, phone_number_id) DO UPDATE SET \
+             unread_count = conversations.unread_count + 1, \
+             last_message_preview = CASE WHEN excluded.last_message_at >= conversations.last_message_at \
+                 THEN excluded.last_message_preview ELSE conversations.last_message_preview END, \
+             last_message_at = GREATEST(conversations.last_message_at, excluded.last_message_at), \
+             status = 'open', updated_at = excluded.updated_at \
+             RETURNING id",
+        )
+        .bind(ConversationId::new().uuid())
+        .bind(tenant)
+        .bind(contact.uuid())
+        .bind(it.phone_number_id.uuid())
+        .bind(it.received_at)
+        .bind(preview(&it.body, it.media.is_some()))
+        .fetch_one(&mut *tx)
+        .await?;
+        let conversation = ConversationId(conversation);
+        let effect = compliance_effect(it, opted_out);
+        let message = MessageId::new();
+        sqlx::query(
+            "INSERT INTO messages (id, tenant_id, conversation_id, contact_id, direction, source, body, media, provider_sid, status, \
+             segments, encoding, attempts, compliance, provider_replied, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12, 0, $13, $14, $15, $15)",
+        )
+        .bind(message.uuid())
+        .bind(tenant)
+        .bind(conversation.uuid())
+        .bind(contact.uuid())
+        .bind(Direction::Inbound.as_str())
+        .bind(Source::Customer.as_str())
+        .bind(&it.body)
+        .bind(it.media.as_ref().map(|m| m.to_string()))
+        .bind(&it.provider_sid)
+        .bind(MessageStatus::Received.as_str())
+        .bind(it.segments)
+        .bind(it.encoding)
+        .bind(effect.map(KeywordKind::as_str))
+        .bind(it.provider_replied)
+        .bind(it.received_at)
+        .execute(&mut *tx)
+        .await?;
+        match (effect, it.keyword) {
+            (Some(KeywordKind::OptOut), Some(keyword)) => {
+                sqlx::query(
+                    "UPDATE contacts SET opted_out_at = $1, opt_out_keyword = $2, updated_at = $1 WHERE tenant_id = $3 AND id = $4",
+                )
+                .bind(it.received_at)
+                .bind(keyword.word)
+                .bind(tenant)
+                .bind(contact.uuid())
+                .execute(&mut *tx)
+                .await?;
+                contacts.insert(key, (contact, true));
+            }
+            (Some(KeywordKind::OptIn), _) => {
+                sqlx::query(
+                    "UPDATE contacts SET opted_out_at = NULL, opt_out_keyword = NULL, updated_at = $1 WHERE tenant_id = $2 AND id = $3",
+                )
+                .bind(it.received_at)
+                .bind(tenant)
+                .bind(contact.uuid())
+                .execute(&mut *tx)
+                .await?;
                 contacts.insert(key, (contact, false));
             }
             _ => {}

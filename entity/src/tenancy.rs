@@ -1,9 +1,9 @@
 //! Tenant scoping: the [`TenantOwned`] trait and the tenant-bound transaction [`TenantTx`].
 
 use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, DeleteMany,
-    EntityTrait, QueryFilter, Select, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    UpdateMany,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, DeleteMany, EntityTrait, QueryFilter, Select, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait, UpdateMany,
 };
 use switchboard_domain::TenantId;
 
@@ -64,12 +64,35 @@ pub struct Db {
     pub write: DatabaseConnection,
 }
 
+/// Postgres: binds the transaction to a tenant for row-level security. `set_config(…, true)`
+/// is `SET LOCAL`: the setting ends with the transaction, so a pooled connection never carries
+/// one tenant into the next transaction. The policies read it back as `app.tenant_id`.
+pub const SET_TENANT: &str = "SELECT set_config('app.tenant_id', $1, true)";
+
+/// [`SET_TENANT`] on a raw sqlx connection inside its transaction (the inbound writer binds
+/// each webhook's tenant before writing its rows).
+///
+/// # Errors
+/// Database errors.
+pub async fn bind_tenant_pg(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(SET_TENANT)
+        .bind(tenant.uuid().to_string())
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// One database transaction bound to one tenant.
 ///
 /// Everything a request, job or webhook does for a tenant runs in one of these; queries take
 /// the tenant from [`TenantTx::tenant`]. Reads run on a read-only connection; writes on the
 /// single write connection, and on SQLite start `IMMEDIATE` (take the write lock up front, so
-/// a read never has to upgrade to a write and fail with `SQLITE_BUSY`).
+/// a read never has to upgrade to a write and fail with `SQLITE_BUSY`). On Postgres the
+/// transaction starts with [`SET_TENANT`], and row-level security limits every statement in
+/// it to that tenant's rows, whatever the query's own filter says.
 pub struct TenantTx {
     tenant: TenantId,
     txn: DatabaseTransaction,
@@ -114,6 +137,14 @@ impl TenantTx {
         options: TransactionOptions,
     ) -> Result<Self, DbErr> {
         let txn = db.begin_with_options(options).await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                SET_TENANT,
+                [tenant.uuid().to_string().into()],
+            ))
+            .await?;
+        }
         Ok(Self { tenant, txn })
     }
 

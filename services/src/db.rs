@@ -1,5 +1,11 @@
 //! Connecting to the database.
 //!
+//! Postgres (`postgres://…`): migrations run on their own connection as the `DATABASE_URL`
+//! user (the owner of the tables); the application's pool then works as that user, both
+//! `Db::read` and `Db::write` being the same pool, [`DATABASE_MAX_CONNECTIONS`] connections.
+//!
+//! [`DATABASE_MAX_CONNECTIONS`]: switchboard_config::Settings::database_max_connections
+//!
 //! SQLite (the embedded default): one file in WAL mode, foreign keys on. Writes commit with
 //! `synchronous = FULL`: a committed webhook, reply or status survives a power loss, not only
 //! a crash of the process (with NORMAL, a lost commit could let a reply that already reached
@@ -15,6 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -63,8 +70,6 @@ pub enum DbOpenError {
     Sqlx(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] DbErr),
-    #[error("DATABASE_URL: Postgres is not supported yet by this build; use sqlite://")]
-    Unsupported,
     #[error(
         "DATABASE_URL: an in-memory SQLite database cannot be shared by the connections; use a file"
     )]
@@ -97,15 +102,40 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
     Ok(options)
 }
 
-/// Opens the database at `url` and applies pending migrations. `notifier` gets its hooks on
-/// the write connection, so committing a job wakes the workers.
+/// True for a `postgres://` or `postgresql://` URL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the Postgres database at `url` and applies pending migrations; the pool holds at
+/// most `max_connections`.
 ///
 /// # Errors
 /// [`DbOpenError`] naming what failed.
-pub async fn open(url: &str, notifier: &Notifier) -> Result<Db, DbOpenError> {
-    if !url.starts_with("sqlite:") {
-        return Err(DbOpenError::Unsupported);
-    }
+pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Db, DbOpenError> {
+    let owner = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    let owner = DatabaseConnection::from(owner);
+    switchboard_migration::run(&owner).await?;
+    owner.close().await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await?;
+    let conn = DatabaseConnection::from(pool);
+    Ok(Db {
+        read: conn.clone(),
+        write: conn,
+    })
+}
+
+/// Opens the SQLite database at `url` and applies pending migrations. `notifier` gets its
+/// hooks on the write connection, so committing a job wakes the workers.
+///
+/// # Errors
+/// [`DbOpenError`] naming what failed.
+pub async fn open_sqlite(url: &str, notifier: &Notifier) -> Result<Db, DbOpenError> {
     let options = sqlite_options(url)?;
     if options.get_filename().as_os_str() == ":memory:" || url.contains("mode=memory") {
         return Err(DbOpenError::InMemory);

@@ -1,14 +1,17 @@
 //! The live bus: every message created or changed is announced here after its transaction
 //! commits; the SSE streams of the inbox, dashboard and simulator listen.
 //!
-//! In-process (tokio broadcast) in the embedded default.
+//! In-process (tokio broadcast) in the embedded default. With `REDIS_URL`, every event is
+//! published on one Redis channel and each process's listener ([`crate::fanout`]) re-emits
+//! what arrives on its own bus, so an SSE client of one web process sees a message that a
+//! worker process handled for another web process's webhook.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchboard_domain::{ConversationId, MessageId, TenantId};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// What happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A new inbound or outbound message row.
@@ -20,7 +23,7 @@ pub enum EventKind {
 }
 
 /// One announcement. Carries ids only; listeners reload through tenant-scoped queries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub kind: EventKind,
     pub tenant_id: TenantId,
@@ -32,10 +35,13 @@ pub struct Event {
 /// Events a slow listener may fall behind by before it skips ahead (it then reloads).
 pub const BUS_CAPACITY: usize = 4096;
 
-/// Fan-out of [`Event`]s to every listener of this process.
+/// Fan-out of [`Event`]s to every listener of this process (and, with Redis, of every other
+/// process).
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
+    /// To the Redis publisher task, when events cross processes.
+    remote: Option<mpsc::UnboundedSender<Event>>,
 }
 
 impl Default for EventBus {
@@ -45,15 +51,37 @@ impl Default for EventBus {
 }
 
 impl EventBus {
-    /// A bus with [`BUS_CAPACITY`].
+    /// An in-process bus with [`BUS_CAPACITY`].
     pub fn new() -> Self {
         Self {
             tx: broadcast::channel(BUS_CAPACITY).0,
+            remote: None,
+        }
+    }
+
+    /// A bus whose events go out through `remote` (the Redis publisher) and come back to
+    /// [`EventBus::deliver`] through the process's pub/sub listener, so every process,
+    /// this one included, sees each event once.
+    pub fn relayed(remote: mpsc::UnboundedSender<Event>) -> Self {
+        Self {
+            tx: broadcast::channel(BUS_CAPACITY).0,
+            remote: Some(remote),
         }
     }
 
     /// Announces `event` to current listeners (none listening is fine).
     pub fn publish(&self, event: Event) {
+        match &self.remote {
+            Some(remote) => {
+                // The publisher task only stops with the process.
+                let _ = remote.send(event);
+            }
+            None => self.deliver(event),
+        }
+    }
+
+    /// Hands `event` to this process's listeners.
+    pub fn deliver(&self, event: Event) {
         let _ = self.tx.send(event);
     }
 

@@ -12,17 +12,22 @@
 //! other write in the process goes through the one connection of the write pool: the writer
 //! holds that connection while it writes, as the lock, so writes never wait in SQLite's
 //! sleeping busy handler.
+//!
+//! On Postgres the writer is a task on the process's runtime with a pooled connection per
+//! batch; other processes write concurrently, and Postgres orders them. Jobs then go to Redis
+//! after the commit (a crash between the two leaves a stored text without a job, which the
+//! sweep re-enqueues: the row is the outbox).
 
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqlitePool};
-use switchboard_entity::ingest::{NewInbound, Written, write_batch};
+use sqlx::{PgPool, Sqlite, SqlitePool};
+use switchboard_entity::ingest::{NewInbound, Written, write_batch, write_batch_pg};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServiceError;
 use crate::events::{Event, EventBus, EventKind};
-use crate::jobs::{self, Enqueue, HandleInbound, Job, Notifier};
+use crate::jobs::{self, Enqueue, HandleInbound, Job, JobQueue};
 
 /// Most webhooks written in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -34,21 +39,23 @@ struct Pending {
     reply: oneshot::Sender<Result<Written, ServiceError>>,
 }
 
-/// Handle to the writer thread.
+type Reply = oneshot::Sender<Result<Written, ServiceError>>;
+
+/// Handle to the writer.
 #[derive(Clone, Debug)]
 pub struct Ingestor {
     tx: mpsc::Sender<Pending>,
 }
 
 impl Ingestor {
-    /// Starts the writer thread on `conn` (its own connection to the database file), taking
-    /// `lock` (the write pool, whose one connection is the process's write lock) for each run
-    /// of batches.
-    pub fn start(
+    /// Starts the SQLite writer thread on `conn` (its own connection to the database file),
+    /// taking `lock` (the write pool, whose one connection is the process's write lock) for
+    /// each run of batches.
+    pub fn start_sqlite(
         conn: rusqlite::Connection,
         lock: SqlitePool,
         events: EventBus,
-        notifier: Notifier,
+        jobs: JobQueue,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
@@ -58,9 +65,16 @@ impl Ingestor {
                     .enable_all()
                     .build()
                     .expect("writer runtime");
-                rt.block_on(run(conn, lock, events, notifier, rx));
+                rt.block_on(run_sqlite(conn, lock, events, jobs, rx));
             })
             .expect("writer thread");
+        Self { tx }
+    }
+
+    /// Starts the Postgres writer task on `pool`.
+    pub fn start_postgres(pool: PgPool, events: EventBus, jobs: JobQueue) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run_postgres(pool, events, jobs, rx));
         Self { tx }
     }
 
@@ -83,13 +97,16 @@ impl Ingestor {
 /// other writers (jobs, tenant updates) have it, in milliseconds.
 pub const MAX_HOLD_MS: u64 = 10;
 
-async fn run(
+async fn run_sqlite(
     mut conn: rusqlite::Connection,
     lock: SqlitePool,
     events: EventBus,
-    notifier: Notifier,
+    jobs: JobQueue,
     mut rx: mpsc::Receiver<Pending>,
 ) {
+    // With the SQLite queue a batch's jobs commit with its rows; otherwise they are pushed
+    // after the commit.
+    let in_tx = jobs.sqlite_pool().is_some();
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -108,25 +125,19 @@ async fn run(
                 }
             },
         };
-        match write(&mut conn, &items) {
-            Ok(results) => answer(&events, &notifier, &items, replies, results),
-            Err(e) if items.len() == 1 => {
-                tracing::error!(error = %e, "inbound write failed");
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(e));
-                }
-            }
+        match write_sqlite(&mut conn, &items, in_tx) {
+            Ok(results) => answer(&events, &jobs, in_tx, &items, replies, results).await,
+            Err(e) if items.len() == 1 => fail(replies.into_iter().next().expect("one reply"), e),
             Err(e) => {
                 // One bad item must not fail the others: write them one by one.
                 tracing::warn!(error = %e, size = items.len(), "inbound batch failed; retrying one by one");
                 for (item, reply) in items.into_iter().zip(replies) {
                     let one = std::slice::from_ref(&item);
-                    match write(&mut conn, one) {
-                        Ok(results) => answer(&events, &notifier, one, vec![reply], results),
-                        Err(e) => {
-                            tracing::error!(error = %e, sid = %item.provider_sid, "inbound write failed");
-                            let _ = reply.send(Err(e));
+                    match write_sqlite(&mut conn, one, in_tx) {
+                        Ok(results) => {
+                            answer(&events, &jobs, in_tx, one, vec![reply], results).await
                         }
+                        Err(e) => fail(reply, e),
                     }
                 }
             }
@@ -137,14 +148,68 @@ async fn run(
     }
 }
 
-/// One transaction: the rows, and a `HandleInbound` job per stored message.
-fn write(
+/// One transaction: the rows, and (with `in_tx`) a `HandleInbound` job per stored message.
+fn write_sqlite(
     conn: &mut rusqlite::Connection,
     items: &[NewInbound],
+    in_tx: bool,
 ) -> Result<Vec<Written>, ServiceError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let results = write_batch(&tx, items)?;
-    let jobs: Vec<Enqueue> = results
+    if in_tx {
+        jobs::push_in_sync(&tx, &handle_jobs(items, &results))?;
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+async fn run_postgres(
+    pool: PgPool,
+    events: EventBus,
+    jobs: JobQueue,
+    mut rx: mpsc::Receiver<Pending>,
+) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (items, replies): (Vec<NewInbound>, Vec<_>) =
+            batch.drain(..).map(|p| (p.item, p.reply)).unzip();
+        match write_postgres(&pool, &items).await {
+            Ok(results) => answer(&events, &jobs, false, &items, replies, results).await,
+            Err(e) => {
+                if items.len() > 1 {
+                    tracing::warn!(error = %e, size = items.len(), "inbound batch failed; retrying one by one");
+                }
+                for (item, reply) in items.into_iter().zip(replies) {
+                    let one = std::slice::from_ref(&item);
+                    match write_postgres(&pool, one).await {
+                        Ok(results) => {
+                            answer(&events, &jobs, false, one, vec![reply], results).await
+                        }
+                        // Another process stored the same MessageSid between our check and
+                        // our insert (a Twilio retry racing the original): a duplicate.
+                        Err(ServiceError::Sqlx(sqlx::Error::Database(db)))
+                            if db.constraint() == Some("ux_messages_provider_sid") =>
+                        {
+                            let _ = reply.send(Ok(Written::Duplicate));
+                        }
+                        Err(e) => fail(reply, e),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_postgres(pool: &PgPool, items: &[NewInbound]) -> Result<Vec<Written>, ServiceError> {
+    let mut tx = pool.begin().await?;
+    let results = write_batch_pg(&mut tx, items).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// A `HandleInbound` job per stored message.
+fn handle_jobs(items: &[NewInbound], results: &[Written]) -> Vec<Enqueue> {
+    results
         .iter()
         .zip(items)
         .filter_map(|(r, it)| match r {
@@ -157,21 +222,36 @@ fn write(
             )),
             Written::Duplicate => None,
         })
-        .collect();
-    jobs::push_in_sync(&tx, &jobs)?;
-    tx.commit()?;
-    Ok(results)
+        .collect()
 }
 
-fn answer(
+fn fail(reply: Reply, e: ServiceError) {
+    tracing::error!(error = %e, "inbound write failed");
+    let _ = reply.send(Err(e));
+}
+
+/// After the commit: push the jobs (unless they were committed with the rows), wake the
+/// workers, announce the messages, answer the webhooks.
+async fn answer(
     events: &EventBus,
-    notifier: &Notifier,
+    jobs: &JobQueue,
+    pushed: bool,
     items: &[NewInbound],
-    replies: Vec<oneshot::Sender<Result<Written, ServiceError>>>,
+    replies: Vec<Reply>,
     results: Vec<Written>,
 ) {
-    if results.iter().any(|r| matches!(r, Written::Stored { .. })) {
-        notifier.notify();
+    if pushed {
+        if results.iter().any(|r| matches!(r, Written::Stored { .. })) {
+            jobs.notifier(jobs::QUEUE_INBOUND).notify();
+        }
+    } else {
+        let pending = handle_jobs(items, &results);
+        if !pending.is_empty()
+            && let Err(e) = jobs.push(&pending).await
+        {
+            // The texts are stored: the sweep enqueues their jobs later.
+            tracing::error!(error = %e, count = pending.len(), "inbound jobs not enqueued; the sweep will");
+        }
     }
     for ((item, reply), r) in items.iter().zip(replies).zip(results) {
         if let Written::Stored {

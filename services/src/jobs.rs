@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::TaskBuilder;
+use apalis_redis::{Config as RedisConfig, ConnectionManager, RedisTask};
 use apalis_sqlite::SqliteTask;
 use futures::channel::mpsc;
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,8 @@ pub enum Job {
 }
 
 impl Job {
-    fn queue(&self) -> &'static str {
+    /// The queue (apalis job type) this job goes to: [`QUEUE_INBOUND`] or [`QUEUE_SEND`].
+    pub fn queue(&self) -> &'static str {
         match self {
             Self::HandleInbound(_) => QUEUE_INBOUND,
             Self::SendMessage(_) => QUEUE_SEND,
@@ -247,65 +249,236 @@ impl Notifier {
     }
 }
 
-/// The job queue handle of a process.
+/// The job queue handle of a process: apalis-sqlite's `Jobs` table in the SQLite file, or
+/// apalis-redis (with `REDIS_URL`), which every web and worker process shares.
 #[derive(Clone)]
 pub struct JobQueue {
-    pool: SqlitePool,
-    notifier: Notifier,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        pool: SqlitePool,
+        notifier: Notifier,
+    },
+    Redis(RedisQueues),
+}
+
+/// apalis-redis queues: one per job type, named `{REDIS_PREFIX}{queue}`.
+#[derive(Clone)]
+pub struct RedisQueues {
+    conn: ConnectionManager,
+    prefix: String,
+    inbound: Notifier,
+    send: Notifier,
+}
+
+/// Seconds between apalis-redis worker heartbeats. A worker silent for
+/// [`REDIS_MISSED_HEARTBEATS`] beats counts as dead, and the next heartbeat of any other
+/// worker puts its in-flight jobs back on the queue (apalis-redis' orphan recovery; its
+/// default is 10 beats of 30 s, 300 s).
+pub const REDIS_HEARTBEAT_SECS: u64 = 5;
+/// See [`REDIS_HEARTBEAT_SECS`]: a SIGKILLed worker's jobs run again after 15-20 s.
+pub const REDIS_MISSED_HEARTBEATS: usize = 3;
+/// How long apalis-redis remembers an idempotency key, in seconds (keys carry the message id
+/// and the attempt or sweep bucket, so a later, legitimate job never reuses one).
+pub const REDIS_IDEMPOTENCY_TTL_SECS: u64 = 3600;
+
+impl RedisQueues {
+    /// apalis-redis' configuration of `queue` (one of the `QUEUE_*` names).
+    pub fn config(&self, queue: &str) -> RedisConfig {
+        RedisConfig::default()
+            .queue(format!("{}{queue}", self.prefix))
+            .heartbeat_interval(Duration::from_secs(REDIS_HEARTBEAT_SECS))
+            .missed_heartbeats(REDIS_MISSED_HEARTBEATS)
+            .idempotency_ttl(Some(Duration::from_secs(REDIS_IDEMPOTENCY_TTL_SECS)))
+    }
+
+    /// The connection the queues use.
+    pub fn conn(&self) -> &ConnectionManager {
+        &self.conn
+    }
+
+    /// The pub/sub channel on which apalis-redis announces a job pushed to `queue` (its
+    /// `batch_push` script publishes `tasks:{active list}:available`).
+    pub fn available_channel(&self, queue: &str) -> String {
+        format!("tasks:{}:available", self.config(queue).active_jobs_list())
+    }
+
+    /// The wake-up source of `queue`'s workers in this process.
+    pub fn notifier(&self, queue: &str) -> &Notifier {
+        if queue == QUEUE_SEND {
+            &self.send
+        } else {
+            &self.inbound
+        }
+    }
+
+    async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
+        for queue in [QUEUE_INBOUND, QUEUE_SEND] {
+            let tasks: Vec<RedisTask> = jobs
+                .iter()
+                .filter(|e| e.job.queue() == queue)
+                .map(Enqueue::task)
+                .collect();
+            if tasks.is_empty() {
+                continue;
+            }
+            let mut conn = self.conn.clone();
+            apalis_redis::queries::push_tasks(&mut conn, &self.config(queue), &tasks)
+                .await
+                .map_err(|e| ServiceError::Queue(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the data of jobs finished more than `age` ago (apalis-redis' `vacuum_before`),
+    /// and the ids in each queue's done set, which only its dashboard reads and which would
+    /// otherwise grow by one id per job forever. Returns how many jobs were deleted.
+    async fn vacuum(&self, age: Duration) -> Result<u64, ServiceError> {
+        use apalis_core::backend::Vacuum;
+        let mut total = 0;
+        for queue in [QUEUE_INBOUND, QUEUE_SEND] {
+            let config = self.config(queue);
+            let mut storage = apalis_redis::RedisStorage::<()>::new(self.conn.clone())
+                .with_config(config.clone());
+            total += storage
+                .vacuum_before(age)
+                .await
+                .map_err(|e| ServiceError::Queue(e.to_string()))? as u64;
+            let _: () = redis::cmd("DEL")
+                .arg(config.done_jobs_set())
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| ServiceError::Redis(e.to_string()))?;
+        }
+        Ok(total)
+    }
+
+    /// Jobs waiting in `queue`: ready to run plus scheduled (a retry's backoff).
+    async fn depth(&self, queue: &str) -> Result<u64, ServiceError> {
+        let config = self.config(queue);
+        let (ready, scheduled): (u64, u64) = redis::pipe()
+            .llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| ServiceError::Redis(e.to_string()))?;
+        Ok(ready + scheduled)
+    }
 }
 
 impl JobQueue {
     /// A queue in the SQLite database behind `pool`, woken by `notifier`'s hooks.
     pub fn sqlite(pool: SqlitePool, notifier: Notifier) -> Self {
-        Self { pool, notifier }
+        Self {
+            backend: Backend::Sqlite { pool, notifier },
+        }
     }
 
-    /// The database the jobs live in.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// apalis-redis queues on `conn`, their keys starting with `prefix`.
+    pub fn redis(conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            backend: Backend::Redis(RedisQueues {
+                conn,
+                prefix: prefix.to_string(),
+                inbound: Notifier::default(),
+                send: Notifier::default(),
+            }),
+        }
     }
 
-    /// The wake-up source workers subscribe to.
-    pub fn notifier(&self) -> &Notifier {
-        &self.notifier
+    /// The SQLite database the jobs live in (`None` on Redis).
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => Some(pool),
+            Backend::Redis(_) => None,
+        }
     }
 
-    /// Stores jobs in their own transaction.
+    /// The Redis queues (`None` on SQLite).
+    pub fn redis_queues(&self) -> Option<&RedisQueues> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The wake-up source `queue`'s workers subscribe to.
+    pub fn notifier(&self, queue: &str) -> &Notifier {
+        match &self.backend {
+            Backend::Sqlite { notifier, .. } => notifier,
+            Backend::Redis(r) => r.notifier(queue),
+        }
+    }
+
+    /// Stores jobs (on SQLite, in their own transaction).
     ///
     /// # Errors
     /// [`ServiceError::Queue`] / database errors.
     pub async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        push_in(&mut tx, jobs).await?;
-        tx.commit().await?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                push_in(&mut tx, jobs).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            Backend::Redis(r) => r.push(jobs).await,
+        }
+    }
+
+    /// Jobs waiting to run in `queue` (ready or scheduled), for `/metrics`.
+    ///
+    /// # Errors
+    /// Database or Redis errors.
+    pub async fn depth(&self, queue: &str) -> Result<u64, ServiceError> {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status IN ('Pending', 'Queued')",
+                )
+                .bind(queue)
+                .fetch_one(pool)
+                .await?;
+                Ok(n as u64)
+            }
+            Backend::Redis(r) => r.depth(queue).await,
+        }
     }
 
     /// Deletes jobs that finished (`Done`, `Killed`, or `Failed` with no attempts left) more
     /// than `age` ago, at most `limit` rows per call (short write transactions). The outcome
-    /// of the work itself lives on our own rows (a message's status), not in `Jobs`.
+    /// of the work itself lives on our own rows (a message's status), not in `Jobs`. On Redis
+    /// apalis-redis' own vacuum removes finished jobs older than `age`.
     ///
     /// # Errors
     /// Database errors.
     pub async fn purge_finished(&self, age: Duration, limit: i64) -> Result<u64, ServiceError> {
-        let before = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
-        let before = before
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs() as i64;
-        let deleted = sqlx::query(
-            // Spelled so the partial index on finished jobs (status IN (…) AND done_at IS NOT
-            // NULL) serves it.
-            "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs \
-             WHERE status IN ('Done', 'Failed', 'Killed') AND done_at IS NOT NULL AND done_at < ? \
-             AND (status <> 'Failed' OR attempts >= max_attempts) LIMIT ?)",
-        )
-        .bind(before)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(deleted)
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => {
+                let before = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+                let before = before
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs() as i64;
+                let deleted = sqlx::query(
+                    // Spelled so the partial index on finished jobs (status IN (…) AND done_at
+                    // IS NOT NULL) serves it.
+                    "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs \
+                     WHERE status IN ('Done', 'Failed', 'Killed') AND done_at IS NOT NULL AND done_at < ? \
+                     AND (status <> 'Failed' OR attempts >= max_attempts) LIMIT ?)",
+                )
+                .bind(before)
+                .bind(limit)
+                .execute(pool)
+                .await?
+                .rows_affected();
+                Ok(deleted)
+            }
+            Backend::Redis(r) => r.vacuum(age).await,
+        }
     }
 
     /// Schedules `job` to run after `delay` (a backoff), deduplicated by `key`.

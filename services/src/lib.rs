@@ -22,6 +22,7 @@ pub mod ctx;
 pub mod dashboard;
 pub mod db;
 pub mod events;
+pub mod fanout;
 pub mod inbound;
 pub mod ingest;
 pub mod invites;
@@ -147,6 +148,13 @@ impl Providers {
 }
 
 /// The handles one process shares: settings, database, job queue, live bus, inbound writer.
+///
+/// | `DATABASE_URL` | `REDIS_URL` | job queue        | live bus          | sessions |
+/// |----------------|-------------|------------------|-------------------|----------|
+/// | sqlite         | —           | apalis-sqlite    | in-process        | table    |
+/// | sqlite         | set         | apalis-redis     | Redis pub/sub     | Redis    |
+/// | postgres       | set         | apalis-redis     | Redis pub/sub     | Redis    |
+/// | postgres       | —           | refused at start ([`StartError::RedisRequired`]) |||
 pub struct App {
     pub settings: Settings,
     pub db: db::Db,
@@ -169,6 +177,12 @@ pub enum StartError {
     Db(#[from] db::DbOpenError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error("REDIS_URL: is required with a Postgres DATABASE_URL")]
+    RedisRequired,
+}
+
+fn redis_error(e: redis::RedisError) -> ServiceError {
+    ServiceError::Redis(e.to_string())
 }
 
 impl App {
@@ -179,19 +193,49 @@ impl App {
     /// # Errors
     /// [`StartError`] naming what failed.
     pub async fn start(settings: Settings) -> Result<Arc<App>, StartError> {
-        let notifier = jobs::Notifier::default();
-        let db = db::open(&settings.database_url, &notifier).await?;
-        let writer = db.write.get_sqlite_connection_pool().clone();
-        let jobs = jobs::JobQueue::sqlite(writer.clone(), notifier);
-        let events = events::EventBus::new();
-        let inbound_writer = db::open_inbound_writer(&settings.database_url)?;
-        let ingest = ingest::Ingestor::start(
-            inbound_writer,
-            writer,
-            events.clone(),
-            jobs.notifier().clone(),
-        );
-        let sessions = sessions::Store::open(&settings).await?;
+        let redis = match &settings.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
+                let conn = client.get_connection_manager().await.map_err(redis_error)?;
+                Some((client, conn))
+            }
+            None => None,
+        };
+        let sessions = sessions::Store::open(&settings, redis.as_ref().map(|r| r.1.clone()));
+        let (db, jobs, events, ingest);
+        if db::is_postgres(&settings.database_url) {
+            db = db::open_postgres(&settings.database_url, settings.database_max_connections)
+                .await?;
+            let (client, conn) = redis.ok_or(StartError::RedisRequired)?;
+            jobs = jobs::JobQueue::redis(conn.clone(), &settings.redis_prefix);
+            events = fanout::start(client, conn, &settings.redis_prefix, jobs.clone());
+            ingest = ingest::Ingestor::start_postgres(
+                db.write.get_postgres_connection_pool().clone(),
+                events.clone(),
+                jobs.clone(),
+            );
+        } else {
+            let notifier = jobs::Notifier::default();
+            db = db::open_sqlite(&settings.database_url, &notifier).await?;
+            let writer = db.write.get_sqlite_connection_pool().clone();
+            (jobs, events) = match redis {
+                Some((client, conn)) => {
+                    let jobs = jobs::JobQueue::redis(conn.clone(), &settings.redis_prefix);
+                    let events = fanout::start(client, conn, &settings.redis_prefix, jobs.clone());
+                    (jobs, events)
+                }
+                None => (
+                    jobs::JobQueue::sqlite(writer.clone(), notifier),
+                    events::EventBus::new(),
+                ),
+            };
+            ingest = ingest::Ingestor::start_sqlite(
+                db::open_inbound_writer(&settings.database_url)?,
+                writer,
+                events.clone(),
+                jobs.clone(),
+            );
+        }
         let app = Arc::new(App {
             sealer: crypto::Sealer::new(&settings.secret_key),
             providers: Providers::new(&settings),

@@ -55,20 +55,15 @@ fn redis_error(e: redis::RedisError) -> ServiceError {
 }
 
 impl Store {
-    /// Connects to `REDIS_URL` when set.
-    ///
-    /// # Errors
-    /// [`ServiceError::Redis`] when Redis cannot be reached.
-    pub async fn open(settings: &switchboard_config::Settings) -> Result<Self, ServiceError> {
-        let Some(url) = &settings.redis_url else {
-            return Ok(Self::Db);
-        };
-        let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
-        let conn = client.get_connection_manager().await.map_err(redis_error)?;
-        Ok(Self::Redis {
-            conn,
-            prefix: settings.redis_prefix.clone(),
-        })
+    /// Redis (on the process's shared connection) when `REDIS_URL` is set, else the table.
+    pub fn open(settings: &switchboard_config::Settings, redis: Option<ConnectionManager>) -> Self {
+        match redis {
+            Some(conn) => Self::Redis {
+                conn,
+                prefix: settings.redis_prefix.clone(),
+            },
+            None => Self::Db,
+        }
     }
 
     /// `db` or `redis`, for logs and `/ready`.

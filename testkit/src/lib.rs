@@ -4,6 +4,11 @@
 //! file, with Twilio's API replaced by a loopback [`MockServer`] that answers like Twilio
 //! (201 with a unique MessageSid) unless a test mounts something else. Tenants get their own
 //! Twilio account (SID + auth token) so webhooks are signed exactly as Twilio would sign them.
+//!
+//! With `TEST_DATABASE_URL=postgres://…` every test gets its own database, created from that
+//! server (dropped when the test ends); with `TEST_REDIS_URL=redis://…` its own key prefix
+//! (`sbt:{uuid}:`, whose keys are deleted when the test ends). Postgres requires Redis (the
+//! job queues), so the first without the second is refused.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,12 +18,12 @@ use std::time::{Duration, Instant};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use secrecy::SecretString;
 use switchboard_config::Settings;
-use switchboard_domain::TenantId;
 use switchboard_domain::phone::E164;
 use switchboard_domain::signature::twilio;
-use switchboard_entity::{contact, conversation, message};
-use switchboard_services::App;
+use switchboard_domain::{TenantId, UserId};
+use switchboard_entity::{contact, conversation, message, session};
 use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
+use switchboard_services::{App, sessions};
 use tokio::sync::oneshot;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -55,6 +60,94 @@ pub struct TestApp {
     pub tenant: TestTenant,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+    _services: Services,
+}
+
+/// The per-test Postgres database and Redis prefix, removed on drop.
+#[derive(Default)]
+struct Services {
+    /// (server URL to connect to for the drop, database name)
+    database: Option<(String, String)>,
+    /// (Redis URL, key prefix)
+    redis: Option<(String, String)>,
+}
+
+impl Services {
+    /// Creates what `TEST_DATABASE_URL` / `TEST_REDIS_URL` ask for; returns the settings
+    /// that point the app at them.
+    async fn create() -> (Self, Vec<(String, String)>) {
+        let mut services = Self::default();
+        let mut settings = Vec::new();
+        if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
+            assert!(
+                std::env::var("TEST_REDIS_URL").is_ok(),
+                "TEST_DATABASE_URL needs TEST_REDIS_URL (Postgres runs its jobs on Redis)"
+            );
+            use sqlx::Connection;
+            let name = format!("sbt_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&server)
+                .await
+                .expect("TEST_DATABASE_URL: cannot connect");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create the test database");
+            let mut url = url::Url::parse(&server).expect("TEST_DATABASE_URL is a URL");
+            url.set_path(&name);
+            settings.push(("DATABASE_URL".into(), url.to_string()));
+            services.database = Some((server, name));
+        }
+        if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
+            let prefix = format!("sbt:{}:", uuid::Uuid::new_v4().simple());
+            settings.push(("REDIS_URL".into(), redis.clone()));
+            settings.push(("REDIS_PREFIX".into(), prefix.clone()));
+            services.redis = Some((redis, prefix));
+        }
+        (services, settings)
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let (database, redis) = (self.database.take(), self.redis.take());
+        if database.is_none() && redis.is_none() {
+            return;
+        }
+        // A thread with its own runtime: the test's runtime may be shutting down.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Some((server, name)) = database {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                }
+                if let Some((url, prefix)) = redis
+                    && let Ok(client) = redis::Client::open(url.as_str())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    for chunk in keys.chunks(500) {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
 
 /// Answers `POST …/Messages.json` like Twilio: 201 with a fresh `SM…` sid, status `queued`.
@@ -111,6 +204,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("addr"));
     let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    let (services, service_settings) = Services::create().await;
     let mut pairs: Vec<(String, String)> = vec![
         ("APP_URL".into(), address.clone()),
         ("DATABASE_URL".into(), db),
@@ -122,6 +216,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         ("DEMO_SEED".into(), options.demo.to_string()),
         ("TWILIO_TIMEOUT_SECS".into(), "1".into()),
     ];
+    pairs.extend(service_settings);
     pairs.extend(options.settings.iter().cloned());
     let refs: Vec<(&str, &str)> = pairs
         .iter()
@@ -153,6 +248,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         tenant,
         shutdown: Some(tx),
         _dir: dir,
+        _services: services,
     }
 }
 
@@ -460,5 +556,106 @@ pub fn set(params: &mut Vec<(String, String)>, name: &str, value: &str) {
     match params.iter_mut().find(|(k, _)| k == name) {
         Some((_, v)) => *v = value.to_string(),
         None => params.push((name.to_string(), value.to_string())),
+    }
+}
+
+/// Which time of a stored session [`TestApp::age_sessions`] moves.
+#[derive(Clone, Copy, Debug)]
+pub enum SessionTime {
+    /// The last request (idle timeout).
+    LastSeen,
+    /// The absolute end.
+    Expires,
+}
+
+impl TestApp {
+    /// Every stored sign-in session as (storage key, record), from the table or from Redis,
+    /// whichever the app uses.
+    pub async fn stored_sessions(&self) -> Vec<(String, sessions::Record)> {
+        match &self.app.sessions {
+            sessions::Store::Db => session::Entity::find()
+                .all(&self.app.db.read)
+                .await
+                .expect("sessions")
+                .into_iter()
+                .map(|s| {
+                    let record = sessions::Record {
+                        user_id: s.user_id,
+                        tenant_id: s.tenant_id,
+                        created_at: s.created_at,
+                        last_seen_at: s.last_seen_at,
+                        expires_at: s.expires_at,
+                    };
+                    (s.id_hash, record)
+                })
+                .collect(),
+            sessions::Store::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}session:*"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("session keys");
+                let mut out = Vec::new();
+                for key in keys {
+                    let json: Option<String> = redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("session");
+                    if let Some(json) = json {
+                        out.push((key, serde_json::from_str(&json).expect("a session record")));
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The stored sessions of `user`.
+    pub async fn sessions_of(&self, user: UserId) -> Vec<sessions::Record> {
+        self.stored_sessions()
+            .await
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.user_id == user)
+            .collect()
+    }
+
+    /// Moves `which` time of every session of `user` to `by` before now.
+    pub async fn age_sessions(&self, user: UserId, which: SessionTime, by: chrono::Duration) {
+        let at = chrono::Utc::now() - by;
+        for (key, mut record) in self.stored_sessions().await {
+            if record.user_id != user {
+                continue;
+            }
+            match which {
+                SessionTime::LastSeen => record.last_seen_at = at,
+                SessionTime::Expires => record.expires_at = at,
+            }
+            match &self.app.sessions {
+                sessions::Store::Db => {
+                    use sea_orm::ActiveValue::Set;
+                    session::Entity::update(session::ActiveModel {
+                        id_hash: Set(key),
+                        last_seen_at: Set(record.last_seen_at),
+                        expires_at: Set(record.expires_at),
+                        ..Default::default()
+                    })
+                    .exec(&self.app.db.write)
+                    .await
+                    .expect("age a session");
+                }
+                sessions::Store::Redis { conn, .. } => {
+                    let _: () = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(serde_json::to_string(&record).expect("a record serializes"))
+                        .arg("KEEPTTL")
+                        .query_async(&mut conn.clone())
+                        .await
+                        .expect("age a session");
+                }
+            }
+        }
     }
 }

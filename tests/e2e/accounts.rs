@@ -2,12 +2,12 @@
 //! sign-out, cookie attributes, session fixation, timeouts, CSRF and Origin checks, security
 //! headers, disabled users and removed members.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use switchboard_domain::accounts::Role;
-use switchboard_entity::{membership, session, tenant, user};
-use switchboard_testkit::{Options, PASSWORD, spawn_app, spawn_app_with};
+use switchboard_entity::{membership, tenant, user};
+use switchboard_testkit::{Options, PASSWORD, SessionTime, spawn_app, spawn_app_with};
 
 fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
     resp.headers()
@@ -29,11 +29,7 @@ fn location(resp: &reqwest::Response) -> &str {
 }
 
 async fn sessions_of(t: &switchboard_testkit::TestApp, user: switchboard_domain::UserId) -> u64 {
-    session::Entity::find()
-        .filter(session::Column::UserId.eq(user))
-        .count(&t.app.db.read)
-        .await
-        .unwrap()
+    t.sessions_of(user).await.len() as u64
 }
 
 #[tokio::test]
@@ -292,23 +288,12 @@ async fn sign_out_ends_the_session_on_the_server() {
         .await
         .unwrap();
     assert_eq!(stolen.status(), StatusCode::OK);
-    let row = session::Entity::find()
-        .filter(session::Column::UserId.eq(user_id))
-        .one(&t.app.db.read)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(sessions_of(&t, user_id).await, 1);
     let resp = b.post_form("/logout", &[]).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert!(session_cookie(&resp).contains("Max-Age=0"));
     assert_eq!(sessions_of(&t, user_id).await, 0);
-    assert!(
-        session::Entity::find_by_id(row.id_hash)
-            .one(&t.app.db.read)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(t.stored_sessions().await.is_empty());
     assert_eq!(b.get("/").await.status(), StatusCode::SEE_OTHER);
 }
 
@@ -316,24 +301,14 @@ async fn sign_out_ends_the_session_on_the_server() {
 async fn idle_and_absolute_timeouts_end_sessions() {
     let t = spawn_app().await;
     let (b, user_id, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
-    let age = |user_id, column, by: Duration| {
-        let db = t.app.db.write.clone();
-        async move {
-            session::Entity::update_many()
-                .filter(session::Column::UserId.eq(user_id))
-                .col_expr(column, (Utc::now() - by).into())
-                .exec(&db)
-                .await
-                .unwrap();
-        }
-    };
-    age(user_id, session::Column::LastSeenAt, Duration::hours(11)).await;
+    let age = |user_id, which, by| t.age_sessions(user_id, which, by);
+    age(user_id, SessionTime::LastSeen, Duration::hours(11)).await;
     assert_eq!(
         b.get("/").await.status(),
         StatusCode::OK,
         "11 h idle is fine"
     );
-    age(user_id, session::Column::LastSeenAt, Duration::hours(13)).await;
+    age(user_id, SessionTime::LastSeen, Duration::hours(13)).await;
     assert_eq!(b.get("/").await.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         sessions_of(&t, user_id).await,
@@ -342,7 +317,7 @@ async fn idle_and_absolute_timeouts_end_sessions() {
     );
 
     let (b, user_id, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
-    age(user_id, session::Column::ExpiresAt, Duration::seconds(1)).await;
+    age(user_id, SessionTime::Expires, Duration::seconds(1)).await;
     assert_eq!(b.get("/").await.status(), StatusCode::SEE_OTHER);
     assert_eq!(sessions_of(&t, user_id).await, 0);
 }

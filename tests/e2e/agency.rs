@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use switchboard_domain::accounts::Role;
-use switchboard_entity::{api_key, session, tenant, user};
+use switchboard_entity::{api_key, tenant, user};
 use switchboard_testkit::{Browser, PASSWORD, TestApp, spawn_app};
 
 async fn tenant_named(t: &TestApp, name: &str) -> tenant::Model {
@@ -23,13 +23,7 @@ async fn session_tenant(t: &TestApp, email: &str) -> Option<switchboard_domain::
         .await
         .unwrap()
         .unwrap();
-    session::Entity::find()
-        .filter(session::Column::UserId.eq(u.id))
-        .one(&t.app.db.read)
-        .await
-        .unwrap()
-        .unwrap()
-        .tenant_id
+    t.sessions_of(u.id).await.remove(0).tenant_id
 }
 
 /// Signs up `email` as the agency "Northwind Marketing" with first business "Rivera HVAC".

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 use switchboard_domain::accounts::Role;
-use switchboard_entity::{identity, session, user};
+use switchboard_entity::{identity, user};
 use switchboard_testkit::idp::{CLIENT_ID, CLIENT_SECRET, FakeIdp};
 use switchboard_testkit::{Browser, Options, PASSWORD, TestApp, spawn_app, spawn_app_with};
 
@@ -54,7 +54,7 @@ async fn users(t: &TestApp) -> u64 {
 }
 
 async fn sessions(t: &TestApp) -> u64 {
-    session::Entity::find().count(&t.app.db.read).await.unwrap()
+    t.stored_sessions().await.len() as u64
 }
 
 #[tokio::test]

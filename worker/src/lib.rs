@@ -11,9 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
+use apalis_redis::RedisStorage;
 use apalis_sqlite::{Config, SqliteStorage};
+use sqlx::SqlitePool;
 use switchboard_domain::MessageId;
-use switchboard_services::jobs::{self, FALLBACK_POLL_SECS, HandleInbound, SendMessage};
+use switchboard_services::jobs::{
+    self, FALLBACK_POLL_SECS, HandleInbound, RedisQueues, SendMessage,
+};
 use switchboard_services::{App, ServiceError, TenantCtx, inbound, messaging, sweep};
 
 /// Seconds between worker heartbeats. A worker silent for [`MISSED_HEARTBEATS`] beats is
@@ -56,19 +60,105 @@ fn finish<T: std::fmt::Debug>(
     }
 }
 
-/// A queue on the write connection, woken by each commit that inserts a job and polled every
+/// Wake-ups of `queue`'s workers: each announcement of a new job (a commit that inserted one
+/// on SQLite, apalis-redis' pub/sub message on Redis), and a poll every
 /// [`FALLBACK_POLL_SECS`] (delayed retries; a wake-up can be missed between two fetches).
-fn storage<T>(app: &App, queue: &str) -> PollWith<SqliteStorage<T>, Strategy> {
+fn wake(app: &App, queue: &str) -> Strategy {
+    Strategy::new()
+        .stream(app.jobs.notifier(queue).subscribe())
+        .interval(Duration::from_secs(FALLBACK_POLL_SECS))
+}
+
+/// A queue in the SQLite file, on the write connection.
+fn sqlite_storage<T>(
+    app: &App,
+    pool: &SqlitePool,
+    queue: &str,
+) -> PollWith<SqliteStorage<T>, Strategy> {
     let config = Config::default()
         .queue(queue)
         .heartbeat_interval(Duration::from_secs(HEARTBEAT_SECS))
         .missed_heartbeats(MISSED_HEARTBEATS);
-    let wake = Strategy::new()
-        .stream(app.jobs.notifier().subscribe())
-        .interval(Duration::from_secs(FALLBACK_POLL_SECS));
-    SqliteStorage::<T>::new(app.jobs.pool())
+    SqliteStorage::<T>::new(pool)
         .with_config(config)
-        .poll_with_strategy(wake)
+        .poll_with_strategy(wake(app, queue))
+}
+
+/// A queue in Redis, shared by every process (orphan recovery as configured by
+/// [`RedisQueues::config`]).
+fn redis_storage<T>(
+    app: &App,
+    queues: &RedisQueues,
+    queue: &str,
+) -> PollWith<RedisStorage<T>, Strategy> {
+    RedisStorage::<T>::new(queues.conn().clone())
+        .with_config(queues.config(queue))
+        .poll_with_strategy(wake(app, queue))
+}
+
+/// Registers one worker per job type on `monitor`, for whichever queue backend the app has.
+fn register(monitor: Monitor, app: &Arc<App>) -> Monitor {
+    let instance = format!("{}-{}", hostname(), std::process::id());
+    let settings = &app.settings;
+    let (inbound_n, send_n) = (
+        settings.worker_concurrency_inbound,
+        settings.worker_concurrency_send,
+    );
+    macro_rules! worker {
+        ($monitor:expr, $name:literal, $queue:expr, $n:expr, $storage:expr, $handler:expr) => {{
+            let (app, instance) = (app.clone(), instance.clone());
+            $monitor.register(move |restarts| {
+                WorkerBuilder::new(format!("{}-{instance}-{restarts}", $name))
+                    .backend($storage(&app, $queue))
+                    .data(app.clone())
+                    .concurrency($n)
+                    .catch_panic()
+                    .build($handler)
+            })
+        }};
+    }
+    if let Some(queues) = app.jobs.redis_queues().cloned() {
+        let (q1, q2) = (queues.clone(), queues);
+        let monitor = worker!(
+            monitor,
+            "inbound",
+            jobs::QUEUE_INBOUND,
+            inbound_n,
+            |app: &Arc<App>, queue| redis_storage::<HandleInbound>(app, &q1, queue),
+            handle_inbound
+        );
+        worker!(
+            monitor,
+            "send",
+            jobs::QUEUE_SEND,
+            send_n,
+            |app: &Arc<App>, queue| redis_storage::<SendMessage>(app, &q2, queue),
+            send_message
+        )
+    } else {
+        let pool = app
+            .jobs
+            .sqlite_pool()
+            .expect("a SQLite queue without Redis")
+            .clone();
+        let (p1, p2) = (pool.clone(), pool);
+        let monitor = worker!(
+            monitor,
+            "inbound",
+            jobs::QUEUE_INBOUND,
+            inbound_n,
+            |app: &Arc<App>, queue| sqlite_storage::<HandleInbound>(app, &p1, queue),
+            handle_inbound
+        );
+        worker!(
+            monitor,
+            "send",
+            jobs::QUEUE_SEND,
+            send_n,
+            |app: &Arc<App>, queue| sqlite_storage::<SendMessage>(app, &p2, queue),
+            send_message
+        )
+    }
 }
 
 /// Runs the workers (and the periodic sweep) until `shutdown` completes, then lets running
@@ -80,27 +170,7 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MonitorError> {
-    let concurrency = app.settings.worker_concurrency;
-    let instance = format!("{}-{}", hostname(), std::process::id());
-    let (a1, a2) = (app.clone(), app.clone());
-    let (i1, i2) = (instance.clone(), instance);
-    let monitor = Monitor::new()
-        .register(move |restarts| {
-            WorkerBuilder::new(format!("inbound-{i1}-{restarts}"))
-                .backend(storage::<HandleInbound>(&a1, jobs::QUEUE_INBOUND))
-                .data(a1.clone())
-                .concurrency(concurrency)
-                .catch_panic()
-                .build(handle_inbound)
-        })
-        .register(move |restarts| {
-            WorkerBuilder::new(format!("send-{i2}-{restarts}"))
-                .backend(storage::<SendMessage>(&a2, jobs::QUEUE_SEND))
-                .data(a2.clone())
-                .concurrency(concurrency)
-                .catch_panic()
-                .build(send_message)
-        })
+    let monitor = register(Monitor::new(), &app)
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped; restarting");
             true

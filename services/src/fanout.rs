@@ -1,0 +1,102 @@
+//! Redis pub/sub for a process that shares its work with others (`REDIS_URL`).
+//!
+//! One publisher task sends this process's live events to the channel `{REDIS_PREFIX}events`,
+//! in order. One listener connection subscribes to that channel and to apalis-redis' "job
+//! available" channel of each queue: events go to the process's [`EventBus`], job
+//! announcements wake this process's workers of that queue at once (they also poll every
+//! [`crate::jobs::FALLBACK_POLL_SECS`], which covers a dropped connection and delayed
+//! retries). Both reconnect after a Redis failure, waiting [`RECONNECT_SECS`] between tries.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::events::{Event, EventBus};
+use crate::jobs::{JobQueue, QUEUE_INBOUND, QUEUE_SEND};
+
+/// Seconds between attempts to re-subscribe after the pub/sub connection failed.
+pub const RECONNECT_SECS: u64 = 1;
+
+/// The channel live events travel on.
+pub fn events_channel(prefix: &str) -> String {
+    format!("{prefix}events")
+}
+
+/// Starts the publisher and the listener; returns the bus that publishes through them.
+pub fn start(
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: &str,
+    jobs: JobQueue,
+) -> EventBus {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let bus = EventBus::relayed(tx);
+    let channel = events_channel(prefix);
+    tokio::spawn(publish(conn, channel.clone(), rx));
+    tokio::spawn(listen(client, channel, bus.clone(), jobs));
+    bus
+}
+
+async fn publish(
+    mut conn: ConnectionManager,
+    channel: String,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) {
+    while let Some(event) = rx.recv().await {
+        let payload = serde_json::to_string(&event).expect("events serialize");
+        let sent: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = sent {
+            // A live update is a convenience: the page shows the row on its next load.
+            tracing::warn!(error = %e, "live event not published");
+        }
+    }
+}
+
+async fn listen(client: redis::Client, channel: String, bus: EventBus, jobs: JobQueue) {
+    let queues = jobs.redis_queues().cloned();
+    let wake: Vec<(String, &'static str)> = queues
+        .iter()
+        .flat_map(|q| [QUEUE_INBOUND, QUEUE_SEND].map(|name| (q.available_channel(name), name)))
+        .collect();
+    loop {
+        let mut pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis pub/sub unavailable; retrying");
+                tokio::time::sleep(Duration::from_secs(RECONNECT_SECS)).await;
+                continue;
+            }
+        };
+        let mut channels = vec![channel.clone()];
+        channels.extend(wake.iter().map(|(c, _)| c.clone()));
+        if let Err(e) = pubsub.subscribe(&channels).await {
+            tracing::warn!(error = %e, "Redis SUBSCRIBE failed; retrying");
+            tokio::time::sleep(Duration::from_secs(RECONNECT_SECS)).await;
+            continue;
+        }
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let name = msg.get_channel_name();
+            if name == channel {
+                match msg
+                    .get_payload::<String>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| serde_json::from_str::<Event>(&p).map_err(|e| e.to_string()))
+                {
+                    Ok(event) => bus.deliver(event),
+                    Err(e) => tracing::warn!(error = %e, "unreadable live event ignored"),
+                }
+            } else if let Some((_, queue)) = wake.iter().find(|(c, _)| c == name) {
+                jobs.notifier(queue).notify();
+            }
+        }
+        tracing::warn!("Redis pub/sub connection lost; re-subscribing");
+        tokio::time::sleep(Duration::from_secs(RECONNECT_SECS)).await;
+    }
+}
