@@ -20,7 +20,11 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint + 'static {
     switchboard_web::routes(switchboard_api::routes(app.clone()))
         .with(guard)
         .with(Tracing)
+        .around(switchboard_api::request_id)
         .data(Arc::new(switchboard_api::auth::SignInLimiter::default()))
+        .data(Arc::new(
+            switchboard_api::webhooks::WebhookLimiter::default(),
+        ))
         .data(app)
 }
 

@@ -71,7 +71,7 @@ async fn sign_in_at_provider(
 }
 
 async fn sessions(t: &TestApp) -> u64 {
-    session::Entity::find().count(&t.app.db.read).await.unwrap()
+    session::Entity::find().count(&t.db.read).await.unwrap()
 }
 
 #[tokio::test]
@@ -84,12 +84,12 @@ async fn a_real_provider_signs_a_new_user_in_with_the_code_flow() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{callback}");
     assert_eq!(resp.headers()["location"], "/");
     let id = identity::Entity::find_by_id((ISSUER.to_string(), "real-alice".to_string()))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .expect("the identity (iss, sub)");
     let u = user::Entity::find_by_id(id.user_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .expect("the account made for it");
@@ -149,10 +149,7 @@ async fn a_real_providers_answer_with_a_tampered_state_or_nonce_is_refused() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(sessions(&t).await, 0);
     assert_eq!(
-        identity::Entity::find()
-            .count(&t.app.db.read)
-            .await
-            .unwrap(),
+        identity::Entity::find().count(&t.db.read).await.unwrap(),
         0,
         "nobody was created"
     );

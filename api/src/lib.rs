@@ -68,7 +68,41 @@ fn table(app: &App) -> RouteTable {
     t.nest("/api/docs", ui);
     t.at("/health", get(health));
     t.at("/ready", get(ready));
+    t.at("/metrics", get(metrics_text));
     t
+}
+
+/// `GET /metrics`: Prometheus text format (see `switchboard_services::metrics` for the
+/// series). No tenant data: labels are endpoints, results, job types, queues and codes.
+#[handler]
+async fn metrics_text(Data(app): Data<&Arc<App>>) -> Response {
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(switchboard_services::metrics::render(app).await)
+}
+
+/// Header carrying the correlation id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Middleware (use with `EndpointExt::around`): takes the caller's `X-Request-Id` or makes
+/// one ([`switchboard_services::correlation::accept`]), runs the request in a span and a
+/// correlation scope with it (so the jobs a webhook enqueues carry it), and returns it in the
+/// response's `X-Request-Id`.
+///
+/// # Errors
+/// Those of the inner endpoint.
+pub async fn request_id<E: poem::Endpoint>(next: E, req: poem::Request) -> poem::Result<Response> {
+    use switchboard_services::correlation;
+    use tracing::Instrument;
+    let id = correlation::accept(req.header(REQUEST_ID));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = correlation::scope(id.clone(), next.call(req).instrument(span))
+        .await?
+        .into_response();
+    if let Ok(value) = poem::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(resp)
 }
 
 /// Routes of this crate, to be nested at `/` by the binary. `app` is attached as data.

@@ -1,14 +1,16 @@
 //! Twilio webhook endpoints. Each reads at most [`MAX_WEBHOOK_BYTES`], parses the form, and
 //! hands it to the service that verifies the signature before anything is written.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use poem::http::StatusCode;
-use poem::web::Data;
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::web::{Data, RemoteAddr};
 use poem::{Body, IntoResponse, Request, Response, error::ReadBodyError, handler};
 use switchboard_domain::MessageId;
-use switchboard_services::App;
+use switchboard_entity::ingest::Written;
 use switchboard_services::webhooks::{self, WebhookError};
+use switchboard_services::{App, metrics};
 
 /// Largest webhook body accepted, in bytes (64 KiB; Twilio's are a few hundred). Larger: 413.
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
@@ -72,24 +74,142 @@ fn error_response(e: WebhookError) -> Response {
 
 /// `POST /webhooks/twilio/sms` ("A message comes in"): 200 with empty TwiML once stored
 /// (a retried MessageSid is also 200, stored once).
+/// Refused webhook calls (bad signature, unknown number, malformed form) allowed per source
+/// IP: [`REFUSED_BURST`] at once, then one per [`REFUSED_EVERY_MS`] milliseconds. Past that,
+/// a refused call is answered 429 with `Retry-After` instead of its 4xx.
+///
+/// Only calls that were already refused count, and the limit only changes how they are
+/// refused: a correctly signed call is verified and processed whatever its IP did before, so
+/// Twilio's own traffic is never limited, even from an address that also carries forgeries
+/// (any Twilio customer can point a number's webhook at us). In memory, per process.
+pub struct WebhookLimiter {
+    per_ip: governor::DefaultKeyedRateLimiter<IpAddr>,
+    clock: governor::clock::DefaultClock,
+}
+
+/// See [`WebhookLimiter`].
+pub const REFUSED_BURST: u32 = 30;
+/// See [`WebhookLimiter`].
+pub const REFUSED_EVERY_MS: u64 = 1000;
+/// Source addresses remembered before old ones are pruned.
+const LIMITER_KEYS: usize = 100_000;
+
+impl Default for WebhookLimiter {
+    fn default() -> Self {
+        use governor::{Quota, RateLimiter};
+        let quota = Quota::with_period(std::time::Duration::from_millis(REFUSED_EVERY_MS))
+            .expect("non-zero period")
+            .allow_burst(std::num::NonZeroU32::new(REFUSED_BURST).expect("non-zero"));
+        Self {
+            per_ip: RateLimiter::keyed(quota),
+            clock: governor::clock::DefaultClock::default(),
+        }
+    }
+}
+
+impl WebhookLimiter {
+    /// Counts one refused call from `ip`; `Err(seconds to wait)` once over the limit.
+    fn refused(&self, ip: Option<IpAddr>) -> Result<(), u64> {
+        use governor::clock::Clock;
+        let Some(ip) = ip else { return Ok(()) };
+        if self.per_ip.len() > LIMITER_KEYS {
+            self.per_ip.retain_recent();
+        }
+        self.per_ip
+            .check_key(&ip)
+            .map_err(|n| n.wait_time_from(self.clock.now()).as_secs() + 1)
+    }
+}
+
+/// The answer to a webhook call that failed, counted as `endpoint`'s `result`.
+fn refuse(
+    endpoint: &'static str,
+    e: WebhookError,
+    limiter: &WebhookLimiter,
+    remote: &RemoteAddr,
+) -> Response {
+    let result = match &e {
+        WebhookError::Missing(_) | WebhookError::Invalid { .. } => "invalid",
+        WebhookError::Unknown => "unknown",
+        WebhookError::Forbidden => "forbidden",
+        WebhookError::Service(_) => "error",
+    };
+    if result != "error"
+        && let Err(wait) = limiter.refused(remote.as_socket_addr().map(|a| a.ip()))
+    {
+        metrics::webhook(endpoint, "rate_limited");
+        let mut resp = plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many refused webhook calls from this address; retry in {wait} s"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return resp;
+    }
+    metrics::webhook(endpoint, result);
+    error_response(e)
+}
+
+/// The form of a webhook call, or the response refusing it (counted like [`refuse`]).
+async fn form_or_refuse(
+    endpoint: &'static str,
+    body: Body,
+    limiter: &WebhookLimiter,
+    remote: &RemoteAddr,
+) -> Result<Vec<(String, String)>, Response> {
+    read_form(body).await.map_err(|resp| {
+        if limiter
+            .refused(remote.as_socket_addr().map(|a| a.ip()))
+            .is_err()
+        {
+            metrics::webhook(endpoint, "rate_limited");
+            return plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many refused webhook calls".into(),
+            );
+        }
+        metrics::webhook(endpoint, "invalid");
+        resp
+    })
+}
+
 #[handler]
-pub async fn twilio_sms(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
-    let params = match read_form(body).await {
+pub async fn twilio_sms(
+    req: &Request,
+    body: Body,
+    remote: &RemoteAddr,
+    Data(app): Data<&Arc<App>>,
+    Data(limiter): Data<&Arc<WebhookLimiter>>,
+) -> Response {
+    let params = match form_or_refuse("sms", body, limiter, remote).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
     let signature = req.header("X-Twilio-Signature");
     match webhooks::receive_sms(app, path_and_query(req), &params, signature).await {
-        Ok(_) => twiml_ok(),
-        Err(e) => error_response(e),
+        Ok(written) => {
+            let result = match written {
+                Written::Stored { .. } => "stored",
+                Written::Duplicate => "duplicate",
+            };
+            metrics::webhook("sms", result);
+            twiml_ok()
+        }
+        Err(e) => refuse("sms", e, limiter, remote),
     }
 }
 
 /// `POST /webhooks/twilio/status` (a message's StatusCallback): 200 when applied or ignored as
 /// out of order.
 #[handler]
-pub async fn twilio_status(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
-    let params = match read_form(body).await {
+pub async fn twilio_status(
+    req: &Request,
+    body: Body,
+    remote: &RemoteAddr,
+    Data(app): Data<&Arc<App>>,
+    Data(limiter): Data<&Arc<WebhookLimiter>>,
+) -> Response {
+    let params = match form_or_refuse("status", body, limiter, remote).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -101,8 +221,11 @@ pub async fn twilio_status(req: &Request, body: Body, Data(app): Data<&Arc<App>>
         .and_then(|(_, v)| v.parse::<MessageId>().ok());
     let signature = req.header("X-Twilio-Signature");
     match webhooks::receive_status(app, path_and_query(req), &params, signature, our_id).await {
-        Ok(_) => twiml_ok(),
-        Err(e) => error_response(e),
+        Ok(moved) => {
+            metrics::webhook("status", if moved { "updated" } else { "unchanged" });
+            twiml_ok()
+        }
+        Err(e) => refuse("status", e, limiter, remote),
     }
     .into_response()
 }

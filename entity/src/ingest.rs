@@ -41,6 +41,8 @@ pub struct NewInbound {
     pub keyword: Option<Keyword>,
     /// Twilio Advanced Opt-Out already handled the keyword (`OptOutType` present).
     pub provider_replied: bool,
+    /// Correlation id of the webhook (handed on to the job that handles the text).
+    pub request_id: Option<String>,
 }
 
 /// The result for one [`NewInbound`] of a batch, in the same order.

@@ -1,12 +1,37 @@
 //! The only queries that are not tenant-scoped. Most find WHICH tenant a request belongs to,
 //! before a [`crate::TenantTx`] exists, returning just enough to identify and authenticate the
 //! tenant; [`stuck_messages`] serves the maintenance sweep, which works for every tenant.
+//!
+//! On Postgres each runs in its own read-only transaction as [`LOOKUP_ROLE`], the one role
+//! whose row-level security policies show every tenant's rows, for `SELECT` only; everything
+//! else the application does sees one tenant at a time.
 
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
-use switchboard_domain::{ApiKeyId, MessageId, PhoneNumberId, TenantId, UserId};
+use sea_orm::{
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionOptions, TransactionTrait,
+};
+use switchboard_domain::{AgencyId, ApiKeyId, MessageId, PhoneNumberId, TenantId, UserId};
 
 use crate::phone_number::BotKind;
+use crate::tenancy::LOOKUP_ROLE;
 use crate::{api_key, invite, membership, message, phone_number, tenant};
+
+/// A read-only transaction for one lookup; as [`LOOKUP_ROLE`] on Postgres. Each lookup drops
+/// it without committing: it only read, and the rollback ends it.
+async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return db.begin().await;
+    }
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            access_mode: Some(AccessMode::ReadOnly),
+            ..Default::default()
+        })
+        .await?;
+    txn.execute_unprepared(&format!("SET LOCAL ROLE {LOOKUP_ROLE}"))
+        .await?;
+    Ok(txn)
+}
 
 /// Who owns a phone number, and how to check the signature of webhooks sent to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,10 +49,12 @@ pub struct NumberOwner {
 ///
 /// # Errors
 /// Database errors.
-pub async fn number_owner<C: ConnectionTrait>(
-    db: &C,
+pub async fn number_owner(
+    db: &DatabaseConnection,
     e164: &str,
 ) -> Result<Option<NumberOwner>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     let Some(number) = phone_number::Entity::find()
         .filter(phone_number::Column::E164.eq(e164))
         .one(db)
@@ -51,10 +78,12 @@ pub async fn number_owner<C: ConnectionTrait>(
 ///
 /// # Errors
 /// Database errors.
-pub async fn api_key_owner<C: ConnectionTrait>(
-    db: &C,
+pub async fn api_key_owner(
+    db: &DatabaseConnection,
     key_hash: &str,
 ) -> Result<Option<(TenantId, ApiKeyId)>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     Ok(api_key::Entity::find()
         .filter(api_key::Column::KeyHash.eq(key_hash))
         .filter(api_key::Column::RevokedAt.is_null())
@@ -68,10 +97,9 @@ pub async fn api_key_owner<C: ConnectionTrait>(
 ///
 /// # Errors
 /// Database errors.
-pub async fn memberships_of<C: ConnectionTrait>(
-    db: &C,
-    user: UserId,
-) -> Result<Vec<TenantId>, DbErr> {
+pub async fn memberships_of(db: &DatabaseConnection, user: UserId) -> Result<Vec<TenantId>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     use sea_orm::QueryOrder;
     Ok(membership::Entity::find()
         .filter(membership::Column::UserId.eq(user))
@@ -83,15 +111,40 @@ pub async fn memberships_of<C: ConnectionTrait>(
         .collect())
 }
 
+/// The tenants with these ids or under these agencies, by name (what a user may switch to:
+/// their memberships and the sub-accounts of the agencies they administer).
+///
+/// # Errors
+/// Database errors.
+pub async fn reachable_tenants(
+    db: &DatabaseConnection,
+    ids: &[TenantId],
+    agencies: Vec<AgencyId>,
+) -> Result<Vec<tenant::Model>, DbErr> {
+    use sea_orm::{Condition, QueryOrder};
+    let txn = begin(db).await?;
+    tenant::Entity::find()
+        .filter(
+            Condition::any()
+                .add(tenant::Column::Id.is_in(ids.iter().copied()))
+                .add(tenant::Column::AgencyId.is_in(agencies)),
+        )
+        .order_by_asc(tenant::Column::Name)
+        .all(&txn)
+        .await
+}
+
 /// The invite a mailed link's token names, by the token's SHA-256 hex (the token is the
 /// proof; the invite names its tenant).
 ///
 /// # Errors
 /// Database errors.
-pub async fn invite_by_token_hash<C: ConnectionTrait>(
-    db: &C,
+pub async fn invite_by_token_hash(
+    db: &DatabaseConnection,
     token_hash: &str,
 ) -> Result<Option<invite::Model>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     invite::Entity::find()
         .filter(invite::Column::TokenHash.eq(token_hash))
         .one(db)
@@ -102,10 +155,12 @@ pub async fn invite_by_token_hash<C: ConnectionTrait>(
 ///
 /// # Errors
 /// Database errors.
-pub async fn message_by_provider_sid<C: ConnectionTrait>(
-    db: &C,
+pub async fn message_by_provider_sid(
+    db: &DatabaseConnection,
     sid: &str,
 ) -> Result<Option<(TenantId, MessageId)>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     message::Entity::find()
         .select_only()
         .column(message::Column::TenantId)
@@ -120,10 +175,12 @@ pub async fn message_by_provider_sid<C: ConnectionTrait>(
 ///
 /// # Errors
 /// Database errors.
-pub async fn tenant_twilio_account<C: ConnectionTrait>(
-    db: &C,
+pub async fn tenant_twilio_account(
+    db: &DatabaseConnection,
     tenant_id: TenantId,
 ) -> Result<Option<(String, String)>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     Ok(tenant::Entity::find_by_id(tenant_id)
         .one(db)
         .await?
@@ -134,7 +191,9 @@ pub async fn tenant_twilio_account<C: ConnectionTrait>(
 ///
 /// # Errors
 /// Database errors.
-pub async fn no_tenants<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
+pub async fn no_tenants(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     use sea_orm::PaginatorTrait;
     Ok(tenant::Entity::find().count(db).await? == 0)
 }
@@ -143,10 +202,12 @@ pub async fn no_tenants<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
 ///
 /// # Errors
 /// Database errors.
-pub async fn message_tenant<C: ConnectionTrait>(
-    db: &C,
+pub async fn message_tenant(
+    db: &DatabaseConnection,
     id: MessageId,
 ) -> Result<Option<TenantId>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     message::Entity::find_by_id(id)
         .select_only()
         .column(message::Column::TenantId)
@@ -169,11 +230,13 @@ pub struct Stuck {
 ///
 /// # Errors
 /// Database errors.
-pub async fn stuck_messages<C: ConnectionTrait>(
-    db: &C,
+pub async fn stuck_messages(
+    db: &DatabaseConnection,
     before: chrono::DateTime<chrono::Utc>,
     limit: u64,
 ) -> Result<Vec<Stuck>, DbErr> {
+    let txn = begin(db).await?;
+    let db = &txn;
     use sea_orm::{Condition, QueryOrder};
     use switchboard_domain::message::Direction;
     let rows = message::Entity::find()

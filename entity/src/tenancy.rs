@@ -69,6 +69,33 @@ pub struct Db {
 /// one tenant into the next transaction. The policies read it back as `app.tenant_id`.
 pub const SET_TENANT: &str = "SELECT set_config('app.tenant_id', $1, true)";
 
+/// Postgres role the application works as (`SET ROLE` on every pooled connection): not the
+/// owner of any table, no `BYPASSRLS`, so row-level security applies to everything it does.
+pub const APP_ROLE: &str = "switchboard_app";
+
+/// Postgres role of the cross-tenant lookups in [`crate::lookup`] (`SET LOCAL ROLE` inside
+/// their own read-only transaction): it may only `SELECT`, and only it sees every tenant's
+/// rows.
+pub const LOOKUP_ROLE: &str = "switchboard_lookup";
+
+/// Binds `conn`'s current transaction to `tenant` on Postgres ([`SET_TENANT`]); nothing on
+/// SQLite. For the few write transactions that are not a [`TenantTx`] because they create the
+/// tenant, or add a user to one, together with rows outside it (users, agencies).
+///
+/// # Errors
+/// Database errors.
+pub async fn bind_tenant<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            SET_TENANT,
+            [tenant.uuid().to_string().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// [`SET_TENANT`] on a raw sqlx connection inside its transaction (the inbound writer binds
 /// each webhook's tenant before writing its rows).
 ///
@@ -137,14 +164,7 @@ impl TenantTx {
         options: TransactionOptions,
     ) -> Result<Self, DbErr> {
         let txn = db.begin_with_options(options).await?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            txn.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                SET_TENANT,
-                [tenant.uuid().to_string().into()],
-            ))
-            .await?;
-        }
+        bind_tenant(&txn, tenant).await?;
         Ok(Self { tenant, txn })
     }
 

@@ -11,6 +11,7 @@ mod m20261121_000001_init;
 mod m20261121_000002_accounts;
 mod m20261121_000003_agencies;
 mod m20261121_000004_mail;
+pub mod postgres;
 
 /// Our sea-orm migrations, in order.
 pub struct Migrator;
@@ -27,7 +28,10 @@ impl MigratorTrait for Migrator {
     }
 }
 
-/// Applies all pending migrations: ours, then (on SQLite) apalis-sqlite's job tables.
+/// Applies all pending migrations: ours, then on SQLite apalis-sqlite's job tables, on
+/// Postgres the roles, grants and row-level security of [`postgres::secure`]. On Postgres
+/// everything runs under an advisory lock, so processes starting together on one database
+/// migrate one after the other.
 ///
 /// apalis-sqlite's `setup()` is deliberately not used: it sets `PRAGMA synchronous = OFF`,
 /// which trades durability for speed. We run only its migrations.
@@ -35,6 +39,19 @@ impl MigratorTrait for Migrator {
 /// # Errors
 /// The first migration that fails, with the database's message.
 pub async fn run(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        // `db` is a pool of one connection: the lock and the work share a session.
+        db.execute_unprepared("SELECT pg_advisory_lock(hashtext('switchboard.migrate'))")
+            .await?;
+        let result = async {
+            Migrator::up(db, None).await?;
+            postgres::secure(db).await
+        }
+        .await;
+        db.execute_unprepared("SELECT pg_advisory_unlock(hashtext('switchboard.migrate'))")
+            .await?;
+        return result;
+    }
     Migrator::up(db, None).await?;
     if db.get_database_backend() == DatabaseBackend::Sqlite {
         apalis_sqlite::SqliteStorage::migrations()

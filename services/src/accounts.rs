@@ -211,6 +211,7 @@ pub(crate) async fn add_member<C: sea_orm::ConnectionTrait>(
     user_id: UserId,
     role: Role,
 ) -> Result<(), ServiceError> {
+    switchboard_entity::tenancy::bind_tenant(db, tenant_id).await?;
     membership::ActiveModel {
         id: Set(MembershipId::new()),
         tenant_id: Set(tenant_id),
@@ -382,17 +383,16 @@ pub(crate) async fn workspace(
     user_id: UserId,
     tenant_id: TenantId,
 ) -> Result<Option<Workspace>, ServiceError> {
-    let Some(t) = tenant::Entity::find_by_id(tenant_id)
-        .one(&app.db.read)
-        .await?
-    else {
+    let tx = TenantTx::read(&app.db, tenant_id).await?;
+    let Some(t) = tenant::Entity::find_by_id(tenant_id).one(tx.conn()).await? else {
         return Ok(None);
     };
     let member_role = membership::Entity::scoped(tenant_id)
         .filter(membership::Column::UserId.eq(user_id))
-        .one(&app.db.read)
+        .one(tx.conn())
         .await?
         .map(|m| m.role);
+    drop(tx);
     let role = match (member_role, t.agency_id) {
         (Some(role), _) => role,
         (None, Some(agency_id)) if crate::agency::is_admin(app, agency_id, user_id).await? => {

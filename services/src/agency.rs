@@ -5,8 +5,7 @@
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use switchboard_domain::{AgencyId, TenantId, UserId};
 use switchboard_entity::{agency, lookup, tenant};
@@ -66,15 +65,7 @@ pub async fn reach(app: &App, user_id: UserId) -> Result<Reach, ServiceError> {
         Some(id) => agency::Entity::find_by_id(*id).one(&app.db.read).await?,
         None => None,
     };
-    let tenants = tenant::Entity::find()
-        .filter(
-            Condition::any()
-                .add(tenant::Column::Id.is_in(member_of.clone()))
-                .add(tenant::Column::AgencyId.is_in(agencies)),
-        )
-        .order_by_asc(tenant::Column::Name)
-        .all(&app.db.read)
-        .await?;
+    let tenants = lookup::reachable_tenants(&app.db.read, &member_of, agencies).await?;
     let choice = |t: &tenant::Model, via_agency| Choice {
         tenant_id: t.id,
         name: t.name.clone(),

@@ -1,7 +1,8 @@
 //! Connecting to the database.
 //!
 //! Postgres (`postgres://…`): migrations run on their own connection as the `DATABASE_URL`
-//! user (the owner of the tables); the application's pool then works as that user, both
+//! user (the owner of the tables); the application's pool then works as the role
+//! `switchboard_app` (row-level security applies to it), both
 //! `Db::read` and `Db::write` being the same pool, [`DATABASE_MAX_CONNECTIONS`] connections.
 //!
 //! [`DATABASE_MAX_CONNECTIONS`]: switchboard_config::Settings::database_max_connections
@@ -102,6 +103,10 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
     Ok(options)
 }
 
+/// Run on every new pooled Postgres connection: from then on the connection works as the
+/// application role, which row-level security applies to (see `migration::postgres`).
+const SET_APP_ROLE: &str = "SET ROLE switchboard_app";
+
 /// True for a `postgres://` or `postgresql://` URL.
 pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
@@ -121,6 +126,12 @@ pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Db, DbOpen
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor;
+                conn.execute(SET_APP_ROLE).await.map(drop)
+            })
+        })
         .connect(url)
         .await?;
     let conn = DatabaseConnection::from(pool);

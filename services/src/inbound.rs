@@ -14,14 +14,14 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
-use switchboard_domain::MessageId;
 use switchboard_domain::compliance::{self, KeywordKind};
 use switchboard_domain::message::{Direction, Source};
 use switchboard_domain::script::{Script, ScriptState, UNKNOWN};
+use switchboard_domain::{ConversationId, MessageId};
 use switchboard_entity::phone_number::BotKind;
 use switchboard_entity::{TenantOwned, TenantTx, contact, conversation, message, phone_number};
 
-use crate::messaging::{Outboxed, dispatch, insert_outbound};
+use crate::messaging::{self, Outboxed, dispatch, insert_outbound};
 use crate::{App, ServiceError, TenantCtx, tenancy};
 
 /// What the job decided, for logs and tests.
@@ -66,6 +66,12 @@ pub async fn handle(
             Step::Handled { id, decision } if id == message_id => return Ok(decision),
             Step::Handled { .. } | Step::Lost => continue,
             Step::Nothing => return Ok(Decision::AlreadyHandled),
+            Step::Before(conversation_id) => {
+                // A re-run (e.g. the first run's worker died): the replies it committed may
+                // never have been enqueued. Enqueue any still queued (deduplicated by key).
+                messaging::redispatch_queued(app, ctx, conversation_id).await?;
+                return Ok(Decision::AlreadyHandled);
+            }
         }
     }
 }
@@ -75,8 +81,10 @@ enum Step {
     Handled { id: MessageId, decision: Decision },
     /// Another job claimed the head first.
     Lost,
-    /// The message is handled already, gone, or not inbound.
+    /// The message is gone or not inbound.
     Nothing,
+    /// The inbound message was handled before (its conversation).
+    Before(ConversationId),
 }
 
 /// Handles the oldest unhandled text of `message_id`'s conversation, if `message_id` is
@@ -89,8 +97,11 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
     else {
         return Ok(Step::Nothing);
     };
-    if own.handled_at.is_some() || own.direction != Direction::Inbound {
+    if own.direction != Direction::Inbound {
         return Ok(Step::Nothing);
+    }
+    if own.handled_at.is_some() {
+        return Ok(Step::Before(own.conversation_id));
     }
     let msg = message::Entity::scoped(tx.tenant())
         .filter(message::Column::ConversationId.eq(own.conversation_id))

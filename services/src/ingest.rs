@@ -217,6 +217,7 @@ fn handle_jobs(items: &[NewInbound], results: &[Written]) -> Vec<Enqueue> {
                 Job::HandleInbound(HandleInbound {
                     tenant_id: it.tenant_id,
                     message_id: *message_id,
+                    request_id: it.request_id.clone(),
                 }),
                 format!("inbound:{message_id}"),
             )),

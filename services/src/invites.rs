@@ -150,8 +150,9 @@ pub async fn offer(app: &App, token: &str) -> Result<Offer, ServiceError> {
         .await?
         .filter(|i| i.accepted_at.is_none() && i.expires_at > Utc::now())
         .ok_or(ServiceError::NotFound)?;
+    let tx = TenantTx::read(&app.db, i.tenant_id).await?;
     let business = tenant::Entity::find_by_id(i.tenant_id)
-        .one(&app.db.read)
+        .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?
         .name;

@@ -33,21 +33,38 @@ pub const FALLBACK_POLL_SECS: u64 = 1;
 pub const MAX_JOB_ATTEMPTS: usize = 10;
 
 /// Decide the reply to a stored inbound text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandleInbound {
     pub tenant_id: TenantId,
     pub message_id: MessageId,
+    /// Correlation id of the webhook that stored the text ([`crate::correlation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Hand one outbox row to its provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendMessage {
     pub tenant_id: TenantId,
     pub message_id: MessageId,
+    /// Correlation id of the webhook, request or job that created the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl SendMessage {
+    /// A send of `message_id`, carrying the current correlation id.
+    pub fn new(tenant_id: TenantId, message_id: MessageId) -> Self {
+        Self {
+            tenant_id,
+            message_id,
+            request_id: crate::correlation::current(),
+        }
+    }
 }
 
 /// Any job (its payload is one of the structs above).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
     HandleInbound(HandleInbound),
     SendMessage(SendMessage),

@@ -17,6 +17,7 @@ use switchboard_providers::twilio::{TwilioHttp, TwilioSms};
 pub mod accounts;
 pub mod agency;
 pub mod conversations;
+pub mod correlation;
 pub mod crypto;
 pub mod ctx;
 pub mod dashboard;
@@ -29,6 +30,7 @@ pub mod invites;
 pub mod jobs;
 pub mod mail;
 pub mod messaging;
+pub mod metrics;
 pub mod oidc;
 pub mod recovery;
 pub mod sessions;
@@ -193,6 +195,7 @@ impl App {
     /// # Errors
     /// [`StartError`] naming what failed.
     pub async fn start(settings: Settings) -> Result<Arc<App>, StartError> {
+        metrics::install();
         let redis = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(redis_error)?;

@@ -146,10 +146,7 @@ pub(crate) async fn dispatch(
     rows: &[Outboxed],
 ) {
     for row in rows.iter().filter(|r| r.created) {
-        let job = Job::SendMessage(SendMessage {
-            tenant_id: ctx.tenant_id(),
-            message_id: row.id,
-        });
+        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), row.id));
         if let Err(e) = app.jobs.push(&[Enqueue::now(job, send_key(row.id))]).await {
             tracing::error!(error = %e, message_id = %row.id, "could not enqueue a send; the sweep will");
         }
@@ -160,6 +157,45 @@ pub(crate) async fn dispatch(
             message_id: Some(row.id),
         });
     }
+}
+
+/// Enqueues the send of every reply of `conversation_id` still in the outbox (`queued`),
+/// under the same keys [`dispatch`] used, so a job already queued is not doubled. For a
+/// re-run of a job whose first run committed replies and then died before enqueueing them;
+/// without it they would wait for the sweep.
+///
+/// # Errors
+/// Database and queue errors.
+pub(crate) async fn redispatch_queued(
+    app: &App,
+    ctx: &TenantCtx,
+    conversation_id: ConversationId,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let queued: Vec<MessageId> = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .filter(message::Column::Direction.eq(Direction::Outbound))
+        .filter(message::Column::Status.eq(MessageStatus::Queued))
+        .order_by_asc(message::Column::Id)
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    drop(tx);
+    let jobs: Vec<Enqueue> = queued
+        .into_iter()
+        .map(|id| {
+            Enqueue::now(
+                Job::SendMessage(SendMessage::new(ctx.tenant_id(), id)),
+                send_key(id),
+            )
+        })
+        .collect();
+    if !jobs.is_empty() {
+        app.jobs.push(&jobs).await?;
+    }
+    Ok(())
 }
 
 /// A person's reply from the inbox or the API: queued as `manual`, and the bot pauses for
@@ -418,7 +454,22 @@ pub async fn deliver(
         return Ok(Delivery::Done);
     };
 
-    match provider.send(&sms).await {
+    let started = std::time::Instant::now();
+    let sent = provider.send(&sms).await;
+    crate::metrics::send(provider.name(), started.elapsed().as_secs_f64());
+    match &sent {
+        Err(SendError::RateLimited { .. }) => {
+            crate::metrics::provider_error(provider.name(), 20429)
+        }
+        Err(SendError::Rejected { code, status, .. }) => {
+            crate::metrics::provider_error(provider.name(), code.unwrap_or(i32::from(*status)))
+        }
+        Err(SendError::Unavailable { status, .. }) => {
+            crate::metrics::provider_error(provider.name(), status.map_or(0, i32::from))
+        }
+        Ok(_) => {}
+    }
+    match sent {
         Ok(accepted) => {
             record_accepted(app, ctx, &msg, accepted).await?;
             release_next(app, ctx, &msg).await?;
@@ -486,10 +537,7 @@ async fn retry(
     msg: &message::Model,
     delay: Duration,
 ) -> Result<Delivery, ServiceError> {
-    let job = Job::SendMessage(SendMessage {
-        tenant_id: ctx.tenant_id(),
-        message_id: msg.id,
-    });
+    let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), msg.id));
     let key = format!("retry:{}:{}", msg.id, uuid::Uuid::now_v7().simple());
     app.jobs.push_after(job, key, delay).await?;
     Ok(Delivery::RetryAfter(delay))
@@ -574,10 +622,7 @@ async fn release_next(
         .await?;
     drop(tx);
     if let Some(next) = next {
-        let job = Job::SendMessage(SendMessage {
-            tenant_id: ctx.tenant_id(),
-            message_id: next.id,
-        });
+        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), next.id));
         // Keyed by the predecessor: the next message's own job may be running right now and
         // must not swallow this one.
         app.jobs

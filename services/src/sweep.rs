@@ -39,6 +39,7 @@ pub async fn run(app: &App) -> Result<usize, ServiceError> {
                 Job::HandleInbound(HandleInbound {
                     tenant_id: s.tenant_id,
                     message_id: s.message_id,
+                    request_id: None,
                 }),
                 format!("sweep-inbound:{}:{bucket}", s.message_id),
             ),
@@ -46,6 +47,7 @@ pub async fn run(app: &App) -> Result<usize, ServiceError> {
                 Job::SendMessage(SendMessage {
                     tenant_id: s.tenant_id,
                     message_id: s.message_id,
+                    request_id: None,
                 }),
                 format!("sweep-send:{}:{bucket}", s.message_id),
             ),

@@ -210,6 +210,8 @@ pub(crate) async fn insert_tenant_row<C: sea_orm::ConnectionTrait>(
     tenant_id: TenantId,
     row: TenantRow<'_>,
 ) -> Result<(), ServiceError> {
+    // The rest of the caller's transaction writes this tenant's rows (row-level security).
+    switchboard_entity::tenancy::bind_tenant(db, tenant_id).await?;
     tenant::ActiveModel {
         id: Set(tenant_id),
         name: Set(row.name.to_string()),

@@ -210,6 +210,7 @@ fn new_inbound(route: &NumberRoute, sms: InboundSms) -> NewInbound {
         received_at: Utc::now(),
         keyword,
         provider_replied,
+        request_id: crate::correlation::current(),
     }
 }
 

@@ -51,6 +51,11 @@ pub struct TestTenant {
 /// A running Switchboard for one test.
 pub struct TestApp {
     pub app: Arc<App>,
+    /// The test's own view of the database, for setting up and checking rows: every tenant's
+    /// rows. The app's connection on SQLite; on Postgres a separate pool as the
+    /// `TEST_DATABASE_URL` user, which must be a superuser (as `postgres` is) because it
+    /// bypasses row-level security, which the app's own connections never do.
+    pub db: switchboard_entity::Db,
     /// `http://127.0.0.1:{port}`; also the app's `APP_URL`.
     pub address: String,
     /// Loopback Twilio REST API.
@@ -65,7 +70,7 @@ pub struct TestApp {
 
 /// The per-test Postgres database and Redis prefix, removed on drop.
 #[derive(Default)]
-struct Services {
+pub struct Services {
     /// (server URL to connect to for the drop, database name)
     database: Option<(String, String)>,
     /// (Redis URL, key prefix)
@@ -74,34 +79,45 @@ struct Services {
 
 impl Services {
     /// Creates what `TEST_DATABASE_URL` / `TEST_REDIS_URL` ask for; returns the settings
-    /// that point the app at them.
-    async fn create() -> (Self, Vec<(String, String)>) {
+    /// (`DATABASE_URL`, `REDIS_URL`, `REDIS_PREFIX`) that point an app at them.
+    pub async fn create() -> (Self, Vec<(String, String)>) {
+        let database = std::env::var("TEST_DATABASE_URL").ok();
+        let redis = std::env::var("TEST_REDIS_URL").ok();
+        assert!(
+            database.is_none() || redis.is_some(),
+            "TEST_DATABASE_URL needs TEST_REDIS_URL (Postgres runs its jobs on Redis)"
+        );
+        Self::create_with(database.as_deref(), redis.as_deref()).await
+    }
+
+    /// A new database on the Postgres server `database` (a URL whose user may create
+    /// databases) and a new key prefix on `redis`, each when given.
+    pub async fn create_with(
+        database: Option<&str>,
+        redis: Option<&str>,
+    ) -> (Self, Vec<(String, String)>) {
         let mut services = Self::default();
         let mut settings = Vec::new();
-        if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
-            assert!(
-                std::env::var("TEST_REDIS_URL").is_ok(),
-                "TEST_DATABASE_URL needs TEST_REDIS_URL (Postgres runs its jobs on Redis)"
-            );
+        if let Some(server) = database {
             use sqlx::Connection;
             let name = format!("sbt_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&server)
+            let mut conn = sqlx::PgConnection::connect(server)
                 .await
-                .expect("TEST_DATABASE_URL: cannot connect");
+                .expect("Postgres: cannot connect");
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut conn)
                 .await
                 .expect("create the test database");
-            let mut url = url::Url::parse(&server).expect("TEST_DATABASE_URL is a URL");
+            let mut url = url::Url::parse(server).expect("a Postgres URL");
             url.set_path(&name);
             settings.push(("DATABASE_URL".into(), url.to_string()));
-            services.database = Some((server, name));
+            services.database = Some((server.to_string(), name));
         }
-        if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
+        if let Some(redis) = redis {
             let prefix = format!("sbt:{}:", uuid::Uuid::new_v4().simple());
-            settings.push(("REDIS_URL".into(), redis.clone()));
+            settings.push(("REDIS_URL".into(), redis.to_string()));
             settings.push(("REDIS_PREFIX".into(), prefix.clone()));
-            services.redis = Some((redis, prefix));
+            services.redis = Some((redis.to_string(), prefix));
         }
         (services, settings)
     }
@@ -159,6 +175,57 @@ impl Respond for TwilioCreate {
             "sid": format!("SM{}", uuid::Uuid::new_v4().simple()),
             "status": "queued",
         }))
+    }
+}
+
+/// A Twilio Messages resource that remembers what it created: `POST` answers 201 with a new
+/// `SM…` sid and records the text; `GET` lists the recorded texts with the query's `To` and
+/// `From`, newest first, as Twilio's list does (for the send reconciliation). Mount it for
+/// both methods on [`MESSAGES_PATH`].
+#[derive(Clone, Default)]
+pub struct TwilioLedger {
+    /// Every created text as its form fields, in order.
+    pub sent: Arc<std::sync::Mutex<Vec<Form>>>,
+}
+
+/// Form fields as received, in order.
+pub type Form = Vec<(String, String)>;
+
+impl TwilioLedger {
+    /// The texts created so far.
+    pub fn sent(&self) -> Vec<Form> {
+        self.sent.lock().expect("ledger").clone()
+    }
+}
+
+impl Respond for TwilioLedger {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut sent = self.sent.lock().expect("ledger");
+        if req.method.as_str() == "POST" {
+            let mut form = url_decode_form(&req.body);
+            let sid = message_sid();
+            form.push(("Sid".into(), sid.clone()));
+            form.push(("DateCreated".into(), chrono::Utc::now().to_rfc2822()));
+            sent.push(form);
+            return ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"sid": sid, "status": "queued"}));
+        }
+        let query: Vec<(String, String)> = req.url.query_pairs().into_owned().collect();
+        let matches = |form: &[(String, String)], key: &str| param(form, key) == param(&query, key);
+        let messages: Vec<serde_json::Value> = sent
+            .iter()
+            .rev()
+            .filter(|f| matches(f, "To") && matches(f, "From"))
+            .map(|f| {
+                serde_json::json!({
+                    "sid": param(f, "Sid"),
+                    "status": "queued",
+                    "body": param(f, "Body"),
+                    "date_created": param(f, "DateCreated"),
+                })
+            })
+            .collect();
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({ "messages": messages }))
     }
 }
 
@@ -224,6 +291,17 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .collect();
     let settings = Settings::from_pairs(&refs).expect("test settings");
     let app = App::start(settings).await.expect("app starts");
+    let db = if services.database.is_some() {
+        let conn = sea_orm::Database::connect(app.settings.database_url.as_str())
+            .await
+            .expect("the test's own database connection");
+        switchboard_entity::Db {
+            read: conn.clone(),
+            write: conn,
+        }
+    } else {
+        app.db.clone()
+    };
 
     let (tx, rx) = oneshot::channel::<()>();
     let serving = app.clone();
@@ -239,6 +317,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let tenant = create_tenant(&app, "Acme Plumbing", "+14155550100", BotKind::Qualify).await;
     TestApp {
         app,
+        db,
         address,
         twilio,
         http: reqwest::Client::builder()
@@ -397,7 +476,7 @@ impl TestApp {
         contact::Entity::find()
             .filter(contact::Column::TenantId.eq(self.tenant.tenant_id))
             .filter(contact::Column::Phone.eq(phone))
-            .one(&self.app.db.read)
+            .one(&self.db.read)
             .await
             .expect("query")
             .expect("contact")
@@ -437,7 +516,7 @@ impl TestApp {
 
     /// Rows of each table for `tenant` (messages, contacts, conversations).
     pub async fn counts(&self, tenant: TenantId) -> (u64, u64, u64) {
-        let db = &self.app.db.read;
+        let db = &self.db.read;
         (
             message::Entity::find()
                 .filter(message::Column::TenantId.eq(tenant))
@@ -463,7 +542,7 @@ impl TestApp {
         message::Entity::find()
             .filter(message::Column::TenantId.eq(tenant))
             .order_by_asc(message::Column::Id)
-            .all(&self.app.db.read)
+            .all(&self.db.read)
             .await
             .expect("messages")
     }
@@ -574,7 +653,7 @@ impl TestApp {
     pub async fn stored_sessions(&self) -> Vec<(String, sessions::Record)> {
         match &self.app.sessions {
             sessions::Store::Db => session::Entity::find()
-                .all(&self.app.db.read)
+                .all(&self.db.read)
                 .await
                 .expect("sessions")
                 .into_iter()
@@ -642,7 +721,7 @@ impl TestApp {
                         expires_at: Set(record.expires_at),
                         ..Default::default()
                     })
-                    .exec(&self.app.db.write)
+                    .exec(&self.db.write)
                     .await
                     .expect("age a session");
                 }

@@ -92,20 +92,20 @@ async fn sign_up_then_onboarding_then_the_dashboard() {
 
     let u = user::Entity::find()
         .filter(user::Column::Email.eq("owner@rivera-hvac.example"))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .expect("the user row, email lower-cased");
     assert!(u.password_hash.unwrap().starts_with("$argon2id$"));
     let m = membership::Entity::find()
         .filter(membership::Column::UserId.eq(u.id))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(m.role, Role::Owner);
     let biz = tenant::Entity::find_by_id(m.tenant_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -135,14 +135,14 @@ async fn sign_up_refuses_bad_input_naming_the_field_and_stores_nothing() {
         .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(resp.text().await.unwrap().contains("password:"));
-    assert_eq!(user::Entity::find().count(&t.app.db.read).await.unwrap(), 0);
+    assert_eq!(user::Entity::find().count(&t.db.read).await.unwrap(), 0);
 
     let (_, _, email) = t.member(t.tenant.tenant_id, Role::Agent).await;
     let resp = b
         .post_form("/signup", &[("email", &email), ("password", PASSWORD)])
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
-    assert_eq!(user::Entity::find().count(&t.app.db.read).await.unwrap(), 1);
+    assert_eq!(user::Entity::find().count(&t.db.read).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -525,7 +525,7 @@ async fn disabling_a_user_or_removing_a_member_ends_access_at_once() {
     removed.page("/conversations").await;
     membership::Entity::delete_many()
         .filter(membership::Column::UserId.eq(removed_id))
-        .exec(&t.app.db.write)
+        .exec(&t.db.write)
         .await
         .unwrap();
     let resp = removed.get("/conversations").await;
@@ -585,7 +585,7 @@ async fn sign_in_attempts_are_limited_per_account_with_a_clear_message() {
 async fn sessions_of_email(t: &switchboard_testkit::TestApp, email: &str) -> u64 {
     let u = user::Entity::find()
         .filter(user::Column::Email.eq(email))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();

@@ -10,7 +10,7 @@ use switchboard_testkit::{Browser, PASSWORD, TestApp, spawn_app};
 async fn tenant_named(t: &TestApp, name: &str) -> tenant::Model {
     tenant::Entity::find()
         .filter(tenant::Column::Name.eq(name))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("tenant {name}"))
@@ -19,7 +19,7 @@ async fn tenant_named(t: &TestApp, name: &str) -> tenant::Model {
 async fn session_tenant(t: &TestApp, email: &str) -> Option<switchboard_domain::TenantId> {
     let u = user::Entity::find()
         .filter(user::Column::Email.eq(email))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -98,7 +98,7 @@ async fn an_agency_creates_sub_accounts_and_switches_between_them() {
     assert_eq!(resp.status(), StatusCode::OK);
     let key = api_key::Entity::find()
         .filter(api_key::Column::Name.eq("lopez"))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -134,7 +134,7 @@ async fn nobody_switches_into_a_tenant_they_cannot_work_in() {
     // into the agency's tenants.
     let (mut owner, _, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
     assert_eq!(owner.get("/agency").await.status(), StatusCode::FORBIDDEN);
-    let before = tenant::Entity::find().count(&t.app.db.read).await.unwrap();
+    let before = tenant::Entity::find().count(&t.db.read).await.unwrap();
     owner.page("/").await;
     let resp = owner
         .post_form(
@@ -144,7 +144,7 @@ async fn nobody_switches_into_a_tenant_they_cannot_work_in() {
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(
-        tenant::Entity::find().count(&t.app.db.read).await.unwrap(),
+        tenant::Entity::find().count(&t.db.read).await.unwrap(),
         before
     );
     let resp = owner

@@ -87,7 +87,7 @@ struct TenantA {
 /// Every row of tenant A, printed: equal before and after means nothing of A was touched.
 async fn snapshot(t: &TestApp) -> String {
     let a = t.tenant.tenant_id;
-    let db = &t.app.db.read;
+    let db = &t.db.read;
     format!(
         "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
         tenant::Entity::find_by_id(a).one(db).await.unwrap(),
@@ -158,7 +158,7 @@ async fn tenant_a(t: &TestApp) -> TenantA {
             &[("email", "a-invitee@example.com"), ("role", "agent")],
         )
         .await;
-    let db = &t.app.db.read;
+    let db = &t.db.read;
     let a = t.tenant.tenant_id;
     let m = message::Entity::find()
         .filter(message::Column::TenantId.eq(a))
@@ -498,7 +498,13 @@ fn probes(a: &TenantA) -> BTreeMap<&'static str, Vec<Probe>> {
             ),
         ],
     );
-    for p in ["/api/openapi.json", "/api/docs", "/health", "/ready"] {
+    for p in [
+        "/api/openapi.json",
+        "/api/docs",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
         m.insert(p, vec![get(p, NoLeak)]);
     }
     m

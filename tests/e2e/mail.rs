@@ -49,7 +49,7 @@ async fn an_invite_brings_a_new_person_into_the_business_with_its_role() {
     );
     let link = mailed_link(&t, "new.agent@example.com", "/invite/").await;
     let row = invite::Entity::find()
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -94,13 +94,13 @@ async fn an_invite_brings_a_new_person_into_the_business_with_its_role() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let u = user::Entity::find()
         .filter(user::Column::Email.eq("new.agent@example.com"))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
     let m = membership::Entity::find()
         .filter(membership::Column::UserId.eq(u.id))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .expect("a member now");
@@ -130,7 +130,7 @@ async fn only_the_invited_address_accepts_and_links_expire() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let m = membership::Entity::find()
         .filter(membership::Column::UserId.eq(other_id))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -141,7 +141,7 @@ async fn only_the_invited_address_accepts_and_links_expire() {
             invite::Column::ExpiresAt,
             (Utc::now() - Duration::seconds(1)).into(),
         )
-        .exec(&t.app.db.write)
+        .exec(&t.db.write)
         .await
         .unwrap();
     assert_eq!(t.browser().get(&link).await.status(), StatusCode::NOT_FOUND);
@@ -165,10 +165,7 @@ async fn only_the_invited_address_accepts_and_links_expire() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        invite::Entity::find().count(&t.app.db.read).await.unwrap(),
-        1
-    );
+    assert_eq!(invite::Entity::find().count(&t.db.read).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -187,7 +184,7 @@ async fn sign_up_mails_a_verification_link_that_works_once() {
     let u = || async {
         user::Entity::find()
             .filter(user::Column::Email.eq("verify.me@example.com"))
-            .one(&t.app.db.read)
+            .one(&t.db.read)
             .await
             .unwrap()
             .unwrap()
@@ -263,7 +260,7 @@ async fn a_password_reset_link_sets_a_new_password_and_ends_every_session() {
             email_token::Column::ExpiresAt,
             (Utc::now() - Duration::seconds(1)).into(),
         )
-        .exec(&t.app.db.write)
+        .exec(&t.db.write)
         .await
         .unwrap();
     let link = mailed_link(&t, &email, "/password/reset/").await;

@@ -50,7 +50,7 @@ async fn start(b: &Browser, idp: &FakeIdp) -> Started {
 }
 
 async fn users(t: &TestApp) -> u64 {
-    user::Entity::find().count(&t.app.db.read).await.unwrap()
+    user::Entity::find().count(&t.db.read).await.unwrap()
 }
 
 async fn sessions(t: &TestApp) -> u64 {
@@ -113,13 +113,13 @@ async fn the_code_flow_with_pkce_signs_a_new_user_in() {
     // A new account, identified by (iss, sub), with the verified email; onboarding next.
     let u = user::Entity::find()
         .filter(user::Column::Email.eq("alice@example.com"))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .expect("the user");
     assert!(u.password_hash.is_none() && u.email_verified_at.is_some());
     let id = identity::Entity::find_by_id((idp.issuer.clone(), "alice-1".to_string()))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .expect("the identity");
@@ -230,19 +230,13 @@ async fn a_verified_email_links_to_a_local_account_only_after_its_password_sign_
     assert_eq!(sessions(&t).await, 0, "the email alone signs nobody in");
     let page = b.page("/login?link=1").await;
     assert!(page.contains("already exists") && page.contains(&email));
-    assert_eq!(
-        identity::Entity::find()
-            .count(&t.app.db.read)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(identity::Entity::find().count(&t.db.read).await.unwrap(), 0);
     let resp = b
         .post_form("/login", &[("email", &email), ("password", PASSWORD)])
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let linked = identity::Entity::find_by_id((idp.issuer.clone(), "bob-1".to_string()))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .expect("linked after the password sign-in");

@@ -91,7 +91,7 @@ async fn error_21610_opts_the_contact_out_and_is_not_retried() {
     );
     use sea_orm::EntityTrait;
     let contact = switchboard_entity::contact::Entity::find_by_id(failed.contact_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -127,7 +127,7 @@ async fn other_client_errors_fail_with_their_code() {
     assert_eq!(failed.error_code, Some(21211));
     use sea_orm::EntityTrait;
     let contact = switchboard_entity::contact::Entity::find_by_id(failed.contact_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();

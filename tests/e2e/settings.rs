@@ -44,7 +44,7 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
 
     let row = api_key::Entity::find()
         .filter(api_key::Column::Name.eq("Zapier"))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -96,7 +96,7 @@ async fn the_twilio_connection_is_stored_sealed_shown_masked_and_tested() {
     assert!(html.contains(&sid) && html.contains("••••••••7f3e"));
     assert!(!html.contains(token), "the token is never shown");
     let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -153,7 +153,7 @@ async fn the_twilio_connection_is_stored_sealed_shown_masked_and_tested() {
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -207,14 +207,14 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
 
     let n = phone_number::Entity::find()
         .filter(phone_number::Column::E164.eq("+14155550122"))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
     // Tenant B's number id through A's session: 404, nothing removed.
     let theirs = phone_number::Entity::find()
         .filter(phone_number::Column::TenantId.eq(other.tenant_id))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -225,7 +225,7 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
     assert_eq!(
         phone_number::Entity::find()
             .filter(phone_number::Column::TenantId.eq(other.tenant_id))
-            .count(&t.app.db.read)
+            .count(&t.db.read)
             .await
             .unwrap(),
         1
@@ -255,13 +255,13 @@ async fn agents_read_settings_but_every_change_is_403() {
     assert!(!html.contains(r#"action="/settings/api-keys""#));
     let key = api_key::Entity::find()
         .filter(api_key::Column::TenantId.eq(t.tenant.tenant_id))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
     let owner_membership = membership::Entity::find()
         .filter(membership::Column::TenantId.eq(t.tenant.tenant_id))
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -293,7 +293,7 @@ async fn agents_read_settings_but_every_change_is_403() {
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
     }
     let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();
@@ -302,14 +302,14 @@ async fn agents_read_settings_but_every_change_is_403() {
     assert_eq!(
         api_key::Entity::find()
             .filter(api_key::Column::TenantId.eq(t.tenant.tenant_id))
-            .count(&t.app.db.read)
+            .count(&t.db.read)
             .await
             .unwrap(),
         1
     );
     assert!(
         api_key::Entity::find_by_id(key.id)
-            .one(&t.app.db.read)
+            .one(&t.db.read)
             .await
             .unwrap()
             .unwrap()
@@ -325,7 +325,7 @@ async fn members_roles_keep_an_owner_and_removal_ends_access() {
     let (mut admin, _, _) = t.member(t.tenant.tenant_id, Role::Admin).await;
     let (mut agent, agent_id, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
     let membership_of = |user| {
-        let db = t.app.db.read.clone();
+        let db = t.db.read.clone();
         async move {
             membership::Entity::find()
                 .filter(membership::Column::UserId.eq(user))
@@ -406,7 +406,7 @@ async fn the_profile_is_saved_and_bad_input_names_the_field() {
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let row = tenant::Entity::find_by_id(t.tenant.tenant_id)
-        .one(&t.app.db.read)
+        .one(&t.db.read)
         .await
         .unwrap()
         .unwrap();

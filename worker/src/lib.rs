@@ -18,7 +18,9 @@ use switchboard_domain::MessageId;
 use switchboard_services::jobs::{
     self, FALLBACK_POLL_SECS, HandleInbound, RedisQueues, SendMessage,
 };
-use switchboard_services::{App, ServiceError, TenantCtx, inbound, messaging, sweep};
+use switchboard_services::{
+    App, ServiceError, TenantCtx, correlation, inbound, messaging, metrics, sweep,
+};
 
 /// Seconds between worker heartbeats. A worker silent for [`MISSED_HEARTBEATS`] beats is
 /// presumed dead and its running jobs are handed to another worker (crash recovery).
@@ -31,32 +33,48 @@ pub const SHUTDOWN_GRACE_SECS: u64 = 20;
 
 async fn handle_inbound(job: HandleInbound, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
     let ctx = TenantCtx::for_job(job.tenant_id);
-    let decision = inbound::handle(&app, &ctx, job.message_id).await;
-    finish("inbound", job.message_id, decision)
+    let work = inbound::handle(&app, &ctx, job.message_id);
+    let decision = traced("handle_inbound", job.request_id, work).await;
+    finish("handle_inbound", job.message_id, decision)
 }
 
 async fn send_message(job: SendMessage, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
     let ctx = TenantCtx::for_job(job.tenant_id);
-    let delivery = messaging::deliver(&app, &ctx, job.message_id).await;
-    finish("send", job.message_id, delivery)
+    let work = messaging::deliver(&app, &ctx, job.message_id);
+    let delivery = traced("send_message", job.request_id, work).await;
+    finish("send_message", job.message_id, delivery)
+}
+
+/// Runs a job's work in a span carrying the correlation id from its payload (a new one for a
+/// job that has none, e.g. from the sweep), which jobs it enqueues inherit.
+async fn traced<F: Future>(job: &'static str, request_id: Option<String>, work: F) -> F::Output {
+    use tracing::Instrument;
+    let id = correlation::accept(request_id.as_deref());
+    let span = tracing::info_span!("job", job, request_id = %id);
+    correlation::scope(id, work.instrument(span)).await
 }
 
 /// A job whose rows are gone succeeds (logged); other errors make apalis run it again.
 fn finish<T: std::fmt::Debug>(
-    job: &str,
+    job: &'static str,
     message_id: MessageId,
     result: Result<T, ServiceError>,
 ) -> Result<(), BoxDynError> {
     match result {
         Ok(outcome) => {
+            metrics::job(job, "ok");
             tracing::debug!(job, %message_id, ?outcome, "job finished");
             Ok(())
         }
         Err(ServiceError::NotFound) => {
+            metrics::job(job, "gone");
             tracing::info!(job, %message_id, "a row the job needs is gone; nothing to do");
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            metrics::job(job, "error");
+            Err(e.into())
+        }
     }
 }
 

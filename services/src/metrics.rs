@@ -1,0 +1,92 @@
+//! Prometheus metrics (`GET /metrics`), recorded through the `metrics` facade and rendered by
+//! `metrics-exporter-prometheus`. One recorder per process, installed by [`install`].
+//!
+//! | name | type | labels |
+//! |------|------|--------|
+//! | `switchboard_webhooks_total` | counter | `endpoint` (sms, status), `result` |
+//! | `switchboard_jobs_total` | counter | `job` (handle_inbound, send_message), `outcome` (ok, gone, error) |
+//! | `switchboard_queue_depth` | gauge | `queue`: jobs ready or scheduled, read at scrape time |
+//! | `switchboard_send_seconds` | histogram | `provider`: one provider API call, seconds |
+//! | `switchboard_provider_errors_total` | counter | `provider`, `code` (Twilio error code or HTTP status) |
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::App;
+use crate::jobs::{QUEUE_INBOUND, QUEUE_SEND};
+
+/// Webhook calls by endpoint and result.
+pub const WEBHOOKS: &str = "switchboard_webhooks_total";
+/// Finished job runs by job type and outcome.
+pub const JOBS: &str = "switchboard_jobs_total";
+/// Jobs waiting per queue.
+pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
+/// Duration of one provider send call, seconds.
+pub const SEND_SECONDS: &str = "switchboard_send_seconds";
+/// Provider errors by code.
+pub const PROVIDER_ERRORS: &str = "switchboard_provider_errors_total";
+
+/// Histogram buckets of [`SEND_SECONDS`], seconds.
+pub const SEND_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process's recorder (once; later calls do nothing). `None` when another
+/// recorder was installed first (then `/metrics` says so).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(SEND_SECONDS.into()), SEND_BUCKETS)
+                .expect("buckets are not empty");
+            match builder.install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Counts one webhook call.
+pub fn webhook(endpoint: &'static str, result: &'static str) {
+    metrics::counter!(WEBHOOKS, "endpoint" => endpoint, "result" => result).increment(1);
+}
+
+/// Counts one finished job run.
+pub fn job(job: &'static str, outcome: &'static str) {
+    metrics::counter!(JOBS, "job" => job, "outcome" => outcome).increment(1);
+}
+
+/// Records one provider send call that took `seconds`.
+pub fn send(provider: &'static str, seconds: f64) {
+    metrics::histogram!(SEND_SECONDS, "provider" => provider).record(seconds);
+}
+
+/// Counts one provider error with its code.
+pub fn provider_error(provider: &'static str, code: i32) {
+    metrics::counter!(PROVIDER_ERRORS, "provider" => provider, "code" => code.to_string())
+        .increment(1);
+}
+
+/// The Prometheus text exposition of this process, after reading the queue depths.
+///
+/// # Errors
+/// None: a queue that cannot be read keeps its last depth (and is logged).
+pub async fn render(app: &App) -> String {
+    for queue in [QUEUE_INBOUND, QUEUE_SEND] {
+        match app.jobs.depth(queue).await {
+            Ok(n) => metrics::gauge!(QUEUE_DEPTH, "queue" => queue).set(n as f64),
+            Err(e) => tracing::warn!(error = %e, queue, "queue depth unavailable"),
+        }
+    }
+    match install() {
+        Some(handle) => handle.render(),
+        None => "# metrics recorder unavailable in this process\n".into(),
+    }
+}
