@@ -455,3 +455,78 @@ async fn two_web_and_two_worker_processes_lose_nothing_and_send_nothing_twice() 
         assert!(status.success(), "{status}");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs Postgres + Redis (.ci/postgres/run)"]
+async fn an_sse_client_of_one_instance_sees_what_another_instance_stored_and_sent() {
+    use switchboard_testkit::{Options, inbound, spawn_app_with};
+    // Instance A serves pages only; instance B, on the same database and Redis, takes the
+    // webhook and runs the workers.
+    let a = spawn_app_with(Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    assert!(a.app.settings.database_url.starts_with("postgres"));
+    let b = switchboard_services::App::start(a.app.settings.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(switchboard::serve(
+        b,
+        listener,
+        true,
+        std::future::pending(),
+    ));
+
+    let (owner, _, _) = a
+        .member(
+            a.tenant.tenant_id,
+            switchboard_domain::accounts::Role::Owner,
+        )
+        .await;
+    let mut events = owner.get("/events").await;
+    assert_eq!(events.status(), 200);
+
+    // Signed for the public URL (APP_URL, A's address), delivered to B.
+    let params = inbound(
+        &a.tenant.account_sid,
+        "+17135550177",
+        &a.tenant.number,
+        "hi there",
+    );
+    let signature = switchboard_domain::signature::twilio::compute(
+        &a.tenant.auth_token,
+        &format!("{}/webhooks/twilio/sms", a.address),
+        &params,
+    );
+    let resp = a
+        .http
+        .post(format!("{b_address}/webhooks/twilio/sms"))
+        .header("X-Twilio-Signature", signature)
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // A's stream shows the inbound text (B's webhook) and the bot's two replies, created and
+    // then updated by B's workers (A runs none).
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while seen.matches("message_created").count() < 3 || !seen.contains("message_updated") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = tokio::time::timeout(left, events.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("A's stream showed only: {seen}"))
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(
+        a.wait_for_sends(2).await.len(),
+        2,
+        "B's workers sent the replies"
+    );
+}

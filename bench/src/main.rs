@@ -25,10 +25,15 @@ use poem::web::Form;
 use poem::{EndpointExt, Route, Server, handler, post};
 use secrecy::SecretString;
 use switchboard_config::Settings;
+use switchboard_domain::TenantId;
+use switchboard_domain::message::Direction;
 use switchboard_domain::phone::E164;
 use switchboard_domain::signature::twilio;
-use switchboard_services::App;
+use switchboard_entity::{TenantOwned, TenantTx, conversation, message};
+use switchboard_services::jobs::{Enqueue, Job, JobQueue, QUEUE_SEND, SendMessage};
 use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
+use switchboard_services::{App, TenantCtx, messaging};
+use switchboard_testkit::Services;
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug, Clone)]
@@ -55,6 +60,32 @@ struct Args {
     /// Run only the workers-on load and time how long the workers take to drain it.
     #[arg(long)]
     only_drain: bool,
+    /// Measure on Postgres + Redis instead of SQLite: a Postgres server URL whose user may
+    /// create databases (each target gets a new one), e.g. postgres://postgres@127.0.0.1/postgres.
+    #[arg(long, requires = "redis")]
+    postgres: Option<String>,
+    /// Redis URL for --postgres (each target gets its own key prefix).
+    #[arg(long, requires = "postgres")]
+    redis: Option<String>,
+    /// With --postgres: run only the send-job, no-op job and idle RSS measurements.
+    #[arg(long, requires = "postgres")]
+    only_send: bool,
+    /// With --postgres: send jobs for the send-throughput measurement.
+    #[arg(long, default_value_t = 5000)]
+    send_jobs: usize,
+    /// With --postgres: the release binary whose idle RSS to measure as `serve --no-worker`
+    /// and `worker`.
+    #[arg(long, default_value = "target/release/switchboard")]
+    binary: String,
+}
+
+/// Where the full targets keep their data.
+#[derive(Clone)]
+enum Backend {
+    /// A new SQLite file per target (the embedded default).
+    Sqlite,
+    /// A new database per target on this Postgres server, and a new key prefix on this Redis.
+    Scale { postgres: String, redis: String },
 }
 
 const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -115,8 +146,8 @@ struct Target {
     addr: SocketAddr,
     /// The URL Twilio signs (APP_URL + path).
     url: String,
-    /// A read connection to the server's database (full targets).
-    db: Option<sqlx::SqlitePool>,
+    /// The app and its one tenant (full targets).
+    app: Option<(Arc<App>, TenantId)>,
 }
 
 const PATH: &str = "/webhooks/twilio/sms";
@@ -243,7 +274,7 @@ async fn start_bare() -> Target {
     Target {
         addr,
         url: format!("http://{addr}{PATH}"),
-        db: None,
+        app: None,
     }
 }
 
@@ -289,9 +320,12 @@ async fn start_mock_twilio() -> (String, MockTwilio) {
     (format!("http://{addr}"), mock)
 }
 
-/// Starts the full product on a fresh SQLite file with one tenant on `NUMBER`.
+/// Starts the full product with one tenant on `NUMBER`, on a new SQLite file in `dir` or a
+/// new Postgres database and Redis prefix (their guards are pushed to `keep`).
 async fn start_full(
+    backend: &Backend,
     dir: &std::path::Path,
+    keep: &mut Vec<Services>,
     twilio_base: &str,
     bot: BotKind,
     workers: bool,
@@ -301,17 +335,31 @@ async fn start_full(
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app_url = format!("http://{addr}");
-    let db = format!("sqlite://{}", dir.join("bench.db").display());
-    let settings = Settings::from_pairs(&[
-        ("APP_URL", &app_url),
-        ("DATABASE_URL", &db),
-        ("SECRET_KEY", "bench-secret-key-bench-secret-key-01234"),
-        ("TWILIO_API_BASE", twilio_base),
-        ("DEMO_SEED", "false"),
-    ])
-    .expect("settings");
+    let mut pairs: Vec<(String, String)> = vec![
+        ("APP_URL".into(), app_url.clone()),
+        (
+            "DATABASE_URL".into(),
+            format!("sqlite://{}", dir.join("bench.db").display()),
+        ),
+        (
+            "SECRET_KEY".into(),
+            "bench-secret-key-bench-secret-key-01234".into(),
+        ),
+        ("TWILIO_API_BASE".into(), twilio_base.into()),
+        ("DEMO_SEED".into(), "false".into()),
+    ];
+    if let Backend::Scale { postgres, redis } = backend {
+        let (services, settings) = Services::create_with(Some(postgres), Some(redis)).await;
+        keep.push(services);
+        pairs.extend(settings);
+    }
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let settings = Settings::from_pairs(&refs).expect("settings");
     let app: Arc<App> = App::start(settings).await.expect("app");
-    tenancy::create_tenant(
+    let tenant = tenancy::create_tenant(
         &app,
         NewTenant {
             name: "Bench Plumbing".into(),
@@ -326,9 +374,8 @@ async fn start_full(
     )
     .await
     .expect("tenant");
-    let db = app.db.read.get_sqlite_connection_pool().clone();
     tokio::spawn(switchboard::serve(
-        app,
+        app.clone(),
         listener,
         workers,
         std::future::pending(),
@@ -336,27 +383,198 @@ async fn start_full(
     Target {
         addr,
         url: format!("{app_url}{PATH}"),
-        db: Some(db),
+        app: Some((app, tenant.tenant_id)),
     }
 }
 
-/// Waits until every inbound message of the target's database is handled; returns seconds.
+/// Waits until every inbound message of the target's tenant is handled; returns seconds.
 async fn drain(target: &Target) -> f64 {
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
     let start = Instant::now();
-    let db = target.db.clone().expect("full target");
+    let (app, tenant) = target.app.clone().expect("full target");
     loop {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM messages WHERE direction = 'inbound' AND handled_at IS NULL",
-        )
-        .fetch_one(&db)
-        .await
-        .expect("count");
+        let tx = TenantTx::read(&app.db, tenant).await.expect("transaction");
+        let pending = message::Entity::scoped(tenant)
+            .filter(message::Column::Direction.eq(Direction::Inbound))
+            .filter(message::Column::HandledAt.is_null())
+            .count(tx.conn())
+            .await
+            .expect("count");
+        drop(tx);
         if pending == 0 || start.elapsed() > Duration::from_secs(300) {
             return start.elapsed().as_secs_f64();
         }
         // The count scans the table: poll rarely so it does not slow the workers it watches.
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
+}
+
+/// `n` signed texts from distinct senders, 32 at a time (each opens a conversation).
+async fn seed(target: &Target, n: usize) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (addr, url, next) = (target.addr, target.url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n as u64 {
+                    return;
+                }
+                let (sig, body) =
+                    signed_inbound(&url, &customer(200_000 + i), "When can you come?");
+                assert_eq!(conn.post(addr, PATH, &sig, body).await, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("seed task");
+    }
+}
+
+/// Writes one manual reply per conversation of `target` (rows and send jobs, no worker
+/// running); returns how many.
+async fn queue_sends(target: &Target) -> usize {
+    let (app, tenant) = target.app.clone().expect("full target");
+    let tx = TenantTx::read(&app.db, tenant).await.expect("transaction");
+    let conversations = conversation::Entity::scoped(tenant)
+        .all(tx.conn())
+        .await
+        .expect("conversations");
+    drop(tx);
+    let ctx = TenantCtx::for_job(tenant);
+    for c in &conversations {
+        messaging::send_manual(&app, &ctx, c.id, "Your technician is on the way.", None)
+            .await
+            .expect("queued");
+    }
+    conversations.len()
+}
+
+/// Starts the target's workers and times until the mock received `n` sends; sends/s.
+async fn send_rate(target: &Target, mock: &MockTwilio, n: usize) -> f64 {
+    let (app, _) = target.app.clone().expect("full target");
+    let start = Instant::now();
+    tokio::spawn(switchboard_worker::run(app, std::future::pending()));
+    while mock.first_reply.lock().expect("lock").len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "sends did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn noop(
+    _: SendMessage,
+    done: apalis::prelude::Data<Arc<AtomicU64>>,
+) -> Result<(), apalis::prelude::BoxDynError> {
+    done.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The same queue with a job that does nothing: `n` `SendMessage` jobs pushed as the app
+/// pushes them (to a new key prefix), then one worker configured as the send worker, whose
+/// handler only counts, drains them; jobs/s.
+async fn noop_rate(redis: &str, n: usize, concurrency: usize) -> f64 {
+    use apalis::prelude::*;
+    let conn = apalis_redis::connect(redis).await.expect("redis");
+    let jobs = JobQueue::redis(
+        conn.clone(),
+        &format!("bench:{}:", uuid::Uuid::new_v4().simple()),
+    );
+    let queues = jobs.redis_queues().expect("redis queues").clone();
+    let batch: Vec<Enqueue> = (0..n)
+        .map(|i| {
+            let job = SendMessage::new(TenantId::new(), switchboard_domain::MessageId::new());
+            Enqueue::now(Job::SendMessage(job), format!("noop:{i}"))
+        })
+        .collect();
+    for chunk in batch.chunks(1000) {
+        jobs.push(chunk).await.expect("push");
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let storage = apalis_redis::RedisStorage::<SendMessage>::new(conn)
+        .with_config(queues.config(QUEUE_SEND))
+        .poll_with_strategy(Strategy::new().interval(Duration::from_secs(1)));
+    let worker = WorkerBuilder::new("bench-noop")
+        .backend(storage)
+        .data(done.clone())
+        .concurrency(concurrency)
+        .catch_panic()
+        .build(noop);
+    let start = Instant::now();
+    let running = tokio::spawn(worker.run());
+    while done.load(Ordering::Relaxed) < n as u64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no-op jobs did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    running.abort();
+    rate
+}
+
+/// Resident set size of a process, in MiB (`VmRSS` of /proc/{pid}/status).
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Idle RSS (MiB) of `binary` as `serve --no-worker` and as `worker`, each on its own new
+/// database and prefix, 10 s after the web process answered /ready.
+async fn idle_rss(binary: &str, postgres: &str, redis: &str) -> (f64, f64) {
+    let (_services, settings) = Services::create_with(Some(postgres), Some(redis)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut env = settings;
+    env.extend([
+        (
+            "SECRET_KEY".to_string(),
+            "bench-secret-key-bench-secret-key-01234".to_string(),
+        ),
+        ("BIND".into(), format!("127.0.0.1:{port}")),
+        ("RUST_LOG".into(), "warn".into()),
+    ]);
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(binary)
+            .args(args)
+            .envs(env.iter().cloned())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary}: {e} (build it with cargo build --release)"))
+    };
+    let mut web = spawn(&["serve", "--no-worker"]);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut worker = spawn(&["worker"]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss = (rss_mib(web.id()), rss_mib(worker.id()));
+    let _ = web.kill();
+    let _ = worker.kill();
+    let _ = web.wait();
+    let _ = worker.wait();
+    rss
 }
 
 /// Reply latency: signed inbound -> first reply received by the mock Twilio.
@@ -387,8 +605,57 @@ async fn reply_latency(target: &Target, mock: &MockTwilio, samples: usize, rate:
     lat
 }
 
+/// Postgres + Redis only: send-job throughput, the same number of no-op jobs, and the idle
+/// RSS of the release binary as web and as worker process.
+fn scale_extras(
+    args: &Args,
+    backend: &Backend,
+    postgres: &str,
+    redis: &str,
+    server_rt: &tokio::runtime::Runtime,
+    load_rt: &tokio::runtime::Runtime,
+    keep: &mut Vec<Services>,
+) -> (f64, f64, (f64, f64)) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (twilio_base, send_mock) = server_rt.block_on(start_mock_twilio());
+    let send_t = server_rt.block_on(start_full(
+        backend,
+        dir.path(),
+        keep,
+        &twilio_base,
+        BotKind::None,
+        false,
+    ));
+    load_rt.block_on(seed(&send_t, args.send_jobs));
+    let n = server_rt.block_on(queue_sends(&send_t));
+    let sends = server_rt.block_on(send_rate(&send_t, &send_mock, n));
+    let concurrency = send_t
+        .app
+        .as_ref()
+        .expect("app")
+        .0
+        .settings
+        .worker_concurrency_send;
+    println!(
+        "send jobs against a zero-latency mock Twilio ({n} jobs, concurrency {concurrency}): {sends:.0} sends/s"
+    );
+    let noop = server_rt.block_on(noop_rate(redis, n, concurrency));
+    println!("no-op apalis-redis jobs (same count and concurrency): {noop:.0} jobs/s");
+    let rss = server_rt.block_on(idle_rss(&args.binary, postgres, redis));
+    println!(
+        "idle RSS: serve --no-worker {:.1} MiB, worker {:.1} MiB",
+        rss.0, rss.1
+    );
+    (sends, noop, rss)
+}
+
 fn main() {
     let args = Args::parse();
+    // RUST_LOG=… shows the app's logs, with each span's busy and idle time when it closes.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .try_init();
     // The servers run on their own runtime (2 worker threads = this machine's cores); the load
     // generator on another thread. All compete for the same 2 cores, as wrk would.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -406,14 +673,41 @@ fn main() {
         tempfile::tempdir().expect("dir"),
     ];
 
+    let backend = match (&args.postgres, &args.redis) {
+        (Some(postgres), Some(redis)) => Backend::Scale {
+            postgres: postgres.clone(),
+            redis: redis.clone(),
+        },
+        _ => Backend::Sqlite,
+    };
+    let mut keep = Vec::new();
+    if args.only_send {
+        let Backend::Scale { postgres, redis } = &backend else {
+            unreachable!("--only-send requires --postgres")
+        };
+        let (sends, noop, rss) = scale_extras(
+            &args, &backend, postgres, redis, &server_rt, &load_rt, &mut keep,
+        );
+        println!(
+            "| send jobs | {sends:.0} sends/s = {:.2}x no-op ({noop:.0}/s) | idle RSS {:.1} / {:.1} MiB |",
+            sends / noop,
+            rss.0,
+            rss.1
+        );
+        return;
+    }
     let (bare_t, ingest_t, full_t, reply_t, mock) = server_rt.block_on(async {
         let (twilio_base, mock) = start_mock_twilio().await;
         let bare_t = start_bare().await;
-        let ingest_t = start_full(dirs[0].path(), &twilio_base, BotKind::None, false).await;
-        let full_t = start_full(dirs[1].path(), &twilio_base, BotKind::None, true).await;
-        let reply_t = start_full(dirs[2].path(), &twilio_base, BotKind::Qualify, true).await;
+        let (b, k, base) = (&backend, &mut keep, twilio_base.as_str());
+        let ingest_t = start_full(b, dirs[0].path(), k, base, BotKind::None, false).await;
+        let full_t = start_full(b, dirs[1].path(), k, base, BotKind::None, true).await;
+        let reply_t = start_full(b, dirs[2].path(), k, base, BotKind::Qualify, true).await;
         (bare_t, ingest_t, full_t, reply_t, mock)
     });
+    if let Backend::Scale { .. } = backend {
+        println!("backend: Postgres + Redis (a new database and key prefix per target)");
+    }
 
     let report = load_rt.block_on(async {
         let secs = args.seconds;
@@ -487,6 +781,43 @@ fn main() {
         (bare, ingest, full, half_ingest, half, reply)
     });
     let (bare, ingest, full, half_ingest, half, reply) = report;
+    if let Backend::Scale { postgres, redis } = &backend {
+        let (sends, noop, (rss_web, rss_worker)) = scale_extras(
+            &args, &backend, postgres, redis, &server_rt, &load_rt, &mut keep,
+        );
+        println!();
+        println!("| measurement (Postgres + Redis) | result | target |");
+        println!("|---|---|---|");
+        println!("| bare poem handler | {bare:.0} req/s | reference |");
+        println!(
+            "| inbound webhook path (workers off) | {ingest:.0} req/s = **{:.2}x** bare | — |",
+            ingest / bare
+        );
+        println!(
+            "| p99 at half that load ({:.0} req/s) | {:.2} ms (p50 {:.2} ms) | — |",
+            ingest / 2.0,
+            pct(&half_ingest, 0.99),
+            pct(&half_ingest, 0.5)
+        );
+        println!(
+            "| inbound webhook path with in-process workers | {full:.0} req/s = {:.2}x bare | — |",
+            full / bare
+        );
+        println!(
+            "| reply latency p50 / p99 (built-in bot) | {:.2} ms / **{:.2} ms** | p99 <= 100 ms |",
+            pct(&reply, 0.5),
+            pct(&reply, 0.99)
+        );
+        println!(
+            "| send jobs, zero-latency mock | **{sends:.0} sends/s** = {:.2}x no-op jobs ({noop:.0}/s) | >= 2,000/s |",
+            sends / noop
+        );
+        println!(
+            "| idle RSS, serve --no-worker / worker | **{rss_web:.1} MiB / {rss_worker:.1} MiB** | <= 50 MB each |"
+        );
+        let _ = half;
+        return;
+    }
     println!();
     println!("| measurement | result | target |");
     println!("|---|---|---|");

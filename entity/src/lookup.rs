@@ -7,8 +7,8 @@
 //! else the application does sees one tenant at a time.
 
 use sea_orm::{
-    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionOptions, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 use switchboard_domain::{AgencyId, ApiKeyId, MessageId, PhoneNumberId, TenantId, UserId};
 
@@ -16,18 +16,13 @@ use crate::phone_number::BotKind;
 use crate::tenancy::LOOKUP_ROLE;
 use crate::{api_key, invite, membership, message, phone_number, tenant};
 
-/// A read-only transaction for one lookup; as [`LOOKUP_ROLE`] on Postgres. Each lookup drops
-/// it without committing: it only read, and the rollback ends it.
+/// A transaction for one lookup; as [`LOOKUP_ROLE`] (which may only `SELECT`) on Postgres.
+/// Each lookup drops it without committing: it only read, and the rollback ends it.
 async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return db.begin().await;
+    let txn = db.begin().await?;
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(txn);
     }
-    let txn = db
-        .begin_with_options(TransactionOptions {
-            access_mode: Some(AccessMode::ReadOnly),
-            ..Default::default()
-        })
-        .await?;
     txn.execute_unprepared(&format!("SET LOCAL ROLE {LOOKUP_ROLE}"))
         .await?;
     Ok(txn)

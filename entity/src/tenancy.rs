@@ -1,8 +1,8 @@
 //! Tenant scoping: the [`TenantOwned`] trait and the tenant-bound transaction [`TenantTx`].
 
 use sea_orm::{
-    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, DeleteMany, EntityTrait, QueryFilter, Select, SqliteTransactionMode, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    DeleteMany, EntityTrait, QueryFilter, Select, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait, UpdateMany,
 };
 use switchboard_domain::TenantId;
@@ -126,20 +126,14 @@ pub struct TenantTx {
 }
 
 impl TenantTx {
-    /// Begins a read-only unit of work for `tenant`.
+    /// Begins a unit of work that only reads, for `tenant`: on SQLite on a read-only
+    /// connection. (On Postgres it is not declared `READ ONLY`: sea-orm sends that as a
+    /// statement of its own, a round trip per transaction on the hottest paths.)
     ///
     /// # Errors
     /// The database's error when the transaction cannot start.
     pub async fn read(db: &Db, tenant: TenantId) -> Result<Self, DbErr> {
-        let db = &db.read;
-        let options = match db.get_database_backend() {
-            DbBackend::Postgres => TransactionOptions {
-                access_mode: Some(AccessMode::ReadOnly),
-                ..Default::default()
-            },
-            _ => TransactionOptions::default(),
-        };
-        Self::begin(db, tenant, options).await
+        Self::begin(&db.read, tenant, TransactionOptions::default()).await
     }
 
     /// Begins a read-write unit of work for `tenant`.

@@ -18,6 +18,7 @@
 //! after the commit (a crash between the two leaves a stored text without a job, which the
 //! sweep re-enqueues: the row is the outbox).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -33,6 +34,10 @@ use crate::jobs::{self, Enqueue, HandleInbound, Job, JobQueue};
 pub const MAX_BATCH: usize = 256;
 /// Webhooks that may wait for the writer before submitters wait for room.
 pub const QUEUE_DEPTH: usize = 8192;
+/// Postgres writer tasks per process. Each statement is a round trip to the server, so one
+/// writer leaves the database idle between them; several write their batches concurrently
+/// (Postgres orders them; each takes what queued up while the others wrote).
+pub const PG_WRITERS: usize = 4;
 
 struct Pending {
     item: NewInbound,
@@ -71,10 +76,18 @@ impl Ingestor {
         Self { tx }
     }
 
-    /// Starts the Postgres writer task on `pool`.
+    /// Starts [`PG_WRITERS`] Postgres writer tasks on `pool`.
     pub fn start_postgres(pool: PgPool, events: EventBus, jobs: JobQueue) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run_postgres(pool, events, jobs, rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..PG_WRITERS {
+            tokio::spawn(run_postgres(
+                pool.clone(),
+                events.clone(),
+                jobs.clone(),
+                rx.clone(),
+            ));
+        }
         Self { tx }
     }
 
@@ -167,10 +180,10 @@ async fn run_postgres(
     pool: PgPool,
     events: EventBus,
     jobs: JobQueue,
-    mut rx: mpsc::Receiver<Pending>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while rx.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (items, replies): (Vec<NewInbound>, Vec<_>) =
             batch.drain(..).map(|p| (p.item, p.reply)).unzip();
         match write_postgres(&pool, &items).await {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apalis::prelude::TaskBuilder;
+use apalis::prelude::{TaskBuilder, TaskId};
 use apalis_redis::{Config as RedisConfig, ConnectionManager, RedisTask};
 use apalis_sqlite::SqliteTask;
 use futures::channel::mpsc;
@@ -107,12 +107,16 @@ impl Enqueue {
         }
     }
 
-    fn task(&self) -> SqliteTask {
+    /// The apalis task, with `id` when given (else the backend picks one).
+    fn task(&self, id: Option<&str>) -> SqliteTask {
         let mut b = TaskBuilder::new(self.job.args())
             .max_attempts(MAX_JOB_ATTEMPTS)
             .idempotency_key(self.key.clone());
         if let Some(at) = self.run_at {
             b = b.run_at_time(at);
+        }
+        if let Some(id) = id {
+            b = b.task_id(TaskId::from_string(id));
         }
         b.build()
     }
@@ -134,7 +138,7 @@ struct JobRow {
 
 impl Enqueue {
     fn row(&self, now_secs: u64) -> JobRow {
-        let task = self.task();
+        let task = self.task(None);
         JobRow {
             id: Ulid::generate().to_string(),
             queue: self.job.queue(),
@@ -295,9 +299,39 @@ pub struct RedisQueues {
 /// [`REDIS_MISSED_HEARTBEATS`] beats counts as dead, and the next heartbeat of any other
 /// worker puts its in-flight jobs back on the queue (apalis-redis' orphan recovery; its
 /// default is 10 beats of 30 s, 300 s).
-pub const REDIS_HEARTBEAT_SECS: u64 = 5;
-/// See [`REDIS_HEARTBEAT_SECS`]: a SIGKILLed worker's jobs run again after 15-20 s.
-pub const REDIS_MISSED_HEARTBEATS: usize = 3;
+pub const REDIS_HEARTBEAT_SECS: u64 = 10;
+/// See [`REDIS_HEARTBEAT_SECS`]: a SIGKILLed worker's jobs run again after 40-50 s (a worker
+/// too busy to beat for 40 s loses its jobs to others; the outbox claim keeps that safe).
+pub const REDIS_MISSED_HEARTBEATS: usize = 4;
+/// Moves jobs that are due now from the scheduled set to the active list and announces them.
+///
+/// apalis-redis 1.0's `push_tasks` puts EVERY job into the scheduled set (it never passes a
+/// run time of 0), so each would wait for a worker's fetch to promote it, unannounced; and its
+/// fetch promotes all due jobs with one Lua `unpack`, which fails ("too many results to
+/// unpack") once some 8,000 are due at once, stopping every worker of the queue. Promoting
+/// our own immediate jobs at push time keeps the scheduled set to real delays (retries).
+/// KEYS: scheduled set, active list, signal list; ARGV: the channel to announce on, then
+/// the task ids. Returns how many moved (a job refused by its idempotency key is not there).
+static PROMOTE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local moved = 0
+        for i = 2, #ARGV do
+            if redis.call('zrem', KEYS[1], ARGV[i]) == 1 then
+                redis.call('rpush', KEYS[2], ARGV[i])
+                moved = moved + 1
+            end
+        end
+        if moved > 0 then
+            redis.call('del', KEYS[3])
+            redis.call('lpush', KEYS[3], 1)
+            redis.call('publish', ARGV[1], moved)
+        end
+        return moved
+        ",
+    )
+});
+
 /// How long apalis-redis remembers an idempotency key, in seconds (keys carry the message id
 /// and the attempt or sweep bucket, so a later, legitimate job never reuses one).
 pub const REDIS_IDEMPOTENCY_TTL_SECS: u64 = 3600;
@@ -317,8 +351,8 @@ impl RedisQueues {
         &self.conn
     }
 
-    /// The pub/sub channel on which apalis-redis announces a job pushed to `queue` (its
-    /// `batch_push` script publishes `tasks:{active list}:available`).
+    /// The pub/sub channel that announces a job pushed to `queue` (`tasks:{active list}:available`,
+    /// the name apalis-redis' `batch_push` script uses when it announces one itself).
     pub fn available_channel(&self, queue: &str) -> String {
         format!("tasks:{}:available", self.config(queue).active_jobs_list())
     }
@@ -334,18 +368,39 @@ impl RedisQueues {
 
     async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
         for queue in [QUEUE_INBOUND, QUEUE_SEND] {
+            let mut now = Vec::new();
             let tasks: Vec<RedisTask> = jobs
                 .iter()
                 .filter(|e| e.job.queue() == queue)
-                .map(Enqueue::task)
+                .map(|e| {
+                    let id = Ulid::generate().to_string();
+                    if e.run_at.is_none() {
+                        now.push(id.clone());
+                    }
+                    // apalis-redis reads ids back as ULIDs.
+                    e.task(Some(&id))
+                })
                 .collect();
             if tasks.is_empty() {
                 continue;
             }
+            let config = self.config(queue);
             let mut conn = self.conn.clone();
-            apalis_redis::queries::push_tasks(&mut conn, &self.config(queue), &tasks)
+            apalis_redis::queries::push_tasks(&mut conn, &config, &tasks)
                 .await
                 .map_err(|e| ServiceError::Queue(e.to_string()))?;
+            if now.is_empty() {
+                continue;
+            }
+            let _: i64 = PROMOTE
+                .key(config.scheduled_jobs_set())
+                .key(config.active_jobs_list())
+                .key(config.signal_list())
+                .arg(self.available_channel(queue))
+                .arg(&now)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| ServiceError::Redis(e.to_string()))?;
         }
         Ok(())
     }

@@ -205,40 +205,39 @@ impl App {
             None => None,
         };
         let sessions = sessions::Store::open(&settings, redis.as_ref().map(|r| r.1.clone()));
-        let (db, jobs, events, ingest);
-        if db::is_postgres(&settings.database_url) {
-            db = db::open_postgres(&settings.database_url, settings.database_max_connections)
-                .await?;
-            let (client, conn) = redis.ok_or(StartError::RedisRequired)?;
-            jobs = jobs::JobQueue::redis(conn.clone(), &settings.redis_prefix);
-            events = fanout::start(client, conn, &settings.redis_prefix, jobs.clone());
-            ingest = ingest::Ingestor::start_postgres(
-                db.write.get_postgres_connection_pool().clone(),
-                events.clone(),
-                jobs.clone(),
-            );
-        } else {
-            let notifier = jobs::Notifier::default();
-            db = db::open_sqlite(&settings.database_url, &notifier).await?;
-            let writer = db.write.get_sqlite_connection_pool().clone();
-            (jobs, events) = match redis {
-                Some((client, conn)) => {
-                    let jobs = jobs::JobQueue::redis(conn.clone(), &settings.redis_prefix);
-                    let events = fanout::start(client, conn, &settings.redis_prefix, jobs.clone());
-                    (jobs, events)
-                }
-                None => (
-                    jobs::JobQueue::sqlite(writer.clone(), notifier),
-                    events::EventBus::new(),
-                ),
-            };
-            ingest = ingest::Ingestor::start_sqlite(
-                db::open_inbound_writer(&settings.database_url)?,
-                writer,
-                events.clone(),
-                jobs.clone(),
-            );
+        let url = settings.database_url.as_str();
+        let postgres = db::is_postgres(url);
+        if postgres && redis.is_none() {
+            return Err(StartError::RedisRequired);
         }
+        let notifier = jobs::Notifier::default();
+        let db = if postgres {
+            db::open_postgres(url, settings.database_max_connections).await?
+        } else {
+            db::open_sqlite(url, &notifier).await?
+        };
+        let (jobs, events) = match redis {
+            Some((client, conn)) => {
+                let jobs = jobs::JobQueue::redis(conn.clone(), &settings.redis_prefix);
+                let events = fanout::start(client, conn, &settings.redis_prefix, jobs.clone());
+                (jobs, events)
+            }
+            None => (
+                jobs::JobQueue::sqlite(db.write.get_sqlite_connection_pool().clone(), notifier),
+                events::EventBus::new(),
+            ),
+        };
+        let ingest = if postgres {
+            let pool = db.write.get_postgres_connection_pool().clone();
+            ingest::Ingestor::start_postgres(pool, events.clone(), jobs.clone())
+        } else {
+            ingest::Ingestor::start_sqlite(
+                db::open_inbound_writer(url)?,
+                db.write.get_sqlite_connection_pool().clone(),
+                events.clone(),
+                jobs.clone(),
+            )
+        };
         let app = Arc::new(App {
             sealer: crypto::Sealer::new(&settings.secret_key),
             providers: Providers::new(&settings),

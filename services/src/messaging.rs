@@ -267,9 +267,10 @@ async fn set_status(
     message::Entity::update_by_id(tx.tenant(), msg.id, am)
         .exec(tx.conn())
         .await?;
+    let next = next_queued(&tx, msg).await?;
     tx.commit().await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
-    Ok(())
+    push_next(app, ctx, msg, next).await
 }
 
 /// Tells live listeners that a message changed.
@@ -364,13 +365,12 @@ pub async fn deliver(
         .filter(message::awaiting_provider())
         .one(tx.conn())
         .await?;
-    drop(tx);
     if let Some(earlier) = earlier {
         tracing::debug!(%message_id, waits_for = %earlier.id, "an older reply goes first");
         return Ok(Delivery::Waiting);
     }
-
-    let provider = tenancy::provider_for(app, ctx).await?;
+    let provider = tenancy::provider_for(app, &tx).await?;
+    drop(tx);
     let sms = OutboundSms {
         to: contact.phone.clone(),
         from: number.e164.clone(),
@@ -388,7 +388,6 @@ pub async fn deliver(
         match reconcile(app, provider.as_ref(), &sms, &msg).await {
             Ok(Some(found)) => {
                 record_accepted(app, ctx, &msg, found).await?;
-                release_next(app, ctx, &msg).await?;
                 return Ok(Delivery::Done);
             }
             Ok(None) => {} // It never reached the provider: send it below.
@@ -472,7 +471,6 @@ pub async fn deliver(
     match sent {
         Ok(accepted) => {
             record_accepted(app, ctx, &msg, accepted).await?;
-            release_next(app, ctx, &msg).await?;
             Ok(Delivery::Done)
         }
         Err(SendError::RateLimited { retry_after }) => {
@@ -567,8 +565,9 @@ async fn reconcile(
     Ok(None)
 }
 
-/// Records the provider's acceptance without moving the status backwards: a status callback
-/// may have arrived first (through the message id in its URL).
+/// Records the provider's acceptance without moving the status backwards (a status callback
+/// may have arrived first, through the message id in its URL), and enqueues the reply that
+/// waited for this one, found in the same transaction.
 async fn record_accepted(
     app: &App,
     ctx: &TenantCtx,
@@ -600,9 +599,10 @@ async fn record_accepted(
     message::Entity::update_by_id(tx.tenant(), msg.id, am)
         .exec(tx.conn())
         .await?;
+    let next = next_queued(&tx, msg).await?;
     tx.commit().await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
-    Ok(())
+    push_next(app, ctx, msg, next).await
 }
 
 /// After `msg` stopped waiting for the provider, starts the conversation's next unsent reply.
@@ -612,21 +612,40 @@ async fn release_next(
     msg: &message::Model,
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    let next = message::Entity::scoped(tx.tenant())
+    let next = next_queued(&tx, msg).await?;
+    drop(tx);
+    push_next(app, ctx, msg, next).await
+}
+
+/// The conversation's oldest reply after `msg` still in the outbox.
+async fn next_queued(
+    tx: &TenantTx,
+    msg: &message::Model,
+) -> Result<Option<MessageId>, ServiceError> {
+    Ok(message::Entity::scoped(tx.tenant())
         .filter(message::Column::ConversationId.eq(msg.conversation_id))
         .filter(message::Column::Direction.eq(Direction::Outbound))
         .filter(message::Column::Id.gt(msg.id))
         .filter(message::Column::Status.eq(MessageStatus::Queued))
         .order_by_asc(message::Column::Id)
         .one(tx.conn())
-        .await?;
-    drop(tx);
+        .await?
+        .map(|m| m.id))
+}
+
+/// Enqueues the send of `next`, the reply that waited for `msg`.
+async fn push_next(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: &message::Model,
+    next: Option<MessageId>,
+) -> Result<(), ServiceError> {
     if let Some(next) = next {
-        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), next.id));
+        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), next));
         // Keyed by the predecessor: the next message's own job may be running right now and
         // must not swallow this one.
         app.jobs
-            .push(&[Enqueue::now(job, format!("after:{}:{}", next.id, msg.id))])
+            .push(&[Enqueue::now(job, format!("after:{next}:{}", msg.id))])
             .await?;
     }
     Ok(())

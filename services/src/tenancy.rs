@@ -127,16 +127,20 @@ pub async fn route(app: &App, number: &E164) -> Result<Option<NumberRoute>, Serv
     Ok(route)
 }
 
-/// The provider that sends for `ctx`'s tenant (its own account, the platform's, or the
-/// simulator).
+/// The provider that sends for `tx`'s tenant (its own account, the platform's, or the
+/// simulator), read inside the caller's transaction.
 ///
 /// # Errors
 /// Database errors, or a stored credential that cannot be opened.
-pub async fn provider_for(
-    app: &App,
-    ctx: &TenantCtx,
-) -> Result<Arc<dyn SmsProvider>, ServiceError> {
-    let own = match lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await? {
+pub async fn provider_for(app: &App, tx: &TenantTx) -> Result<Arc<dyn SmsProvider>, ServiceError> {
+    let tenant = tenant::Entity::find_by_id(tx.tenant())
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let own = match tenant
+        .twilio_account_sid
+        .zip(tenant.twilio_auth_token_sealed)
+    {
         Some((sid, sealed)) => Some((sid, app.sealer.open(&sealed)?)),
         None => None,
     };

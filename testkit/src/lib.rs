@@ -238,6 +238,8 @@ pub struct Options {
     pub bare_twilio: bool,
     /// Extra settings as (ENV_NAME, value).
     pub settings: Vec<(String, String)>,
+    /// Serve without in-process workers (another process runs them).
+    pub no_worker: bool,
 }
 
 /// [`spawn_app_with`] with default options.
@@ -305,11 +307,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
     let (tx, rx) = oneshot::channel::<()>();
     let serving = app.clone();
+    let workers = !options.no_worker;
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.await;
         };
-        if let Err(e) = switchboard::serve(serving, listener, true, shutdown).await {
+        if let Err(e) = switchboard::serve(serving, listener, workers, shutdown).await {
             eprintln!("test server stopped: {e}");
         }
     });

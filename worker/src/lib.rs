@@ -13,7 +13,6 @@ use std::time::Duration;
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::{Config, SqliteStorage};
-use sqlx::SqlitePool;
 use switchboard_domain::MessageId;
 use switchboard_services::jobs::{
     self, FALLBACK_POLL_SECS, HandleInbound, RedisQueues, SendMessage,
@@ -87,12 +86,9 @@ fn wake(app: &App, queue: &str) -> Strategy {
         .interval(Duration::from_secs(FALLBACK_POLL_SECS))
 }
 
-/// A queue in the SQLite file, on the write connection.
-fn sqlite_storage<T>(
-    app: &App,
-    pool: &SqlitePool,
-    queue: &str,
-) -> PollWith<SqliteStorage<T>, Strategy> {
+/// `queue` in the SQLite file, on the write connection.
+fn sqlite_storage<T>(app: &App, queue: &str) -> PollWith<SqliteStorage<T>, Strategy> {
+    let pool = app.jobs.sqlite_pool().expect("the SQLite queue");
     let config = Config::default()
         .queue(queue)
         .heartbeat_interval(Duration::from_secs(HEARTBEAT_SECS))
@@ -102,80 +98,58 @@ fn sqlite_storage<T>(
         .poll_with_strategy(wake(app, queue))
 }
 
-/// A queue in Redis, shared by every process (orphan recovery as configured by
+/// `queue` in Redis, shared by every process (orphan recovery as configured by
 /// [`RedisQueues::config`]).
-fn redis_storage<T>(
-    app: &App,
-    queues: &RedisQueues,
-    queue: &str,
-) -> PollWith<RedisStorage<T>, Strategy> {
+fn redis_storage<T>(app: &App, queue: &str) -> PollWith<RedisStorage<T>, Strategy> {
+    let queues: &RedisQueues = app.jobs.redis_queues().expect("the Redis queues");
     RedisStorage::<T>::new(queues.conn().clone())
         .with_config(queues.config(queue))
         .poll_with_strategy(wake(app, queue))
 }
 
-/// Registers one worker per job type on `monitor`, for whichever queue backend the app has.
+/// Registers one worker per job type on `monitor`, on whichever queue backend the app has,
+/// each with its queue's concurrency.
 fn register(monitor: Monitor, app: &Arc<App>) -> Monitor {
     let instance = format!("{}-{}", hostname(), std::process::id());
     let settings = &app.settings;
-    let (inbound_n, send_n) = (
-        settings.worker_concurrency_inbound,
-        settings.worker_concurrency_send,
-    );
+    // One registration: the worker's name, queue, concurrency, storage, and handler.
     macro_rules! worker {
         ($monitor:expr, $name:literal, $queue:expr, $n:expr, $storage:expr, $handler:expr) => {{
-            let (app, instance) = (app.clone(), instance.clone());
+            let (app, instance, n) = (app.clone(), instance.clone(), $n);
             $monitor.register(move |restarts| {
                 WorkerBuilder::new(format!("{}-{instance}-{restarts}", $name))
                     .backend($storage(&app, $queue))
                     .data(app.clone())
-                    .concurrency($n)
+                    .concurrency(n)
                     .catch_panic()
                     .build($handler)
             })
         }};
     }
-    if let Some(queues) = app.jobs.redis_queues().cloned() {
-        let (q1, q2) = (queues.clone(), queues);
-        let monitor = worker!(
-            monitor,
-            "inbound",
-            jobs::QUEUE_INBOUND,
-            inbound_n,
-            |app: &Arc<App>, queue| redis_storage::<HandleInbound>(app, &q1, queue),
-            handle_inbound
-        );
-        worker!(
-            monitor,
-            "send",
-            jobs::QUEUE_SEND,
-            send_n,
-            |app: &Arc<App>, queue| redis_storage::<SendMessage>(app, &q2, queue),
-            send_message
-        )
+    macro_rules! both {
+        ($storage:ident) => {{
+            let monitor = worker!(
+                monitor,
+                "inbound",
+                jobs::QUEUE_INBOUND,
+                settings.worker_concurrency_inbound,
+                $storage::<HandleInbound>,
+                handle_inbound
+            );
+            worker!(
+                monitor,
+                "send",
+                jobs::QUEUE_SEND,
+                settings.worker_concurrency_send,
+                $storage::<SendMessage>,
+                send_message
+            )
+        }};
+    }
+    if app.jobs.redis_queues().is_some() {
+        both!(redis_storage)
     } else {
-        let pool = app
-            .jobs
-            .sqlite_pool()
-            .expect("a SQLite queue without Redis")
-            .clone();
-        let (p1, p2) = (pool.clone(), pool);
-        let monitor = worker!(
-            monitor,
-            "inbound",
-            jobs::QUEUE_INBOUND,
-            inbound_n,
-            |app: &Arc<App>, queue| sqlite_storage::<HandleInbound>(app, &p1, queue),
-            handle_inbound
-        );
-        worker!(
-            monitor,
-            "send",
-            jobs::QUEUE_SEND,
-            send_n,
-            |app: &Arc<App>, queue| sqlite_storage::<SendMessage>(app, &p2, queue),
-            send_message
-        )
+        both!(sqlite_storage)
     }
 }
 
