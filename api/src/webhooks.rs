@@ -132,22 +132,35 @@ fn refuse(
         WebhookError::Missing(_) | WebhookError::Invalid { .. } => "invalid",
         WebhookError::Unknown => "unknown",
         WebhookError::Forbidden => "forbidden",
-        WebhookError::Service(_) => "error",
+        WebhookError::Service(_) => {
+            metrics::webhook(endpoint, "error");
+            return error_response(e);
+        }
     };
-    if result != "error"
-        && let Err(wait) = limiter.refused(remote.as_socket_addr().map(|a| a.ip()))
-    {
-        metrics::webhook(endpoint, "rate_limited");
-        let mut resp = plain(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many refused webhook calls from this address; retry in {wait} s"),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return resp;
-    }
-    metrics::webhook(endpoint, result);
-    error_response(e)
+    limited(endpoint, result, limiter, remote).unwrap_or_else(|| error_response(e))
+}
+
+/// Counts a refused call from `remote`: the 429 answer (with `Retry-After`) once the address
+/// is over [`WebhookLimiter`]'s limit, else `None` (the caller gives the call's own 4xx,
+/// counted as `result`).
+fn limited(
+    endpoint: &'static str,
+    result: &'static str,
+    limiter: &WebhookLimiter,
+    remote: &RemoteAddr,
+) -> Option<Response> {
+    let Err(wait) = limiter.refused(remote.as_socket_addr().map(|a| a.ip())) else {
+        metrics::webhook(endpoint, result);
+        return None;
+    };
+    metrics::webhook(endpoint, "rate_limited");
+    let mut resp = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many refused webhook calls from this address; retry in {wait} s"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    Some(resp)
 }
 
 /// The form of a webhook call, or the response refusing it (counted like [`refuse`]).
@@ -157,20 +170,9 @@ async fn form_or_refuse(
     limiter: &WebhookLimiter,
     remote: &RemoteAddr,
 ) -> Result<Vec<(String, String)>, Response> {
-    read_form(body).await.map_err(|resp| {
-        if limiter
-            .refused(remote.as_socket_addr().map(|a| a.ip()))
-            .is_err()
-        {
-            metrics::webhook(endpoint, "rate_limited");
-            return plain(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many refused webhook calls".into(),
-            );
-        }
-        metrics::webhook(endpoint, "invalid");
-        resp
-    })
+    read_form(body)
+        .await
+        .map_err(|resp| limited(endpoint, "invalid", limiter, remote).unwrap_or(resp))
 }
 
 #[handler]

@@ -9,6 +9,7 @@ mod fixtures;
 mod isolation;
 mod mail;
 mod oidc;
+mod operations;
 mod pages;
 mod pipeline;
 mod sending;

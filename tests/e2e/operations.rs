@@ -1,0 +1,158 @@
+//! Operations: the refused-webhook limit, `/metrics`, and correlation ids from a webhook into
+//! the jobs it causes.
+
+use switchboard_services::jobs::{QUEUE_INBOUND, QUEUE_SEND};
+use switchboard_testkit::{TestApp, inbound, spawn_app};
+
+#[tokio::test]
+async fn forged_bursts_get_429_but_signed_traffic_from_the_same_address_never_does() {
+    let t = spawn_app().await;
+    let url = format!("{}/webhooks/twilio/sms", t.address);
+    let forged = |i: usize| {
+        let params = inbound(
+            &t.tenant.account_sid,
+            "+17135550150",
+            &t.tenant.number,
+            &format!("forged {i}"),
+        );
+        t.http
+            .post(&url)
+            .header("X-Twilio-Signature", "bm90IGEgc2lnbmF0dXJl")
+            .form(&params)
+            .send()
+    };
+    let burst = switchboard_api::webhooks::REFUSED_BURST as usize;
+    for i in 0..burst {
+        assert_eq!(
+            forged(i).await.unwrap().status(),
+            403,
+            "call {i} is refused as forged"
+        );
+    }
+    let limited = forged(burst).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After: {wait}");
+
+    // Signed texts from the same address go through, every one of them, while forgeries are
+    // still refused with 429.
+    for i in 0..5 {
+        let text = t.text_in("+17135550151", &format!("signed {i}")).await;
+        assert_eq!(text.status(), 200);
+        assert_eq!(forged(burst + 1 + i).await.unwrap().status(), 429);
+    }
+    let stored = t.messages(t.tenant.tenant_id).await;
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|m| m.body.starts_with("signed"))
+            .count(),
+        5
+    );
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|m| m.body.starts_with("forged"))
+            .count(),
+        0
+    );
+
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"switchboard_webhooks_total{endpoint="sms",result="forbidden"}"#,
+        r#"switchboard_webhooks_total{endpoint="sms",result="rate_limited"}"#,
+        r#"switchboard_webhooks_total{endpoint="sms",result="stored"}"#,
+        r#"switchboard_queue_depth{queue="switchboard.send_message"}"#,
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+}
+
+/// Every stored job payload of `queue`, as JSON text (the SQLite table or the Redis hash).
+async fn job_payloads(t: &TestApp, queue: &str) -> Vec<String> {
+    match t.app.jobs.redis_queues() {
+        Some(queues) => {
+            let data: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+                .arg(queues.config(queue).job_data_hash())
+                .query_async(&mut queues.conn().clone())
+                .await
+                .unwrap();
+            data.into_values()
+                .map(|v| String::from_utf8(v).unwrap())
+                .collect()
+        }
+        None => sqlx::query_scalar::<_, Vec<u8>>("SELECT job FROM Jobs WHERE job_type = ?")
+            .bind(queue)
+            .fetch_all(t.app.jobs.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| String::from_utf8(v).unwrap())
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_webhooks_request_id_is_echoed_and_carried_into_its_jobs_and_their_jobs() {
+    let t = spawn_app().await;
+    let params = inbound(
+        &t.tenant.account_sid,
+        "+17135550160",
+        &t.tenant.number,
+        "hi",
+    );
+    let url = format!("{}/webhooks/twilio/sms", t.address);
+    let signature =
+        switchboard_domain::signature::twilio::compute(&t.tenant.auth_token, &url, &params);
+    let resp = t
+        .http
+        .post(&url)
+        .header("X-Twilio-Signature", signature)
+        .header("X-Request-Id", "req-7f3a-webhook")
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "req-7f3a-webhook");
+    t.wait_for_sends(2).await;
+    let handled = job_payloads(&t, QUEUE_INBOUND).await;
+    assert!(
+        handled
+            .iter()
+            .any(|j| j.contains("\"request_id\":\"req-7f3a-webhook\"")),
+        "{handled:?}"
+    );
+    let sends = job_payloads(&t, QUEUE_SEND).await;
+    assert!(
+        sends
+            .iter()
+            .filter(|j| j.contains("\"request_id\":\"req-7f3a-webhook\""))
+            .count()
+            >= 2,
+        "the bot's two sends carry it: {sends:?}"
+    );
+
+    // Without one, a new id is made and returned.
+    let other = t.text_in("+17135550161", "hello").await;
+    let made = other.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(made.len(), 36, "a UUID: {made}");
+}
