@@ -11,7 +11,7 @@ use switchboard_testkit::{TestApp, create_tenant, spawn_app};
 
 async fn app_on_postgres() -> TestApp {
     assert!(
-        std::env::var("TEST_DATABASE_URL").is_ok(),
+        switchboard_testkit::postgres_requested(),
         "run with TEST_DATABASE_URL and TEST_REDIS_URL (.ci/postgres/run)"
     );
     let t = spawn_app().await;
@@ -340,7 +340,7 @@ async fn two_web_and_two_worker_processes_lose_nothing_and_send_nothing_twice() 
     const TEXTS: u32 = 1000;
 
     assert!(
-        std::env::var("TEST_DATABASE_URL").is_ok(),
+        switchboard_testkit::postgres_requested(),
         "run with .ci/postgres/run"
     );
     let (_services, mut env) = Services::create().await;

@@ -68,6 +68,12 @@ pub struct TestApp {
     _services: Services,
 }
 
+/// True when `TEST_DATABASE_URL` asks for Postgres (the Postgres-only suites assert it, so a
+/// run without it fails instead of passing vacuously).
+pub fn postgres_requested() -> bool {
+    std::env::var("TEST_DATABASE_URL").is_ok()
+}
+
 /// The per-test Postgres database and Redis prefix, removed on drop.
 #[derive(Default)]
 pub struct Services {
