@@ -17,7 +17,9 @@ use crate::tenancy::LOOKUP_ROLE;
 use crate::{api_key, invite, membership, message, phone_number, tenant};
 
 /// A transaction for one lookup; as [`LOOKUP_ROLE`] (which may only `SELECT`) on Postgres.
-/// Each lookup drops it without committing: it only read, and the rollback ends it.
+/// Each lookup commits it as soon as it has read: a transaction left to a lazy rollback on
+/// drop would keep a SQLite read snapshot open on an idle pooled connection, which holds
+/// back WAL checkpoints.
 async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
     let txn = db.begin().await?;
     if txn.get_database_backend() != DbBackend::Postgres {
@@ -49,24 +51,31 @@ pub async fn number_owner(
     e164: &str,
 ) -> Result<Option<NumberOwner>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    let Some(number) = phone_number::Entity::find()
-        .filter(phone_number::Column::E164.eq(e164))
-        .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let Some(t) = tenant::Entity::find_by_id(number.tenant_id).one(db).await? else {
-        return Ok(None);
-    };
-    Ok(Some(NumberOwner {
-        tenant_id: t.id,
-        phone_number_id: number.id,
-        bot: number.bot,
-        twilio_account_sid: t.twilio_account_sid,
-        twilio_auth_token_sealed: t.twilio_auth_token_sealed,
-    }))
+    let out = async {
+        let db = &txn;
+        let Some(number) = phone_number::Entity::find()
+            .filter(phone_number::Column::E164.eq(e164))
+            .one(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(t) = tenant::Entity::find_by_id(number.tenant_id).one(db).await? else {
+            return Ok(None);
+        };
+        Ok(Some(NumberOwner {
+            tenant_id: t.id,
+            phone_number_id: number.id,
+            bot: number.bot,
+            twilio_account_sid: t.twilio_account_sid,
+            twilio_auth_token_sealed: t.twilio_auth_token_sealed,
+        }))
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// The tenant and key id of a live (not revoked) API key, by the key's SHA-256 hex.
@@ -78,13 +87,20 @@ pub async fn api_key_owner(
     key_hash: &str,
 ) -> Result<Option<(TenantId, ApiKeyId)>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    Ok(api_key::Entity::find()
-        .filter(api_key::Column::KeyHash.eq(key_hash))
-        .filter(api_key::Column::RevokedAt.is_null())
-        .one(db)
-        .await?
-        .map(|k| (k.tenant_id, k.id)))
+    let out = async {
+        let db = &txn;
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::KeyHash.eq(key_hash))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .one(db)
+            .await?
+            .map(|k| (k.tenant_id, k.id)))
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// The tenants `user` is a member of, oldest membership first (a user's memberships span
@@ -94,16 +110,23 @@ pub async fn api_key_owner(
 /// Database errors.
 pub async fn memberships_of(db: &DatabaseConnection, user: UserId) -> Result<Vec<TenantId>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    use sea_orm::QueryOrder;
-    Ok(membership::Entity::find()
-        .filter(membership::Column::UserId.eq(user))
-        .order_by_asc(membership::Column::CreatedAt)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| m.tenant_id)
-        .collect())
+    let out = async {
+        let db = &txn;
+        use sea_orm::QueryOrder;
+        Ok(membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user))
+            .order_by_asc(membership::Column::CreatedAt)
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|m| m.tenant_id)
+            .collect())
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// The tenants with these ids or under these agencies, by name (what a user may switch to:
@@ -118,7 +141,7 @@ pub async fn reachable_tenants(
 ) -> Result<Vec<tenant::Model>, DbErr> {
     use sea_orm::{Condition, QueryOrder};
     let txn = begin(db).await?;
-    tenant::Entity::find()
+    let tenants = tenant::Entity::find()
         .filter(
             Condition::any()
                 .add(tenant::Column::Id.is_in(ids.iter().copied()))
@@ -126,7 +149,9 @@ pub async fn reachable_tenants(
         )
         .order_by_asc(tenant::Column::Name)
         .all(&txn)
-        .await
+        .await?;
+    txn.commit().await?;
+    Ok(tenants)
 }
 
 /// The invite a mailed link's token names, by the token's SHA-256 hex (the token is the
@@ -139,11 +164,18 @@ pub async fn invite_by_token_hash(
     token_hash: &str,
 ) -> Result<Option<invite::Model>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    invite::Entity::find()
-        .filter(invite::Column::TokenHash.eq(token_hash))
-        .one(db)
-        .await
+    let out = async {
+        let db = &txn;
+        invite::Entity::find()
+            .filter(invite::Column::TokenHash.eq(token_hash))
+            .one(db)
+            .await
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// The tenant and id of the message a provider knows as `sid` (for status callbacks).
@@ -155,15 +187,22 @@ pub async fn message_by_provider_sid(
     sid: &str,
 ) -> Result<Option<(TenantId, MessageId)>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    message::Entity::find()
-        .select_only()
-        .column(message::Column::TenantId)
-        .column(message::Column::Id)
-        .filter(message::Column::ProviderSid.eq(sid))
-        .into_tuple::<(TenantId, MessageId)>()
-        .one(db)
-        .await
+    let out = async {
+        let db = &txn;
+        message::Entity::find()
+            .select_only()
+            .column(message::Column::TenantId)
+            .column(message::Column::Id)
+            .filter(message::Column::ProviderSid.eq(sid))
+            .into_tuple::<(TenantId, MessageId)>()
+            .one(db)
+            .await
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// The Twilio credentials stored for a tenant (account SID and sealed token), if any.
@@ -175,11 +214,18 @@ pub async fn tenant_twilio_account(
     tenant_id: TenantId,
 ) -> Result<Option<(String, String)>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    Ok(tenant::Entity::find_by_id(tenant_id)
-        .one(db)
-        .await?
-        .and_then(|t| t.twilio_account_sid.zip(t.twilio_auth_token_sealed)))
+    let out = async {
+        let db = &txn;
+        Ok(tenant::Entity::find_by_id(tenant_id)
+            .one(db)
+            .await?
+            .and_then(|t| t.twilio_account_sid.zip(t.twilio_auth_token_sealed)))
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// True when no tenant exists yet (first start).
@@ -188,9 +234,16 @@ pub async fn tenant_twilio_account(
 /// Database errors.
 pub async fn no_tenants(db: &DatabaseConnection) -> Result<bool, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    use sea_orm::PaginatorTrait;
-    Ok(tenant::Entity::find().count(db).await? == 0)
+    let out = async {
+        let db = &txn;
+        use sea_orm::PaginatorTrait;
+        Ok(tenant::Entity::find().count(db).await? == 0)
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// The tenant of message `id` (for a status callback that carries our id).
@@ -202,13 +255,20 @@ pub async fn message_tenant(
     id: MessageId,
 ) -> Result<Option<TenantId>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    message::Entity::find_by_id(id)
-        .select_only()
-        .column(message::Column::TenantId)
-        .into_tuple::<TenantId>()
-        .one(db)
-        .await
+    let out = async {
+        let db = &txn;
+        message::Entity::find_by_id(id)
+            .select_only()
+            .column(message::Column::TenantId)
+            .into_tuple::<TenantId>()
+            .one(db)
+            .await
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
 
 /// A message still waiting for its job (see `services::sweep`).
@@ -231,35 +291,42 @@ pub async fn stuck_messages(
     limit: u64,
 ) -> Result<Vec<Stuck>, DbErr> {
     let txn = begin(db).await?;
-    let db = &txn;
-    use sea_orm::{Condition, QueryOrder};
-    use switchboard_domain::message::Direction;
-    let rows = message::Entity::find()
-        .filter(message::Column::UpdatedAt.lt(before))
-        .filter(
-            Condition::any()
-                .add(
-                    Condition::all()
-                        .add(message::Column::Direction.eq(Direction::Inbound))
-                        .add(message::Column::HandledAt.is_null()),
-                )
-                .add(
-                    Condition::all()
-                        .add(message::Column::Direction.eq(Direction::Outbound))
-                        .add(message::awaiting_provider()),
-                ),
-        )
-        .order_by_asc(message::Column::UpdatedAt)
-        .limit(limit)
-        .all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|m| Stuck {
-            tenant_id: m.tenant_id,
-            message_id: m.id,
-            direction: m.direction,
-            attempts: m.attempts,
-        })
-        .collect())
+    let out = async {
+        let db = &txn;
+        use sea_orm::{Condition, QueryOrder};
+        use switchboard_domain::message::Direction;
+        let rows = message::Entity::find()
+            .filter(message::Column::UpdatedAt.lt(before))
+            .filter(
+                Condition::any()
+                    .add(
+                        Condition::all()
+                            .add(message::Column::Direction.eq(Direction::Inbound))
+                            .add(message::Column::HandledAt.is_null()),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(message::Column::Direction.eq(Direction::Outbound))
+                            .add(message::awaiting_provider()),
+                    ),
+            )
+            .order_by_asc(message::Column::UpdatedAt)
+            .limit(limit)
+            .all(db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| Stuck {
+                tenant_id: m.tenant_id,
+                message_id: m.id,
+                direction: m.direction,
+                attempts: m.attempts,
+            })
+            .collect())
+    }
+    .await;
+    if out.is_ok() {
+        txn.commit().await?;
+    }
+    out
 }
