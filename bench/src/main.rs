@@ -60,6 +60,9 @@ struct Args {
     /// Run only the workers-on load and time how long the workers take to drain it.
     #[arg(long)]
     only_drain: bool,
+    /// Run only the reply-latency measurement, and print its latency over time.
+    #[arg(long)]
+    only_reply: bool,
     /// Measure on Postgres + Redis instead of SQLite: a Postgres server URL whose user may
     /// create databases (each target gets a new one), e.g. postgres://postgres@127.0.0.1/postgres.
     #[arg(long, requires = "redis")]
@@ -597,10 +600,17 @@ async fn reply_latency(target: &Target, mock: &MockTwilio, samples: usize, rate:
     let replies = mock.first_reply.lock().expect("lock");
     let sent = sent.lock().expect("lock");
     assert_eq!(replies.len(), samples, "every inbound text got a reply");
-    let mut lat: Vec<u64> = sent
-        .iter()
-        .map(|(from, at)| replies[from].duration_since(*at).as_micros() as u64)
-        .collect();
+    // In the order the texts were sent.
+    (0..samples)
+        .map(|i| {
+            let from = customer(100_000 + i as u64);
+            replies[&from].duration_since(sent[&from]).as_micros() as u64
+        })
+        .collect()
+}
+
+/// Sorted copy of `lat`, for [`pct`].
+fn sorted(mut lat: Vec<u64>) -> Vec<u64> {
     lat.sort_unstable();
     lat
 }
@@ -743,7 +753,19 @@ fn main() {
             std::process::exit(0);
         }
         // Reply latency first, on a quiet machine: it is a latency, not a load, measurement.
-        let reply = reply_latency(&reply_t, &mock, args.reply_samples, args.reply_rate).await;
+        let in_order = reply_latency(&reply_t, &mock, args.reply_samples, args.reply_rate).await;
+        if args.only_reply {
+            // Where the tail is: p50 and max of each second's texts.
+            for (second, chunk) in in_order.chunks(args.reply_rate as usize).enumerate() {
+                let chunk = sorted(chunk.to_vec());
+                println!(
+                    "  second {second:>3}: p50 {:>7.2} ms, max {:>7.2} ms",
+                    pct(&chunk, 0.5),
+                    pct(&chunk, 1.0)
+                );
+            }
+        }
+        let reply = sorted(in_order);
         println!(
             "reply latency (signed inbound -> mock Twilio, built-in bot, {} texts at {}/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             reply.len(),
@@ -752,6 +774,9 @@ fn main() {
             pct(&reply, 0.99),
             pct(&reply, 1.0)
         );
+        if args.only_reply {
+            std::process::exit(0);
+        }
         let bare = throughput(&bare_t, c, secs).await;
         println!("bare poem handler:                    {bare:>9.0} req/s");
         let ingest = throughput(&ingest_t, c, secs).await;

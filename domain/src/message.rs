@@ -129,6 +129,19 @@ impl Source {
 }
 
 impl MessageStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [MessageStatus; 9] = [
+        Self::Queued,
+        Self::Sending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Undelivered,
+        Self::Failed,
+        Self::Suppressed,
+        Self::Read,
+        Self::Received,
+    ];
+
     /// The lower-case wire name (as Twilio spells it where Twilio has it).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict};
+use sea_orm::{
+    ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, JoinType, QueryFilter, QueryOrder,
+    QueryResult, QuerySelect, sea_query::OnConflict,
+};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::{ConversationId, MessageId, segments};
 use switchboard_entity::lookup;
 use switchboard_entity::{
-    TenantOwned, TenantTx, contact, conversation, ingest::preview, message, phone_number,
+    TenantOwned, TenantTx, contact, conversation, ingest::preview, message, phone_number, tenant,
 };
 use switchboard_providers::{Accepted, OutboundSms, SendError, SmsProvider};
 
@@ -136,6 +139,9 @@ pub(crate) async fn insert_outbound(
 }
 
 /// Enqueues the send of freshly written outbox rows and announces them. Call after commit.
+/// Only the oldest new row gets a job: each reply is released by the one before it
+/// ([`push_next`]), so a customer reads replies in order and no job runs only to find that it
+/// must wait.
 /// Never fails: the rows are committed, so a queue error is logged and the sweep
 /// ([`crate::sweep`]) enqueues them later; reporting it would make a caller retry a reply
 /// that will be sent anyway.
@@ -145,24 +151,27 @@ pub(crate) async fn dispatch(
     conversation_id: ConversationId,
     rows: &[Outboxed],
 ) {
-    for row in rows.iter().filter(|r| r.created) {
-        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), row.id));
-        if let Err(e) = app.jobs.push(&[Enqueue::now(job, send_key(row.id))]).await {
-            tracing::error!(error = %e, message_id = %row.id, "could not enqueue a send; the sweep will");
+    let created: Vec<MessageId> = rows.iter().filter(|r| r.created).map(|r| r.id).collect();
+    if let Some(&first) = created.first() {
+        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), first));
+        if let Err(e) = app.jobs.push(&[Enqueue::now(job, send_key(first))]).await {
+            tracing::error!(error = %e, message_id = %first, "could not enqueue a send; the sweep will");
         }
+    }
+    for id in created {
         app.events.publish(Event {
             kind: EventKind::MessageCreated,
             tenant_id: ctx.tenant_id(),
             conversation_id,
-            message_id: Some(row.id),
+            message_id: Some(id),
         });
     }
 }
 
-/// Enqueues the send of every reply of `conversation_id` still in the outbox (`queued`),
-/// under the same keys [`dispatch`] used, so a job already queued is not doubled. For a
-/// re-run of a job whose first run committed replies and then died before enqueueing them;
-/// without it they would wait for the sweep.
+/// Enqueues the send of the oldest reply of `conversation_id` still in the outbox
+/// (`queued`), under the key [`dispatch`] used, so a job already queued is not doubled; the
+/// ones after it follow it ([`push_next`]). For a re-run of a job whose first run committed
+/// replies and then died before enqueueing them; without it they would wait for the sweep.
 ///
 /// # Errors
 /// Database and queue errors.
@@ -172,28 +181,19 @@ pub(crate) async fn redispatch_queued(
     conversation_id: ConversationId,
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    let queued: Vec<MessageId> = message::Entity::scoped(tx.tenant())
+    let oldest = message::Entity::scoped(tx.tenant())
         .filter(message::Column::ConversationId.eq(conversation_id))
         .filter(message::Column::Direction.eq(Direction::Outbound))
         .filter(message::Column::Status.eq(MessageStatus::Queued))
         .order_by_asc(message::Column::Id)
-        .all(tx.conn())
-        .await?
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
+        .one(tx.conn())
+        .await?;
     drop(tx);
-    let jobs: Vec<Enqueue> = queued
-        .into_iter()
-        .map(|id| {
-            Enqueue::now(
-                Job::SendMessage(SendMessage::new(ctx.tenant_id(), id)),
-                send_key(id),
-            )
-        })
-        .collect();
-    if !jobs.is_empty() {
-        app.jobs.push(&jobs).await?;
+    if let Some(oldest) = oldest {
+        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), oldest.id));
+        app.jobs
+            .push(&[Enqueue::now(job, send_key(oldest.id))])
+            .await?;
     }
     Ok(())
 }
@@ -310,8 +310,109 @@ async fn opt_out_from_provider(
     Ok(())
 }
 
+/// A reply as the send job needs it, read in one statement: the row, its recipient, the
+/// tenant's number and account, and whether an older reply of the conversation still waits.
+struct Outgoing {
+    msg: message::Model,
+    /// The contact's number (E.164).
+    to: String,
+    /// When the contact opted out, if they did.
+    opted_out_at: Option<chrono::DateTime<Utc>>,
+    /// The tenant's number the conversation is on (E.164).
+    from: String,
+    /// The tenant's own Twilio AccountSid and sealed auth token, when it has an account.
+    account_sid: Option<String>,
+    sealed_token: Option<String>,
+    /// An older outbound message of the conversation still waits for the provider.
+    blocked: bool,
+}
+
+impl FromQueryResult for Outgoing {
+    fn from_query_result(row: &QueryResult, pre: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            msg: message::Model::from_query_result(row, pre)?,
+            to: row.try_get(pre, "to_phone")?,
+            opted_out_at: row.try_get(pre, "opted_out_at")?,
+            from: row.try_get(pre, "from_number")?,
+            account_sid: row.try_get(pre, "account_sid")?,
+            sealed_token: row.try_get(pre, "sealed_token")?,
+            blocked: row.try_get(pre, "blocked")?,
+        })
+    }
+}
+
+impl Outgoing {
+    /// `message_id` of `tx`'s tenant with its contact, conversation, number and tenant
+    /// (joined on the tenant too), or `None` when the row is gone.
+    async fn load(tx: &TenantTx, message_id: MessageId) -> Result<Option<Self>, ServiceError> {
+        use message::Column as M;
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        // EXISTS (an older outbound message of the conversation the provider lacks).
+        let e = Alias::new("earlier");
+        let col = |c: M| Expr::col((e.clone(), c));
+        let outer = |c: M| Expr::col((message::Entity, c));
+        let older_waiting = Query::select()
+            .expr(Expr::val(1))
+            .from_as(message::Entity, e.clone())
+            .and_where(col(M::TenantId).equals((message::Entity, M::TenantId)))
+            .and_where(col(M::ConversationId).equals((message::Entity, M::ConversationId)))
+            .and_where(col(M::Direction).eq(Direction::Outbound.as_str()))
+            .and_where(col(M::Id).lt(outer(M::Id)))
+            .cond_where(
+                Condition::any()
+                    .add(col(M::Status).eq(MessageStatus::Queued.as_str()))
+                    .add(
+                        col(M::Status)
+                            .eq(MessageStatus::Sending.as_str())
+                            .and(col(M::ProviderSid).is_null()),
+                    ),
+            )
+            .to_owned();
+        let to_conversation = message::Entity::belongs_to(conversation::Entity)
+            .from((M::ConversationId, M::TenantId))
+            .to((conversation::Column::Id, conversation::Column::TenantId));
+        let to_contact = message::Entity::belongs_to(contact::Entity)
+            .from((M::ContactId, M::TenantId))
+            .to((contact::Column::Id, contact::Column::TenantId));
+        let to_number = conversation::Entity::belongs_to(phone_number::Entity)
+            .from((
+                conversation::Column::PhoneNumberId,
+                conversation::Column::TenantId,
+            ))
+            .to((phone_number::Column::Id, phone_number::Column::TenantId));
+        let to_tenant = message::Entity::belongs_to(tenant::Entity)
+            .from(M::TenantId)
+            .to(tenant::Column::Id);
+        Ok(message::Entity::by_id(tx.tenant(), message_id)
+            .join(JoinType::InnerJoin, to_conversation.into())
+            .join(JoinType::InnerJoin, to_contact.into())
+            .join(JoinType::InnerJoin, to_number.into())
+            .join(JoinType::InnerJoin, to_tenant.into())
+            .column_as(contact::Column::Phone, "to_phone")
+            .column_as(contact::Column::OptedOutAt, "opted_out_at")
+            .column_as(phone_number::Column::E164, "from_number")
+            .column_as(tenant::Column::TwilioAccountSid, "account_sid")
+            .column_as(tenant::Column::TwilioAuthTokenSealed, "sealed_token")
+            .column_as(Expr::exists(older_waiting), "blocked")
+            .into_model::<Self>()
+            .one(tx.conn())
+            .await?)
+    }
+
+    /// True when the contact opted out before this message was written, except the
+    /// confirmation of that opt-out, which still goes out (CTIA).
+    fn suppressed(&self) -> bool {
+        self.opted_out_at
+            .is_some_and(|at| !(self.msg.source == Source::Compliance && self.msg.created_at >= at))
+    }
+}
+
 /// One attempt to hand `message_id` to its provider (the `SendMessage` job). On a retryable
 /// failure it schedules the next attempt itself (a new job after [`backoff`]).
+///
+/// The common case is one write transaction (read the row with everything the send needs,
+/// claim the attempt), the provider call, and one write transaction (record the MessageSid,
+/// find the reply that waited for this one).
 ///
 /// Never sends a text twice: a row whose last attempt has an unknown outcome (`sending`
 /// without a MessageSid) is first left alone while that attempt may still be in flight
@@ -330,53 +431,49 @@ pub async fn deliver(
     ctx: &TenantCtx,
     message_id: MessageId,
 ) -> Result<Delivery, ServiceError> {
-    // Load the row, its contact and number (one read transaction).
-    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    let Some(msg) = message::Entity::by_id(tx.tenant(), message_id)
-        .one(tx.conn())
-        .await?
-    else {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let Some(out) = Outgoing::load(&tx, message_id).await? else {
         tracing::info!(%message_id, "message is gone; nothing to send");
         return Ok(Delivery::Done);
     };
-    if msg.direction != Direction::Outbound
-        || !awaits_provider(msg.status, msg.provider_sid.is_some())
-    {
-        drop(tx);
-        release_next(app, ctx, &msg).await?;
-        return Ok(Delivery::Done);
-    }
-    let conversation = conversation::Entity::by_id(tx.tenant(), msg.conversation_id)
-        .one(tx.conn())
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let contact = contact::Entity::by_id(tx.tenant(), msg.contact_id)
-        .one(tx.conn())
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let number = phone_number::Entity::by_id(tx.tenant(), conversation.phone_number_id)
-        .one(tx.conn())
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let earlier = message::Entity::scoped(tx.tenant())
-        .filter(message::Column::ConversationId.eq(msg.conversation_id))
-        .filter(message::Column::Direction.eq(Direction::Outbound))
-        .filter(message::Column::Id.lt(msg.id))
-        .filter(message::awaiting_provider())
-        .one(tx.conn())
-        .await?;
-    if let Some(earlier) = earlier {
-        tracing::debug!(%message_id, waits_for = %earlier.id, "an older reply goes first");
-        return Ok(Delivery::Waiting);
-    }
-    let provider = tenancy::provider_for(app, &tx).await?;
-    drop(tx);
+    let msg = &out.msg;
+    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
     let sms = OutboundSms {
-        to: contact.phone.clone(),
-        from: number.e164.clone(),
+        to: out.to.clone(),
+        from: out.from.clone(),
         body: msg.body.clone(),
         status_callback: status_callback_url(app, msg.id),
     };
+    // Due as it stands: claim it in this transaction and send.
+    if msg.direction == Direction::Outbound
+        && msg.status == MessageStatus::Queued
+        && !out.blocked
+        && !out.suppressed()
+        && msg.attempts < MAX_SEND_ATTEMPTS
+    {
+        let claimed = claim(&tx, msg).await?;
+        tx.commit().await?;
+        return match claimed {
+            Some(msg) => attempt(app, ctx, provider.as_ref(), &sms, msg).await,
+            None => {
+                tracing::info!(%message_id, "another job is sending this message");
+                Ok(Delivery::Done)
+            }
+        };
+    }
+    // Everything else writes in transactions of its own.
+    drop(tx);
+    let msg = out.msg.clone();
+    if msg.direction != Direction::Outbound
+        || !awaits_provider(msg.status, msg.provider_sid.is_some())
+    {
+        release_next(app, ctx, &msg).await?;
+        return Ok(Delivery::Done);
+    }
+    if out.blocked {
+        tracing::debug!(%message_id, "an older reply goes first");
+        return Ok(Delivery::Waiting);
+    }
 
     // A previous attempt with an unknown outcome: wait while it may be in flight, then ask.
     if msg.status == MessageStatus::Sending {
@@ -424,10 +521,7 @@ pub async fn deliver(
     }
 
     // Opt-out is checked at send time, so queued jobs obey a STOP that arrived after them.
-    // Only the confirmation of that opt-out (created after it) still goes out (CTIA).
-    if let Some(opted_out_at) = contact.opted_out_at
-        && !(msg.source == Source::Compliance && msg.created_at >= opted_out_at)
-    {
+    if out.suppressed() {
         set_status(app, ctx, &msg, |m| {
             m.status = Set(MessageStatus::Suppressed);
             m.error_message = Set(Some("recipient opted out".into()));
@@ -448,13 +542,27 @@ pub async fn deliver(
     }
 
     // Claim the attempt: only one job can move the row from what we read to `sending`.
-    let Some(msg) = claim(app, ctx, msg).await? else {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let claimed = claim(&tx, &msg).await?;
+    tx.commit().await?;
+    let Some(msg) = claimed else {
         tracing::info!(%message_id, "another job is sending this message");
         return Ok(Delivery::Done);
     };
+    attempt(app, ctx, provider.as_ref(), &sms, msg).await
+}
 
+/// Calls the provider for a claimed row (status `sending`, attempt counted) and records the
+/// outcome on it.
+async fn attempt(
+    app: &App,
+    ctx: &TenantCtx,
+    provider: &dyn SmsProvider,
+    sms: &OutboundSms,
+    msg: message::Model,
+) -> Result<Delivery, ServiceError> {
     let started = std::time::Instant::now();
-    let sent = provider.send(&sms).await;
+    let sent = provider.send(sms).await;
     crate::metrics::send(provider.name(), started.elapsed().as_secs_f64());
     match &sent {
         Err(SendError::RateLimited { .. }) => {
@@ -567,38 +675,58 @@ async fn reconcile(
 
 /// Records the provider's acceptance without moving the status backwards (a status callback
 /// may have arrived first, through the message id in its URL), and enqueues the reply that
-/// waited for this one, found in the same transaction.
+/// waited for this one, found in the same transaction. One UPDATE decides against the row as
+/// it is when written, so a callback committed meanwhile is never overwritten.
 async fn record_accepted(
     app: &App,
     ctx: &TenantCtx,
     msg: &message::Model,
     accepted: Accepted,
 ) -> Result<(), ServiceError> {
+    use message::Column as M;
+    use sea_orm::sea_query::{Expr, ExprTrait, Func};
+    let status = accepted.status.max_with(MessageStatus::Sending);
+    let behind: Vec<&str> = MessageStatus::ALL
+        .into_iter()
+        .filter(|s| s.can_advance_to(status))
+        .map(MessageStatus::as_str)
+        .collect();
+    let sending = || Expr::col(M::Status).eq(MessageStatus::Sending.as_str());
+    let now = Utc::now();
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let current = message::Entity::by_id(tx.tenant(), msg.id)
-        .one(tx.conn())
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let mut am = message::ActiveModel {
-        status: Set(current
-            .status
-            .max_with(accepted.status.max_with(MessageStatus::Sending))),
-        updated_at: Set(Utc::now()),
-        ..Default::default()
-    };
-    if current.provider_sid.is_none() {
-        am.provider_sid = Set(Some(accepted.sid));
-    }
-    if current.sent_at.is_none() {
-        am.sent_at = Set(Some(Utc::now()));
-    }
-    if current.status == MessageStatus::Sending {
-        am.error_code = Set(None);
-        am.error_message = Set(None);
-    }
-    message::Entity::update_by_id(tx.tenant(), msg.id, am)
+    let updated = message::Entity::by_id_update(tx.tenant(), msg.id)
+        .col_expr(
+            M::Status,
+            Expr::case(Expr::col(M::Status).is_in(behind), status.as_str())
+                .finally(Expr::col(M::Status))
+                .into(),
+        )
+        .col_expr(
+            M::ProviderSid,
+            Func::coalesce([Expr::col(M::ProviderSid), Expr::val(accepted.sid)]).into(),
+        )
+        .col_expr(
+            M::SentAt,
+            Func::coalesce([Expr::col(M::SentAt), Expr::val(now)]).into(),
+        )
+        .col_expr(
+            M::ErrorCode,
+            Expr::case(sending(), Expr::val(None::<i32>))
+                .finally(Expr::col(M::ErrorCode))
+                .into(),
+        )
+        .col_expr(
+            M::ErrorMessage,
+            Expr::case(sending(), Expr::val(None::<String>))
+                .finally(Expr::col(M::ErrorMessage))
+                .into(),
+        )
+        .col_expr(M::UpdatedAt, now.into())
         .exec(tx.conn())
         .await?;
+    if updated.rows_affected == 0 {
+        return Err(ServiceError::NotFound);
+    }
     let next = next_queued(&tx, msg).await?;
     tx.commit().await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
@@ -651,15 +779,13 @@ async fn push_next(
     Ok(())
 }
 
-/// Moves the row to `sending` and counts the attempt, if it is still exactly as read.
-/// Returns the row as it is now (status `sending`, attempts + 1), or `None` when another job
-/// got there first.
+/// Moves the row to `sending` and counts the attempt, if it is still exactly as read, in the
+/// caller's write transaction. Returns the row as it is then (status `sending`, attempts + 1),
+/// or `None` when another job got there first.
 async fn claim(
-    app: &App,
-    ctx: &TenantCtx,
-    msg: message::Model,
+    tx: &TenantTx,
+    msg: &message::Model,
 ) -> Result<Option<message::Model>, ServiceError> {
-    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let now = Utc::now();
     let claimed = message::Entity::by_id_update(tx.tenant(), msg.id)
         .filter(message::Column::Status.eq(msg.status))
@@ -674,12 +800,11 @@ async fn claim(
         .await?
         .rows_affected
         == 1;
-    tx.commit().await?;
     Ok(claimed.then(|| message::Model {
         status: MessageStatus::Sending,
         attempts: msg.attempts + 1,
         updated_at: now,
-        ..msg
+        ..msg.clone()
     }))
 }
 

@@ -127,20 +127,17 @@ pub async fn route(app: &App, number: &E164) -> Result<Option<NumberRoute>, Serv
     Ok(route)
 }
 
-/// The provider that sends for `tx`'s tenant (its own account, the platform's, or the
-/// simulator), read inside the caller's transaction.
+/// The provider that sends for a tenant: its own Twilio account (the AccountSid and the
+/// sealed auth token stored on `tenants`), else the platform's account, else the simulator.
 ///
 /// # Errors
-/// Database errors, or a stored credential that cannot be opened.
-pub async fn provider_for(app: &App, tx: &TenantTx) -> Result<Arc<dyn SmsProvider>, ServiceError> {
-    let tenant = tenant::Entity::find_by_id(tx.tenant())
-        .one(tx.conn())
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let own = match tenant
-        .twilio_account_sid
-        .zip(tenant.twilio_auth_token_sealed)
-    {
+/// A stored credential that cannot be opened.
+pub fn provider_from(
+    app: &App,
+    account_sid: Option<String>,
+    sealed_token: Option<String>,
+) -> Result<Arc<dyn SmsProvider>, ServiceError> {
+    let own = match account_sid.zip(sealed_token) {
         Some((sid, sealed)) => Some((sid, app.sealer.open(&sealed)?)),
         None => None,
     };
