@@ -609,6 +609,56 @@ async fn reply_latency(target: &Target, mock: &MockTwilio, samples: usize, rate:
         .collect()
 }
 
+/// Where the reply latency goes, from the rows' own timestamps: inbound stored -> handled
+/// (HandleInbound job), handled -> first reply written, reply written -> sent (SendMessage
+/// job and the provider call); p50 and p99 of each, in ms.
+async fn reply_stages(target: &Target) {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    let (app, tenant) = target.app.clone().expect("full target");
+    let tx = TenantTx::read(&app.db, tenant).await.expect("transaction");
+    let rows = message::Entity::scoped(tenant)
+        .order_by_asc(message::Column::Id)
+        .filter(message::Column::ConversationId.is_not_null())
+        .all(tx.conn())
+        .await
+        .expect("messages");
+    drop(tx);
+    let mut first: HashMap<_, (Option<&message::Model>, Option<&message::Model>)> = HashMap::new();
+    for m in &rows {
+        let e = first.entry(m.conversation_id).or_default();
+        match m.direction {
+            Direction::Inbound if e.0.is_none() => e.0 = Some(m),
+            Direction::Outbound if e.1.is_none() => e.1 = Some(m),
+            _ => {}
+        }
+    }
+    let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0).max(0) as u64;
+    let (mut handled, mut written, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    for (inbound, reply) in first.values() {
+        let (Some(i), Some(r)) = (inbound, reply) else {
+            continue;
+        };
+        let Some(h) = i.handled_at else { continue };
+        handled.push(ms(h - i.created_at));
+        written.push(ms(r.created_at - h));
+        if let Some(at) = r.sent_at {
+            sent.push(ms(at - r.created_at));
+        }
+    }
+    for (name, v) in [
+        ("stored -> handled", handled),
+        ("handled -> reply written", written),
+        ("reply written -> sent", sent),
+    ] {
+        let v = sorted(v);
+        println!(
+            "  {name:<26} p50 {:>7.2} ms, p99 {:>7.2} ms",
+            pct(&v, 0.5),
+            pct(&v, 0.99)
+        );
+    }
+}
+
 /// Sorted copy of `lat`, for [`pct`].
 fn sorted(mut lat: Vec<u64>) -> Vec<u64> {
     lat.sort_unstable();
@@ -775,6 +825,7 @@ fn main() {
             pct(&reply, 1.0)
         );
         if args.only_reply {
+            reply_stages(&reply_t).await;
             std::process::exit(0);
         }
         let bare = throughput(&bare_t, c, secs).await;

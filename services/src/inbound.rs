@@ -190,8 +190,9 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
         let key = format!("reply:{}:{n}", msg.id);
         rows.push(insert_outbound(&tx, &conversation, text, *source, Some(key)).await?);
     }
+    let later = messaging::stage_send(app, &tx, &rows).await?;
     tx.commit().await?;
-    dispatch(app, ctx, conversation.id, &rows).await;
+    dispatch(app, ctx, conversation.id, &rows, later).await;
     Ok(Step::Handled {
         id: msg.id,
         decision,

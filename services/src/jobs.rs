@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteOperation, SqlitePool};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use switchboard_domain::{MessageId, TenantId};
+use switchboard_entity::TenantTx;
 use ulid::Ulid;
 
 use crate::ServiceError;
@@ -499,6 +500,50 @@ impl JobQueue {
             }
             Backend::Redis(r) => r.push(jobs).await,
         }
+    }
+
+    /// Enqueues `jobs` as part of the unit of work `tx`. On SQLite the rows are written in
+    /// it: they commit (and wake the workers) with it, or not at all, and no transaction of
+    /// their own is needed. On Redis nothing is written here; the jobs are returned, to be
+    /// given to [`JobQueue::push`] after the commit.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn stage(
+        &self,
+        tx: &TenantTx,
+        jobs: Vec<Enqueue>,
+    ) -> Result<Vec<Enqueue>, ServiceError> {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+        if jobs.is_empty() || matches!(self.backend, Backend::Redis(_)) {
+            return Ok(jobs);
+        }
+        let now = now_secs();
+        let mut sql = String::from(INSERT_JOBS);
+        let mut values: Vec<Value> = Vec::with_capacity(jobs.len() * 8);
+        for (i, r) in jobs.iter().map(|e| e.row(now)).enumerate() {
+            sql.push_str(if i == 0 { "VALUES " } else { ", " });
+            sql.push_str("(?, ?, ?, 'Pending', 0, ?, ?, ?, ?, ?)");
+            values.extend([
+                r.args.into(),
+                r.id.into(),
+                r.queue.into(),
+                r.max_attempts.into(),
+                r.run_at.into(),
+                r.priority.into(),
+                r.metadata.into(),
+                r.key.into(),
+            ]);
+        }
+        sql.push_str(ON_DUPLICATE_KEY);
+        tx.conn()
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql,
+                values,
+            ))
+            .await?;
+        Ok(Vec::new())
     }
 
     /// Jobs waiting to run in `queue` (ready or scheduled), for `/metrics`.

@@ -138,11 +138,33 @@ pub(crate) async fn insert_outbound(
     Ok(Outboxed { id, created: true })
 }
 
-/// Enqueues the send of freshly written outbox rows and announces them. Call after commit.
-/// Only the oldest new row gets a job: each reply is released by the one before it
-/// ([`push_next`]), so a customer reads replies in order and no job runs only to find that it
-/// must wait.
-/// Never fails: the rows are committed, so a queue error is logged and the sweep
+/// Enqueues, as part of `tx`, the send job of the oldest of the freshly written outbox `rows`
+/// (see [`JobQueue::stage`](crate::jobs::JobQueue::stage)); returns what must instead be
+/// pushed after the commit, for [`dispatch`]. Only the oldest new row gets a job: the send job
+/// goes on with the conversation's next reply once a reply is accepted ([`deliver`]), so a
+/// customer reads replies in order and no job runs only to find that it must wait.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn stage_send(
+    app: &App,
+    tx: &TenantTx,
+    rows: &[Outboxed],
+) -> Result<Vec<Enqueue>, ServiceError> {
+    let jobs = rows
+        .iter()
+        .find(|r| r.created)
+        .map(|r| {
+            let job = Job::SendMessage(SendMessage::new(tx.tenant(), r.id));
+            Enqueue::now(job, send_key(r.id))
+        })
+        .into_iter()
+        .collect();
+    app.jobs.stage(tx, jobs).await
+}
+
+/// After the commit of `rows`: pushes the jobs [`stage_send`] left (Redis) and announces the
+/// new rows. Never fails: the rows are committed, so a queue error is logged and the sweep
 /// ([`crate::sweep`]) enqueues them later; reporting it would make a caller retry a reply
 /// that will be sent anyway.
 pub(crate) async fn dispatch(
@@ -150,27 +172,26 @@ pub(crate) async fn dispatch(
     ctx: &TenantCtx,
     conversation_id: ConversationId,
     rows: &[Outboxed],
+    later: Vec<Enqueue>,
 ) {
-    let created: Vec<MessageId> = rows.iter().filter(|r| r.created).map(|r| r.id).collect();
-    if let Some(&first) = created.first() {
-        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), first));
-        if let Err(e) = app.jobs.push(&[Enqueue::now(job, send_key(first))]).await {
-            tracing::error!(error = %e, message_id = %first, "could not enqueue a send; the sweep will");
-        }
+    if !later.is_empty()
+        && let Err(e) = app.jobs.push(&later).await
+    {
+        tracing::error!(error = %e, %conversation_id, "could not enqueue a send; the sweep will");
     }
-    for id in created {
+    for row in rows.iter().filter(|r| r.created) {
         app.events.publish(Event {
             kind: EventKind::MessageCreated,
             tenant_id: ctx.tenant_id(),
             conversation_id,
-            message_id: Some(id),
+            message_id: Some(row.id),
         });
     }
 }
 
 /// Enqueues the send of the oldest reply of `conversation_id` still in the outbox
-/// (`queued`), under the key [`dispatch`] used, so a job already queued is not doubled; the
-/// ones after it follow it ([`push_next`]). For a re-run of a job whose first run committed
+/// (`queued`), under the key [`stage_send`] used, so a job already queued is not doubled; the
+/// ones after it follow it. For a re-run of a job whose first run committed
 /// replies and then died before enqueueing them; without it they would wait for the sweep.
 ///
 /// # Errors
@@ -227,8 +248,9 @@ pub async fn send_manual(
             .exec(tx.conn())
             .await?;
     }
+    let later = stage_send(app, &tx, &[row]).await?;
     tx.commit().await?;
-    dispatch(app, ctx, conversation_id, &[row]).await;
+    dispatch(app, ctx, conversation_id, &[row], later).await;
     Ok(row.id)
 }
 
@@ -412,7 +434,8 @@ impl Outgoing {
 ///
 /// The common case is one write transaction (read the row with everything the send needs,
 /// claim the attempt), the provider call, and one write transaction (record the MessageSid,
-/// find the reply that waited for this one).
+/// find the reply that waited for this one). The job then goes on with that reply, so the
+/// replies of one turn of a conversation go out in order from one job.
 ///
 /// Never sends a text twice: a row whose last attempt has an unknown outcome (`sending`
 /// without a MessageSid) is first left alone while that attempt may still be in flight
@@ -431,10 +454,39 @@ pub async fn deliver(
     ctx: &TenantCtx,
     message_id: MessageId,
 ) -> Result<Delivery, ServiceError> {
+    let mut id = message_id;
+    loop {
+        match attempt_one(app, ctx, id).await? {
+            Step::Next(next) => id = next,
+            Step::Finished(delivery) => return Ok(delivery),
+        }
+    }
+}
+
+/// What one message's attempt left for the send job.
+enum Step {
+    /// The message was accepted and this reply of the conversation waited for it: the same
+    /// job sends it now (no new job, the order kept).
+    Next(MessageId),
+    Finished(Delivery),
+}
+
+impl From<Delivery> for Step {
+    fn from(d: Delivery) -> Self {
+        Step::Finished(d)
+    }
+}
+
+/// [`deliver`] for one message.
+async fn attempt_one(
+    app: &App,
+    ctx: &TenantCtx,
+    message_id: MessageId,
+) -> Result<Step, ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let Some(out) = Outgoing::load(&tx, message_id).await? else {
         tracing::info!(%message_id, "message is gone; nothing to send");
-        return Ok(Delivery::Done);
+        return Ok(Delivery::Done.into());
     };
     let msg = &out.msg;
     let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
@@ -457,7 +509,7 @@ pub async fn deliver(
             Some(msg) => attempt(app, ctx, provider.as_ref(), &sms, msg).await,
             None => {
                 tracing::info!(%message_id, "another job is sending this message");
-                Ok(Delivery::Done)
+                Ok(Delivery::Done.into())
             }
         };
     }
@@ -468,11 +520,11 @@ pub async fn deliver(
         || !awaits_provider(msg.status, msg.provider_sid.is_some())
     {
         release_next(app, ctx, &msg).await?;
-        return Ok(Delivery::Done);
+        return Ok(Delivery::Done.into());
     }
     if out.blocked {
         tracing::debug!(%message_id, "an older reply goes first");
-        return Ok(Delivery::Waiting);
+        return Ok(Delivery::Waiting.into());
     }
 
     // A previous attempt with an unknown outcome: wait while it may be in flight, then ask.
@@ -483,10 +535,7 @@ pub async fn deliver(
             return retry(app, ctx, &msg, in_flight - age).await;
         }
         match reconcile(app, provider.as_ref(), &sms, &msg).await {
-            Ok(Some(found)) => {
-                record_accepted(app, ctx, &msg, found).await?;
-                return Ok(Delivery::Done);
-            }
+            Ok(Some(found)) => return record_accepted(app, ctx, &msg, found).await,
             Ok(None) => {} // It never reached the provider: send it below.
             Err(e)
                 if Utc::now() - msg.created_at > chrono::Duration::hours(UNKNOWN_OUTCOME_HOURS) =>
@@ -501,7 +550,7 @@ pub async fn deliver(
                 })
                 .await?;
                 release_next(app, ctx, &msg).await?;
-                return Ok(Delivery::Done);
+                return Ok(Delivery::Done.into());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell yet whether the last attempt was sent");
@@ -528,7 +577,7 @@ pub async fn deliver(
         })
         .await?;
         release_next(app, ctx, &msg).await?;
-        return Ok(Delivery::Done);
+        return Ok(Delivery::Done.into());
     }
 
     if msg.attempts >= MAX_SEND_ATTEMPTS {
@@ -538,7 +587,7 @@ pub async fn deliver(
         })
         .await?;
         release_next(app, ctx, &msg).await?;
-        return Ok(Delivery::Done);
+        return Ok(Delivery::Done.into());
     }
 
     // Claim the attempt: only one job can move the row from what we read to `sending`.
@@ -547,7 +596,7 @@ pub async fn deliver(
     tx.commit().await?;
     let Some(msg) = claimed else {
         tracing::info!(%message_id, "another job is sending this message");
-        return Ok(Delivery::Done);
+        return Ok(Delivery::Done.into());
     };
     attempt(app, ctx, provider.as_ref(), &sms, msg).await
 }
@@ -560,7 +609,7 @@ async fn attempt(
     provider: &dyn SmsProvider,
     sms: &OutboundSms,
     msg: message::Model,
-) -> Result<Delivery, ServiceError> {
+) -> Result<Step, ServiceError> {
     let started = std::time::Instant::now();
     let sent = provider.send(sms).await;
     crate::metrics::send(provider.name(), started.elapsed().as_secs_f64());
@@ -577,10 +626,7 @@ async fn attempt(
         Ok(_) => {}
     }
     match sent {
-        Ok(accepted) => {
-            record_accepted(app, ctx, &msg, accepted).await?;
-            Ok(Delivery::Done)
-        }
+        Ok(accepted) => record_accepted(app, ctx, &msg, accepted).await,
         Err(SendError::RateLimited { retry_after }) => {
             // Nothing was created by this call, and the provider had nothing before it: back
             // to the outbox.
@@ -613,7 +659,7 @@ async fn attempt(
             })
             .await?;
             release_next(app, ctx, &msg).await?;
-            Ok(Delivery::Done)
+            Ok(Delivery::Done.into())
         }
         Err(SendError::Unavailable { status, message }) => {
             // Outcome unknown: stay `sending`; the next attempt waits out the request, then
@@ -642,11 +688,11 @@ async fn retry(
     ctx: &TenantCtx,
     msg: &message::Model,
     delay: Duration,
-) -> Result<Delivery, ServiceError> {
+) -> Result<Step, ServiceError> {
     let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), msg.id));
     let key = format!("retry:{}:{}", msg.id, uuid::Uuid::now_v7().simple());
     app.jobs.push_after(job, key, delay).await?;
-    Ok(Delivery::RetryAfter(delay))
+    Ok(Delivery::RetryAfter(delay).into())
 }
 
 /// The provider's record of `msg` from an earlier attempt, if it has one we do not hold yet.
@@ -674,15 +720,16 @@ async fn reconcile(
 }
 
 /// Records the provider's acceptance without moving the status backwards (a status callback
-/// may have arrived first, through the message id in its URL), and enqueues the reply that
-/// waited for this one, found in the same transaction. One UPDATE decides against the row as
-/// it is when written, so a callback committed meanwhile is never overwritten.
+/// may have arrived first, through the message id in its URL), and returns the reply that
+/// waited for this one ([`Step::Next`]), found in the same transaction. One UPDATE decides
+/// against the row as it is when written, so a callback committed meanwhile is never
+/// overwritten.
 async fn record_accepted(
     app: &App,
     ctx: &TenantCtx,
     msg: &message::Model,
     accepted: Accepted,
-) -> Result<(), ServiceError> {
+) -> Result<Step, ServiceError> {
     use message::Column as M;
     use sea_orm::sea_query::{Expr, ExprTrait, Func};
     let status = accepted.status.max_with(MessageStatus::Sending);
@@ -730,7 +777,7 @@ async fn record_accepted(
     let next = next_queued(&tx, msg).await?;
     tx.commit().await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
-    push_next(app, ctx, msg, next).await
+    Ok(next.map_or(Step::Finished(Delivery::Done), Step::Next))
 }
 
 /// After `msg` stopped waiting for the provider, starts the conversation's next unsent reply.
