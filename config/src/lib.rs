@@ -134,6 +134,10 @@ pub struct OidcSettings {
     pub client_secret: SecretString,
 }
 
+/// Default sends in flight per process, as a multiple of `WORKER_CONCURRENCY` (see
+/// [`Settings::worker_concurrency_send`]).
+pub const SEND_CONCURRENCY_FACTOR: usize = 4;
+
 /// Validated settings. Built once by [`Settings::load`] and passed down by reference.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -171,7 +175,9 @@ pub struct Settings {
     /// (default `WORKER_CONCURRENCY`).
     pub worker_concurrency_inbound: usize,
     /// `WORKER_CONCURRENCY_SEND`: provider sends in flight at once per process (default
-    /// `WORKER_CONCURRENCY`). Twilio queues what exceeds a number's MPS on its side.
+    /// [`SEND_CONCURRENCY_FACTOR`] × `WORKER_CONCURRENCY`, 32). A send spends most of its time
+    /// waiting for the provider's answer and holds a database connection only for its two
+    /// short transactions. Twilio queues what exceeds a number's MPS on its side.
     pub worker_concurrency_send: usize,
     /// `DATABASE_MAX_CONNECTIONS`: Postgres connections per process (default 16, 1 to 1000).
     /// SQLite ignores it (one writer and a fixed set of readers).
@@ -432,7 +438,8 @@ impl Raw {
         )?;
         let worker_concurrency_send = concurrency(
             "WORKER_CONCURRENCY_SEND",
-            self.worker_concurrency_send.unwrap_or(worker_concurrency),
+            self.worker_concurrency_send
+                .unwrap_or((worker_concurrency * SEND_CONCURRENCY_FACTOR).min(1024)),
         )?;
         if !(1..=1000).contains(&self.database_max_connections) {
             return Err(invalid(

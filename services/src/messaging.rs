@@ -516,11 +516,17 @@ async fn attempt_one(
     // Everything else writes in transactions of its own.
     drop(tx);
     let msg = out.msg.clone();
-    if msg.direction != Direction::Outbound
-        || !awaits_provider(msg.status, msg.provider_sid.is_some())
-    {
-        release_next(app, ctx, &msg).await?;
+    if msg.direction != Direction::Outbound {
         return Ok(Delivery::Done.into());
+    }
+    if !awaits_provider(msg.status, msg.provider_sid.is_some()) {
+        // Settled already: a second job, or the re-run of a job whose worker died after this
+        // message, in the middle of the conversation's replies. Go on with the next reply
+        // the provider lacks (queued, or claimed by that worker with its outcome unknown),
+        // as the first run would have.
+        let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+        let next = next_after(&tx, &msg, message::awaiting_provider()).await?;
+        return Ok(next.map_or(Step::Finished(Delivery::Done), Step::Next));
     }
     if out.blocked {
         tracing::debug!(%message_id, "an older reply goes first");
@@ -731,7 +737,8 @@ async fn record_accepted(
     accepted: Accepted,
 ) -> Result<Step, ServiceError> {
     use message::Column as M;
-    use sea_orm::sea_query::{Expr, ExprTrait, Func};
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
+    use sea_orm::{ConnectionTrait, QueryTrait};
     let status = accepted.status.max_with(MessageStatus::Sending);
     let behind: Vec<&str> = MessageStatus::ALL
         .into_iter()
@@ -739,9 +746,22 @@ async fn record_accepted(
         .map(MessageStatus::as_str)
         .collect();
     let sending = || Expr::col(M::Status).eq(MessageStatus::Sending.as_str());
+    // RETURNING the conversation's oldest later reply still in the outbox (or NULL).
+    let n = Alias::new("later");
+    let col = |c: M| Expr::col((n.clone(), c));
+    let next = Query::select()
+        .column((n.clone(), M::Id))
+        .from_as(message::Entity, n.clone())
+        .and_where(col(M::TenantId).equals((message::Entity, M::TenantId)))
+        .and_where(col(M::ConversationId).equals((message::Entity, M::ConversationId)))
+        .and_where(col(M::Direction).eq(Direction::Outbound.as_str()))
+        .and_where(col(M::Id).gt(Expr::col((message::Entity, M::Id))))
+        .and_where(col(M::Status).eq(MessageStatus::Queued.as_str()))
+        .order_by((n.clone(), M::Id), Order::Asc)
+        .limit(1)
+        .to_owned();
     let now = Utc::now();
-    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let updated = message::Entity::by_id_update(tx.tenant(), msg.id)
+    let mut update = message::Entity::by_id_update(ctx.tenant_id(), msg.id)
         .col_expr(
             M::Status,
             Expr::case(Expr::col(M::Status).is_in(behind), status.as_str())
@@ -769,12 +789,16 @@ async fn record_accepted(
                 .into(),
         )
         .col_expr(M::UpdatedAt, now.into())
-        .exec(tx.conn())
-        .await?;
-    if updated.rows_affected == 0 {
-        return Err(ServiceError::NotFound);
-    }
-    let next = next_queued(&tx, msg).await?;
+        .into_query();
+    update.returning(Query::returning().expr(Expr::SubQuery(None, Box::new(next.into()))));
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let backend = tx.conn().get_database_backend();
+    let row = tx
+        .conn()
+        .query_one_raw(backend.build(&update))
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let next: Option<MessageId> = row.try_get_by_index(0)?;
     tx.commit().await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
     Ok(next.map_or(Step::Finished(Delivery::Done), Step::Next))
@@ -797,11 +821,25 @@ async fn next_queued(
     tx: &TenantTx,
     msg: &message::Model,
 ) -> Result<Option<MessageId>, ServiceError> {
+    next_after(
+        tx,
+        msg,
+        message::Column::Status.eq(MessageStatus::Queued).into(),
+    )
+    .await
+}
+
+/// The conversation's oldest outbound message after `msg` that matches `condition`.
+async fn next_after(
+    tx: &TenantTx,
+    msg: &message::Model,
+    condition: Condition,
+) -> Result<Option<MessageId>, ServiceError> {
     Ok(message::Entity::scoped(tx.tenant())
         .filter(message::Column::ConversationId.eq(msg.conversation_id))
         .filter(message::Column::Direction.eq(Direction::Outbound))
         .filter(message::Column::Id.gt(msg.id))
-        .filter(message::Column::Status.eq(MessageStatus::Queued))
+        .filter(condition)
         .order_by_asc(message::Column::Id)
         .one(tx.conn())
         .await?
