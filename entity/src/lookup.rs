@@ -16,18 +16,22 @@ use crate::phone_number::BotKind;
 use crate::tenancy::LOOKUP_ROLE;
 use crate::{api_key, invite, membership, message, phone_number, tenant};
 
-/// A transaction for one lookup; as [`LOOKUP_ROLE`] (which may only `SELECT`) on Postgres.
-/// Each lookup commits it as soon as it has read: a transaction left to a lazy rollback on
+/// Runs `read` in a transaction of its own; as [`LOOKUP_ROLE`] (which may only `SELECT`) on
+/// Postgres. It commits as soon as `read` is done: a transaction left to a lazy rollback on
 /// drop would keep a SQLite read snapshot open on an idle pooled connection, which holds
 /// back WAL checkpoints.
-async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+async fn lookup<T>(
+    db: &DatabaseConnection,
+    read: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, DbErr>,
+) -> Result<T, DbErr> {
     let txn = db.begin().await?;
-    if txn.get_database_backend() != DbBackend::Postgres {
-        return Ok(txn);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SET LOCAL ROLE {LOOKUP_ROLE}"))
+            .await?;
     }
-    txn.execute_unprepared(&format!("SET LOCAL ROLE {LOOKUP_ROLE}"))
-        .await?;
-    Ok(txn)
+    let out = read(&txn).await?;
+    txn.commit().await?;
+    Ok(out)
 }
 
 /// Who owns a phone number, and how to check the signature of webhooks sent to it.
@@ -50,9 +54,7 @@ pub async fn number_owner(
     db: &DatabaseConnection,
     e164: &str,
 ) -> Result<Option<NumberOwner>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         let Some(number) = phone_number::Entity::find()
             .filter(phone_number::Column::E164.eq(e164))
             .one(db)
@@ -70,12 +72,8 @@ pub async fn number_owner(
             twilio_account_sid: t.twilio_account_sid,
             twilio_auth_token_sealed: t.twilio_auth_token_sealed,
         }))
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// The tenant and key id of a live (not revoked) API key, by the key's SHA-256 hex.
@@ -86,21 +84,15 @@ pub async fn api_key_owner(
     db: &DatabaseConnection,
     key_hash: &str,
 ) -> Result<Option<(TenantId, ApiKeyId)>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         Ok(api_key::Entity::find()
             .filter(api_key::Column::KeyHash.eq(key_hash))
             .filter(api_key::Column::RevokedAt.is_null())
             .one(db)
             .await?
             .map(|k| (k.tenant_id, k.id)))
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// The tenants `user` is a member of, oldest membership first (a user's memberships span
@@ -109,9 +101,7 @@ pub async fn api_key_owner(
 /// # Errors
 /// Database errors.
 pub async fn memberships_of(db: &DatabaseConnection, user: UserId) -> Result<Vec<TenantId>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         use sea_orm::QueryOrder;
         Ok(membership::Entity::find()
             .filter(membership::Column::UserId.eq(user))
@@ -121,12 +111,8 @@ pub async fn memberships_of(db: &DatabaseConnection, user: UserId) -> Result<Vec
             .into_iter()
             .map(|m| m.tenant_id)
             .collect())
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// The tenants with these ids or under these agencies, by name (what a user may switch to:
@@ -140,18 +126,18 @@ pub async fn reachable_tenants(
     agencies: Vec<AgencyId>,
 ) -> Result<Vec<tenant::Model>, DbErr> {
     use sea_orm::{Condition, QueryOrder};
-    let txn = begin(db).await?;
-    let tenants = tenant::Entity::find()
-        .filter(
-            Condition::any()
-                .add(tenant::Column::Id.is_in(ids.iter().copied()))
-                .add(tenant::Column::AgencyId.is_in(agencies)),
-        )
-        .order_by_asc(tenant::Column::Name)
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(tenants)
+    lookup(db, async |db| {
+        tenant::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(tenant::Column::Id.is_in(ids.iter().copied()))
+                    .add(tenant::Column::AgencyId.is_in(agencies)),
+            )
+            .order_by_asc(tenant::Column::Name)
+            .all(db)
+            .await
+    })
+    .await
 }
 
 /// The invite a mailed link's token names, by the token's SHA-256 hex (the token is the
@@ -163,19 +149,13 @@ pub async fn invite_by_token_hash(
     db: &DatabaseConnection,
     token_hash: &str,
 ) -> Result<Option<invite::Model>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         invite::Entity::find()
             .filter(invite::Column::TokenHash.eq(token_hash))
             .one(db)
             .await
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// The tenant and id of the message a provider knows as `sid` (for status callbacks).
@@ -186,9 +166,7 @@ pub async fn message_by_provider_sid(
     db: &DatabaseConnection,
     sid: &str,
 ) -> Result<Option<(TenantId, MessageId)>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         message::Entity::find()
             .select_only()
             .column(message::Column::TenantId)
@@ -197,12 +175,8 @@ pub async fn message_by_provider_sid(
             .into_tuple::<(TenantId, MessageId)>()
             .one(db)
             .await
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// The Twilio credentials stored for a tenant (account SID and sealed token), if any.
@@ -213,19 +187,13 @@ pub async fn tenant_twilio_account(
     db: &DatabaseConnection,
     tenant_id: TenantId,
 ) -> Result<Option<(String, String)>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         Ok(tenant::Entity::find_by_id(tenant_id)
             .one(db)
             .await?
             .and_then(|t| t.twilio_account_sid.zip(t.twilio_auth_token_sealed)))
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// True when no tenant exists yet (first start).
@@ -233,17 +201,11 @@ pub async fn tenant_twilio_account(
 /// # Errors
 /// Database errors.
 pub async fn no_tenants(db: &DatabaseConnection) -> Result<bool, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         use sea_orm::PaginatorTrait;
         Ok(tenant::Entity::find().count(db).await? == 0)
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// The tenant of message `id` (for a status callback that carries our id).
@@ -254,21 +216,15 @@ pub async fn message_tenant(
     db: &DatabaseConnection,
     id: MessageId,
 ) -> Result<Option<TenantId>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         message::Entity::find_by_id(id)
             .select_only()
             .column(message::Column::TenantId)
             .into_tuple::<TenantId>()
             .one(db)
             .await
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
 
 /// A message still waiting for its job (see `services::sweep`).
@@ -290,9 +246,7 @@ pub async fn stuck_messages(
     before: chrono::DateTime<chrono::Utc>,
     limit: u64,
 ) -> Result<Vec<Stuck>, DbErr> {
-    let txn = begin(db).await?;
-    let out = async {
-        let db = &txn;
+    lookup(db, async |db| {
         use sea_orm::{Condition, QueryOrder};
         use switchboard_domain::message::Direction;
         let rows = message::Entity::find()
@@ -323,10 +277,6 @@ pub async fn stuck_messages(
                 attempts: m.attempts,
             })
             .collect())
-    }
-    .await;
-    if out.is_ok() {
-        txn.commit().await?;
-    }
-    out
+    })
+    .await
 }
