@@ -324,3 +324,77 @@ async fn a_reply_held_back_before_stop_is_not_sent_after_it() {
         "the 429'd HELP attempt and the STOP confirmation"
     );
 }
+
+#[tokio::test]
+async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::message;
+    use switchboard_services::TenantCtx;
+    use switchboard_services::messaging::{self, Delivery};
+
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..bare()
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": []})))
+        .mount(&t.twilio)
+        .await;
+    assert_eq!(t.text_in("+17135550170", "hi").await.status(), 200);
+    let tenant = t.tenant.tenant_id;
+    let ctx = TenantCtx::for_job(tenant);
+    let conversation = t.messages(tenant).await[0].conversation_id;
+    let first = messaging::send_manual(&t.app, &ctx, conversation, "first", None)
+        .await
+        .unwrap();
+    let second = messaging::send_manual(&t.app, &ctx, conversation, "second", None)
+        .await
+        .unwrap();
+    // The worker that ran the job sent the first reply, claimed the second, and died before
+    // calling Twilio for it, an hour ago.
+    message::Entity::update_many()
+        .col_expr(message::Column::Status, MessageStatus::Sent.as_str().into())
+        .col_expr(
+            message::Column::ProviderSid,
+            Some("SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_string()).into(),
+        )
+        .filter(message::Column::Id.eq(first))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    message::Entity::update_many()
+        .col_expr(
+            message::Column::Status,
+            MessageStatus::Sending.as_str().into(),
+        )
+        .col_expr(message::Column::Attempts, 1.into())
+        .col_expr(
+            message::Column::UpdatedAt,
+            (chrono::Utc::now() - chrono::Duration::hours(1)).into(),
+        )
+        .filter(message::Column::Id.eq(second))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+
+    // Its job runs again (orphan recovery): the first reply is settled, so it goes on with
+    // the second, asks Twilio whether it has it, and sends it once.
+    let delivery = messaging::deliver(&t.app, &ctx, first).await.unwrap();
+    assert_eq!(delivery, Delivery::Done);
+    let requests = t.twilio.received_requests().await.unwrap();
+    let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "POST"], "checked before sending");
+    let body = switchboard_testkit::url_decode_form(&requests[1].body);
+    assert_eq!(switchboard_testkit::param(&body, "Body"), Some("second"));
+    let rows = t.messages(tenant).await;
+    let second = rows.iter().find(|m| m.id == second).unwrap();
+    assert!(second.provider_sid.is_some());
+    assert_eq!(second.attempts, 2);
+}
