@@ -421,6 +421,33 @@ impl Outgoing {
             .await?)
     }
 
+    /// Plainly due as read: an outbound reply still in the outbox, nothing older of its
+    /// conversation waiting, the recipient not opted out, attempts left. Everything else
+    /// goes through the checks of [`attempt_one`].
+    fn due(&self) -> bool {
+        self.msg.direction == Direction::Outbound
+            && self.msg.status == MessageStatus::Queued
+            && !self.blocked
+            && !self.suppressed()
+            && self.msg.attempts < MAX_SEND_ATTEMPTS
+    }
+
+    /// What the provider gets.
+    fn sms(&self, app: &App) -> OutboundSms {
+        OutboundSms {
+            to: self.to.clone(),
+            from: self.from.clone(),
+            body: self.msg.body.clone(),
+            status_callback: status_callback_url(app, self.msg.id),
+        }
+    }
+
+    /// Claims it in `tx` (see [`claim`]): itself as claimed, or `None` when another job got
+    /// there first.
+    async fn claim(self, tx: &TenantTx) -> Result<Option<Self>, ServiceError> {
+        Ok(claim(tx, &self.msg).await?.map(|msg| Self { msg, ..self }))
+    }
+
     /// True when the contact opted out before this message was written, except the
     /// confirmation of that opt-out, which still goes out (CTIA).
     fn suppressed(&self) -> bool {
@@ -434,8 +461,9 @@ impl Outgoing {
 ///
 /// The common case is one write transaction (read the row with everything the send needs,
 /// claim the attempt), the provider call, and one write transaction (record the MessageSid,
-/// find the reply that waited for this one). The job then goes on with that reply, so the
-/// replies of one turn of a conversation go out in order from one job.
+/// find and claim the reply that waited for this one). The job then sends that reply, so the
+/// replies of one turn of a conversation go out in order from one job, with one write
+/// transaction per reply after the first.
 ///
 /// Never sends a text twice: a row whose last attempt has an unknown outcome (`sending`
 /// without a MessageSid) is first left alone while that attempt may still be in flight
@@ -454,20 +482,24 @@ pub async fn deliver(
     ctx: &TenantCtx,
     message_id: MessageId,
 ) -> Result<Delivery, ServiceError> {
-    let mut id = message_id;
+    let mut step = attempt_one(app, ctx, message_id).await?;
     loop {
-        match attempt_one(app, ctx, id).await? {
-            Step::Next(next) => id = next,
+        step = match step {
+            Step::Next(id) => attempt_one(app, ctx, id).await?,
+            Step::Claimed(out) => send_claimed(app, ctx, *out).await?,
             Step::Finished(delivery) => return Ok(delivery),
-        }
+        };
     }
 }
 
-/// What one message's attempt left for the send job.
+/// What one message's attempt left for the send job. The replies of a conversation that
+/// waited for the message go out from the same job, in order, without a job of their own.
 enum Step {
-    /// The message was accepted and this reply of the conversation waited for it: the same
-    /// job sends it now (no new job, the order kept).
+    /// The conversation's next reply, to read and decide on.
     Next(MessageId),
+    /// The conversation's next reply, already claimed in the transaction that recorded the
+    /// message's acceptance: send it.
+    Claimed(Box<Outgoing>),
     Finished(Delivery),
 }
 
@@ -488,25 +520,12 @@ async fn attempt_one(
         tracing::info!(%message_id, "message is gone; nothing to send");
         return Ok(Delivery::Done.into());
     };
-    let msg = &out.msg;
-    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
-    let sms = OutboundSms {
-        to: out.to.clone(),
-        from: out.from.clone(),
-        body: msg.body.clone(),
-        status_callback: status_callback_url(app, msg.id),
-    };
     // Due as it stands: claim it in this transaction and send.
-    if msg.direction == Direction::Outbound
-        && msg.status == MessageStatus::Queued
-        && !out.blocked
-        && !out.suppressed()
-        && msg.attempts < MAX_SEND_ATTEMPTS
-    {
-        let claimed = claim(&tx, msg).await?;
+    if out.due() {
+        let claimed = out.claim(&tx).await?;
         tx.commit().await?;
         return match claimed {
-            Some(msg) => attempt(app, ctx, provider.as_ref(), &sms, msg).await,
+            Some(out) => send_claimed(app, ctx, out).await,
             None => {
                 tracing::info!(%message_id, "another job is sending this message");
                 Ok(Delivery::Done.into())
@@ -515,6 +534,8 @@ async fn attempt_one(
     }
     // Everything else writes in transactions of its own.
     drop(tx);
+    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
+    let sms = out.sms(app);
     let msg = out.msg.clone();
     if msg.direction != Direction::Outbound {
         return Ok(Delivery::Done.into());
@@ -605,6 +626,13 @@ async fn attempt_one(
         return Ok(Delivery::Done.into());
     };
     attempt(app, ctx, provider.as_ref(), &sms, msg).await
+}
+
+/// [`attempt`] for a reply claimed together with what its send needs.
+async fn send_claimed(app: &App, ctx: &TenantCtx, out: Outgoing) -> Result<Step, ServiceError> {
+    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
+    let sms = out.sms(app);
+    attempt(app, ctx, provider.as_ref(), &sms, out.msg).await
 }
 
 /// Calls the provider for a claimed row (status `sending`, attempt counted) and records the
@@ -727,7 +755,7 @@ async fn reconcile(
 
 /// Records the provider's acceptance without moving the status backwards (a status callback
 /// may have arrived first, through the message id in its URL), and returns the reply that
-/// waited for this one ([`Step::Next`]), found in the same transaction. One UPDATE decides
+/// waited for this one, found (and, when plainly due, claimed) in the same transaction. One UPDATE decides
 /// against the row as it is when written, so a callback committed meanwhile is never
 /// overwritten.
 async fn record_accepted(
@@ -799,9 +827,20 @@ async fn record_accepted(
         .await?
         .ok_or(ServiceError::NotFound)?;
     let next: Option<MessageId> = row.try_get_by_index(0)?;
+    // The next reply, claimed here when it is plainly due (one transaction fewer per reply).
+    let step = match next {
+        None => Step::Finished(Delivery::Done),
+        Some(next) => match Outgoing::load(&tx, next).await? {
+            Some(out) if out.due() => match out.claim(&tx).await? {
+                Some(out) => Step::Claimed(Box::new(out)),
+                None => Step::Finished(Delivery::Done), // another job is sending it
+            },
+            _ => Step::Next(next),
+        },
+    };
     tx.commit().await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
-    Ok(next.map_or(Step::Finished(Delivery::Done), Step::Next))
+    Ok(step)
 }
 
 /// After `msg` stopped waiting for the provider, starts the conversation's next unsent reply.
