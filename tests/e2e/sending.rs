@@ -20,6 +20,20 @@ async fn help_reply(t: &switchboard_testkit::TestApp) {
     assert_eq!(t.text_in("+17135550140", "HELP").await.status(), 200);
 }
 
+/// Twilio accepts every create call, and its Messages list (what a reconcile reads) is empty.
+async fn accepts_sends_and_lists_none(t: &switchboard_testkit::TestApp) {
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": []})))
+        .mount(&t.twilio)
+        .await;
+}
+
 fn post_count(requests: &[switchboard_testkit::wiremock::Request]) -> usize {
     requests
         .iter()
@@ -185,16 +199,7 @@ async fn a_5xx_whose_message_never_reached_twilio_is_sent_again() {
         .up_to_n_times(1)
         .mount(&t.twilio)
         .await;
-    Mock::given(method("POST"))
-        .and(path_regex(MESSAGES_PATH))
-        .respond_with(TwilioCreate)
-        .mount(&t.twilio)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": []})))
-        .mount(&t.twilio)
-        .await;
+    accepts_sends_and_lists_none(&t).await;
     help_reply(&t).await;
     let rows = t
         .wait_messages(t.tenant.tenant_id, |m| {
@@ -337,16 +342,7 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
         ..bare()
     })
     .await;
-    Mock::given(method("POST"))
-        .and(path_regex(MESSAGES_PATH))
-        .respond_with(TwilioCreate)
-        .mount(&t.twilio)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": []})))
-        .mount(&t.twilio)
-        .await;
+    accepts_sends_and_lists_none(&t).await;
     assert_eq!(t.text_in("+17135550170", "hi").await.status(), 200);
     let tenant = t.tenant.tenant_id;
     let ctx = TenantCtx::for_job(tenant);
