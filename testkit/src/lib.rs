@@ -68,6 +68,12 @@ pub struct TestApp {
     _services: Services,
 }
 
+/// Seconds a test waits for the app's background work (sends, status changes) before it
+/// fails. Generous: every commit is fsynced, and right after a fresh build (how a CI run
+/// starts) the VM's disk is still writing the build back, which once stretched a 3 s retry
+/// test past an earlier 10 s limit. A passing test waits only as long as the work takes.
+pub const WAIT_SECS: u64 = 30;
+
 /// True when `TEST_DATABASE_URL` asks for Postgres (the Postgres-only suites assert it, so a
 /// run without it fails instead of passing vacuously).
 pub fn postgres_requested() -> bool {
@@ -503,12 +509,13 @@ impl TestApp {
             .collect()
     }
 
-    /// Waits until `twilio_sends()` has at least `n` entries (at most 10 s) and returns them.
+    /// Waits until `twilio_sends()` has at least `n` entries (at most [`WAIT_SECS`]) and returns
+    /// them.
     ///
     /// # Panics
     /// On timeout.
     pub async fn wait_for_sends(&self, n: usize) -> Vec<Vec<(String, String)>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(WAIT_SECS);
         loop {
             let sends = self.twilio_sends().await;
             if sends.len() >= n {
@@ -565,7 +572,7 @@ impl TestApp {
         tenant: TenantId,
         check: impl Fn(&[message::Model]) -> bool,
     ) -> Vec<message::Model> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(WAIT_SECS);
         loop {
             let rows = self.messages(tenant).await;
             if check(&rows) {
@@ -584,7 +591,7 @@ impl TestApp {
                         )
                     })
                     .collect();
-                panic!("condition on messages not met within 10 s: {brief:#?}");
+                panic!("condition on messages not met within {WAIT_SECS} s: {brief:#?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
