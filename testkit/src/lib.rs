@@ -563,7 +563,7 @@ impl TestApp {
             .expect("messages")
     }
 
-    /// Waits until `check` holds for the tenant's messages (at most 10 s); returns them.
+    /// Waits until `check` holds for the tenant's messages (at most [`WAIT_SECS`]); returns them.
     ///
     /// # Panics
     /// On timeout, showing the messages.
