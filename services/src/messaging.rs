@@ -202,18 +202,12 @@ pub(crate) async fn redispatch_queued(
     conversation_id: ConversationId,
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    let oldest = message::Entity::scoped(tx.tenant())
-        .filter(message::Column::ConversationId.eq(conversation_id))
-        .filter(message::Column::Direction.eq(Direction::Outbound))
-        .filter(message::Column::Status.eq(MessageStatus::Queued))
-        .order_by_asc(message::Column::Id)
-        .one(tx.conn())
-        .await?;
+    let oldest = oldest_outbound(&tx, conversation_id, None, queued()).await?;
     drop(tx);
     if let Some(oldest) = oldest {
-        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), oldest.id));
+        let job = Job::SendMessage(SendMessage::new(ctx.tenant_id(), oldest));
         app.jobs
-            .push(&[Enqueue::now(job, send_key(oldest.id))])
+            .push(&[Enqueue::now(job, send_key(oldest))])
             .await?;
     }
     Ok(())
@@ -274,6 +268,9 @@ pub enum Delivery {
     RetryAfter(Duration),
 }
 
+/// Writes `update` to `msg`'s row. A caller that settles the row (it no longer awaits the
+/// provider) then releases the next reply ([`release_next`]); one that leaves it waiting
+/// (a retry) does not.
 async fn set_status(
     app: &App,
     ctx: &TenantCtx,
@@ -289,10 +286,9 @@ async fn set_status(
     message::Entity::update_by_id(tx.tenant(), msg.id, am)
         .exec(tx.conn())
         .await?;
-    let next = next_queued(&tx, msg).await?;
     tx.commit().await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
-    push_next(app, ctx, msg, next).await
+    Ok(())
 }
 
 /// Tells live listeners that a message changed.
@@ -534,8 +530,6 @@ async fn attempt_one(
     }
     // Everything else writes in transactions of its own.
     drop(tx);
-    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
-    let sms = out.sms(app);
     let msg = out.msg.clone();
     if msg.direction != Direction::Outbound {
         return Ok(Delivery::Done.into());
@@ -546,13 +540,21 @@ async fn attempt_one(
         // the provider lacks (queued, or claimed by that worker with its outcome unknown),
         // as the first run would have.
         let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-        let next = next_after(&tx, &msg, message::awaiting_provider()).await?;
+        let next = oldest_outbound(
+            &tx,
+            msg.conversation_id,
+            Some(msg.id),
+            message::awaiting_provider(),
+        )
+        .await?;
         return Ok(next.map_or(Step::Finished(Delivery::Done), Step::Next));
     }
     if out.blocked {
         tracing::debug!(%message_id, "an older reply goes first");
         return Ok(Delivery::Waiting.into());
     }
+    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
+    let sms = out.sms(app);
 
     // A previous attempt with an unknown outcome: wait while it may be in flight, then ask.
     if msg.status == MessageStatus::Sending {
@@ -860,25 +862,30 @@ async fn next_queued(
     tx: &TenantTx,
     msg: &message::Model,
 ) -> Result<Option<MessageId>, ServiceError> {
-    next_after(
-        tx,
-        msg,
-        message::Column::Status.eq(MessageStatus::Queued).into(),
-    )
-    .await
+    oldest_outbound(tx, msg.conversation_id, Some(msg.id), queued()).await
 }
 
-/// The conversation's oldest outbound message after `msg` that matches `condition`.
-async fn next_after(
+/// Outbound rows still in the outbox.
+fn queued() -> Condition {
+    message::Column::Status.eq(MessageStatus::Queued).into()
+}
+
+/// The oldest outbound message of `conversation_id` (after `after`, when given) that matches
+/// `condition`.
+async fn oldest_outbound(
     tx: &TenantTx,
-    msg: &message::Model,
+    conversation_id: ConversationId,
+    after: Option<MessageId>,
     condition: Condition,
 ) -> Result<Option<MessageId>, ServiceError> {
-    Ok(message::Entity::scoped(tx.tenant())
-        .filter(message::Column::ConversationId.eq(msg.conversation_id))
+    let mut query = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(conversation_id))
         .filter(message::Column::Direction.eq(Direction::Outbound))
-        .filter(message::Column::Id.gt(msg.id))
-        .filter(condition)
+        .filter(condition);
+    if let Some(after) = after {
+        query = query.filter(message::Column::Id.gt(after));
+    }
+    Ok(query
         .order_by_asc(message::Column::Id)
         .one(tx.conn())
         .await?

@@ -96,10 +96,11 @@ pub async fn route(app: &App, number: &E164) -> Result<Option<NumberRoute>, Serv
     let route = match lookup::number_owner(&app.db.read, number.as_str()).await? {
         None => None,
         Some(owner) => {
-            let own = match (&owner.twilio_account_sid, &owner.twilio_auth_token_sealed) {
-                (Some(sid), Some(sealed)) => Some((sid.clone(), app.sealer.open(sealed)?)),
-                _ => None,
-            };
+            let own = own_account(
+                app,
+                owner.twilio_account_sid.clone(),
+                owner.twilio_auth_token_sealed.as_deref(),
+            )?;
             let signing_token = own
                 .as_ref()
                 .map(|(_, token)| token.clone())
@@ -137,11 +138,20 @@ pub fn provider_from(
     account_sid: Option<String>,
     sealed_token: Option<String>,
 ) -> Result<Arc<dyn SmsProvider>, ServiceError> {
-    let own = match account_sid.zip(sealed_token) {
-        Some((sid, sealed)) => Some((sid, app.sealer.open(&sealed)?)),
-        None => None,
-    };
+    let own = own_account(app, account_sid, sealed_token.as_deref())?;
     Ok(app.providers.for_account(own))
+}
+
+/// A tenant's own Twilio account with its auth token unsealed, or `None` when it has none.
+fn own_account(
+    app: &App,
+    account_sid: Option<String>,
+    sealed_token: Option<&str>,
+) -> Result<Option<(String, SecretString)>, ServiceError> {
+    match account_sid.zip(sealed_token) {
+        Some((sid, sealed)) => Ok(Some((sid, app.sealer.open(sealed)?))),
+        None => Ok(None),
+    }
 }
 
 /// Creates a tenant with one number and one API key.
