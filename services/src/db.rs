@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 };
 pub use switchboard_entity::Db;
 
-use crate::jobs::Notifier;
+use crate::jobs::Wakers;
 
 /// Read-only connections. Reads run concurrently under WAL.
 pub const SQLITE_READERS: u32 = 8;
@@ -154,17 +154,17 @@ pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Db, DbOpen
     })
 }
 
-/// Opens the SQLite database at `url` and applies pending migrations. `notifier` gets its
+/// Opens the SQLite database at `url` and applies pending migrations. `wakers` get their
 /// hooks on the write connection, so committing a job wakes the workers.
 ///
 /// # Errors
 /// [`DbOpenError`] naming what failed.
-pub async fn open_sqlite(url: &str, notifier: &Notifier) -> Result<Db, DbOpenError> {
+pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> {
     let options = sqlite_options(url)?;
     if options.get_filename().as_os_str() == ":memory:" || url.contains("mode=memory") {
         return Err(DbOpenError::InMemory);
     }
-    let hooks = notifier.clone();
+    let hooks = wakers.clone();
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)

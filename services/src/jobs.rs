@@ -6,14 +6,14 @@
 //! job commits (apalis-sqlite's own update hook fires before the commit, when the row is not
 //! yet visible), and poll every [`FALLBACK_POLL_SECS`] for delayed retries.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::{TaskBuilder, TaskId};
 use apalis_redis::{Config as RedisConfig, ConnectionManager, RedisTask};
 use apalis_sqlite::SqliteTask;
-use futures::channel::mpsc;
+use futures::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteOperation, SqlitePool};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
@@ -222,38 +222,110 @@ pub fn push_in_sync(tx: &rusqlite::Transaction<'_>, jobs: &[Enqueue]) -> rusqlit
 /// coalesce (a worker that has one pending does not queue another).
 #[derive(Clone, Default)]
 pub struct Notifier {
-    subscribers: Arc<Mutex<Vec<mpsc::Sender<()>>>>,
+    subscribers: Arc<Mutex<Vec<Arc<Signal>>>>,
+}
+
+/// One worker's pending wake-up and the task to wake for it.
+#[derive(Default)]
+struct Signal {
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// The wake-ups of one worker ([`Notifier::subscribe`]): yields once per burst of
+/// [`Notifier::notify`] calls since it was last polled.
+///
+/// Unlike a channel's receiver, it registers the polling task on EVERY poll, also on one
+/// that yields. apalis' poll strategy ignores what the stream yields and fetches: when it
+/// took a wake-up while a fetch was already running (one that read the queue before the new
+/// job), that fetch came back empty and a channel had no task to wake for the next job any
+/// more, so the worker slept until its fallback poll ([`FALLBACK_POLL_SECS`]). Measured on
+/// Postgres + Redis: reply p99 230-820 ms, every stall ending within 1 s (within 200 ms with
+/// a 200 ms poll).
+pub struct WakeUps(Arc<Signal>);
+
+impl futures::Stream for WakeUps {
+    type Item = ();
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<()>> {
+        self.0.waker.register(cx.waker());
+        if self.0.pending.swap(false, Ordering::AcqRel) {
+            std::task::Poll::Ready(Some(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
 }
 
 impl Notifier {
     /// A stream of wake-ups for one worker.
-    pub fn subscribe(&self) -> mpsc::Receiver<()> {
-        let (tx, rx) = mpsc::channel(1);
-        self.subscribers.lock().expect("notifier lock").push(tx);
-        rx
+    pub fn subscribe(&self) -> WakeUps {
+        let signal = Arc::new(Signal::default());
+        self.subscribers
+            .lock()
+            .expect("notifier lock")
+            .push(signal.clone());
+        WakeUps(signal)
     }
 
     /// Wakes every subscribed worker (coalesced). Commits on the shared write connection do
     /// this through the hooks of [`Notifier::install`].
     pub fn notify(&self) {
+        // A signal only the list still holds belongs to a worker that is gone.
         self.subscribers
             .lock()
             .expect("notifier lock")
-            .retain_mut(|tx| match tx.try_send(()) {
-                Ok(()) => true,
-                Err(e) => !e.is_disconnected(),
+            .retain(|signal| {
+                signal.pending.store(true, Ordering::Release);
+                signal.waker.wake();
+                Arc::strong_count(signal) > 1
             });
     }
+}
 
-    /// Installs the hooks on a new SQLite connection: an insert into `Jobs` marks the
-    /// transaction, and its commit wakes the workers.
+/// This process's wake-up sources: one [`Notifier`] per queue.
+#[derive(Clone, Default)]
+pub struct Wakers {
+    inbound: Notifier,
+    send: Notifier,
+    /// Queues that the open transaction on the SQLite write connection added jobs to (bits
+    /// of [`queue_bit`]); its commit wakes only their workers.
+    staged: Arc<AtomicU8>,
+}
+
+fn queue_bit(queue: &str) -> u8 {
+    if queue == QUEUE_SEND { 2 } else { 1 }
+}
+
+impl Wakers {
+    /// The wake-up source of `queue`'s workers.
+    pub fn of(&self, queue: &str) -> &Notifier {
+        if queue == QUEUE_SEND {
+            &self.send
+        } else {
+            &self.inbound
+        }
+    }
+
+    /// Notes that the open write transaction adds a job to `queue`.
+    fn stage(&self, queue: &str) {
+        self.staged.fetch_or(queue_bit(queue), Ordering::AcqRel);
+    }
+
+    /// Installs the hooks on the SQLite write connection: an insert into `Jobs` marks the
+    /// transaction, and its commit wakes the workers of the queues it added jobs to (every
+    /// queue's when the rows did not come through [`JobQueue`]). A worker woken for a queue
+    /// with nothing new would spend a write transaction on an empty fetch.
     ///
     /// # Errors
     /// When the connection's handle cannot be locked.
     pub async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         let inserted = Arc::new(AtomicBool::new(false));
         let (on_insert, on_commit, on_rollback) = (inserted.clone(), inserted.clone(), inserted);
-        let notifier = self.clone();
+        let (wakers, dropped) = (self.clone(), self.staged.clone());
         let mut handle = conn.lock_handle().await?;
         handle.set_update_hook(move |ev| {
             if ev.operation == SqliteOperation::Insert && ev.table == "Jobs" {
@@ -261,12 +333,20 @@ impl Notifier {
             }
         });
         handle.set_commit_hook(move || {
+            let staged = wakers.staged.swap(0, Ordering::AcqRel);
             if on_commit.swap(false, Ordering::Relaxed) {
-                notifier.notify();
+                for queue in [QUEUE_INBOUND, QUEUE_SEND] {
+                    if staged == 0 || staged & queue_bit(queue) != 0 {
+                        wakers.of(queue).notify();
+                    }
+                }
             }
             true
         });
-        handle.set_rollback_hook(move || on_rollback.store(false, Ordering::Relaxed));
+        handle.set_rollback_hook(move || {
+            on_rollback.store(false, Ordering::Relaxed);
+            dropped.store(0, Ordering::Release);
+        });
         Ok(())
     }
 }
@@ -280,10 +360,7 @@ pub struct JobQueue {
 
 #[derive(Clone)]
 enum Backend {
-    Sqlite {
-        pool: SqlitePool,
-        notifier: Notifier,
-    },
+    Sqlite { pool: SqlitePool, wakers: Wakers },
     Redis(RedisQueues),
 }
 
@@ -292,8 +369,7 @@ enum Backend {
 pub struct RedisQueues {
     conn: ConnectionManager,
     prefix: String,
-    inbound: Notifier,
-    send: Notifier,
+    wakers: Wakers,
 }
 
 /// Seconds between apalis-redis worker heartbeats. A worker silent for
@@ -360,11 +436,7 @@ impl RedisQueues {
 
     /// The wake-up source of `queue`'s workers in this process.
     pub fn notifier(&self, queue: &str) -> &Notifier {
-        if queue == QUEUE_SEND {
-            &self.send
-        } else {
-            &self.inbound
-        }
+        self.wakers.of(queue)
     }
 
     async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
@@ -402,6 +474,9 @@ impl RedisQueues {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| ServiceError::Redis(e.to_string()))?;
+            // This process's workers start at once; the script's announcement wakes the
+            // other processes' (and, late or never, these again: a spare empty fetch).
+            self.notifier(queue).notify();
         }
         Ok(())
     }
@@ -443,10 +518,10 @@ impl RedisQueues {
 }
 
 impl JobQueue {
-    /// A queue in the SQLite database behind `pool`, woken by `notifier`'s hooks.
-    pub fn sqlite(pool: SqlitePool, notifier: Notifier) -> Self {
+    /// A queue in the SQLite database behind `pool`, woken by `wakers`' hooks.
+    pub fn sqlite(pool: SqlitePool, wakers: Wakers) -> Self {
         Self {
-            backend: Backend::Sqlite { pool, notifier },
+            backend: Backend::Sqlite { pool, wakers },
         }
     }
 
@@ -456,8 +531,7 @@ impl JobQueue {
             backend: Backend::Redis(RedisQueues {
                 conn,
                 prefix: prefix.to_string(),
-                inbound: Notifier::default(),
-                send: Notifier::default(),
+                wakers: Wakers::default(),
             }),
         }
     }
@@ -481,7 +555,7 @@ impl JobQueue {
     /// The wake-up source `queue`'s workers subscribe to.
     pub fn notifier(&self, queue: &str) -> &Notifier {
         match &self.backend {
-            Backend::Sqlite { notifier, .. } => notifier,
+            Backend::Sqlite { wakers, .. } => wakers.of(queue),
             Backend::Redis(r) => r.notifier(queue),
         }
     }
@@ -492,9 +566,10 @@ impl JobQueue {
     /// [`ServiceError::Queue`] / database errors.
     pub async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
         match &self.backend {
-            Backend::Sqlite { pool, .. } => {
+            Backend::Sqlite { pool, wakers } => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 push_in(&mut tx, jobs).await?;
+                jobs.iter().for_each(|e| wakers.stage(e.job.queue()));
                 tx.commit().await?;
                 Ok(())
             }
@@ -515,7 +590,10 @@ impl JobQueue {
         jobs: Vec<Enqueue>,
     ) -> Result<Vec<Enqueue>, ServiceError> {
         use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
-        if jobs.is_empty() || matches!(self.backend, Backend::Redis(_)) {
+        let Backend::Sqlite { wakers, .. } = &self.backend else {
+            return Ok(jobs);
+        };
+        if jobs.is_empty() {
             return Ok(jobs);
         }
         let now = now_secs();
@@ -543,6 +621,7 @@ impl JobQueue {
                 values,
             ))
             .await?;
+        jobs.iter().for_each(|e| wakers.stage(e.job.queue()));
         Ok(Vec::new())
     }
 
@@ -614,5 +693,58 @@ impl JobQueue {
             run_at: Some(SystemTime::now() + delay),
         }])
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use futures::Stream;
+
+    use super::*;
+
+    /// A task's waker that counts how often it was woken.
+    #[derive(Default)]
+    struct Woken(AtomicUsize);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_up_after_one_the_worker_took_still_wakes_it() {
+        let notifier = Notifier::default();
+        let mut wake_ups = notifier.subscribe();
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = |s: &mut WakeUps| Pin::new(s).poll_next(&mut cx);
+
+        assert_eq!(poll(&mut wake_ups), Poll::Pending);
+        notifier.notify();
+        notifier.notify();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "woken once");
+        assert_eq!(poll(&mut wake_ups), Poll::Ready(Some(())), "coalesced");
+        // The worker took that wake-up and fetches without polling the stream again; the
+        // next job's wake-up must still reach it.
+        notifier.notify();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 2);
+        assert_eq!(poll(&mut wake_ups), Poll::Ready(Some(())));
+        assert_eq!(poll(&mut wake_ups), Poll::Pending);
+    }
+
+    #[test]
+    fn a_dropped_worker_is_no_longer_notified() {
+        let notifier = Notifier::default();
+        let kept = notifier.subscribe();
+        drop(notifier.subscribe());
+        notifier.notify();
+        assert_eq!(notifier.subscribers.lock().expect("lock").len(), 1);
+        drop(kept);
     }
 }

@@ -210,11 +210,11 @@ impl App {
         if postgres && redis.is_none() {
             return Err(StartError::RedisRequired);
         }
-        let notifier = jobs::Notifier::default();
+        let wakers = jobs::Wakers::default();
         let db = if postgres {
             db::open_postgres(url, settings.database_max_connections).await?
         } else {
-            db::open_sqlite(url, &notifier).await?
+            db::open_sqlite(url, &wakers).await?
         };
         let (jobs, events) = match redis {
             Some((client, conn)) => {
@@ -223,7 +223,7 @@ impl App {
                 (jobs, events)
             }
             None => (
-                jobs::JobQueue::sqlite(db.write.get_sqlite_connection_pool().clone(), notifier),
+                jobs::JobQueue::sqlite(db.write.get_sqlite_connection_pool().clone(), wakers),
                 events::EventBus::new(),
             ),
         };
