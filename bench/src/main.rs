@@ -485,10 +485,8 @@ async fn noop(
 async fn noop_rate(redis: &str, n: usize, concurrency: usize) -> f64 {
     use apalis::prelude::*;
     let conn = apalis_redis::connect(redis).await.expect("redis");
-    let jobs = JobQueue::redis(
-        conn.clone(),
-        &format!("bench:{}:", uuid::Uuid::new_v4().simple()),
-    );
+    let prefix = format!("bench:{}:", uuid::Uuid::new_v4().simple());
+    let jobs = JobQueue::redis(conn.clone(), &prefix);
     let queues = jobs.redis_queues().expect("redis queues").clone();
     let batch: Vec<Enqueue> = (0..n)
         .map(|i| {
@@ -520,6 +518,7 @@ async fn noop_rate(redis: &str, n: usize, concurrency: usize) -> f64 {
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     running.abort();
+    switchboard_testkit::delete_redis_prefix(redis, &prefix).await;
     rate
 }
 
@@ -803,7 +802,7 @@ fn main() {
             println!("webhook path + in-process workers:    {full:>9.0} req/s");
             let drained = drain(&full_t).await;
             println!("  workers finished the backlog {drained:.1} s after the load stopped");
-            std::process::exit(0);
+            return None;
         }
         if args.only_ingest {
             let before = io_counters();
@@ -825,7 +824,7 @@ fn main() {
                     pct(&half, 1.0)
                 );
             }
-            std::process::exit(0);
+            return None;
         }
         // Reply latency first, on a quiet machine: it is a latency, not a load, measurement.
         // One second of texts first, not counted: the steady state is measured, not a cold
@@ -862,7 +861,7 @@ fn main() {
         );
         if args.only_reply {
             reply_stages(&reply_t, measured_from).await;
-            std::process::exit(0);
+            return None;
         }
         let bare = throughput(&bare_t, c, secs).await;
         println!("bare poem handler:                    {bare:>9.0} req/s");
@@ -890,9 +889,13 @@ fn main() {
             pct(&half, 1.0),
             half.len()
         );
-        (bare, ingest, full, half_ingest, half, reply)
+        Some((bare, ingest, full, half_ingest, half, reply))
     });
-    let (bare, ingest, full, half_ingest, half, reply) = report;
+    // A partial run (--only-…) ends here; returning drops `keep`, which deletes the run's
+    // databases and Redis keys.
+    let Some((bare, ingest, full, half_ingest, half, reply)) = report else {
+        return;
+    };
     if let Backend::Scale { postgres, redis } = &backend {
         let (sends, noop, (rss_web, rss_worker)) = scale_extras(
             &args, &backend, postgres, redis, &server_rt, &load_rt, &mut keep,

@@ -474,9 +474,6 @@ impl RedisQueues {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| ServiceError::Redis(e.to_string()))?;
-            // This process's workers start at once; the script's announcement wakes the
-            // other processes' (and, late or never, these again: a spare empty fetch).
-            self.notifier(queue).notify();
         }
         Ok(())
     }
