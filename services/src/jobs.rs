@@ -272,7 +272,7 @@ impl Notifier {
     }
 
     /// Wakes every subscribed worker (coalesced). Commits on the shared write connection do
-    /// this through the hooks of [`Notifier::install`].
+    /// this through the hooks of [`Wakers::install`].
     pub fn notify(&self) {
         // A signal only the list still holds belongs to a worker that is gone.
         self.subscribers
