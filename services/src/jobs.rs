@@ -356,11 +356,12 @@ impl Wakers {
 #[derive(Clone)]
 pub struct JobQueue {
     backend: Backend,
+    wakers: Wakers,
 }
 
 #[derive(Clone)]
 enum Backend {
-    Sqlite { pool: SqlitePool, wakers: Wakers },
+    Sqlite(SqlitePool),
     Redis(RedisQueues),
 }
 
@@ -369,7 +370,6 @@ enum Backend {
 pub struct RedisQueues {
     conn: ConnectionManager,
     prefix: String,
-    wakers: Wakers,
 }
 
 /// Seconds between apalis-redis worker heartbeats. A worker silent for
@@ -432,11 +432,6 @@ impl RedisQueues {
     /// the name apalis-redis' `batch_push` script uses when it announces one itself).
     pub fn available_channel(&self, queue: &str) -> String {
         format!("tasks:{}:available", self.config(queue).active_jobs_list())
-    }
-
-    /// The wake-up source of `queue`'s workers in this process.
-    pub fn notifier(&self, queue: &str) -> &Notifier {
-        self.wakers.of(queue)
     }
 
     async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
@@ -518,7 +513,8 @@ impl JobQueue {
     /// A queue in the SQLite database behind `pool`, woken by `wakers`' hooks.
     pub fn sqlite(pool: SqlitePool, wakers: Wakers) -> Self {
         Self {
-            backend: Backend::Sqlite { pool, wakers },
+            backend: Backend::Sqlite(pool),
+            wakers,
         }
     }
 
@@ -528,15 +524,15 @@ impl JobQueue {
             backend: Backend::Redis(RedisQueues {
                 conn,
                 prefix: prefix.to_string(),
-                wakers: Wakers::default(),
             }),
+            wakers: Wakers::default(),
         }
     }
 
     /// The SQLite database the jobs live in (`None` on Redis).
     pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
         match &self.backend {
-            Backend::Sqlite { pool, .. } => Some(pool),
+            Backend::Sqlite(pool) => Some(pool),
             Backend::Redis(_) => None,
         }
     }
@@ -545,16 +541,13 @@ impl JobQueue {
     pub fn redis_queues(&self) -> Option<&RedisQueues> {
         match &self.backend {
             Backend::Redis(r) => Some(r),
-            Backend::Sqlite { .. } => None,
+            Backend::Sqlite(_) => None,
         }
     }
 
     /// The wake-up source `queue`'s workers subscribe to.
     pub fn notifier(&self, queue: &str) -> &Notifier {
-        match &self.backend {
-            Backend::Sqlite { wakers, .. } => wakers.of(queue),
-            Backend::Redis(r) => r.notifier(queue),
-        }
+        self.wakers.of(queue)
     }
 
     /// Stores jobs (on SQLite, in their own transaction).
@@ -563,10 +556,10 @@ impl JobQueue {
     /// [`ServiceError::Queue`] / database errors.
     pub async fn push(&self, jobs: &[Enqueue]) -> Result<(), ServiceError> {
         match &self.backend {
-            Backend::Sqlite { pool, wakers } => {
+            Backend::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 push_in(&mut tx, jobs).await?;
-                jobs.iter().for_each(|e| wakers.stage(e.job.queue()));
+                jobs.iter().for_each(|e| self.wakers.stage(e.job.queue()));
                 tx.commit().await?;
                 Ok(())
             }
@@ -587,10 +580,7 @@ impl JobQueue {
         jobs: Vec<Enqueue>,
     ) -> Result<Vec<Enqueue>, ServiceError> {
         use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
-        let Backend::Sqlite { wakers, .. } = &self.backend else {
-            return Ok(jobs);
-        };
-        if jobs.is_empty() {
+        if jobs.is_empty() || matches!(self.backend, Backend::Redis(_)) {
             return Ok(jobs);
         }
         let now = now_secs();
@@ -618,7 +608,7 @@ impl JobQueue {
                 values,
             ))
             .await?;
-        jobs.iter().for_each(|e| wakers.stage(e.job.queue()));
+        jobs.iter().for_each(|e| self.wakers.stage(e.job.queue()));
         Ok(Vec::new())
     }
 
@@ -628,7 +618,7 @@ impl JobQueue {
     /// Database or Redis errors.
     pub async fn depth(&self, queue: &str) -> Result<u64, ServiceError> {
         match &self.backend {
-            Backend::Sqlite { pool, .. } => {
+            Backend::Sqlite(pool) => {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status IN ('Pending', 'Queued')",
                 )
@@ -650,7 +640,7 @@ impl JobQueue {
     /// Database errors.
     pub async fn purge_finished(&self, age: Duration, limit: i64) -> Result<u64, ServiceError> {
         match &self.backend {
-            Backend::Sqlite { pool, .. } => {
+            Backend::Sqlite(pool) => {
                 let before = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
                 let before = before
                     .duration_since(UNIX_EPOCH)

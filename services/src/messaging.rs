@@ -16,7 +16,7 @@ use sea_orm::{
     QueryResult, QuerySelect, sea_query::OnConflict,
 };
 use switchboard_domain::message::{Direction, MessageStatus, Source};
-use switchboard_domain::{ConversationId, MessageId, segments};
+use switchboard_domain::{ConversationId, MessageId, TenantId, segments};
 use switchboard_entity::lookup;
 use switchboard_entity::{
     TenantOwned, TenantTx, contact, conversation, ingest::preview, message, phone_number, tenant,
@@ -767,7 +767,7 @@ async fn record_accepted(
     accepted: Accepted,
 ) -> Result<Step, ServiceError> {
     use message::Column as M;
-    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
+    use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
     use sea_orm::{ConnectionTrait, QueryTrait};
     let status = accepted.status.max_with(MessageStatus::Sending);
     let behind: Vec<&str> = MessageStatus::ALL
@@ -777,19 +777,8 @@ async fn record_accepted(
         .collect();
     let sending = || Expr::col(M::Status).eq(MessageStatus::Sending.as_str());
     // RETURNING the conversation's oldest later reply still in the outbox (or NULL).
-    let n = Alias::new("later");
-    let col = |c: M| Expr::col((n.clone(), c));
-    let next = Query::select()
-        .column((n.clone(), M::Id))
-        .from_as(message::Entity, n.clone())
-        .and_where(col(M::TenantId).equals((message::Entity, M::TenantId)))
-        .and_where(col(M::ConversationId).equals((message::Entity, M::ConversationId)))
-        .and_where(col(M::Direction).eq(Direction::Outbound.as_str()))
-        .and_where(col(M::Id).gt(Expr::col((message::Entity, M::Id))))
-        .and_where(col(M::Status).eq(MessageStatus::Queued.as_str()))
-        .order_by((n.clone(), M::Id), Order::Asc)
-        .limit(1)
-        .to_owned();
+    let next = oldest_outbound_query(ctx.tenant_id(), msg.conversation_id, Some(msg.id), queued())
+        .into_query();
     let now = Utc::now();
     let mut update = message::Entity::by_id_update(ctx.tenant_id(), msg.id)
         .col_expr(
@@ -878,18 +867,32 @@ async fn oldest_outbound(
     after: Option<MessageId>,
     condition: Condition,
 ) -> Result<Option<MessageId>, ServiceError> {
-    let mut query = message::Entity::scoped(tx.tenant())
+    Ok(
+        oldest_outbound_query(tx.tenant(), conversation_id, after, condition)
+            .into_tuple::<MessageId>()
+            .one(tx.conn())
+            .await?,
+    )
+}
+
+/// [`oldest_outbound`] as a query of `tenant`'s rows (`SELECT id … LIMIT 1`), also run as a
+/// subquery of the acceptance `UPDATE`.
+fn oldest_outbound_query(
+    tenant: TenantId,
+    conversation_id: ConversationId,
+    after: Option<MessageId>,
+    condition: Condition,
+) -> sea_orm::Select<message::Entity> {
+    let mut query = message::Entity::scoped(tenant)
+        .select_only()
+        .column(message::Column::Id)
         .filter(message::Column::ConversationId.eq(conversation_id))
         .filter(message::Column::Direction.eq(Direction::Outbound))
         .filter(condition);
     if let Some(after) = after {
         query = query.filter(message::Column::Id.gt(after));
     }
-    Ok(query
-        .order_by_asc(message::Column::Id)
-        .one(tx.conn())
-        .await?
-        .map(|m| m.id))
+    query.order_by_asc(message::Column::Id).limit(1)
 }
 
 /// Enqueues the send of `next`, the reply that waited for `msg`.
