@@ -16,6 +16,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+/// Sends in flight per process when `WORKER_CONCURRENCY_SEND` is unset. Measured against a
+/// zero-latency mock on 2 cores with Postgres + Redis (docs/BENCHMARKS.md): 8 gave ~1,250
+/// sends/s, 32 ~1,900-2,050, 64 no more.
+pub const DEFAULT_SEND_CONCURRENCY: usize = 32;
+
 /// Environment variables Switchboard reads (all optional for the embedded default).
 pub const ENV_VARS: &[&str] = &[
     "BIND",
@@ -171,10 +176,11 @@ pub struct Settings {
     /// (default `WORKER_CONCURRENCY`).
     pub worker_concurrency_inbound: usize,
     /// `WORKER_CONCURRENCY_SEND`: provider sends in flight at once per process (default
-    /// `WORKER_CONCURRENCY`). A send mostly waits for the provider's answer (Twilio's create
-    /// call takes 100-300 ms), so this is the knob for send throughput against the real API;
-    /// against a zero-latency mock 32 gave no more than 8. Twilio queues what exceeds a
-    /// number's MPS on its side.
+    /// [`DEFAULT_SEND_CONCURRENCY`], whatever `WORKER_CONCURRENCY` says). A send mostly waits
+    /// for the provider's answer (Twilio's create call takes 100-300 ms), so this is the knob
+    /// for send throughput against the real API; the database writes of concurrent sends share
+    /// transactions (group commit), so more in flight means fewer round trips per send. Twilio
+    /// queues what exceeds a number's MPS on its side.
     pub worker_concurrency_send: usize,
     /// `DATABASE_MAX_CONNECTIONS`: Postgres connections per process (default 16, 1 to 1000).
     /// SQLite ignores it (one writer and a fixed set of readers).
@@ -435,7 +441,8 @@ impl Raw {
         )?;
         let worker_concurrency_send = concurrency(
             "WORKER_CONCURRENCY_SEND",
-            self.worker_concurrency_send.unwrap_or(worker_concurrency),
+            self.worker_concurrency_send
+                .unwrap_or(DEFAULT_SEND_CONCURRENCY),
         )?;
         if !(1..=1000).contains(&self.database_max_connections) {
             return Err(invalid(

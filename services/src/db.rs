@@ -120,6 +120,9 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
 /// application role, which row-level security applies to (see `migration::postgres`).
 const SET_APP_ROLE: &str = "SET ROLE switchboard_app";
 
+/// How long a pooled Postgres connection may sit idle before it is pinged when taken again.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+
 /// True for a `postgres://` or `postgresql://` URL.
 pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
@@ -139,6 +142,19 @@ pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Db, DbOpen
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings every connection it hands out (a round trip before every transaction,
+        // two per send job). Only a connection idle long enough to have been dropped by the
+        // server or a middlebox is checked; a busy one is used as it is.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                use sqlx::Connection;
+                if meta.idle_for < PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                Ok(conn.ping().await.is_ok())
+            })
+        })
         .after_connect(|conn, _| {
             Box::pin(async move {
                 use sqlx::Executor;

@@ -24,6 +24,7 @@ pub mod dashboard;
 pub mod db;
 pub mod events;
 pub mod fanout;
+pub mod group;
 pub mod inbound;
 pub mod ingest;
 pub mod invites;
@@ -170,6 +171,8 @@ pub struct App {
     /// Where sign-in sessions live (the database, or Redis with `REDIS_URL`).
     pub sessions: sessions::Store,
     pub(crate) routes: tenancy::RouteCache,
+    /// Group commit of the send jobs' claims and acceptances.
+    pub(crate) sends: messaging::SendGroups,
 }
 
 /// Why the app could not start.
@@ -247,6 +250,7 @@ impl App {
                 .clone()
                 .map(|o| oidc::Oidc::new(o, settings.public_url(oidc::CALLBACK_PATH))),
             settings,
+            sends: messaging::SendGroups::new(&db),
             db,
             events,
             jobs,

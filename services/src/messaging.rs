@@ -24,6 +24,7 @@ use switchboard_entity::{
 use switchboard_providers::{Accepted, OutboundSms, SendError, SmsProvider};
 
 use crate::events::{Event, EventKind};
+use crate::group::{Groups, Unit};
 use crate::jobs::{Enqueue, Job, SendMessage};
 use crate::{App, ServiceError, TenantCtx, tenancy};
 
@@ -511,25 +512,24 @@ async fn attempt_one(
     ctx: &TenantCtx,
     message_id: MessageId,
 ) -> Result<Step, ServiceError> {
-    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let Some(out) = Outgoing::load(&tx, message_id).await? else {
-        tracing::info!(%message_id, "message is gone; nothing to send");
-        return Ok(Delivery::Done.into());
+    let out = match app
+        .sends
+        .claims
+        .run(ctx.tenant_id(), ClaimIfDue(message_id))
+        .await?
+    {
+        Found::Gone => {
+            tracing::info!(%message_id, "message is gone; nothing to send");
+            return Ok(Delivery::Done.into());
+        }
+        Found::Claimed(out) => return send_claimed(app, ctx, out).await,
+        Found::Taken => {
+            tracing::info!(%message_id, "another job is sending this message");
+            return Ok(Delivery::Done.into());
+        }
+        // Everything else writes in transactions of its own.
+        Found::NotDue(out) => out,
     };
-    // Due as it stands: claim it in this transaction and send.
-    if out.due() {
-        let claimed = out.claim(&tx).await?;
-        tx.commit().await?;
-        return match claimed {
-            Some(out) => send_claimed(app, ctx, out).await,
-            None => {
-                tracing::info!(%message_id, "another job is sending this message");
-                Ok(Delivery::Done.into())
-            }
-        };
-    }
-    // Everything else writes in transactions of its own.
-    drop(tx);
     let msg = out.msg.clone();
     if msg.direction != Direction::Outbound {
         return Ok(Delivery::Done.into());
@@ -628,6 +628,54 @@ async fn attempt_one(
         return Ok(Delivery::Done.into());
     };
     attempt(app, ctx, provider.as_ref(), &sms, msg).await
+}
+
+/// The group-commit lanes of the send jobs ([`crate::group`]): their claims, and their records
+/// of the provider's acceptance.
+pub(crate) struct SendGroups {
+    claims: Groups<ClaimIfDue>,
+    accepts: Groups<RecordAccepted>,
+}
+
+impl SendGroups {
+    pub(crate) fn new(db: &switchboard_entity::Db) -> Self {
+        Self {
+            claims: Groups::new(db.clone()),
+            accepts: Groups::new(db.clone()),
+        }
+    }
+}
+
+/// The send job's first transaction for a message (a [`group`](crate::group) unit): read it
+/// with what its send needs and, when plainly due, claim the attempt.
+struct ClaimIfDue(MessageId);
+
+/// What [`ClaimIfDue`] found.
+enum Found {
+    /// The row is gone.
+    Gone,
+    /// Claimed for this job: send it.
+    Claimed(Outgoing),
+    /// Plainly due, but another job claimed it first.
+    Taken,
+    /// Not plainly due: [`attempt_one`] decides what it needs.
+    NotDue(Outgoing),
+}
+
+impl Unit for ClaimIfDue {
+    type Output = Found;
+
+    async fn run(units: &[Self], tx: &TenantTx) -> Result<Vec<Found>, ServiceError> {
+        let mut found = Vec::with_capacity(units.len());
+        for unit in units {
+            found.push(match Outgoing::load(tx, unit.0).await? {
+                None => Found::Gone,
+                Some(out) if !out.due() => Found::NotDue(out),
+                Some(out) => out.claim(tx).await?.map_or(Found::Taken, Found::Claimed),
+            });
+        }
+        Ok(found)
+    }
 }
 
 /// [`attempt`] for a reply claimed together with what its send needs.
@@ -755,83 +803,119 @@ async fn reconcile(
     Ok(None)
 }
 
-/// Records the provider's acceptance without moving the status backwards (a status callback
-/// may have arrived first, through the message id in its URL), and returns the reply that
-/// waited for this one, found (and, when plainly due, claimed) in the same transaction. One UPDATE decides
-/// against the row as it is when written, so a callback committed meanwhile is never
-/// overwritten.
+/// Records the provider's acceptance of `msg` ([`RecordAccepted`], in a shared transaction)
+/// and announces the change; returns what the job does next.
 async fn record_accepted(
     app: &App,
     ctx: &TenantCtx,
     msg: &message::Model,
     accepted: Accepted,
 ) -> Result<Step, ServiceError> {
-    use message::Column as M;
-    use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
-    use sea_orm::{ConnectionTrait, QueryTrait};
-    let status = accepted.status.max_with(MessageStatus::Sending);
-    let behind: Vec<&str> = MessageStatus::ALL
-        .into_iter()
-        .filter(|s| s.can_advance_to(status))
-        .map(MessageStatus::as_str)
-        .collect();
-    let sending = || Expr::col(M::Status).eq(MessageStatus::Sending.as_str());
-    // RETURNING the conversation's oldest later reply still in the outbox (or NULL).
-    let next = oldest_outbound_query(ctx.tenant_id(), msg.conversation_id, Some(msg.id), queued())
-        .into_query();
-    let now = Utc::now();
-    let mut update = message::Entity::by_id_update(ctx.tenant_id(), msg.id)
-        .col_expr(
-            M::Status,
-            Expr::case(Expr::col(M::Status).is_in(behind), status.as_str())
-                .finally(Expr::col(M::Status))
-                .into(),
-        )
-        .col_expr(
-            M::ProviderSid,
-            Func::coalesce([Expr::col(M::ProviderSid), Expr::val(accepted.sid)]).into(),
-        )
-        .col_expr(
-            M::SentAt,
-            Func::coalesce([Expr::col(M::SentAt), Expr::val(now)]).into(),
-        )
-        .col_expr(
-            M::ErrorCode,
-            Expr::case(sending(), Expr::val(None::<i32>))
-                .finally(Expr::col(M::ErrorCode))
-                .into(),
-        )
-        .col_expr(
-            M::ErrorMessage,
-            Expr::case(sending(), Expr::val(None::<String>))
-                .finally(Expr::col(M::ErrorMessage))
-                .into(),
-        )
-        .col_expr(M::UpdatedAt, now.into())
-        .into_query();
-    update.returning(Query::returning().expr(Expr::SubQuery(None, Box::new(next.into()))));
-    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let backend = tx.conn().get_database_backend();
-    let row = tx
-        .conn()
-        .query_one_raw(backend.build(&update))
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let next: Option<MessageId> = row.try_get_by_index(0)?;
-    // The next reply, claimed here when it is plainly due (one transaction fewer per reply).
-    let step = match next {
-        None => Step::Finished(Delivery::Done),
-        Some(next) => match Outgoing::load(&tx, next).await? {
-            Some(out) if out.due() => match out.claim(&tx).await? {
-                Some(out) => Step::Claimed(Box::new(out)),
-                None => Step::Finished(Delivery::Done), // another job is sending it
-            },
-            _ => Step::Next(next),
-        },
+    let unit = RecordAccepted {
+        id: msg.id,
+        conversation_id: msg.conversation_id,
+        accepted,
     };
-    tx.commit().await?;
+    let step = app.sends.accepts.run(ctx.tenant_id(), unit).await?;
     announce_update(app, ctx, msg.conversation_id, msg.id);
     Ok(step)
+}
+
+/// Records the provider's acceptance of message `id` without moving the status backwards (a
+/// status callback may have arrived first, through the message id in its URL), and returns the
+/// reply that waited for this one, found (and, when plainly due, claimed) in the same
+/// transaction. One UPDATE decides against the row as it is when written, so a callback
+/// committed meanwhile is never overwritten. A [`group`](crate::group) unit.
+struct RecordAccepted {
+    id: MessageId,
+    conversation_id: ConversationId,
+    accepted: Accepted,
+}
+
+impl Unit for RecordAccepted {
+    type Output = Step;
+
+    /// One `UPDATE … RETURNING` per message (each has its own MessageSid and status), plus
+    /// the next reply's read and claim when there is one.
+    async fn run(units: &[Self], tx: &TenantTx) -> Result<Vec<Step>, ServiceError> {
+        let mut steps = Vec::with_capacity(units.len());
+        for unit in units {
+            steps.push(unit.record(tx).await?);
+        }
+        Ok(steps)
+    }
+}
+
+impl RecordAccepted {
+    async fn record(&self, tx: &TenantTx) -> Result<Step, ServiceError> {
+        use message::Column as M;
+        use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+        use sea_orm::{ConnectionTrait, QueryTrait};
+        let status = self.accepted.status.max_with(MessageStatus::Sending);
+        let behind: Vec<&str> = MessageStatus::ALL
+            .into_iter()
+            .filter(|s| s.can_advance_to(status))
+            .map(MessageStatus::as_str)
+            .collect();
+        let sending = || Expr::col(M::Status).eq(MessageStatus::Sending.as_str());
+        // RETURNING the conversation's oldest later reply still in the outbox (or NULL).
+        let next =
+            oldest_outbound_query(tx.tenant(), self.conversation_id, Some(self.id), queued())
+                .into_query();
+        let now = Utc::now();
+        let mut update = message::Entity::by_id_update(tx.tenant(), self.id)
+            .col_expr(
+                M::Status,
+                Expr::case(Expr::col(M::Status).is_in(behind), status.as_str())
+                    .finally(Expr::col(M::Status))
+                    .into(),
+            )
+            .col_expr(
+                M::ProviderSid,
+                Func::coalesce([
+                    Expr::col(M::ProviderSid),
+                    Expr::val(self.accepted.sid.clone()),
+                ])
+                .into(),
+            )
+            .col_expr(
+                M::SentAt,
+                Func::coalesce([Expr::col(M::SentAt), Expr::val(now)]).into(),
+            )
+            .col_expr(
+                M::ErrorCode,
+                Expr::case(sending(), Expr::val(None::<i32>))
+                    .finally(Expr::col(M::ErrorCode))
+                    .into(),
+            )
+            .col_expr(
+                M::ErrorMessage,
+                Expr::case(sending(), Expr::val(None::<String>))
+                    .finally(Expr::col(M::ErrorMessage))
+                    .into(),
+            )
+            .col_expr(M::UpdatedAt, now.into())
+            .into_query();
+        update.returning(Query::returning().expr(Expr::SubQuery(None, Box::new(next.into()))));
+        let backend = tx.conn().get_database_backend();
+        let row = tx
+            .conn()
+            .query_one_raw(backend.build(&update))
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let next: Option<MessageId> = row.try_get_by_index(0)?;
+        // The next reply, claimed here when it is plainly due (one transaction fewer per reply).
+        Ok(match next {
+            None => Step::Finished(Delivery::Done),
+            Some(next) => match Outgoing::load(tx, next).await? {
+                Some(out) if out.due() => match out.claim(tx).await? {
+                    Some(out) => Step::Claimed(Box::new(out)),
+                    None => Step::Finished(Delivery::Done), // another job is sending it
+                },
+                _ => Step::Next(next),
+            },
+        })
+    }
 }
 
 /// After `msg` stopped waiting for the provider, starts the conversation's next unsent reply.
