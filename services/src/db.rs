@@ -258,7 +258,7 @@ async fn spawn_checkpointer(
 }
 
 /// Opens the inbound writer's own connection to the database file behind `url` (after
-/// [`open`] created and migrated it), with the same settings as the pools' connections.
+/// [`open_sqlite`] created and migrated it), with the same settings as the pools' connections.
 ///
 /// # Errors
 /// [`DbOpenError`] naming what failed.

@@ -7,8 +7,8 @@
 //! while that tenant's transactions ([`SLOTS`] at most at once) are committing in ONE
 //! transaction, one after another in arrival order: the first unit of a quiet tenant starts at
 //! once, and under load the groups grow by themselves. Measured on 2 cores with Postgres +
-//! Redis (docs/BENCHMARKS.md): sends/s +25% at 8 in flight, and 32 in flight then reach
-//! ~1,900-2,050 sends/s against ~1,170 without groups.
+//! Redis (docs/BENCHMARKS.md): sends/s +25% at 8 in flight; 32 in flight then reach
+//! 1,860-2,200 sends/s, against 1,170 without groups.
 //!
 //! A unit's output reaches its caller only after the transaction committed. When the shared
 //! transaction fails (a statement error aborts a Postgres transaction for everyone in it, and

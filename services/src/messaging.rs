@@ -460,7 +460,8 @@ impl Outgoing {
 /// claim the attempt), the provider call, and one write transaction (record the MessageSid,
 /// find and claim the reply that waited for this one). The job then sends that reply, so the
 /// replies of one turn of a conversation go out in order from one job, with one write
-/// transaction per reply after the first.
+/// transaction per reply after the first. Both write transactions are shared with the other
+/// send jobs of the tenant that write at the same moment ([`crate::group`]).
 ///
 /// Never sends a text twice: a row whose last attempt has an unknown outcome (`sending`
 /// without a MessageSid) is first left alone while that attempt may still be in flight
