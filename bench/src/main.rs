@@ -499,7 +499,7 @@ async fn noop_rate(redis: &str, n: usize, concurrency: usize) -> f64 {
     }
     let done = Arc::new(AtomicU64::new(0));
     let storage = apalis_redis::RedisStorage::<SendMessage>::new(conn)
-        .with_config(queues.config(QUEUE_SEND))
+        .with_config(queues.config(QUEUE_SEND).batch_size(concurrency))
         .poll_with_strategy(Strategy::new().interval(Duration::from_secs(1)));
     let worker = WorkerBuilder::new("bench-noop")
         .backend(storage)

@@ -86,11 +86,13 @@ fn wake(app: &App, queue: &str) -> Strategy {
         .interval(Duration::from_secs(FALLBACK_POLL_SECS))
 }
 
-/// `queue` in the SQLite file, on the write connection.
-fn sqlite_storage<T>(app: &App, queue: &str) -> PollWith<SqliteStorage<T>, Strategy> {
+/// `queue` in the SQLite file, on the write connection, fetching up to `batch` jobs per
+/// call (see [`redis_storage`]).
+fn sqlite_storage<T>(app: &App, queue: &str, batch: usize) -> PollWith<SqliteStorage<T>, Strategy> {
     let pool = app.jobs.sqlite_pool().expect("the SQLite queue");
     let config = Config::default()
         .queue(queue)
+        .batch_size(batch)
         .heartbeat_interval(Duration::from_secs(HEARTBEAT_SECS))
         .missed_heartbeats(MISSED_HEARTBEATS);
     SqliteStorage::<T>::new(pool)
@@ -99,11 +101,12 @@ fn sqlite_storage<T>(app: &App, queue: &str) -> PollWith<SqliteStorage<T>, Strat
 }
 
 /// `queue` in Redis, shared by every process (orphan recovery as configured by
-/// [`RedisQueues::config`]).
-fn redis_storage<T>(app: &App, queue: &str) -> PollWith<RedisStorage<T>, Strategy> {
+/// [`RedisQueues::config`]), fetching up to `batch` jobs per call (the worker's concurrency:
+/// apalis' default of 10 left a worker running 32 sends waiting for its next fetch).
+fn redis_storage<T>(app: &App, queue: &str, batch: usize) -> PollWith<RedisStorage<T>, Strategy> {
     let queues: &RedisQueues = app.jobs.redis_queues().expect("the Redis queues");
     RedisStorage::<T>::new(queues.conn().clone())
-        .with_config(queues.config(queue))
+        .with_config(queues.config(queue).batch_size(batch))
         .poll_with_strategy(wake(app, queue))
 }
 
@@ -118,7 +121,7 @@ fn register(monitor: Monitor, app: &Arc<App>) -> Monitor {
             let (app, instance, n) = (app.clone(), instance.clone(), $n);
             $monitor.register(move |restarts| {
                 WorkerBuilder::new(format!("{}-{instance}-{restarts}", $name))
-                    .backend($storage(&app, $queue))
+                    .backend($storage(&app, $queue, n))
                     .data(app.clone())
                     .concurrency(n)
                     .catch_panic()
