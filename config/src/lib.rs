@@ -18,7 +18,7 @@ use url::Url;
 
 /// Sends in flight per process when `WORKER_CONCURRENCY_SEND` is unset. Measured against a
 /// zero-latency mock on 2 cores with Postgres + Redis (docs/BENCHMARKS.md): 8 gave ~1,250
-/// sends/s, 32 1,860-2,200, 64 no more.
+/// sends/s, 32 1,860-2,260, 64 no more.
 pub const DEFAULT_SEND_CONCURRENCY: usize = 32;
 
 /// Environment variables Switchboard reads (all optional for the embedded default).
