@@ -114,39 +114,27 @@ impl<U: Unit> Groups<U> {
 
     /// Commits what waits in `tenant`'s lane, one group after another, until nothing waits.
     async fn committer(self, tenant: TenantId) {
-        // Gives the slot back however this task ends, in the same critical section that finds
-        // the lane empty (an arrival then sees the slot free and starts a committer), and on a
-        // panic too (the units it held are dropped, and their callers get an error).
-        struct Slot<'a, U: Unit>(&'a Groups<U>, TenantId);
-        impl<U: Unit> Slot<'_, U> {
-            fn release(lanes: &mut HashMap<TenantId, Lane<U>>, tenant: TenantId) {
-                if let Some(lane) = lanes.get_mut(&tenant) {
-                    lane.committing -= 1;
-                    if lane.committing == 0 && lane.waiting.is_empty() {
-                        lanes.remove(&tenant);
-                    }
-                }
-            }
-        }
-        impl<U: Unit> Drop for Slot<'_, U> {
-            fn drop(&mut self) {
-                if let Ok(mut lanes) = self.0.lanes.lock() {
-                    Self::release(&mut lanes, self.1);
-                }
-            }
-        }
-        let slot = Slot(&self, tenant);
+        let mut slot = Slot {
+            groups: &self,
+            tenant,
+            held: true,
+        };
         loop {
             let group: Vec<Waiting<U>> = {
                 let mut lanes = self.lanes.lock().expect("group lanes");
-                let waiting = lanes.get_mut(&tenant).map_or(0, |lane| lane.waiting.len());
-                if waiting == 0 {
-                    std::mem::forget(slot);
-                    Slot::release(&mut lanes, tenant);
-                    return;
+                match lanes.get_mut(&tenant) {
+                    Some(lane) if !lane.waiting.is_empty() => {
+                        let n = lane.waiting.len().min(MAX_GROUP);
+                        lane.waiting.drain(..n).collect()
+                    }
+                    // Given back in the critical section that found the lane empty: an
+                    // arrival after it sees the slot free and starts a committer.
+                    _ => {
+                        slot.held = false;
+                        release(&mut lanes, tenant);
+                        return;
+                    }
                 }
-                let lane = lanes.get_mut(&tenant).expect("lane with work");
-                lane.waiting.drain(..waiting.min(MAX_GROUP)).collect()
             };
             self.commit(tenant, group).await;
         }
@@ -186,6 +174,35 @@ impl<U: Unit> Groups<U> {
         debug_assert_eq!(outputs.len(), units.len());
         tx.commit().await?;
         Ok(outputs)
+    }
+}
+
+/// Gives back one committing slot of `tenant`'s lane, and closes the lane when that was the
+/// last and nothing waits.
+fn release<U: Unit>(lanes: &mut HashMap<TenantId, Lane<U>>, tenant: TenantId) {
+    if let Some(lane) = lanes.get_mut(&tenant) {
+        lane.committing -= 1;
+        if lane.committing == 0 && lane.waiting.is_empty() {
+            lanes.remove(&tenant);
+        }
+    }
+}
+
+/// A committer's slot, given back on a panic too (the units it held are dropped, and their
+/// callers get an error), so the lane never counts a committer that is gone.
+struct Slot<'a, U: Unit> {
+    groups: &'a Groups<U>,
+    tenant: TenantId,
+    held: bool,
+}
+
+impl<U: Unit> Drop for Slot<'_, U> {
+    fn drop(&mut self) {
+        if self.held
+            && let Ok(mut lanes) = self.groups.lanes.lock()
+        {
+            release(&mut lanes, self.tenant);
+        }
     }
 }
 

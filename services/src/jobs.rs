@@ -289,30 +289,28 @@ impl Notifier {
 /// This process's wake-up sources: one [`Notifier`] per queue.
 #[derive(Clone, Default)]
 pub struct Wakers {
-    inbound: Notifier,
-    send: Notifier,
-    /// Queues that the open transaction on the SQLite write connection added jobs to (bits
-    /// of [`queue_bit`]); its commit wakes only their workers.
+    /// By [`queue_index`].
+    notifiers: [Notifier; 2],
+    /// Queues that the open transaction on the SQLite write connection added jobs to (bit
+    /// `1 << queue_index`); its commit wakes only their workers.
     staged: Arc<AtomicU8>,
 }
 
-fn queue_bit(queue: &str) -> u8 {
-    if queue == QUEUE_SEND { 2 } else { 1 }
+/// `queue`'s place in [`Wakers`]: 0 for [`QUEUE_INBOUND`], 1 for [`QUEUE_SEND`].
+fn queue_index(queue: &str) -> usize {
+    usize::from(queue == QUEUE_SEND)
 }
 
 impl Wakers {
     /// The wake-up source of `queue`'s workers.
     pub fn of(&self, queue: &str) -> &Notifier {
-        if queue == QUEUE_SEND {
-            &self.send
-        } else {
-            &self.inbound
-        }
+        &self.notifiers[queue_index(queue)]
     }
 
     /// Notes that the open write transaction adds a job to `queue`.
     fn stage(&self, queue: &str) {
-        self.staged.fetch_or(queue_bit(queue), Ordering::AcqRel);
+        self.staged
+            .fetch_or(1 << queue_index(queue), Ordering::AcqRel);
     }
 
     /// Installs the hooks on the SQLite write connection: an insert into `Jobs` marks the
@@ -335,9 +333,9 @@ impl Wakers {
         handle.set_commit_hook(move || {
             let staged = wakers.staged.swap(0, Ordering::AcqRel);
             if on_commit.swap(false, Ordering::Relaxed) {
-                for queue in [QUEUE_INBOUND, QUEUE_SEND] {
-                    if staged == 0 || staged & queue_bit(queue) != 0 {
-                        wakers.of(queue).notify();
+                for (i, notifier) in wakers.notifiers.iter().enumerate() {
+                    if staged == 0 || staged & (1 << i) != 0 {
+                        notifier.notify();
                     }
                 }
             }

@@ -101,8 +101,9 @@ fn sqlite_storage<T>(app: &App, queue: &str, batch: usize) -> PollWith<SqliteSto
 }
 
 /// `queue` in Redis, shared by every process (orphan recovery as configured by
-/// [`RedisQueues::config`]), fetching up to `batch` jobs per call (the worker's concurrency:
-/// apalis' default of 10 left a worker running 32 sends waiting for its next fetch).
+/// [`RedisQueues::config`]), fetching up to `batch` jobs per call: the worker's concurrency,
+/// rather than apalis' default of 10 (sends 2,224 / 2,263 vs 2,125 / 2,198 per second with
+/// 32 in flight, docs/BENCHMARKS.md).
 fn redis_storage<T>(app: &App, queue: &str, batch: usize) -> PollWith<RedisStorage<T>, Strategy> {
     let queues: &RedisQueues = app.jobs.redis_queues().expect("the Redis queues");
     RedisStorage::<T>::new(queues.conn().clone())
