@@ -48,24 +48,10 @@ pub const SQLITE_READERS: u32 = 8;
 pub const CHECKPOINT_INTERVAL_MS: u64 = 25;
 
 /// WAL size (4 KiB pages) at which the background task restarts the WAL under the write lock.
-///
-/// Each restart stalls every writer for its duration (3-20 ms measured under load: the
-/// checkpoint's fsyncs), so restarts are kept rare. Under sustained ingest the WAL grows by
-/// ~4.5 frames per webhook; at 16,000 pages the task restarted it every ~0.3 s and the p99 at
-/// half load was 17.7 / 20.0 / 29.0 ms (bench `--only-ingest --with-latency`, 3 runs); at
-/// 64,000 pages it restarts ~4x less often (23 instead of 88 restarts in a run) and the p99 was
-/// 15.5 / 13.0 / 14.6 ms, at the same throughput.
-pub const WAL_RESTART_PAGES: i64 = 64_000;
+pub const WAL_RESTART_PAGES: i64 = 16_000;
 
-/// Bytes of one WAL frame: a 24-byte frame header and a 4 KiB page.
-const WAL_FRAME_BYTES: i64 = 24 + 4096;
-
-/// `journal_size_limit`: bytes the WAL file keeps after a restart. Above
-/// [`WAL_RESTART_PAGES`] frames with a quarter to spare (the WAL grows while the restart
-/// waits for the lock): truncating a larger WAL happens inside the next commit, and cutting
-/// it from ~256 MiB to 64 MiB at every restart put the p99 at half load at 65-69 ms. After a
-/// burst the WAL file keeps this size (~330 MB) on disk; SQLite reuses it from the start.
-pub const WAL_SIZE_LIMIT_BYTES: i64 = WAL_RESTART_PAGES * 5 / 4 * WAL_FRAME_BYTES;
+/// `journal_size_limit`: bytes the WAL file keeps after a restart (64 MiB).
+pub const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
 
 /// `cache_size` of the two write connections (the write pool's and the inbound writer's), in
 /// KiB as SQLite's negative form takes it: 8 MiB, 2,048 pages. The readers keep 64 MiB.
@@ -117,7 +103,7 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
         .pragma("temp_store", "memory")
         .pragma("cache_size", "-65536")
         .pragma("mmap_size", "268435456")
-        .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string())
+        .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES)
         .statement_cache_capacity(256);
     if let Some(dir) = options.get_filename().parent()
         && !dir.as_os_str().is_empty()
