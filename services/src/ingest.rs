@@ -3,8 +3,9 @@
 //! Every verified inbound text is handed to one writer thread. The writer takes whatever has
 //! queued up (up to [`MAX_BATCH`]), writes it in ONE transaction
 //! ([`switchboard_entity::ingest::write_batch`]) together with one `HandleInbound` job per
-//! stored message, commits, and only then answers each waiting webhook. Under light load a
-//! batch is one webhook and nothing waits; under heavy load the per-commit cost is shared.
+//! tenant listing its stored messages, commits, and only then answers each waiting webhook.
+//! Under light load a batch is one webhook and nothing waits; under heavy load the per-commit
+//! cost is shared.
 //! Durability is not traded: a webhook is answered 200 only after its commit.
 //!
 //! The writer runs SQLite synchronously on its own thread through its own connection (no
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ServiceError;
 use crate::events::{Event, EventBus, EventKind};
-use crate::jobs::{self, Enqueue, HandleInbound, Job, JobQueue};
+use crate::jobs::{self, Enqueue, HandleInbound, InboundText, Job, JobQueue};
 
 /// Most webhooks written in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -161,7 +162,7 @@ async fn run_sqlite(
     }
 }
 
-/// One transaction: the rows, and (with `in_tx`) a `HandleInbound` job per stored message.
+/// One transaction: the rows, and (with `in_tx`) a `HandleInbound` job per tenant of the batch.
 fn write_sqlite(
     conn: &mut rusqlite::Connection,
     items: &[NewInbound],
@@ -170,7 +171,7 @@ fn write_sqlite(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let results = write_batch(&tx, items)?;
     if in_tx {
-        jobs::push_in_sync(&tx, &handle_jobs(items, &results))?;
+        jobs::push_in_sync(&tx, &handle_jobs(items, &results, true))?;
     }
     tx.commit()?;
     Ok(results)
@@ -220,21 +221,36 @@ async fn write_postgres(pool: &PgPool, items: &[NewInbound]) -> Result<Vec<Writt
     Ok(results)
 }
 
-/// A `HandleInbound` job per stored message.
-fn handle_jobs(items: &[NewInbound], results: &[Written]) -> Vec<Enqueue> {
-    results
-        .iter()
-        .zip(items)
-        .filter_map(|(r, it)| match r {
-            Written::Stored { message_id, .. } => Some(Enqueue::now(
-                Job::HandleInbound(HandleInbound {
-                    tenant_id: it.tenant_id,
-                    message_id: *message_id,
-                    request_id: it.request_id.clone(),
-                }),
-                format!("inbound:{message_id}"),
+/// The `HandleInbound` jobs of a batch's stored texts: one per tenant, listing its texts in
+/// arrival order (`per_tenant`, the SQLite queue, where every job row is written by the one
+/// writer), or one per text (Redis, where separate jobs spread over the worker processes).
+/// Each job's key is its first text's.
+fn handle_jobs(items: &[NewInbound], results: &[Written], per_tenant: bool) -> Vec<Enqueue> {
+    let mut jobs: Vec<HandleInbound> = Vec::new();
+    for (r, it) in results.iter().zip(items) {
+        let Written::Stored { message_id, .. } = r else {
+            continue;
+        };
+        let text = InboundText {
+            message_id: *message_id,
+            request_id: it.request_id.clone(),
+        };
+        match jobs
+            .iter_mut()
+            .find(|j| per_tenant && j.tenant_id == it.tenant_id)
+        {
+            Some(job) => job.more.push(text),
+            None => jobs.push(HandleInbound::one(
+                it.tenant_id,
+                text.message_id,
+                text.request_id,
             )),
-            Written::Duplicate => None,
+        }
+    }
+    jobs.into_iter()
+        .map(|job| {
+            let key = format!("inbound:{}", job.message_id);
+            Enqueue::now(Job::HandleInbound(job), key)
         })
         .collect()
 }
@@ -259,7 +275,7 @@ async fn answer(
             jobs.notifier(jobs::QUEUE_INBOUND).notify();
         }
     } else {
-        let pending = handle_jobs(items, &results);
+        let pending = handle_jobs(items, &results, false);
         if !pending.is_empty()
             && let Err(e) = jobs.push(&pending).await
         {

@@ -33,7 +33,13 @@ pub const FALLBACK_POLL_SECS: u64 = 1;
 /// failures do not count: they are rescheduled by our own backoff as new jobs.
 pub const MAX_JOB_ATTEMPTS: usize = 10;
 
-/// Decide the reply to a stored inbound text.
+/// Decide the replies to stored inbound texts of one tenant: `message_id`, then each of `more`,
+/// in that order.
+///
+/// The inbound writer stores ONE such job per tenant per commit on the SQLite queue, where a
+/// job row is a row and six index entries written by the one write connection: a job per
+/// text was ~20% of the inbound path (docs/BENCHMARKS.md). On Redis it pushes one job per
+/// text (`more` empty), which spreads the texts over the worker processes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandleInbound {
     pub tenant_id: TenantId,
@@ -41,6 +47,39 @@ pub struct HandleInbound {
     /// Correlation id of the webhook that stored the text ([`crate::correlation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The tenant's other texts stored in the same commit, in arrival order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<InboundText>,
+}
+
+/// One stored inbound text of a [`HandleInbound`] job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundText {
+    pub message_id: MessageId,
+    /// Correlation id of the webhook that stored the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl HandleInbound {
+    /// A job for one text.
+    pub fn one(tenant_id: TenantId, message_id: MessageId, request_id: Option<String>) -> Self {
+        Self {
+            tenant_id,
+            message_id,
+            request_id,
+            more: Vec::new(),
+        }
+    }
+
+    /// Every text of the job, in the order to handle them.
+    pub fn texts(self) -> impl Iterator<Item = InboundText> {
+        let first = InboundText {
+            message_id: self.message_id,
+            request_id: self.request_id,
+        };
+        std::iter::once(first).chain(self.more)
+    }
 }
 
 /// Hand one outbox row to its provider.

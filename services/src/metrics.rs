@@ -58,7 +58,8 @@ pub fn webhook(endpoint: &'static str, result: &'static str) {
     metrics::counter!(WEBHOOKS, "endpoint" => endpoint, "result" => result).increment(1);
 }
 
-/// Counts one finished job run.
+/// Counts one finished job run; for `handle_inbound`, one per text the job handled (a job
+/// may carry several, see [`crate::jobs::HandleInbound`]).
 pub fn job(job: &'static str, outcome: &'static str) {
     metrics::counter!(JOBS, "job" => job, "outcome" => outcome).increment(1);
 }

@@ -36,11 +36,7 @@ pub async fn run(app: &App) -> Result<usize, ServiceError> {
         .iter()
         .map(|s| match s.direction {
             Direction::Inbound => Enqueue::now(
-                Job::HandleInbound(HandleInbound {
-                    tenant_id: s.tenant_id,
-                    message_id: s.message_id,
-                    request_id: None,
-                }),
+                Job::HandleInbound(HandleInbound::one(s.tenant_id, s.message_id, None)),
                 format!("sweep-inbound:{}:{bucket}", s.message_id),
             ),
             Direction::Outbound => Enqueue::now(

@@ -30,11 +30,21 @@ pub const MISSED_HEARTBEATS: usize = 3;
 /// then re-run elsewhere).
 pub const SHUTDOWN_GRACE_SECS: u64 = 20;
 
+/// Handles the job's texts one after another, each under its own webhook's correlation id. A
+/// text that fails does not hold up the others; the job then fails and apalis runs it again,
+/// and the re-run finds the texts already handled done.
 async fn handle_inbound(job: HandleInbound, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
     let ctx = TenantCtx::for_job(job.tenant_id);
-    let work = inbound::handle(&app, &ctx, job.message_id);
-    let decision = traced("handle_inbound", job.request_id, work).await;
-    finish("handle_inbound", job.message_id, decision)
+    let mut outcome = Ok(());
+    for text in job.texts() {
+        let work = inbound::handle(&app, &ctx, text.message_id);
+        let decision = traced("handle_inbound", text.request_id, work).await;
+        let finished = finish("handle_inbound", text.message_id, decision);
+        if outcome.is_ok() {
+            outcome = finished;
+        }
+    }
+    outcome
 }
 
 async fn send_message(job: SendMessage, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
