@@ -33,18 +33,16 @@ pub const MAX_GROUP: usize = 64;
 pub const SLOTS: usize = 2;
 
 /// A unit of work: statements of one tenant that belong in one write transaction. Units of one
-/// kind that meet run together, as few statements as [`Unit::run`] makes of them. A unit may
-/// run twice (first in a group that is then rolled back, then alone), so it must not act
-/// outside the transaction; its caller acts on its output.
+/// kind that meet run one after another in the same transaction. A unit may run twice (first
+/// in a group that is then rolled back, then alone), so it must not act outside the
+/// transaction; its caller acts on its output.
 pub trait Unit: Sized + Send + Sync + 'static {
     /// What the caller gets once the transaction committed.
     type Output: Send + 'static;
 
-    /// Runs `units` (one or more, in arrival order) in `tx`: one output per unit, in order.
-    fn run(
-        units: &[Self],
-        tx: &TenantTx,
-    ) -> impl Future<Output = Result<Vec<Self::Output>, ServiceError>> + Send;
+    /// Runs the unit's statements in `tx`.
+    fn run(&self, tx: &TenantTx)
+    -> impl Future<Output = Result<Self::Output, ServiceError>> + Send;
 }
 
 /// A unit waiting in a lane for its transaction, and where its output goes.
@@ -170,8 +168,10 @@ impl<U: Unit> Groups<U> {
         units: &[U],
     ) -> Result<Vec<U::Output>, ServiceError> {
         let tx = TenantTx::write(&self.db, tenant).await?;
-        let outputs = U::run(units, &tx).await?;
-        debug_assert_eq!(outputs.len(), units.len());
+        let mut outputs = Vec::with_capacity(units.len());
+        for unit in units {
+            outputs.push(unit.run(&tx).await?);
+        }
         tx.commit().await?;
         Ok(outputs)
     }
@@ -222,21 +222,17 @@ mod tests {
     impl Unit for Mark {
         type Output = i64;
 
-        async fn run(units: &[Self], tx: &TenantTx) -> Result<Vec<i64>, ServiceError> {
-            let mut out = Vec::new();
-            for unit in units {
-                let insert = Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
-                    "INSERT INTO marks (n) VALUES (?)",
-                    [unit.n.into()],
-                );
-                tx.conn().execute_raw(insert).await?;
-                if unit.fail {
-                    return Err(ServiceError::invalid("n", "refused"));
-                }
-                out.push(unit.n);
+        async fn run(&self, tx: &TenantTx) -> Result<i64, ServiceError> {
+            let insert = Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "INSERT INTO marks (n) VALUES (?)",
+                [self.n.into()],
+            );
+            tx.conn().execute_raw(insert).await?;
+            if self.fail {
+                return Err(ServiceError::invalid("n", "refused"));
             }
-            Ok(out)
+            Ok(self.n)
         }
     }
 

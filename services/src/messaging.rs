@@ -666,17 +666,18 @@ enum Found {
 impl Unit for ClaimIfDue {
     type Output = Found;
 
-    async fn run(units: &[Self], tx: &TenantTx) -> Result<Vec<Found>, ServiceError> {
-        let mut found = Vec::with_capacity(units.len());
-        for unit in units {
-            found.push(match Outgoing::load(tx, unit.0).await? {
-                None => Found::Gone,
-                Some(out) if !out.due() => Found::NotDue(out),
-                Some(out) => out.claim(tx).await?.map_or(Found::Taken, Found::Claimed),
-            });
-        }
-        Ok(found)
+    async fn run(&self, tx: &TenantTx) -> Result<Found, ServiceError> {
+        claim_if_due(tx, self.0).await
     }
+}
+
+/// Reads message `id` with what its send needs and, when plainly due, claims the attempt.
+async fn claim_if_due(tx: &TenantTx, id: MessageId) -> Result<Found, ServiceError> {
+    Ok(match Outgoing::load(tx, id).await? {
+        None => Found::Gone,
+        Some(out) if !out.due() => Found::NotDue(out),
+        Some(out) => out.claim(tx).await?.map_or(Found::Taken, Found::Claimed),
+    })
 }
 
 /// [`attempt`] for a reply claimed together with what its send needs.
@@ -836,19 +837,8 @@ struct RecordAccepted {
 impl Unit for RecordAccepted {
     type Output = Step;
 
-    /// One `UPDATE … RETURNING` per message (each has its own MessageSid and status), plus
-    /// the next reply's read and claim when there is one.
-    async fn run(units: &[Self], tx: &TenantTx) -> Result<Vec<Step>, ServiceError> {
-        let mut steps = Vec::with_capacity(units.len());
-        for unit in units {
-            steps.push(unit.record(tx).await?);
-        }
-        Ok(steps)
-    }
-}
-
-impl RecordAccepted {
-    async fn record(&self, tx: &TenantTx) -> Result<Step, ServiceError> {
+    /// One `UPDATE … RETURNING`, plus the next reply's read and claim when there is one.
+    async fn run(&self, tx: &TenantTx) -> Result<Step, ServiceError> {
         use message::Column as M;
         use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
         use sea_orm::{ConnectionTrait, QueryTrait};
@@ -908,12 +898,10 @@ impl RecordAccepted {
         // The next reply, claimed here when it is plainly due (one transaction fewer per reply).
         Ok(match next {
             None => Step::Finished(Delivery::Done),
-            Some(next) => match Outgoing::load(tx, next).await? {
-                Some(out) if out.due() => match out.claim(tx).await? {
-                    Some(out) => Step::Claimed(Box::new(out)),
-                    None => Step::Finished(Delivery::Done), // another job is sending it
-                },
-                _ => Step::Next(next),
+            Some(next) => match claim_if_due(tx, next).await? {
+                Found::Claimed(out) => Step::Claimed(Box::new(out)),
+                Found::Taken => Step::Finished(Delivery::Done), // another job is sending it
+                Found::Gone | Found::NotDue(_) => Step::Next(next),
             },
         })
     }

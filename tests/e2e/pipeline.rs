@@ -184,17 +184,10 @@ async fn texts_stored_in_one_commit_share_one_job_and_each_is_answered() {
     let sqlite = !postgres_requested();
     // Hold the one write connection, which the inbound writer takes as its lock: the writer
     // waits for it with the first text, and the others queue up behind it for one commit.
-    let lock = match sqlite {
-        true => Some(
-            t.app
-                .db
-                .write
-                .get_sqlite_connection_pool()
-                .acquire()
-                .await
-                .unwrap(),
-        ),
-        false => None,
+    let pool = sqlite.then(|| t.app.db.write.get_sqlite_connection_pool());
+    let lock = match pool {
+        Some(pool) => Some(pool.acquire().await.unwrap()),
+        None => None,
     };
     let release = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
