@@ -29,6 +29,7 @@ use switchboard_domain::TenantId;
 use switchboard_domain::message::Direction;
 use switchboard_domain::phone::E164;
 use switchboard_domain::signature::twilio;
+use switchboard_entity::ingest::NewInbound;
 use switchboard_entity::{TenantOwned, TenantTx, conversation, message};
 use switchboard_services::jobs::{Enqueue, Job, JobQueue, QUEUE_SEND, SendMessage};
 use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
@@ -51,12 +52,19 @@ struct Args {
     /// Inbound texts per second during the reply-latency measurement.
     #[arg(long, default_value_t = 100)]
     reply_rate: u64,
+    /// Texts posted at once for the burst measurement (each its own connection).
+    #[arg(long, default_value_t = 100)]
+    burst: usize,
     /// Run only the ingest measurement (workers off), e.g. under a profiler.
     #[arg(long)]
     only_ingest: bool,
     /// With --only-ingest: also measure latency at half the measured load.
     #[arg(long)]
     with_latency: bool,
+    /// Run only the store path: the inbound writer fed directly by `--connections` tasks (no
+    /// HTTP, no signature), workers off. The ceiling of the ingest measurement.
+    #[arg(long)]
+    only_store: bool,
     /// Run only the workers-on load and time how long the workers take to drain it.
     #[arg(long)]
     only_drain: bool,
@@ -196,6 +204,61 @@ async fn throughput(target: &Target, connections: usize, secs: u64) -> f64 {
     }
     let errors = errors.load(Ordering::Relaxed);
     assert_eq!(errors, 0, "non-200 answers during the run");
+    done.load(Ordering::Relaxed) as f64 / elapsed
+}
+
+/// Closed loop straight into the inbound writer: `tasks` submitters, each a text from one of
+/// the same 5,000 senders as [`throughput`]. Returns texts stored per second over `secs`.
+async fn store_rate(target: &Target, tasks: usize, secs: u64) -> f64 {
+    let (app, _) = target.app.clone().expect("full target");
+    let route = tenancy::route(&app, &E164::parse(NUMBER).expect("number"))
+        .await
+        .expect("route")
+        .expect("the bench number");
+    let owner = route.owner;
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut running = Vec::new();
+    for t in 0..tasks {
+        let (app, counting, stop, done) =
+            (app.clone(), counting.clone(), stop.clone(), done.clone());
+        let owner = owner.clone();
+        running.push(tokio::spawn(async move {
+            let mut i = t as u64;
+            while !stop.load(Ordering::Relaxed) {
+                let item = NewInbound {
+                    tenant_id: owner.tenant_id,
+                    phone_number_id: owner.phone_number_id,
+                    from: customer(i % 5000),
+                    provider_sid: format!("SM{}", uuid::Uuid::new_v4().simple()),
+                    body: "Is anyone available today?".into(),
+                    media: None,
+                    segments: 1,
+                    encoding: "gsm7",
+                    received_at: chrono::Utc::now(),
+                    keyword: None,
+                    provider_replied: false,
+                    request_id: None,
+                };
+                i += tasks as u64;
+                app.ingest.submit(item).await.expect("stored");
+                if counting.load(Ordering::Relaxed) {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    counting.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in running {
+        let _ = t.await;
+    }
     done.load(Ordering::Relaxed) as f64 / elapsed
 }
 
@@ -619,6 +682,48 @@ async fn reply_latency(
         .collect()
 }
 
+/// `n` texts from new senders (numbered from `first`) posted at the same instant, each over
+/// its own connection: they commit together, and their replies come from one burst of bot
+/// decisions. Latency from that instant to each first reply at the mock, sorted (µs).
+async fn burst_latency(target: &Target, mock: &MockTwilio, first: u64, n: usize) -> Vec<u64> {
+    let senders: Vec<String> = (0..n as u64).map(|i| customer(first + i)).collect();
+    let mut posts = Vec::with_capacity(n);
+    for from in &senders {
+        let (sig, body) = signed_inbound(&target.url, from, "my water heater is leaking");
+        posts.push((Conn::open(target.addr).await, sig, body));
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let addr = target.addr;
+    let tasks: Vec<_> = posts
+        .into_iter()
+        .map(|(mut conn, sig, body)| {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(start.into()).await;
+                assert_eq!(conn.post(addr, PATH, &sig, body).await, 200);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("post");
+    }
+    let answered = || {
+        let replies = mock.first_reply.lock().expect("lock");
+        senders.iter().all(|from| replies.contains_key(from))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answered() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(answered(), "every text of the burst got a reply");
+    let replies = mock.first_reply.lock().expect("lock");
+    sorted(
+        senders
+            .iter()
+            .map(|from| replies[from].duration_since(start).as_micros() as u64)
+            .collect(),
+    )
+}
+
 /// Where the reply latency goes, from the rows' own timestamps: inbound stored -> handled
 /// (HandleInbound job), handled -> first reply written, reply written -> sent (SendMessage
 /// job and the provider call) of the texts stored from `since` on; p50 and p99 of each, in ms.
@@ -804,6 +909,11 @@ fn main() {
             println!("  workers finished the backlog {drained:.1} s after the load stopped");
             return None;
         }
+        if args.only_store {
+            let stored = store_rate(&ingest_t, c, secs).await;
+            println!("store path alone (inbound writer, no HTTP): {stored:>9.0} texts/s");
+            return None;
+        }
         if args.only_ingest {
             let before = io_counters();
             let ingest = throughput(&ingest_t, c, secs).await;
@@ -861,6 +971,17 @@ fn main() {
         );
         if args.only_reply {
             reply_stages(&reply_t, measured_from).await;
+        }
+        let burst_from = chrono::Utc::now();
+        let burst = burst_latency(&reply_t, &mock, 200_000, args.burst).await;
+        println!(
+            "burst of {} texts at once (built-in bot): first reply after p50 {:.2} ms, last after {:.2} ms",
+            burst.len(),
+            pct(&burst, 0.5),
+            pct(&burst, 1.0)
+        );
+        if args.only_reply {
+            reply_stages(&reply_t, burst_from).await;
             return None;
         }
         let bare = throughput(&bare_t, c, secs).await;

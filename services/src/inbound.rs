@@ -16,11 +16,13 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
 use switchboard_domain::compliance::{self, KeywordKind};
 use switchboard_domain::message::{Direction, Source};
-use switchboard_domain::script::{Script, ScriptState, UNKNOWN};
+use switchboard_domain::script::{Script, ScriptState, Turn, UNKNOWN};
 use switchboard_domain::{ConversationId, MessageId};
 use switchboard_entity::phone_number::BotKind;
 use switchboard_entity::{TenantOwned, TenantTx, contact, conversation, message, phone_number};
 
+use crate::group::Unit;
+use crate::jobs::{Enqueue, JobQueue};
 use crate::messaging::{self, Outboxed, dispatch, insert_outbound};
 use crate::{App, ServiceError, TenantCtx, tenancy};
 
@@ -48,10 +50,11 @@ pub enum Decision {
 /// Texts of one conversation are handled in the order they arrived, so the bot never takes a
 /// later answer for an earlier question: the job handles the conversation's oldest unhandled
 /// text (its own, or one before it), then the next, until its own is done. Each step reads
-/// the text and the conversation from one snapshot of the read pool, then claims the text in a
-/// short write transaction (`handled_at` set where unset) together with the bot's new state
-/// and its replies (each with an idempotency key derived from the text). A step that loses
-/// the claim to another job re-reads; a second run of a job finds nothing to do.
+/// the text and the conversation from one snapshot of the read pool, then claims the text
+/// (`handled_at` set where unset) together with the bot's new state and its replies (a
+/// [`Claim`], committed with the claims of the tenant's other texts that arrive meanwhile). A
+/// step that loses the claim to another job re-reads; a second run of a job finds nothing to
+/// do.
 ///
 /// # Errors
 /// Database errors (the job is re-run).
@@ -124,7 +127,7 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
     // Decide.
     let mut replies: Vec<(Source, String)> = Vec::new();
     let mut turn = None;
-    let mut decision = if let Some(kind) = msg.compliance {
+    let decision = if let Some(kind) = msg.compliance {
         if msg.provider_replied {
             Decision::AnsweredByProvider(kind)
         } else {
@@ -160,52 +163,107 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
     };
     drop(tx);
 
-    // Write: claim, bot state, replies.
-    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let claimed = message::Entity::by_id_update(tx.tenant(), msg.id)
-        .filter(message::Column::HandledAt.is_null())
-        .col_expr(message::Column::HandledAt, Some(Utc::now()).into())
-        .exec(tx.conn())
-        .await?
-        .rows_affected;
-    if claimed == 0 {
-        return Ok(Step::Lost);
-    }
-    if let Some(turn) = &turn
-        && !save_bot_state(
-            &tx,
-            &conversation,
-            &contact,
-            &turn.state,
-            turn.captured.clone(),
-        )
-        .await?
-    {
-        // A person took over between our read and this write: the bot stays quiet.
-        replies.clear();
-        decision = Decision::BotPaused;
-    }
-    let mut rows: Vec<Outboxed> = Vec::with_capacity(replies.len());
-    for (n, (source, text)) in replies.iter().enumerate() {
-        let key = format!("reply:{}:{n}", msg.id);
-        rows.push(insert_outbound(&tx, &conversation, text, *source, Some(key)).await?);
-    }
-    let later = messaging::stage_send(app, &tx, &rows).await?;
-    tx.commit().await?;
-    dispatch(app, ctx, conversation.id, &rows, later).await;
-    Ok(Step::Handled {
-        id: msg.id,
+    let conversation_id = conversation.id;
+    let claim = Claim {
+        jobs: app.jobs.clone(),
+        request_id: crate::correlation::current(),
+        message_id: msg.id,
+        conversation,
+        contact,
+        turn,
+        replies,
         decision,
-    })
+    };
+    match app.handles.run(ctx.tenant_id(), claim).await? {
+        Claimed::Lost => Ok(Step::Lost),
+        Claimed::Done {
+            decision,
+            rows,
+            later,
+        } => {
+            dispatch(app, ctx, conversation_id, &rows, later).await;
+            Ok(Step::Handled {
+                id: msg.id,
+                decision,
+            })
+        }
+    }
+}
+
+/// The write half of a step, a [`group`](crate::group) unit: claims the text (`handled_at`
+/// set where unset), stores the bot's new state, writes the replies (each with an idempotency
+/// key derived from the text) and stages the first one's send. The texts of one tenant that
+/// a burst brings are claimed in shared transactions, one commit for many.
+pub(crate) struct Claim {
+    jobs: JobQueue,
+    /// The correlation id of the job that decided (the unit may run in another task).
+    request_id: Option<String>,
+    message_id: MessageId,
+    conversation: conversation::Model,
+    contact: contact::Model,
+    turn: Option<Turn>,
+    replies: Vec<(Source, String)>,
+    decision: Decision,
+}
+
+/// What a [`Claim`] did.
+pub(crate) enum Claimed {
+    /// Another job claimed the text first: nothing written.
+    Lost,
+    /// Claimed; `rows` and `later` are for [`dispatch`] after the commit.
+    Done {
+        decision: Decision,
+        rows: Vec<Outboxed>,
+        later: Vec<Enqueue>,
+    },
+}
+
+impl Unit for Claim {
+    type Output = Claimed;
+
+    async fn run(&self, tx: &TenantTx) -> Result<Claimed, ServiceError> {
+        let claimed = message::Entity::by_id_update(tx.tenant(), self.message_id)
+            .filter(message::Column::HandledAt.is_null())
+            .col_expr(message::Column::HandledAt, Some(Utc::now()).into())
+            .exec(tx.conn())
+            .await?
+            .rows_affected;
+        if claimed == 0 {
+            return Ok(Claimed::Lost);
+        }
+        let mut replies = self.replies.as_slice();
+        let mut decision = self.decision.clone();
+        if let Some(turn) = &self.turn
+            && !save_bot_state(
+                tx,
+                &self.conversation,
+                &self.contact,
+                &turn.state,
+                turn.captured.clone(),
+            )
+            .await?
+        {
+            // A person took over between our read and this write: the bot stays quiet.
+            replies = &[];
+            decision = Decision::BotPaused;
+        }
+        let mut rows: Vec<Outboxed> = Vec::with_capacity(replies.len());
+        for (n, (source, text)) in replies.iter().enumerate() {
+            let key = format!("reply:{}:{n}", self.message_id);
+            rows.push(insert_outbound(tx, &self.conversation, text, *source, Some(key)).await?);
+        }
+        let later = messaging::stage_send(&self.jobs, tx, &rows, self.request_id.clone()).await?;
+        Ok(Claimed::Done {
+            decision,
+            rows,
+            later,
+        })
+    }
 }
 
 /// Runs the built-in script on `body`: starts it on the first text of a conversation (greeting
 /// and first question), otherwise takes `body` as the answer to the current question.
-fn qualify_turn(
-    business: &str,
-    state: Option<&serde_json::Value>,
-    body: &str,
-) -> switchboard_domain::script::Turn {
+fn qualify_turn(business: &str, state: Option<&serde_json::Value>, body: &str) -> Turn {
     let script = Script::qualification(business);
     match state.and_then(|s| serde_json::from_value::<ScriptState>(s.clone()).ok()) {
         None => script.start(),

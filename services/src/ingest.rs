@@ -92,6 +92,11 @@ impl Ingestor {
         Self { tx }
     }
 
+    /// Webhooks waiting for the writer, not yet taken into a batch.
+    pub fn waiting(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Stores one inbound text; returns once it is committed (or found to be a duplicate).
     ///
     /// # Errors

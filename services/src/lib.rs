@@ -173,6 +173,8 @@ pub struct App {
     pub(crate) routes: tenancy::RouteCache,
     /// Group commit of the send jobs' claims and acceptances.
     pub(crate) sends: messaging::SendGroups,
+    /// Group commit of the inbound texts' claims (bot decisions).
+    pub(crate) handles: group::Groups<inbound::Claim>,
 }
 
 /// Why the app could not start.
@@ -251,6 +253,7 @@ impl App {
                 .map(|o| oidc::Oidc::new(o, settings.public_url(oidc::CALLBACK_PATH))),
             settings,
             sends: messaging::SendGroups::new(&db),
+            handles: group::Groups::new(db.clone()),
             db,
             events,
             jobs,

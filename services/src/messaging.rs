@@ -25,7 +25,7 @@ use switchboard_providers::{Accepted, OutboundSms, SendError, SmsProvider};
 
 use crate::events::{Event, EventKind};
 use crate::group::{Groups, Unit};
-use crate::jobs::{Enqueue, Job, SendMessage};
+use crate::jobs::{Enqueue, Job, JobQueue, SendMessage};
 use crate::{App, ServiceError, TenantCtx, tenancy};
 
 /// Longest body we accept for one outbound text, in characters (Twilio's limit for `Body`).
@@ -140,28 +140,34 @@ pub(crate) async fn insert_outbound(
 }
 
 /// Enqueues, as part of `tx`, the send job of the oldest of the freshly written outbox `rows`
-/// (see [`JobQueue::stage`](crate::jobs::JobQueue::stage)); returns what must instead be
+/// (see [`JobQueue::stage`]); returns what must instead be
 /// pushed after the commit, for [`dispatch`]. Only the oldest new row gets a job: the send job
 /// goes on with the conversation's next reply once a reply is accepted ([`deliver`]), so a
-/// customer reads replies in order and no job runs only to find that it must wait.
+/// customer reads replies in order and no job runs only to find that it must wait. The job
+/// carries `request_id`, the correlation id of what decided the replies.
 ///
 /// # Errors
 /// Database errors.
 pub(crate) async fn stage_send(
-    app: &App,
+    jobs: &JobQueue,
     tx: &TenantTx,
     rows: &[Outboxed],
+    request_id: Option<String>,
 ) -> Result<Vec<Enqueue>, ServiceError> {
-    let jobs = rows
+    let pending = rows
         .iter()
         .find(|r| r.created)
         .map(|r| {
-            let job = Job::SendMessage(SendMessage::new(tx.tenant(), r.id));
+            let job = Job::SendMessage(SendMessage {
+                tenant_id: tx.tenant(),
+                message_id: r.id,
+                request_id,
+            });
             Enqueue::now(job, send_key(r.id))
         })
         .into_iter()
         .collect();
-    app.jobs.stage(tx, jobs).await
+    jobs.stage(tx, pending).await
 }
 
 /// After the commit of `rows`: pushes the jobs [`stage_send`] left (Redis) and announces the
@@ -243,7 +249,7 @@ pub async fn send_manual(
             .exec(tx.conn())
             .await?;
     }
-    let later = stage_send(app, &tx, &[row]).await?;
+    let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
     tx.commit().await?;
     dispatch(app, ctx, conversation_id, &[row], later).await;
     Ok(row.id)

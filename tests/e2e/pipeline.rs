@@ -167,8 +167,10 @@ async fn texts_sent_back_to_back_are_answered_in_order() {
 }
 
 /// Texts stored in one commit share one `HandleInbound` job row on the SQLite queue (a row per
-/// text was ~20% of the inbound path), and each text is still handled and answered. On
-/// Postgres the jobs go to Redis, one per text; there the test checks the answers.
+/// text was ~20% of the inbound path), and each text is still handled and answered, a
+/// sender's two texts in the job in the order they came although the job handles its texts
+/// concurrently. On Postgres the jobs go to Redis, one per text; there the test checks the
+/// answers.
 #[tokio::test]
 async fn texts_stored_in_one_commit_share_one_job_and_each_is_answered() {
     use std::time::Duration;
@@ -189,20 +191,51 @@ async fn texts_stored_in_one_commit_share_one_job_and_each_is_answered() {
         Some(pool) => Some(pool.acquire().await.unwrap()),
         None => None,
     };
-    let release = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        drop(lock);
+    let tenant = t.tenant.tenant_id;
+    // Until `n` texts wait for the writer (one more is taken, held by the lock); on Postgres,
+    // where nothing holds them, until `n + 1` are stored.
+    let queued = |n: usize| {
+        let t = &t;
+        async move {
+            let waiting = async {
+                loop {
+                    let ready = if sqlite {
+                        t.app.ingest.waiting() >= n
+                    } else {
+                        t.messages(tenant).await.len() > n
+                    };
+                    if ready {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("the texts queue up for the writer");
+        }
     };
-    let texts = futures::future::join_all(
+    let first = futures::future::join_all(
         senders
             .iter()
             .map(|s| t.text_in(s, "my water heater is leaking")),
     );
-    let (responses, ()) = tokio::join!(texts, release);
+    // Once the five first texts are in (one taken by the writer, four waiting), the first
+    // sender answers the bot's question; then the writer may go on.
+    let answer = async {
+        queued(4).await;
+        let second = t.text_in(&senders[0], "1");
+        let release = async {
+            queued(5).await;
+            drop(lock);
+        };
+        tokio::join!(second, release).0
+    };
+    let (responses, answered) = tokio::join!(first, answer);
     assert!(responses.iter().all(|r| r.status() == 200));
-    let tenant = t.tenant.tenant_id;
+    assert_eq!(answered.status(), 200);
     let mut stored: Vec<_> = t.messages(tenant).await.iter().map(|m| m.id).collect();
-    assert_eq!(stored.len(), 5);
+    assert_eq!(stored.len(), 6);
 
     if sqlite {
         let rows: Vec<Vec<u8>> =
@@ -219,7 +252,7 @@ async fn texts_stored_in_one_commit_share_one_job_and_each_is_answered() {
         assert!(jobs.iter().all(|j| j.tenant_id == tenant));
         let sizes: Vec<usize> = jobs.iter().map(|j| 1 + j.more.len()).collect();
         assert!(
-            sizes.iter().any(|n| *n >= 4),
+            sizes.iter().any(|n| *n >= 5),
             "the queued texts share a job: {sizes:?}"
         );
         let mut listed: Vec<_> = jobs
@@ -235,20 +268,31 @@ async fn texts_stored_in_one_commit_share_one_job_and_each_is_answered() {
         t.app.clone(),
         std::future::pending(),
     ));
-    // Each new sender gets the bot's greeting and its first question.
-    let sends = t.wait_for_sends(10).await;
-    for sender in &senders {
-        let to_sender = sends
+    // Each new sender gets the bot's greeting and its first question; the first sender's
+    // answer then gets the second question.
+    let sends = t.wait_for_sends(11).await;
+    for (i, sender) in senders.iter().enumerate() {
+        let bodies: Vec<&str> = sends
             .iter()
             .filter(|s| param(s, "To") == Some(sender))
-            .count();
-        assert_eq!(to_sender, 2, "{sender}: {sends:?}");
+            .map(|s| param(s, "Body").unwrap())
+            .collect();
+        assert_eq!(
+            bodies.len(),
+            if i == 0 { 3 } else { 2 },
+            "{sender}: {bodies:?}"
+        );
+        assert!(bodies[0].contains("Thanks for reaching out"), "{bodies:?}");
+        assert!(bodies[1].contains("1 for Repair"), "{bodies:?}");
+        if i == 0 {
+            assert!(bodies[2].contains("How soon"), "{bodies:?}");
+        }
     }
     let messages = t.messages(tenant).await;
     let inbound: Vec<_> = messages
         .iter()
         .filter(|m| m.direction == Direction::Inbound)
         .collect();
-    assert_eq!(inbound.len(), 5);
+    assert_eq!(inbound.len(), 6);
     assert!(inbound.iter().all(|m| m.handled_at.is_some()));
 }

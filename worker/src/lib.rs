@@ -30,21 +30,39 @@ pub const MISSED_HEARTBEATS: usize = 3;
 /// then re-run elsewhere).
 pub const SHUTDOWN_GRACE_SECS: u64 = 20;
 
-/// Handles the job's texts one after another, each under its own webhook's correlation id. A
-/// text that fails does not hold up the others; the job then fails and apalis runs it again,
-/// and the re-run finds the texts already handled done.
-async fn handle_inbound(job: HandleInbound, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
+/// Inbound texts handled at once in this process, across all `HandleInbound` jobs: the
+/// `WORKER_CONCURRENCY_INBOUND` setting. A job lists one commit's texts of a tenant (on
+/// SQLite, a burst can put dozens in one job), so the number of jobs running alone would
+/// not bound them.
+#[derive(Clone)]
+struct TextPermits(Arc<tokio::sync::Semaphore>);
+
+/// Handles the job's texts concurrently, each under its own webhook's correlation id and a
+/// permit of [`TextPermits`] (texts of one conversation still take their turn: see
+/// [`inbound::handle`]). A text that fails does not hold up the others; the job then fails
+/// with the first error and apalis runs it again, and the re-run finds the texts already
+/// handled done.
+async fn handle_inbound(
+    job: HandleInbound,
+    app: Data<Arc<App>>,
+    permits: Data<TextPermits>,
+) -> Result<(), BoxDynError> {
     let ctx = TenantCtx::for_job(job.tenant_id);
-    let mut outcome = Ok(());
-    for text in job.texts() {
-        let work = inbound::handle(&app, &ctx, text.message_id);
-        let decision = traced("handle_inbound", text.request_id, work).await;
-        let finished = finish("handle_inbound", text.message_id, decision);
-        if outcome.is_ok() {
-            outcome = finished;
+    let permits: &tokio::sync::Semaphore = &permits.0.0;
+    let handled = futures::future::join_all(job.texts().map(|text| {
+        let (app, ctx) = (&app, &ctx);
+        async move {
+            let _permit = permits
+                .acquire()
+                .await
+                .expect("the permits are never closed");
+            let work = inbound::handle(app, ctx, text.message_id);
+            let decision = traced("handle_inbound", text.request_id, work).await;
+            finish("handle_inbound", text.message_id, decision)
         }
-    }
-    outcome
+    }))
+    .await;
+    handled.into_iter().collect()
 }
 
 async fn send_message(job: SendMessage, app: Data<Arc<App>>) -> Result<(), BoxDynError> {
@@ -128,18 +146,24 @@ fn register(monitor: Monitor, app: &Arc<App>) -> Monitor {
     let settings = &app.settings;
     // One registration: the worker's name, queue, concurrency, storage, and handler.
     macro_rules! worker {
-        ($monitor:expr, $name:literal, $queue:expr, $n:expr, $storage:expr, $handler:expr) => {{
+        ($monitor:expr, $name:literal, $queue:expr, $n:expr, $storage:expr, $handler:expr $(, $data:ident)?) => {{
             let (app, instance, n) = (app.clone(), instance.clone(), $n);
+            $(let $data = $data.clone();)?
             $monitor.register(move |restarts| {
                 WorkerBuilder::new(format!("{}-{instance}-{restarts}", $name))
                     .backend($storage(&app, $queue, n))
                     .data(app.clone())
+                    $(.data($data.clone()))?
                     .concurrency(n)
                     .catch_panic()
                     .build($handler)
             })
         }};
     }
+    // Shared by the inbound worker's restarts, so the bound holds across them.
+    let permits = TextPermits(Arc::new(tokio::sync::Semaphore::new(
+        settings.worker_concurrency_inbound,
+    )));
     macro_rules! both {
         ($storage:ident) => {{
             let monitor = worker!(
@@ -148,7 +172,8 @@ fn register(monitor: Monitor, app: &Arc<App>) -> Monitor {
                 jobs::QUEUE_INBOUND,
                 settings.worker_concurrency_inbound,
                 $storage::<HandleInbound>,
-                handle_inbound
+                handle_inbound,
+                permits
             );
             worker!(
                 monitor,
