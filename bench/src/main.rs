@@ -777,6 +777,16 @@ async fn reply_stages(target: &Target, since: chrono::DateTime<chrono::Utc>) {
 }
 
 /// Sorted copy of `lat`, for [`pct`].
+/// The summary table's row of a burst's sorted latencies (µs).
+fn burst_row(burst: &[u64]) -> String {
+    format!(
+        "| burst of {} texts at once: first reply p50 / last | {:.2} ms / {:.2} ms | — |",
+        burst.len(),
+        pct(burst, 0.5),
+        pct(burst, 1.0)
+    )
+}
+
 fn sorted(mut lat: Vec<u64>) -> Vec<u64> {
     lat.sort_unstable();
     lat
@@ -1010,11 +1020,11 @@ fn main() {
             pct(&half, 1.0),
             half.len()
         );
-        Some((bare, ingest, full, half_ingest, half, reply))
+        Some((bare, ingest, full, half_ingest, half, reply, burst))
     });
     // A partial run (--only-…) ends here; returning drops `keep`, which deletes the run's
     // databases and Redis keys.
-    let Some((bare, ingest, full, half_ingest, half, reply)) = report else {
+    let Some((bare, ingest, full, half_ingest, half, reply, burst)) = report else {
         return;
     };
     if let Backend::Scale { postgres, redis } = &backend {
@@ -1051,6 +1061,7 @@ fn main() {
         println!(
             "| idle RSS, serve --no-worker / worker | **{rss_web:.1} MiB / {rss_worker:.1} MiB** | <= 50 MB each |"
         );
+        println!("{}", burst_row(&burst));
         let _ = half;
         return;
     }
@@ -1085,4 +1096,5 @@ fn main() {
         pct(&reply, 0.5),
         pct(&reply, 0.99)
     );
+    println!("{}", burst_row(&burst));
 }
