@@ -163,48 +163,66 @@ struct Target {
 
 const PATH: &str = "/webhooks/twilio/sms";
 
+/// The counters of a closed-loop measurement, shared by its tasks: each task loops until
+/// [`Meter::stopped`] and records each outcome; only outcomes after the 2 s warm-up count.
+#[derive(Clone, Default)]
+struct Meter {
+    counting: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+}
+
+impl Meter {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, ok: bool) {
+        if self.counting.load(Ordering::Relaxed) {
+            let counter = if ok { &self.done } else { &self.errors };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Warms up 2 s, counts for `secs`, stops and joins `tasks`; returns successes per second.
+    /// Panics when any counted outcome failed.
+    async fn measure(&self, secs: u64, tasks: Vec<tokio::task::JoinHandle<()>>) -> f64 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.counting.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        self.counting.store(false, Ordering::Relaxed);
+        let elapsed = start.elapsed().as_secs_f64();
+        self.stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let errors = self.errors.load(Ordering::Relaxed);
+        assert_eq!(errors, 0, "failures during the run");
+        self.done.load(Ordering::Relaxed) as f64 / elapsed
+    }
+}
+
 /// Closed loop: `connections` clients send back to back. Returns requests/s over `secs`.
 async fn throughput(target: &Target, connections: usize, secs: u64) -> f64 {
-    let counting = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let meter = Meter::default();
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let (counting, stop, done, errors) =
-            (counting.clone(), stop.clone(), done.clone(), errors.clone());
+        let meter = meter.clone();
         let (addr, url) = (target.addr, target.url.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr).await;
             let mut i = c as u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !meter.stopped() {
                 let (sig, body) =
                     signed_inbound(&url, &customer(i % 5000), "Is anyone available today?");
                 i += connections as u64;
-                let status = conn.post(addr, PATH, &sig, body).await;
-                if counting.load(Ordering::Relaxed) {
-                    if status == 200 {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                meter.record(conn.post(addr, PATH, &sig, body).await == 200);
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    counting.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    counting.store(false, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let errors = errors.load(Ordering::Relaxed);
-    assert_eq!(errors, 0, "non-200 answers during the run");
-    done.load(Ordering::Relaxed) as f64 / elapsed
+    meter.measure(secs, tasks).await
 }
 
 /// Closed loop straight into the inbound writer: `tasks` submitters, each a text from one of
@@ -216,17 +234,13 @@ async fn store_rate(target: &Target, tasks: usize, secs: u64) -> f64 {
         .expect("route")
         .expect("the bench number");
     let owner = route.owner;
-    let counting = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let meter = Meter::default();
     let mut running = Vec::new();
     for t in 0..tasks {
-        let (app, counting, stop, done) =
-            (app.clone(), counting.clone(), stop.clone(), done.clone());
-        let owner = owner.clone();
+        let (app, meter, owner) = (app.clone(), meter.clone(), owner.clone());
         running.push(tokio::spawn(async move {
             let mut i = t as u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !meter.stopped() {
                 let item = NewInbound {
                     tenant_id: owner.tenant_id,
                     phone_number_id: owner.phone_number_id,
@@ -242,24 +256,11 @@ async fn store_rate(target: &Target, tasks: usize, secs: u64) -> f64 {
                     request_id: None,
                 };
                 i += tasks as u64;
-                app.ingest.submit(item).await.expect("stored");
-                if counting.load(Ordering::Relaxed) {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
+                meter.record(app.ingest.submit(item).await.is_ok());
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    counting.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    counting.store(false, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in running {
-        let _ = t.await;
-    }
-    done.load(Ordering::Relaxed) as f64 / elapsed
+    meter.measure(secs, running).await
 }
 
 /// Open loop at `rate` requests/s for `secs`: latency from each request's scheduled time
@@ -665,21 +666,33 @@ async fn reply_latency(
             .insert(from.clone(), Instant::now());
         assert_eq!(conn.post(target.addr, PATH, &sig, body).await, 200);
     }
-    let answered = || {
-        let replies = mock.first_reply.lock().expect("lock");
-        senders.iter().all(|from| replies.contains_key(from))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !answered() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(answered(), "every inbound text got a reply");
-    let replies = mock.first_reply.lock().expect("lock");
+    let replies = first_replies(mock, &senders).await;
     let sent = sent.lock().expect("lock");
     senders
         .iter()
         .map(|from| replies[from].duration_since(sent[from]).as_micros() as u64)
         .collect()
+}
+
+/// When each of `senders` got its first reply at the mock; waits up to 30 s for them all.
+async fn first_replies(mock: &MockTwilio, senders: &[String]) -> HashMap<String, Instant> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let replies = mock.first_reply.lock().expect("lock");
+            if senders.iter().all(|from| replies.contains_key(from)) {
+                return senders
+                    .iter()
+                    .map(|from| (from.clone(), replies[from]))
+                    .collect();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every text got a reply within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// `n` texts from new senders (numbered from `first`) posted at the same instant, each over
@@ -706,16 +719,7 @@ async fn burst_latency(target: &Target, mock: &MockTwilio, first: u64, n: usize)
     for t in tasks {
         t.await.expect("post");
     }
-    let answered = || {
-        let replies = mock.first_reply.lock().expect("lock");
-        senders.iter().all(|from| replies.contains_key(from))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !answered() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(answered(), "every text of the burst got a reply");
-    let replies = mock.first_reply.lock().expect("lock");
+    let replies = first_replies(mock, &senders).await;
     sorted(
         senders
             .iter()
