@@ -52,7 +52,7 @@ pub enum Decision {
 /// text (its own, or one before it), then the next, until its own is done. Each step reads
 /// the text and the conversation from one snapshot of the read pool, then claims the text
 /// (`handled_at` set where unset) together with the bot's new state and its replies (a
-/// [`Claim`], committed with the claims of the tenant's other texts that arrive meanwhile). A
+/// group-commit unit, committed with the claims of the tenant's other texts that arrive meanwhile). A
 /// step that loses the claim to another job re-reads; a second run of a job finds nothing to
 /// do.
 ///

@@ -140,11 +140,11 @@ pub(crate) async fn insert_outbound(
 }
 
 /// Enqueues, as part of `tx`, the send job of the oldest of the freshly written outbox `rows`
-/// (see [`JobQueue::stage`]); returns what must instead be
-/// pushed after the commit, for [`dispatch`]. Only the oldest new row gets a job: the send job
-/// goes on with the conversation's next reply once a reply is accepted ([`deliver`]), so a
-/// customer reads replies in order and no job runs only to find that it must wait. The job
-/// carries `request_id`, the correlation id of what decided the replies.
+/// (see [`JobQueue::stage`]); returns what must instead be pushed after the commit, for
+/// [`dispatch`]. Only the oldest new row gets a job: the send job goes on with the
+/// conversation's next reply once a reply is accepted ([`deliver`]), so a customer reads
+/// replies in order and no job runs only to find that it must wait. The job carries
+/// `request_id`, the correlation id of what decided the replies.
 ///
 /// # Errors
 /// Database errors.
