@@ -51,10 +51,10 @@ pub enum Decision {
 /// later answer for an earlier question: the job handles the conversation's oldest unhandled
 /// text (its own, or one before it), then the next, until its own is done. Each step reads
 /// the text and the conversation from one snapshot of the read pool, then claims the text
-/// (`handled_at` set where unset) together with the bot's new state and its replies (a
-/// group-commit unit, committed with the claims of the tenant's other texts that arrive meanwhile). A
-/// step that loses the claim to another job re-reads; a second run of a job finds nothing to
-/// do.
+/// (`handled_at` set where unset) together with the bot's new state and its replies, in a
+/// group-commit unit: one commit with the claims of the tenant's other texts that arrive
+/// meanwhile. A step that loses the claim to another job re-reads; a second run of a job
+/// finds nothing to do.
 ///
 /// # Errors
 /// Database errors (the job is re-run).
