@@ -780,7 +780,6 @@ async fn reply_stages(target: &Target, since: chrono::DateTime<chrono::Utc>) {
     }
 }
 
-/// Sorted copy of `lat`, for [`pct`].
 /// The summary table's row of a burst's sorted latencies (µs).
 fn burst_row(burst: &[u64]) -> String {
     format!(
@@ -791,6 +790,7 @@ fn burst_row(burst: &[u64]) -> String {
     )
 }
 
+/// Sorted copy of `lat`, for [`pct`].
 fn sorted(mut lat: Vec<u64>) -> Vec<u64> {
     lat.sort_unstable();
     lat

@@ -20,6 +20,7 @@
 //! sweep re-enqueues: the row is the outbox).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -51,6 +52,8 @@ type Reply = oneshot::Sender<Result<Written, ServiceError>>;
 #[derive(Clone, Debug)]
 pub struct Ingestor {
     tx: mpsc::Sender<Pending>,
+    /// Webhooks submitted and not yet answered.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Ingestor {
@@ -74,7 +77,7 @@ impl Ingestor {
                 rt.block_on(run_sqlite(conn, lock, events, jobs, rx));
             })
             .expect("writer thread");
-        Self { tx }
+        Self::new(tx)
     }
 
     /// Starts [`PG_WRITERS`] Postgres writer tasks on `pool`.
@@ -89,12 +92,20 @@ impl Ingestor {
                 rx.clone(),
             ));
         }
-        Self { tx }
+        Self::new(tx)
     }
 
-    /// Webhooks waiting for the writer, not yet taken into a batch.
-    pub fn waiting(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    fn new(tx: mpsc::Sender<Pending>) -> Self {
+        Self {
+            tx,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Webhooks handed to the writer and not yet answered: queued, or in the batch being
+    /// written.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Stores one inbound text; returns once it is committed (or found to be a duplicate).
@@ -103,12 +114,30 @@ impl Ingestor {
     /// Database errors (the webhook answers 500; nothing is stored), or
     /// [`ServiceError::WriterGone`] while shutting down.
     pub async fn submit(&self, item: NewInbound) -> Result<Written, ServiceError> {
+        let _counted = InFlight::enter(&self.in_flight);
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { item, reply })
             .await
             .map_err(|_| ServiceError::WriterGone)?;
         rx.await.map_err(|_| ServiceError::WriterGone)?
+    }
+}
+
+/// One webhook counted in [`Ingestor::in_flight`] until dropped (answered, failed or
+/// cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -33,8 +33,9 @@ pub const FALLBACK_POLL_SECS: u64 = 1;
 /// failures do not count: they are rescheduled by our own backoff as new jobs.
 pub const MAX_JOB_ATTEMPTS: usize = 10;
 
-/// Decide the replies to stored inbound texts of one tenant: `message_id`, then each of `more`,
-/// in that order.
+/// Decide the replies to stored inbound texts of one tenant: `message_id` and each of `more`,
+/// listed in arrival order. The worker handles them concurrently; `inbound::handle` keeps the
+/// texts of one conversation in their order.
 ///
 /// The inbound writer stores ONE such job per tenant per commit on the SQLite queue, where a
 /// job row is a row and six index entries written by the one write connection: a job per
@@ -72,7 +73,7 @@ impl HandleInbound {
         }
     }
 
-    /// Every text of the job, in the order to handle them.
+    /// Every text of the job, in arrival order.
     pub fn texts(self) -> impl Iterator<Item = InboundText> {
         let first = InboundText {
             message_id: self.message_id,
