@@ -185,27 +185,61 @@ impl Meter {
         }
     }
 
-    /// Warms up 2 s, counts for `secs`, stops and joins `tasks`; returns successes per second.
-    /// Panics when any counted outcome failed.
-    async fn measure(&self, secs: u64, tasks: Vec<tokio::task::JoinHandle<()>>) -> f64 {
+    /// Warms up 2 s, counts for `secs`, stops and joins `tasks`. Panics when any counted
+    /// outcome failed.
+    async fn measure(&self, secs: u64, tasks: Vec<tokio::task::JoinHandle<()>>) -> Measured {
         tokio::time::sleep(Duration::from_secs(2)).await;
         self.counting.store(true, Ordering::Relaxed);
-        let start = Instant::now();
+        let (start, cpu_start) = (Instant::now(), cpu_ticks());
         tokio::time::sleep(Duration::from_secs(secs)).await;
         self.counting.store(false, Ordering::Relaxed);
-        let elapsed = start.elapsed().as_secs_f64();
+        let (elapsed, cpu) = (start.elapsed().as_secs_f64(), cpu_ticks() - cpu_start);
         self.stop.store(true, Ordering::Relaxed);
         for t in tasks {
             let _ = t.await;
         }
         let errors = self.errors.load(Ordering::Relaxed);
         assert_eq!(errors, 0, "failures during the run");
-        self.done.load(Ordering::Relaxed) as f64 / elapsed
+        let done = self.done.load(Ordering::Relaxed) as f64;
+        Measured {
+            rate: done / elapsed,
+            cpu_us: cpu as f64 * 1e6 / TICKS_PER_SEC / done,
+        }
     }
 }
 
-/// Closed loop: `connections` clients send back to back. Returns requests/s over `secs`.
-async fn throughput(target: &Target, connections: usize, secs: u64) -> f64 {
+/// The outcome of a closed-loop measurement.
+#[derive(Clone, Copy)]
+struct Measured {
+    /// Successes per second.
+    rate: f64,
+    /// CPU time of the whole process (load generator, server, writer, checkpointer; user +
+    /// system) per success, in µs. Time stolen by the hypervisor is not in it, so it compares
+    /// across runs where the rate, on a shared VM, does not.
+    cpu_us: f64,
+}
+
+/// Linux `USER_HZ`: the unit of `/proc/self/stat`'s CPU times.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// User + system CPU time of this process so far, in ticks of [`TICKS_PER_SEC`]
+/// (`/proc/self/stat` fields 14 and 15).
+fn cpu_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after it start past its ')'.
+    let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Closed loop: `connections` clients send back to back. Measures requests/s over `secs`.
+async fn throughput(target: &Target, connections: usize, secs: u64) -> Measured {
     let meter = Meter::default();
     let mut tasks = Vec::new();
     for c in 0..connections {
@@ -226,8 +260,8 @@ async fn throughput(target: &Target, connections: usize, secs: u64) -> f64 {
 }
 
 /// Closed loop straight into the inbound writer: `tasks` submitters, each a text from one of
-/// the same 5,000 senders as [`throughput`]. Returns texts stored per second over `secs`.
-async fn store_rate(target: &Target, tasks: usize, secs: u64) -> f64 {
+/// the same 5,000 senders as [`throughput`]. Measures texts stored per second over `secs`.
+async fn store_rate(target: &Target, tasks: usize, secs: u64) -> Measured {
     let (app, _) = target.app.clone().expect("full target");
     let route = tenancy::route(&app, &E164::parse(NUMBER).expect("number"))
         .await
@@ -918,23 +952,26 @@ fn main() {
         println!("measuring {secs} s each, {c} connections, on {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
         if args.only_drain {
             let full = throughput(&full_t, c, secs).await;
-            println!("webhook path + in-process workers:    {full:>9.0} req/s");
+            println!("webhook path + in-process workers:    {:>9.0} req/s, {:.0} µs CPU each", full.rate, full.cpu_us);
             let drained = drain(&full_t).await;
             println!("  workers finished the backlog {drained:.1} s after the load stopped");
             return None;
         }
         if args.only_store {
             let stored = store_rate(&ingest_t, c, secs).await;
-            println!("store path alone (inbound writer, no HTTP): {stored:>9.0} texts/s");
+            println!(
+                "store path alone (inbound writer, no HTTP): {:>9.0} texts/s, {:.1} µs CPU each",
+                stored.rate, stored.cpu_us
+            );
             return None;
         }
         if args.only_ingest {
             let before = io_counters();
-            let ingest = throughput(&ingest_t, c, secs).await;
+            let Measured { rate: ingest, cpu_us } = throughput(&ingest_t, c, secs).await;
             let after = io_counters();
             let requests = ingest * (secs + 2) as f64;
             println!(
-                "webhook path, workers off (ingest):   {ingest:>9.0} req/s; ~{:.0} bytes written and {:.1} write calls per webhook",
+                "webhook path, workers off (ingest):   {ingest:>9.0} req/s, {cpu_us:.1} µs CPU each; ~{:.0} bytes written and {:.1} write calls per webhook",
                 (after.0 - before.0) as f64 / requests,
                 (after.1 - before.1) as f64 / requests
             );
@@ -998,10 +1035,14 @@ fn main() {
             reply_stages(&reply_t, burst_from).await;
             return None;
         }
-        let bare = throughput(&bare_t, c, secs).await;
-        println!("bare poem handler:                    {bare:>9.0} req/s");
-        let ingest = throughput(&ingest_t, c, secs).await;
-        println!("webhook path, workers off (ingest):   {ingest:>9.0} req/s  ({:.2}x bare)", ingest / bare);
+        let Measured { rate: bare, cpu_us: bare_cpu } = throughput(&bare_t, c, secs).await;
+        println!("bare poem handler:                    {bare:>9.0} req/s, {bare_cpu:.1} µs CPU each");
+        let Measured { rate: ingest, cpu_us: ingest_cpu } = throughput(&ingest_t, c, secs).await;
+        println!(
+            "webhook path, workers off (ingest):   {ingest:>9.0} req/s  ({:.2}x bare), {ingest_cpu:.1} µs CPU each ({:.2}x bare's CPU per request)",
+            ingest / bare,
+            bare_cpu / ingest_cpu
+        );
         let half_ingest = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
         println!(
             "  latency at half that load ({:.0} req/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
@@ -1011,7 +1052,7 @@ fn main() {
             pct(&half_ingest, 1.0),
             half_ingest.len()
         );
-        let full = throughput(&full_t, c, secs).await;
+        let full = throughput(&full_t, c, secs).await.rate;
         println!("webhook path + in-process workers:    {full:>9.0} req/s  ({:.2}x bare)", full / bare);
         let drained = drain(&full_t).await;
         println!("  workers finished the backlog {drained:.1} s after the load stopped");
