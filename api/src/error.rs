@@ -55,6 +55,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Db(_)
             | ServiceError::Sqlx(_)
             | ServiceError::Sqlite(_)
+            | ServiceError::WalSync(_)
             | ServiceError::Credential(_) => {
                 tracing::error!(error = %e, "request failed");
                 Self::Internal(body("internal error"))

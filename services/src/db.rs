@@ -10,7 +10,10 @@
 //! SQLite (the embedded default): one file in WAL mode, foreign keys on. Writes commit with
 //! `synchronous = FULL`: a committed webhook, reply or status survives a power loss, not only
 //! a crash of the process (with NORMAL, a lost commit could let a reply that already reached
-//! Twilio be decided and sent again). Group commit keeps the fsyncs few.
+//! Twilio be decided and sent again). Group commit keeps the fsyncs few. The inbound writer
+//! syncs the WAL itself, off its thread, before it answers (see [`crate::ingest`]); every
+//! other write, a job's claim before any send included, syncs at its commit, which makes the
+//! inbound commits before it durable too.
 //!
 //! One writer at a time: tenant write transactions and the job queue share ONE write
 //! connection (a pool of one, FIFO in-process), and the inbound writer, which writes through
@@ -77,6 +80,11 @@ pub enum DbOpenError {
     Url(String),
     #[error("DATABASE_URL: cannot create the database directory {path}: {source}")]
     Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: cannot open the WAL file {path}: {source}")]
+    Wal {
         path: String,
         source: std::io::Error,
     },
@@ -227,6 +235,12 @@ async fn spawn_checkpointer(
     let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(CHECKPOINT_INTERVAL_MS));
+        // Ticks missed during a long checkpoint are skipped, not run back to back.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The WAL size (frames) the last RESTART left. Until a writer writes, the WAL keeps
+        // that size, all of it checkpointed; the writer's next transaction then starts the
+        // WAL over. So the same size again means there is nothing to restart.
+        let mut restarted_at = None;
         loop {
             tick.tick().await;
             // Columns: busy flag, WAL pages, pages copied.
@@ -240,16 +254,22 @@ async fn spawn_checkpointer(
                     continue;
                 }
             };
-            if pages >= WAL_RESTART_PAGES {
+            if pages >= WAL_RESTART_PAGES && restarted_at != Some(pages) {
                 let restarted = match lock.acquire().await {
-                    Ok(mut writer) => sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                        .execute(&mut *writer)
-                        .await
-                        .map(drop),
+                    Ok(mut writer) => {
+                        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
+                            .fetch_one(&mut *writer)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
-                if let Err(e) = restarted {
-                    tracing::warn!(error = %e, pages, "WAL restart failed; retrying next tick");
+                match restarted {
+                    // Not busy: every frame copied and no reader left on the WAL.
+                    Ok((0, left, _)) => restarted_at = Some(left),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, pages, "WAL restart failed; retrying next tick")
+                    }
                 }
             }
         }
@@ -257,20 +277,39 @@ async fn spawn_checkpointer(
     Ok(())
 }
 
+/// The inbound writer's own connection, and the WAL file its commits go to.
+pub struct InboundDb {
+    /// Commits with `synchronous = NORMAL`: SQLite does not sync the WAL at commit; the
+    /// writer's syncer does, on [`InboundDb::wal`], before any webhook of the commit is
+    /// answered (see [`crate::ingest`]).
+    pub conn: rusqlite::Connection,
+    /// The `-wal` file, opened for `fdatasync` only. It stays the same file while the
+    /// process runs: SQLite deletes a WAL only when its last connection closes, and `conn`
+    /// is open for as long as this is.
+    pub wal: std::fs::File,
+}
+
 /// Opens the inbound writer's own connection to the database file behind `url` (after
-/// [`open_sqlite`] created and migrated it), with the same settings as the pools' connections.
+/// [`open_sqlite`] created and migrated it), with the same settings as the pools' connections
+/// except `synchronous`, and its WAL file.
 ///
 /// # Errors
-/// [`DbOpenError`] naming what failed.
-pub fn open_inbound_writer(url: &str) -> Result<rusqlite::Connection, DbOpenError> {
+/// [`DbOpenError`] naming what failed (the WAL file missing included).
+pub fn open_inbound_writer(url: &str) -> Result<InboundDb, DbOpenError> {
     let path = sqlite_options(url)?.get_filename().to_path_buf();
-    let conn = rusqlite::Connection::open(path)?;
+    let conn = rusqlite::Connection::open(&path)?;
     conn.busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))?;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
          PRAGMA temp_store = memory; PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA mmap_size = 268435456; \
          PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}; PRAGMA wal_autocheckpoint = 0;"
     ))?;
     conn.set_prepared_statement_cache_capacity(32);
-    Ok(conn)
+    let mut wal = path.into_os_string();
+    wal.push("-wal");
+    let wal = std::fs::File::open(&wal).map_err(|source| DbOpenError::Wal {
+        path: std::path::PathBuf::from(wal).display().to_string(),
+        source,
+    })?;
+    Ok(InboundDb { conn, wal })
 }

@@ -3,7 +3,9 @@
 //! Every verified inbound text is handed to one writer thread. The writer takes whatever has
 //! queued up (up to [`MAX_BATCH`]), writes it in ONE transaction
 //! ([`switchboard_entity::ingest::write_batch`]) together with one `HandleInbound` job per
-//! tenant listing its stored messages, commits, and only then answers each waiting webhook.
+//! tenant listing its stored messages, commits, and hands the commit to the syncer thread,
+//! which syncs the WAL to disk and only then answers each waiting webhook (see
+//! `run_syncer`); meanwhile the writer writes the next batch.
 //! Under light load a batch is one webhook and nothing waits; under heavy load the per-commit
 //! cost is shared.
 //! Durability is not traded: a webhook is answered 200 only after its commit.
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Sqlite, SqlitePool};
 use switchboard_entity::ingest::{NewInbound, Written, write_batch, write_batch_pg};
+
+use crate::db::InboundDb;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServiceError;
@@ -57,26 +61,22 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the SQLite writer thread on `conn` (its own connection to the database file),
+    /// Starts the SQLite writer thread on `db` (its own connection to the database file),
     /// taking `lock` (the write pool, whose one connection is the process's write lock) for
-    /// each run of batches.
-    pub fn start_sqlite(
-        conn: rusqlite::Connection,
-        lock: SqlitePool,
-        events: EventBus,
-        jobs: JobQueue,
-    ) -> Self {
+    /// each run of batches, and its syncer thread.
+    pub fn start_sqlite(db: InboundDb, lock: SqlitePool, events: EventBus, jobs: JobQueue) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        std::thread::Builder::new()
-            .name("inbound-writer".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("writer runtime");
-                rt.block_on(run_sqlite(conn, lock, events, jobs, rx));
-            })
-            .expect("writer thread");
+        let (committed, to_sync) = mpsc::unbounded_channel();
+        let in_tx = jobs.sqlite_pool().is_some();
+        let InboundDb { conn, wal } = db;
+        on_own_thread(
+            "inbound-sync",
+            run_syncer(wal, events, jobs, in_tx, to_sync),
+        );
+        on_own_thread(
+            "inbound-writer",
+            run_sqlite(conn, lock, in_tx, rx, committed),
+        );
         Self::new(tx)
     }
 
@@ -145,16 +145,89 @@ impl Drop for InFlight<'_> {
 /// other writers (jobs, tenant updates) have it, in milliseconds.
 pub const MAX_HOLD_MS: u64 = 10;
 
+/// Runs `task` on a new thread named `name`, on a runtime of its own.
+fn on_own_thread(name: &str, task: impl Future<Output = ()> + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime of an inbound thread")
+                .block_on(task)
+        })
+        .expect("inbound thread");
+}
+
+/// A committed batch on its way to the syncer.
+struct Committed {
+    items: Vec<NewInbound>,
+    replies: Vec<Reply>,
+    results: Vec<Written>,
+}
+
+/// Most committed batches answered after one WAL sync.
+const MAX_SYNC_GROUP: usize = 1024;
+
+/// The syncer: `fdatasync`s the WAL after each commit (or several, when commits come faster
+/// than syncs), then answers the commits' webhooks, wakes the workers and announces the
+/// messages, in commit order.
+///
+/// The writer commits with `synchronous = NORMAL` and goes on with its next batch while this
+/// thread waits for the disk: durability is the same as `FULL` for every webhook answered
+/// (its frames are on disk before its 200), and the writer never idles in `fsync`. The WAL
+/// is a prefix chain (each frame's checksum covers the frames before it), so a power loss
+/// keeps whole commits in order; a commit lost that way was never answered, and Twilio
+/// retries it. Until its sync a commit is visible to this process's readers, whose own
+/// writes sync the WAL before any effect outside it (a send job syncs its claim first).
+///
+/// A failed sync fails the webhooks of its commits (500: Twilio retries; a text that did
+/// reach the disk is then a duplicate, answered 200).
+async fn run_syncer(
+    wal: std::fs::File,
+    events: EventBus,
+    jobs: JobQueue,
+    in_tx: bool,
+    mut to_sync: mpsc::UnboundedReceiver<Committed>,
+) {
+    let mut group = Vec::with_capacity(MAX_SYNC_GROUP);
+    while to_sync.recv_many(&mut group, MAX_SYNC_GROUP).await > 0 {
+        let synced = wal.sync_data();
+        for Committed {
+            items,
+            replies,
+            results,
+        } in group.drain(..)
+        {
+            match &synced {
+                Ok(()) => answer(&events, &jobs, in_tx, &items, replies, results).await,
+                Err(e) => {
+                    for reply in replies {
+                        fail(reply, ServiceError::WalSync(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn run_sqlite(
     mut conn: rusqlite::Connection,
     lock: SqlitePool,
-    events: EventBus,
-    jobs: JobQueue,
+    in_tx: bool,
     mut rx: mpsc::Receiver<Pending>,
+    committed: mpsc::UnboundedSender<Committed>,
 ) {
-    // With the SQLite queue a batch's jobs commit with its rows; otherwise they are pushed
-    // after the commit.
-    let in_tx = jobs.sqlite_pool().is_some();
+    // With the SQLite queue (`in_tx`) a batch's jobs commit with its rows; otherwise they
+    // are pushed after the commit.
+    let commit = |items, replies, results| {
+        // A closed syncer (shutting down) drops the replies: their webhooks fail.
+        let _ = committed.send(Committed {
+            items,
+            replies,
+            results,
+        });
+    };
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -174,17 +247,15 @@ async fn run_sqlite(
             },
         };
         match write_sqlite(&mut conn, &items, in_tx) {
-            Ok(results) => answer(&events, &jobs, in_tx, &items, replies, results).await,
+            Ok(results) => commit(items, replies, results),
             Err(e) if items.len() == 1 => fail(replies.into_iter().next().expect("one reply"), e),
             Err(e) => {
                 // One bad item must not fail the others: write them one by one.
                 tracing::warn!(error = %e, size = items.len(), "inbound batch failed; retrying one by one");
                 for (item, reply) in items.into_iter().zip(replies) {
-                    let one = std::slice::from_ref(&item);
-                    match write_sqlite(&mut conn, one, in_tx) {
-                        Ok(results) => {
-                            answer(&events, &jobs, in_tx, one, vec![reply], results).await
-                        }
+                    let one = vec![item];
+                    match write_sqlite(&mut conn, &one, in_tx) {
+                        Ok(results) => commit(one, vec![reply], results),
                         Err(e) => fail(reply, e),
                     }
                 }

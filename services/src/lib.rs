@@ -78,6 +78,10 @@ pub enum ServiceError {
     /// 503: the mail provider refused or could not be reached.
     #[error("mail: {0}")]
     Mail(String),
+    /// 500: the inbound writer's WAL could not be synced to disk; its texts may be stored
+    /// (a retried webhook then finds them: a duplicate).
+    #[error("database: syncing the WAL: {0}")]
+    WalSync(String),
     /// 503: the inbound writer stopped (shutting down).
     #[error("the inbound writer is not running")]
     WriterGone,
