@@ -10,6 +10,11 @@ use switchboard_domain::phone::E164;
 use switchboard_services::App;
 use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
 
+/// mimalloc instead of glibc's malloc: the webhook path allocates on many threads, where
+/// glibc's arenas spent ~10% of the server threads' time (`perf`, bench `--only-ingest`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",

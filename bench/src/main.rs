@@ -10,6 +10,10 @@
 //! test, and for the reply latency a loopback mock of Twilio's Messages API. Both servers
 //! under comparison face the same generator, so the ratio is what the full path costs.
 
+/// The same allocator as the `switchboard` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
