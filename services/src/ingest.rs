@@ -8,7 +8,7 @@
 //! `run_syncer`); meanwhile the writer writes the next batch.
 //! Under light load a batch is one webhook and nothing waits; under heavy load the per-commit
 //! cost is shared.
-//! Durability is not traded: a webhook is answered 200 only after its commit.
+//! Durability is not traded: a webhook is answered 200 only after its commit is on disk.
 //!
 //! The writer runs SQLite synchronously on its own thread through its own connection (no
 //! round trip to another thread per statement). SQLite allows one writer at a time, and every
@@ -28,11 +28,10 @@ use std::time::{Duration, Instant};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Sqlite, SqlitePool};
 use switchboard_entity::ingest::{NewInbound, Written, write_batch, write_batch_pg};
-
-use crate::db::InboundDb;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServiceError;
+use crate::db::InboundDb;
 use crate::events::{Event, EventBus, EventKind};
 use crate::jobs::{self, Enqueue, HandleInbound, InboundText, Job, JobQueue};
 
@@ -403,5 +402,70 @@ async fn answer(
             });
         }
         let _ = reply.send(Ok(r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_domain::{PhoneNumberId, TenantId};
+
+    use super::*;
+
+    /// A committed batch of one webhook, and where its answer arrives.
+    fn one_commit() -> (Committed, oneshot::Receiver<Result<Written, ServiceError>>) {
+        let (reply, answer) = oneshot::channel();
+        let item = NewInbound {
+            tenant_id: TenantId::new(),
+            phone_number_id: PhoneNumberId::new(),
+            from: "+15125550111".into(),
+            provider_sid: "SM00000000000000000000000000000001".into(),
+            body: "hi".into(),
+            media: None,
+            segments: 1,
+            encoding: "gsm7",
+            received_at: chrono::Utc::now(),
+            keyword: None,
+            provider_replied: false,
+            request_id: None,
+        };
+        let committed = Committed {
+            items: vec![item],
+            replies: vec![reply],
+            results: vec![Written::Duplicate],
+        };
+        (committed, answer)
+    }
+
+    /// Runs the syncer on `wal` for one commit; returns the webhook's answer.
+    async fn answer_after_sync(wal: std::fs::File) -> Result<Written, ServiceError> {
+        // Never connected: the syncer only wakes the (absent) workers through it.
+        let pool = SqlitePool::connect_lazy("sqlite::memory:").expect("pool");
+        let jobs = JobQueue::sqlite(pool, crate::jobs::Wakers::default());
+        let (to_syncer, to_sync) = mpsc::unbounded_channel();
+        let syncer = tokio::spawn(run_syncer(wal, EventBus::new(), jobs, true, to_sync));
+        let (committed, answer) = one_commit();
+        assert!(to_syncer.send(committed).is_ok(), "syncer running");
+        drop(to_syncer);
+        syncer.await.expect("syncer ends with its channel");
+        answer.await.expect("answered")
+    }
+
+    #[tokio::test]
+    async fn a_commit_is_answered_after_its_wal_sync_and_failed_when_the_sync_fails() {
+        let path = std::env::temp_dir().join(format!("sync-{}.db-wal", uuid::Uuid::new_v4()));
+        let file = std::fs::File::create(&path).expect("a file");
+        assert_eq!(
+            answer_after_sync(file).await.expect("synced"),
+            Written::Duplicate
+        );
+        let _ = std::fs::remove_file(&path);
+
+        // A pipe cannot be synced (fdatasync: EINVAL): the webhook fails, so Twilio retries.
+        let (pipe, _writer) = std::io::pipe().expect("pipe");
+        let pipe = std::fs::File::from(std::os::fd::OwnedFd::from(pipe));
+        match answer_after_sync(pipe).await {
+            Err(ServiceError::WalSync(reason)) => assert!(!reason.is_empty()),
+            other => panic!("expected a WAL sync error, got {other:?}"),
+        }
     }
 }
