@@ -192,6 +192,9 @@ async fn run_syncer(
     let mut group = Vec::with_capacity(MAX_SYNC_GROUP);
     while to_sync.recv_many(&mut group, MAX_SYNC_GROUP).await > 0 {
         let synced = wal.sync_data();
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, commits = group.len(), "WAL sync failed; their webhooks fail");
+        }
         for Committed {
             items,
             replies,
@@ -202,7 +205,7 @@ async fn run_syncer(
                 Ok(()) => answer(&events, &jobs, in_tx, &items, replies, results).await,
                 Err(e) => {
                     for reply in replies {
-                        fail(reply, ServiceError::WalSync(e.to_string()));
+                        let _ = reply.send(Err(ServiceError::WalSync(e.to_string())));
                     }
                 }
             }
@@ -364,8 +367,8 @@ fn fail(reply: Reply, e: ServiceError) {
     let _ = reply.send(Err(e));
 }
 
-/// After the commit: push the jobs (unless they were committed with the rows), wake the
-/// workers, announce the messages, answer the webhooks.
+/// After the commit (on SQLite, after its WAL sync): push the jobs (unless they were
+/// committed with the rows), wake the workers, announce the messages, answer the webhooks.
 async fn answer(
     events: &EventBus,
     jobs: &JobQueue,
