@@ -217,9 +217,9 @@ impl Meter {
 struct Measured {
     /// Successes per second.
     rate: f64,
-    /// CPU time of the whole process (load generator, server, writer, checkpointer; user +
-    /// system) per success, in µs. Time stolen by the hypervisor is not in it, so it compares
-    /// across runs where the rate, on a shared VM, does not.
+    /// CPU time of the whole process (load generator, server, writer, syncer, checkpointer;
+    /// user + system) per success, in µs. Time stolen by the hypervisor is not in it, but a
+    /// shared VM's speed still moves it between runs: compare it within one run.
     cpu_us: f64,
 }
 
