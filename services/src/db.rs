@@ -279,9 +279,9 @@ async fn spawn_checkpointer(
 
 /// The inbound writer's own connection, and the WAL file its commits go to.
 pub struct InboundDb {
-    /// Commits with `synchronous = NORMAL`: SQLite does not sync the WAL at commit; the
-    /// writer's syncer does, on [`InboundDb::wal`], before any webhook of the commit is
-    /// answered (see [`crate::ingest`]).
+    /// Opened through [`crate::walbuf`]: a commit writes its frames to the WAL in one call
+    /// and does not sync them; the writer's syncer does, on [`InboundDb::wal`], before any
+    /// webhook of the commit is answered (see [`crate::ingest`]).
     pub conn: rusqlite::Connection,
     /// The `-wal` file, opened for `fdatasync` only. It stays the same file while the
     /// process runs: SQLite deletes a WAL only when its last connection closes, and `conn`
@@ -290,18 +290,17 @@ pub struct InboundDb {
 }
 
 /// Opens the inbound writer's own connection to the database file behind `url` (after
-/// [`open_sqlite`] created and migrated it), with the same settings as the pools' connections
-/// except `synchronous`, and its WAL file.
+/// [`open_sqlite`] created and migrated it) through [`crate::walbuf`], with the same settings
+/// as the pools' connections except how it syncs, and its WAL file.
 ///
 /// # Errors
 /// [`DbOpenError`] naming what failed (the WAL file missing included).
 pub fn open_inbound_writer(url: &str) -> Result<InboundDb, DbOpenError> {
     let path = sqlite_options(url)?.get_filename().to_path_buf();
-    let conn = rusqlite::Connection::open(&path)?;
+    let conn = crate::walbuf::open(&path)?;
     conn.busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))?;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-         PRAGMA temp_store = memory; PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA mmap_size = 268435456; \
+        "PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA mmap_size = 268435456; \
          PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}; PRAGMA wal_autocheckpoint = 0;"
     ))?;
     conn.set_prepared_statement_cache_capacity(32);

@@ -38,6 +38,7 @@ pub mod sessions;
 pub mod settings;
 pub mod sweep;
 pub mod tenancy;
+pub mod walbuf;
 pub mod webhooks;
 
 pub use ctx::TenantCtx;
