@@ -179,6 +179,19 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
+/// Runs `then` once the collected bytes are in the file; returns the write's error instead
+/// if they could not be written.
+///
+/// # Safety
+/// As [`inner`].
+unsafe fn after_flush(file: *mut ffi::sqlite3_file, then: impl FnOnce() -> c_int) -> c_int {
+    // SAFETY: as the caller's.
+    match unsafe { flush(file) } {
+        ffi::SQLITE_OK => then(),
+        rc => rc,
+    }
+}
+
 unsafe extern "C" fn open_file(
     vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
@@ -255,11 +268,9 @@ unsafe extern "C" fn wal_read(
     offset: i64,
 ) -> c_int {
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        methods(file).xRead.expect("xRead")(inner(file), buf, amount, offset)
+        after_flush(file, || {
+            methods(file).xRead.expect("xRead")(inner(file), buf, amount, offset)
+        })
     }
 }
 
@@ -295,39 +306,33 @@ unsafe extern "C" fn wal_write(
 
 unsafe extern "C" fn wal_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        methods(file).xTruncate.expect("xTruncate")(inner(file), size)
+        after_flush(file, || {
+            methods(file).xTruncate.expect("xTruncate")(inner(file), size)
+        })
     }
 }
 
 unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let pending = pending(file);
-        let ends_commit = pending.wrote && !pending.header;
-        pending.wrote = false;
-        pending.header = false;
-        if ends_commit {
-            // The syncer thread syncs the commit before any of its webhooks is answered.
-            return ffi::SQLITE_OK;
-        }
-        methods(file).xSync.expect("xSync")(inner(file), flags)
+        after_flush(file, || {
+            let pending = pending(file);
+            let ends_commit = pending.wrote && !pending.header;
+            pending.wrote = false;
+            pending.header = false;
+            if ends_commit {
+                // The syncer thread syncs the commit before any of its webhooks is answered.
+                return ffi::SQLITE_OK;
+            }
+            methods(file).xSync.expect("xSync")(inner(file), flags)
+        })
     }
 }
 
 unsafe extern "C" fn wal_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        methods(file).xFileSize.expect("xFileSize")(inner(file), size)
+        after_flush(file, || {
+            methods(file).xFileSize.expect("xFileSize")(inner(file), size)
+        })
     }
 }
 
@@ -356,11 +361,9 @@ unsafe extern "C" fn wal_file_control(
     arg: *mut c_void,
 ) -> c_int {
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        methods(file).xFileControl.expect("xFileControl")(inner(file), op, arg)
+        after_flush(file, || {
+            methods(file).xFileControl.expect("xFileControl")(inner(file), op, arg)
+        })
     }
 }
 
