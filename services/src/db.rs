@@ -279,8 +279,8 @@ async fn spawn_checkpointer(
 
 /// The inbound writer's own connection, and the WAL file its commits go to.
 pub struct InboundDb {
-    /// Opened through [`crate::walbuf`]: a commit writes its frames to the WAL in one call
-    /// and does not sync them; the writer's syncer does, on [`InboundDb::wal`], before any
+    /// Opened through [`crate::walbuf`]: a commit writes its frames to the WAL in a few large
+    /// writes and does not sync them; the writer's syncer does, on [`InboundDb::wal`], before any
     /// webhook of the commit is answered (see [`crate::ingest`]).
     pub conn: rusqlite::Connection,
     /// The `-wal` file, opened for `fdatasync` only. It stays the same file while the

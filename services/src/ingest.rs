@@ -173,8 +173,9 @@ const MAX_SYNC_GROUP: usize = 1024;
 /// messages, in commit order.
 ///
 /// The writer's commits write their frames without syncing them ([`crate::walbuf`]), and it
-/// goes on with its next batch while this thread waits for the disk: durability is the same as `FULL` for every webhook answered
-/// (its frames are on disk before its 200), and the writer never idles in `fsync`. The WAL
+/// goes on with its next batch while this thread waits for the disk: durability is the same
+/// as `FULL` for every webhook answered (its frames are on disk before its 200), and the
+/// writer never idles in `fsync`. The WAL
 /// is a prefix chain (each frame's checksum covers the frames before it), so a power loss
 /// keeps whole commits in order; a commit lost that way was never answered, and Twilio
 /// retries it. Until its sync a commit is visible to this process's readers, whose own

@@ -1,5 +1,5 @@
-//! The inbound writer's SQLite VFS: a commit's WAL frames reach the kernel in one `pwrite`
-//! instead of two per frame.
+//! The inbound writer's SQLite VFS: a commit's WAL frames reach the kernel in a few large
+//! writes instead of two per frame.
 //!
 //! SQLite appends each frame of a commit with two writes, its 24-byte header and then its
 //! page. A batch of webhooks dirties ~3.4 pages per webhook (bench `--only-ingest`, the WAL
