@@ -175,11 +175,11 @@ const MAX_SYNC_GROUP: usize = 1024;
 /// The writer's commits write their frames without syncing them ([`crate::walbuf`]), and it
 /// goes on with its next batch while this thread waits for the disk: durability is the same
 /// as `FULL` for every webhook answered (its frames are on disk before its 200), and the
-/// writer never idles in `fsync`. The WAL
-/// is a prefix chain (each frame's checksum covers the frames before it), so a power loss
-/// keeps whole commits in order; a commit lost that way was never answered, and Twilio
-/// retries it. Until its sync a commit is visible to this process's readers, whose own
-/// writes sync the WAL before any effect outside it (a send job syncs its claim first).
+/// writer never idles in `fsync`. The WAL is a prefix chain (each frame's checksum covers the
+/// frames before it), so a power loss keeps whole commits in order; a commit lost that way
+/// was never answered, and Twilio retries it. Until its sync a commit is visible to this
+/// process's readers, whose own writes sync the WAL before any effect outside it (a send job
+/// syncs its claim first).
 ///
 /// A failed sync fails the webhooks of its commits (500: Twilio retries; a text that did
 /// reach the disk is then a duplicate, answered 200).

@@ -281,13 +281,19 @@ unsafe extern "C" fn wal_write(
     offset: i64,
 ) -> c_int {
     unsafe {
-        let pending = pending(file);
-        if !pending.bytes.is_empty() && offset != pending.offset + pending.bytes.len() as i64 {
+        let after_pending = {
+            let pending = pending(file);
+            pending.offset + pending.bytes.len() as i64
+        };
+        // Not where the collected bytes end: they go out first, so writes keep their order.
+        // (Each use of `pending` is its own borrow; `flush` takes one too.)
+        if offset != after_pending {
             let rc = flush(file);
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
         }
+        let pending = pending(file);
         if pending.bytes.is_empty() {
             pending.offset = offset;
         }
@@ -427,6 +433,29 @@ mod tests {
                 assert_eq!(busy, 0, "restart not blocked");
             }
         }
+        // One transaction larger than the writer's page cache: SQLite writes frames before the
+        // commit and rewrites some of them in place, i.e. before the end of the collected
+        // bytes, which must go out first (without that, the reader finds a corrupt file).
+        writer
+            .execute_batch("PRAGMA cache_size = 10")
+            .expect("small cache");
+        let tx = writer.transaction().expect("begin");
+        for pass in 0..3u8 {
+            tx.execute(
+                "UPDATE t SET body = zeroblob(600 + ?1 * 7 + id % 13)",
+                [pass],
+            )
+            .expect("update every row");
+        }
+        tx.commit().expect("commit the large transaction");
+        let longest: i64 = reader
+            .query_row("SELECT max(length(body)) FROM t", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(
+            longest,
+            600 + 2 * 7 + 12,
+            "the last pass is what the reader sees"
+        );
         drop(writer);
         let check: String = reader
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
