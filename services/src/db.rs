@@ -13,7 +13,10 @@
 //! Twilio be decided and sent again). Group commit keeps the fsyncs few. The inbound writer
 //! syncs the WAL itself, off its thread, before it answers (see [`crate::ingest`]); every
 //! other write, a job's claim before any send included, syncs at its commit, which makes the
-//! inbound commits before it durable too.
+//! inbound commits before it durable too. The one exception: a commit of the write pool that
+//! only moves apalis' bookkeeping (a job fetched, locked, finished) does not sync by itself
+//! ([`crate::walbuf::CommitSync::Selective`], decided by the hooks of
+//! [`crate::jobs::Wakers::install`]); losing it in a power failure only runs a job again.
 //!
 //! One writer at a time: tenant write transactions and the job queue share ONE write
 //! connection (a pool of one, FIFO in-process), and the inbound writer, which writes through
@@ -189,6 +192,7 @@ pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> 
         return Err(DbOpenError::InMemory);
     }
     let hooks = wakers.clone();
+    crate::walbuf::register()?;
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
@@ -203,6 +207,11 @@ pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> 
         .connect_with(
             options
                 .clone()
+                .vfs(
+                    crate::walbuf::SELECTIVE_VFS_NAME
+                        .to_str()
+                        .expect("ASCII name"),
+                )
                 .synchronous(SqliteSynchronous::Full)
                 .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
                 .pragma("wal_autocheckpoint", "0"),

@@ -353,26 +353,39 @@ impl Wakers {
             .fetch_or(1 << queue_index(queue), Ordering::AcqRel);
     }
 
-    /// Installs the hooks on the SQLite write connection: an insert into `Jobs` marks the
-    /// transaction, and its commit wakes the workers of the queues it added jobs to (every
-    /// queue's when the rows did not come through [`JobQueue`]). A worker woken for a queue
-    /// with nothing new would spend a write transaction on an empty fetch.
+    /// Installs the hooks on the SQLite write connection:
+    /// - an insert into `Jobs` marks the transaction, and its commit wakes the workers of the
+    ///   queues it added jobs to (every queue's when the rows did not come through
+    ///   [`JobQueue`]). A worker woken for a queue with nothing new would spend a write
+    ///   transaction on an empty fetch.
+    /// - a commit that only moved apalis' bookkeeping ([`is_bookkeeping`]) skips its WAL
+    ///   sync ([`crate::walbuf::skip_commit_sync`]); every other commit syncs.
     ///
     /// # Errors
     /// When the connection's handle cannot be locked.
     pub async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        let inserted = Arc::new(AtomicBool::new(false));
-        let (on_insert, on_commit, on_rollback) = (inserted.clone(), inserted.clone(), inserted);
+        let state = Arc::new(TxState::default());
+        let (on_change, on_commit, on_rollback) = (state.clone(), state.clone(), state);
         let (wakers, dropped) = (self.clone(), self.staged.clone());
         let mut handle = conn.lock_handle().await?;
         handle.set_update_hook(move |ev| {
             if ev.operation == SqliteOperation::Insert && ev.table == "Jobs" {
-                on_insert.store(true, Ordering::Relaxed);
+                on_change.inserted_job.store(true, Ordering::Relaxed);
             }
+            let flag = if is_bookkeeping(ev.operation, ev.table) {
+                &on_change.bookkeeping
+            } else {
+                &on_change.other
+            };
+            flag.store(true, Ordering::Relaxed);
         });
         handle.set_commit_hook(move || {
+            let (bookkeeping, other) = on_commit.take_changes();
+            // Only a commit seen to move apalis' rows and nothing else skips: one whose
+            // changes the update hook cannot see (a schema change) syncs.
+            crate::walbuf::skip_commit_sync(bookkeeping && !other);
             let staged = wakers.staged.swap(0, Ordering::AcqRel);
-            if on_commit.swap(false, Ordering::Relaxed) {
+            if on_commit.inserted_job.swap(false, Ordering::Relaxed) {
                 for (i, notifier) in wakers.notifiers.iter().enumerate() {
                     if staged == 0 || staged & (1 << i) != 0 {
                         notifier.notify();
@@ -382,10 +395,43 @@ impl Wakers {
             true
         });
         handle.set_rollback_hook(move || {
-            on_rollback.store(false, Ordering::Relaxed);
+            on_rollback.inserted_job.store(false, Ordering::Relaxed);
+            on_rollback.take_changes();
             dropped.store(0, Ordering::Release);
         });
         Ok(())
+    }
+}
+
+/// What the open transaction of the write connection changed, as its update hook saw it.
+#[derive(Default)]
+struct TxState {
+    inserted_job: AtomicBool,
+    bookkeeping: AtomicBool,
+    other: AtomicBool,
+}
+
+impl TxState {
+    /// (moved apalis' bookkeeping, changed anything else), reset for the next transaction.
+    fn take_changes(&self) -> (bool, bool) {
+        (
+            self.bookkeeping.swap(false, Ordering::Relaxed),
+            self.other.swap(false, Ordering::Relaxed),
+        )
+    }
+}
+
+/// A change that only moves apalis' bookkeeping: a job's state (fetched, locked, done,
+/// retried, purged) or a worker's registration and heartbeat. Losing it in a power failure
+/// is harmless, so its commit need not sync the WAL itself: a job that was taken or finished
+/// runs again, and its handler finds its work done (a send's claim, which is synced before
+/// the provider is called, says the text went out). Inserting a job is not bookkeeping: the
+/// job is the outbox of work still to do.
+pub fn is_bookkeeping(operation: SqliteOperation, table: &str) -> bool {
+    match table {
+        "Jobs" => operation != SqliteOperation::Insert,
+        "Workers" => true,
+        _ => false,
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `switchboard_queue_depth` | gauge | `queue`: jobs ready or scheduled, read at scrape time |
 //! | `switchboard_send_seconds` | histogram | `provider`: one provider API call, seconds |
 //! | `switchboard_provider_errors_total` | counter | `provider`, `code` (Twilio error code or HTTP status) |
+//! | `switchboard_sqlite_commits_total` | counter | `wal_sync` (synced, skipped): commits of the SQLite write pool, read at scrape time (see `walbuf::CommitSync`) |
 
 use std::sync::OnceLock;
 
@@ -26,6 +27,9 @@ pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const SEND_SECONDS: &str = "switchboard_send_seconds";
 /// Provider errors by code.
 pub const PROVIDER_ERRORS: &str = "switchboard_provider_errors_total";
+
+/// Commits of the SQLite write pool by whether they synced the WAL.
+pub const SQLITE_COMMITS: &str = "switchboard_sqlite_commits_total";
 
 /// Histogram buckets of [`SEND_SECONDS`], seconds.
 pub const SEND_BUCKETS: &[f64] = &[
@@ -86,6 +90,9 @@ pub async fn render(app: &App) -> String {
             Err(e) => tracing::warn!(error = %e, queue, "queue depth unavailable"),
         }
     }
+    let (synced, skipped) = crate::walbuf::commit_syncs();
+    metrics::counter!(SQLITE_COMMITS, "wal_sync" => "synced").absolute(synced);
+    metrics::counter!(SQLITE_COMMITS, "wal_sync" => "skipped").absolute(skipped);
     match install() {
         Some(handle) => handle.render(),
         None => "# metrics recorder unavailable in this process\n".into(),

@@ -1,5 +1,5 @@
-//! The inbound writer's SQLite VFS: a commit's WAL frames reach the kernel in a few large
-//! writes instead of two per frame.
+//! The SQLite VFS of the two write connections: a commit's WAL frames reach the kernel in a
+//! few large writes instead of two per frame, and a commit syncs them only when it must.
 //!
 //! SQLite appends each frame of a commit with two writes, its 24-byte header and then its
 //! page. A batch of webhooks dirties ~3.4 pages per webhook (bench `--only-ingest`, the WAL
@@ -20,21 +20,97 @@
 //!   so the file always reads as SQLite wrote it;
 //! - once [`MAX_BUFFER_BYTES`] have collected.
 //!
-//! The `xSync` that ends a commit only writes: the inbound writer's syncer thread
-//! `fdatasync`s the WAL before any webhook of the commit is answered (see [`crate::ingest`]),
-//! so durability is the same as with `synchronous = NORMAL`, which the writer ran before. Any
-//! other `xSync` syncs for real: the one after SQLite rewrites the WAL header when the WAL
-//! restarts (the new salts must be on disk before new frames, or a power loss could replay
-//! frames of the previous generation), and the one before a checkpoint.
+//! What the `xSync` that ends a commit does besides writing depends on the VFS the
+//! connection opened (see [`CommitSync`]):
+//! - [`VFS_NAME`] (the inbound writer's connection): it does not sync. The writer's syncer
+//!   thread `fdatasync`s the WAL before any webhook of the commit is answered (see
+//!   [`crate::ingest`]).
+//! - [`SELECTIVE_VFS_NAME`] (the write pool's one connection): it syncs, as `FULL` does,
+//!   unless the connection's commit hook said that this commit only moved apalis' own
+//!   bookkeeping ([`skip_commit_sync`]).
+//!
+//! Any other `xSync` syncs for real: the one after SQLite rewrites the WAL header when the
+//! WAL restarts (the new salts must be on disk before new frames, or a power loss could
+//! replay frames of the previous generation), and the one before a checkpoint.
 
+use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::ffi;
 
-/// Name under which the VFS is registered (not as the default).
+/// The VFS whose commits never sync (the inbound writer's), registered under this name (not
+/// as the default).
 pub const VFS_NAME: &CStr = c"switchboard-walbuf";
+
+/// The VFS whose commits sync unless told not to (the write pool's), registered under this
+/// name (not as the default).
+pub const SELECTIVE_VFS_NAME: &CStr = c"switchboard-walbuf-selective";
+
+/// What the `xSync` that ends a commit does once the commit's frames are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitSync {
+    /// Nothing more: the caller syncs the WAL itself before the commit has any effect
+    /// outside the database ([`VFS_NAME`]).
+    Deferred,
+    /// `fsync`s the WAL, as `synchronous = FULL` does, unless [`skip_commit_sync`] was called
+    /// on this thread for this commit ([`SELECTIVE_VFS_NAME`]).
+    Selective,
+}
+
+thread_local! {
+    /// Set by [`skip_commit_sync`] from a commit hook; taken by the next commit's `xSync` on
+    /// the same thread.
+    static SKIP_COMMIT_SYNC: Cell<bool> = const { Cell::new(false) };
+    /// [`CommitSync::Selective`] commits on this thread: (synced, skipped).
+    static THREAD_COMMITS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// [`CommitSync::Selective`] commits in this process that synced the WAL.
+static COMMITS_SYNCED: AtomicU64 = AtomicU64::new(0);
+/// [`CommitSync::Selective`] commits in this process that skipped their sync.
+static COMMITS_SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Commits through [`SELECTIVE_VFS_NAME`] connections in this process so far:
+/// (synced the WAL, skipped the sync). Exported at `/metrics`.
+pub fn commit_syncs() -> (u64, u64) {
+    (
+        COMMITS_SYNCED.load(Ordering::Relaxed),
+        COMMITS_SKIPPED.load(Ordering::Relaxed),
+    )
+}
+
+/// As [`commit_syncs`], for the commits made on the calling thread only.
+pub fn commit_syncs_on_this_thread() -> (u64, u64) {
+    THREAD_COMMITS.with(Cell::get)
+}
+
+/// Counts one [`CommitSync::Selective`] commit.
+fn count_commit(skipped: bool) {
+    let (total, synced, skips) = if skipped {
+        (&COMMITS_SKIPPED, 0, 1)
+    } else {
+        (&COMMITS_SYNCED, 1, 0)
+    };
+    total.fetch_add(1, Ordering::Relaxed);
+    THREAD_COMMITS.with(|c| {
+        let (s, k) = c.get();
+        c.set((s + synced, k + skips));
+    });
+}
+
+/// Tells the commit about to end on this thread, on a [`SELECTIVE_VFS_NAME`] connection,
+/// whether it may skip its `fsync` (`true`) or must sync (`false`). Call it from the
+/// connection's commit hook, which SQLite runs on the committing thread right before it
+/// writes the commit's frames: every commit hook sets it anew, so a value never outlives
+/// the commit it was meant for. Skipping is for commits whose loss in a power failure is
+/// harmless (the next synced commit, or the next checkpoint, makes them durable with it: a
+/// WAL is synced as a whole).
+pub fn skip_commit_sync(skip: bool) {
+    SKIP_COMMIT_SYNC.with(|s| s.set(skip));
+}
 
 /// Most bytes a WAL file collects before they are written regardless (8 MiB; a batch of
 /// [`crate::ingest::MAX_BATCH`] webhooks writes ~3.5 MiB).
@@ -48,12 +124,17 @@ pub const MAX_BUFFER_BYTES: usize = 8 << 20;
 /// not WAL, or `synchronous` is not FULL: the frames of a commit could then be published
 /// before they are written).
 pub fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    open_with(path, VFS_NAME)
+}
+
+/// [`open`] through `vfs`, one of [`VFS_NAME`] and [`SELECTIVE_VFS_NAME`].
+///
+/// # Errors
+/// As [`open`].
+fn open_with(path: &Path, vfs: &CStr) -> rusqlite::Result<rusqlite::Connection> {
     register()?;
-    let conn = rusqlite::Connection::open_with_flags_and_vfs(
-        path,
-        rusqlite::OpenFlags::default(),
-        VFS_NAME,
-    )?;
+    let conn =
+        rusqlite::Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     conn.execute_batch("PRAGMA synchronous = FULL")?;
     let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
@@ -62,34 +143,54 @@ pub fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
             ffi::Error::new(ffi::SQLITE_MISUSE),
             Some(format!(
                 "{}: needs journal_mode WAL and synchronous FULL, got {mode} and {synchronous}",
-                VFS_NAME.to_string_lossy()
+                vfs.to_string_lossy()
             )),
         ));
     }
     Ok(conn)
 }
 
-/// Registers the VFS once per process; later calls return the first result.
-fn register() -> rusqlite::Result<()> {
+/// The app data of each of our VFSes: the default VFS and what a commit's `xSync` does.
+#[derive(Clone, Copy)]
+struct VfsData {
+    unix: *mut ffi::sqlite3_vfs,
+    commit_sync: CommitSync,
+}
+
+/// Registers both VFSes once per process ([`VFS_NAME`] and [`SELECTIVE_VFS_NAME`]); later
+/// calls return the first result.
+///
+/// # Errors
+/// SQLite's, when it cannot initialize or register them.
+pub fn register() -> rusqlite::Result<()> {
     static REGISTERED: OnceLock<c_int> = OnceLock::new();
     let rc = *REGISTERED.get_or_init(|| {
         // SAFETY: `sqlite3_vfs_find` initializes SQLite and returns the default VFS, which
-        // lives for the whole process; the copy is leaked, so it does too, as SQLite requires
-        // of a registered VFS.
+        // lives for the whole process; the copies and their app data are leaked, so they do
+        // too, as SQLite requires of a registered VFS.
         unsafe {
             let unix = ffi::sqlite3_vfs_find(std::ptr::null());
             if unix.is_null() {
                 return ffi::SQLITE_ERROR;
             }
-            // The other methods (delete, access, full path, randomness, time, dlopen) are
-            // the default VFS's own: they do not use the VFS pointer they are given.
-            let mut vfs = *unix;
-            vfs.pNext = std::ptr::null_mut();
-            vfs.zName = VFS_NAME.as_ptr();
-            vfs.szOsFile = INNER_OFFSET as c_int + (*unix).szOsFile;
-            vfs.pAppData = unix.cast();
-            vfs.xOpen = Some(open_file);
-            ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0)
+            for (name, commit_sync) in [
+                (VFS_NAME, CommitSync::Deferred),
+                (SELECTIVE_VFS_NAME, CommitSync::Selective),
+            ] {
+                // The other methods (delete, access, full path, randomness, time, dlopen)
+                // are the default VFS's own: they do not use the VFS pointer they are given.
+                let mut vfs = *unix;
+                vfs.pNext = std::ptr::null_mut();
+                vfs.zName = name.as_ptr();
+                vfs.szOsFile = INNER_OFFSET as c_int + (*unix).szOsFile;
+                vfs.pAppData = Box::into_raw(Box::new(VfsData { unix, commit_sync })).cast();
+                vfs.xOpen = Some(open_file);
+                let rc = ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0);
+                if rc != ffi::SQLITE_OK {
+                    return rc;
+                }
+            }
+            ffi::SQLITE_OK
         }
     });
     if rc == ffi::SQLITE_OK {
@@ -105,6 +206,7 @@ fn register() -> rusqlite::Result<()> {
 struct WalFile {
     base: ffi::sqlite3_file,
     pending: *mut Pending,
+    commit_sync: CommitSync,
 }
 
 /// Most bytes handed to the default VFS in one write (64 KiB): the `unix` VFS takes at most
@@ -199,10 +301,10 @@ unsafe extern "C" fn open_file(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    // SAFETY: `vfs` is ours, whose app data is the default VFS; `file` has our `szOsFile`
-    // bytes, enough for the default VFS's file object at its start or at INNER_OFFSET.
+    // SAFETY: `vfs` is ours, whose app data is a VfsData; `file` has our `szOsFile` bytes,
+    // enough for the default VFS's file object at its start or at INNER_OFFSET.
     unsafe {
-        let unix: *mut ffi::sqlite3_vfs = (*vfs).pAppData.cast();
+        let VfsData { unix, commit_sync } = *(*vfs).pAppData.cast::<VfsData>();
         let open = (*unix).xOpen.expect("xOpen");
         if flags & ffi::SQLITE_OPEN_WAL == 0 {
             return open(unix, name, file, flags, out_flags);
@@ -217,6 +319,7 @@ unsafe extern "C" fn open_file(
                 pMethods: &WAL_METHODS,
             },
             pending: Box::into_raw(Box::default()),
+            commit_sync,
         });
         ffi::SQLITE_OK
     }
@@ -326,8 +429,18 @@ unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_i
             pending.wrote = false;
             pending.header = false;
             if ends_commit {
-                // The syncer thread syncs the commit before any of its webhooks is answered.
-                return ffi::SQLITE_OK;
+                // Taken whatever the mode, so a value set for a commit never reaches another.
+                let skip = SKIP_COMMIT_SYNC.with(|s| s.replace(false));
+                match (*file.cast::<WalFile>()).commit_sync {
+                    // The syncer thread syncs the commit before any of its webhooks is answered.
+                    CommitSync::Deferred => return ffi::SQLITE_OK,
+                    CommitSync::Selective => {
+                        count_commit(skip);
+                        if skip {
+                            return ffi::SQLITE_OK;
+                        }
+                    }
+                }
             }
             methods(file).xSync.expect("xSync")(inner(file), flags)
         })
@@ -468,6 +581,47 @@ mod tests {
             .expect("count");
         assert_eq!(count, expected);
         drop(again);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A selective connection syncs each commit unless its commit hook said to skip, and a
+    /// skip is for the one commit it was said for.
+    #[test]
+    fn a_selective_commit_syncs_unless_its_commit_hook_says_skip() {
+        let path = std::env::temp_dir().join(format!("walsel-{}.db", uuid::Uuid::new_v4()));
+        let conn = open_with(&path, SELECTIVE_VFS_NAME).expect("open through the VFS");
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            .expect("schema");
+        let skip_next = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hook = skip_next.clone();
+        conn.commit_hook(Some(move || {
+            skip_commit_sync(hook.swap(false, Ordering::Relaxed));
+            false
+        }))
+        .expect("hook");
+        let commit = |skip: bool| {
+            skip_next.store(skip, Ordering::Relaxed);
+            let before = commit_syncs_on_this_thread();
+            conn.execute("INSERT INTO t (v) VALUES ('x')", [])
+                .expect("insert");
+            let (synced, skipped) = commit_syncs_on_this_thread();
+            (synced - before.0, skipped - before.1)
+        };
+        assert_eq!(commit(false), (1, 0), "a plain commit syncs");
+        assert_eq!(commit(true), (0, 1), "the hook's skip is honoured");
+        assert_eq!(
+            commit(false),
+            (1, 0),
+            "and is not carried to the next commit"
+        );
+        // A skip set outside a commit hook (stale) is overwritten by the next commit's hook.
+        skip_commit_sync(true);
+        assert_eq!(commit(false), (1, 0), "a stale skip never reaches a commit");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 4);
+        drop(conn);
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -293,3 +293,33 @@ async fn texts_stored_in_one_commit_share_one_job_and_each_is_answered() {
     assert_eq!(inbound.len(), 6);
     assert!(inbound.iter().all(|m| m.handled_at.is_some()));
 }
+
+/// On SQLite the write pool's commits that only move apalis' bookkeeping (a job fetched,
+/// locked, done) skip their WAL sync; the pipeline's own writes (the handled text, the send's
+/// claim, its result) sync. The counters are the process's: if the hooks never skipped, or
+/// always did, one of them would not move.
+#[tokio::test]
+async fn apalis_bookkeeping_commits_skip_their_wal_sync_and_the_pipelines_writes_sync() {
+    let t = spawn_app().await;
+    let (synced, skipped) = switchboard_services::walbuf::commit_syncs();
+    assert_eq!(
+        t.text_in("+17135550124", "my water heater is leaking")
+            .await
+            .status(),
+        200
+    );
+    t.wait_for_sends(2).await;
+    t.wait_messages(t.tenant.tenant_id, |m| {
+        m.iter().filter(|m| m.provider_sid.is_some()).count() == 3
+    })
+    .await;
+    if t.app.jobs.sqlite_pool().is_none() {
+        return; // Postgres: no VFS of ours; the database syncs each commit itself.
+    }
+    let (synced_after, skipped_after) = switchboard_services::walbuf::commit_syncs();
+    assert!(synced_after > synced, "our writes synced");
+    assert!(
+        skipped_after > skipped,
+        "apalis' bookkeeping skipped its sync"
+    );
+}
