@@ -24,6 +24,7 @@ use switchboard_entity::{Db, TenantTx};
 use tokio::sync::oneshot;
 
 use crate::ServiceError;
+use crate::jobs::Wakers;
 
 /// Most units in one transaction; the rest wait for the next one.
 pub const MAX_GROUP: usize = 64;
@@ -39,6 +40,13 @@ pub const SLOTS: usize = 2;
 pub trait Unit: Sized + Send + Sync + 'static {
     /// What the caller gets once the transaction committed.
     type Output: Send + 'static;
+
+    /// Whether the commit must be on disk before the caller gets the output (on SQLite; a
+    /// Postgres commit always is). `false` lets the commit skip its WAL sync
+    /// ([`crate::jobs::Wakers::commit_unsynced`]): only for units whose loss in a power
+    /// failure is harmless because nothing leaves the database on them before a later
+    /// synced commit.
+    const SYNCED: bool = true;
 
     /// Runs the unit's statements in `tx`.
     fn run(&self, tx: &TenantTx)
@@ -61,6 +69,8 @@ struct Lane<U: Unit> {
 /// flight. Cheap to clone.
 pub struct Groups<U: Unit> {
     db: Db,
+    /// The write connection's hooks (for units that commit unsynced).
+    wakers: Wakers,
     lanes: Arc<Mutex<HashMap<TenantId, Lane<U>>>>,
 }
 
@@ -68,16 +78,18 @@ impl<U: Unit> Clone for Groups<U> {
     fn clone(&self) -> Self {
         Self {
             db: self.db.clone(),
+            wakers: self.wakers.clone(),
             lanes: self.lanes.clone(),
         }
     }
 }
 
 impl<U: Unit> Groups<U> {
-    /// Lanes writing to `db`'s write connection.
-    pub fn new(db: Db) -> Self {
+    /// Lanes writing to `db`'s write connection, whose hooks `wakers` installed.
+    pub fn new(db: Db, wakers: Wakers) -> Self {
         Self {
             db,
+            wakers,
             lanes: Arc::default(),
         }
     }
@@ -172,6 +184,9 @@ impl<U: Unit> Groups<U> {
         for unit in units {
             outputs.push(unit.run(&tx).await?);
         }
+        if !U::SYNCED {
+            self.wakers.commit_unsynced();
+        }
         tx.commit().await?;
         Ok(outputs)
     }
@@ -208,7 +223,7 @@ impl<U: Unit> Drop for Slot<'_, U> {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
     use super::*;
 
@@ -240,14 +255,15 @@ mod tests {
     async fn a_failing_unit_fails_alone_and_its_group_commits_once() {
         let path = std::env::temp_dir().join(format!("group-{}.db", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let db = crate::db::open_sqlite(&url, &crate::jobs::Wakers::default())
+        let wakers = crate::jobs::Wakers::default();
+        let db = crate::db::open_sqlite(&url, &wakers)
             .await
             .expect("database");
         db.write
             .execute_unprepared("CREATE TABLE marks (n INTEGER NOT NULL)")
             .await
             .expect("table");
-        let groups = Groups::new(db.clone());
+        let groups = Groups::new(db.clone(), wakers);
         let tenant = TenantId::new();
         // 40 at once: the first starts a transaction, the rest wait and go in groups.
         let results = futures::future::join_all((0..40).map(|n| {
@@ -291,6 +307,82 @@ mod tests {
             "lane closed"
         );
         drop(groups);
+        db.write.close_by_ref().await.ok();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// [`Mark`] whose commit need not be synced.
+    struct Unsynced(i64);
+
+    impl Unit for Unsynced {
+        type Output = i64;
+        const SYNCED: bool = false;
+
+        async fn run(&self, tx: &TenantTx) -> Result<i64, ServiceError> {
+            Mark {
+                n: self.0,
+                fail: false,
+            }
+            .run(tx)
+            .await
+        }
+    }
+
+    /// An unsynced unit's commit skips its WAL sync; the synced units before and after it
+    /// sync (the mark does not outlive its transaction). The counters are the process's, so
+    /// only growth is checked: a commit of another test can add to them, never take away.
+    #[tokio::test]
+    async fn an_unsynced_units_commit_skips_its_wal_sync_and_only_its_own() {
+        let path = std::env::temp_dir().join(format!("unsynced-{}.db", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let wakers = crate::jobs::Wakers::default();
+        let db = crate::db::open_sqlite(&url, &wakers)
+            .await
+            .expect("database");
+        db.write
+            .execute_unprepared("CREATE TABLE marks (n INTEGER NOT NULL)")
+            .await
+            .expect("table");
+        let synced = Groups::new(db.clone(), wakers.clone());
+        let unsynced = Groups::new(db.clone(), wakers.clone());
+        let tenant = TenantId::new();
+        let counts = crate::walbuf::commit_syncs;
+
+        let before = counts();
+        synced
+            .run(tenant, Mark { n: 1, fail: false })
+            .await
+            .expect("synced");
+        assert!(counts().0 > before.0, "a synced unit syncs");
+        let before = counts();
+        unsynced.run(tenant, Unsynced(2)).await.expect("unsynced");
+        assert!(counts().1 > before.1, "an unsynced unit skips");
+        // The mark of a transaction that rolled back does not reach the next one.
+        let txn = db.write.begin().await.expect("begin");
+        txn.execute_unprepared("INSERT INTO marks (n) VALUES (99)")
+            .await
+            .expect("insert");
+        wakers.commit_unsynced();
+        txn.rollback().await.expect("rollback");
+        let before = counts();
+        synced
+            .run(tenant, Mark { n: 3, fail: false })
+            .await
+            .expect("synced");
+        assert!(counts().0 > before.0, "the next synced unit syncs again");
+
+        let n: i64 = db
+            .read
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT count(*) FROM marks",
+            ))
+            .await
+            .expect("count")
+            .expect("row")
+            .try_get_by_index(0)
+            .expect("n");
+        assert_eq!(n, 3, "every unit's row committed");
         db.write.close_by_ref().await.ok();
         let _ = std::fs::remove_file(&path);
     }

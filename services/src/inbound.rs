@@ -221,6 +221,13 @@ pub(crate) enum Claimed {
 impl Unit for Claim {
     type Output = Claimed;
 
+    /// Not synced by itself: what it writes (the text handled, the bot's state, the replies
+    /// and their send jobs) stays inside the database until a send job claims a reply, and
+    /// that claim is synced before the provider is called, which makes this commit durable
+    /// with it. A power failure before then loses the commit and the job's own bookkeeping,
+    /// so the job runs again and decides the same replies.
+    const SYNCED: bool = false;
+
     async fn run(&self, tx: &TenantTx) -> Result<Claimed, ServiceError> {
         let claimed = message::Entity::by_id_update(tx.tenant(), self.message_id)
             .filter(message::Column::HandledAt.is_null())

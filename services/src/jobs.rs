@@ -6,7 +6,7 @@
 //! job commits (apalis-sqlite's own update hook fires before the commit, when the row is not
 //! yet visible), and poll every [`FALLBACK_POLL_SECS`] for delayed retries.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -334,6 +334,9 @@ pub struct Wakers {
     /// Queues that the open transaction on the SQLite write connection added jobs to (bit
     /// `1 << queue_index`); its commit wakes only their workers.
     staged: Arc<AtomicU8>,
+    /// What the open transaction on the SQLite write connection changed, and whether it may
+    /// commit without its own WAL sync (see [`Wakers::install`]).
+    tx: Arc<TxState>,
 }
 
 /// `queue`'s place in [`Wakers`]: 0 for [`QUEUE_INBOUND`], 1 for [`QUEUE_SEND`].
@@ -358,14 +361,15 @@ impl Wakers {
     ///   queues it added jobs to (every queue's when the rows did not come through
     ///   [`JobQueue`]). A worker woken for a queue with nothing new would spend a write
     ///   transaction on an empty fetch.
-    /// - a commit that only moved apalis' bookkeeping ([`is_bookkeeping`]) skips its WAL
-    ///   sync ([`crate::walbuf::skip_commit_sync`]); every other commit syncs.
+    /// - a commit that only moved apalis' bookkeeping ([`is_bookkeeping`]), or that its
+    ///   writer let go unsynced ([`Wakers::commit_unsynced`]), skips its WAL sync
+    ///   ([`crate::walbuf::skip_commit_sync`]); every other commit syncs.
     ///
     /// # Errors
     /// When the connection's handle cannot be locked.
     pub async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        let state = Arc::new(TxState::default());
-        let (on_change, on_commit, on_rollback) = (state.clone(), state.clone(), state);
+        let state = &self.tx;
+        let (on_change, on_commit, on_rollback) = (state.clone(), state.clone(), state.clone());
         let (wakers, dropped) = (self.clone(), self.staged.clone());
         let mut handle = conn.lock_handle().await?;
         handle.set_update_hook(move |ev| {
@@ -381,9 +385,10 @@ impl Wakers {
         });
         handle.set_commit_hook(move || {
             let (bookkeeping, other) = on_commit.take_changes();
-            // Only a commit seen to move apalis' rows and nothing else skips: one whose
-            // changes the update hook cannot see (a schema change) syncs.
-            crate::walbuf::skip_commit_sync(bookkeeping && !other);
+            let unsynced = on_commit.end_transaction();
+            // Only a commit seen to move apalis' rows and nothing else skips by itself: one
+            // whose changes the update hook cannot see (a schema change) syncs.
+            crate::walbuf::skip_commit_sync((bookkeeping && !other) || unsynced);
             let staged = wakers.staged.swap(0, Ordering::AcqRel);
             if on_commit.inserted_job.swap(false, Ordering::Relaxed) {
                 for (i, notifier) in wakers.notifiers.iter().enumerate() {
@@ -397,21 +402,56 @@ impl Wakers {
         handle.set_rollback_hook(move || {
             on_rollback.inserted_job.store(false, Ordering::Relaxed);
             on_rollback.take_changes();
+            on_rollback.end_transaction();
             dropped.store(0, Ordering::Release);
         });
         Ok(())
     }
+
+    /// Lets the transaction open on the SQLite write connection commit without syncing the
+    /// WAL itself. Call it inside that transaction, while holding the connection, and only
+    /// for a transaction whose loss in a power failure is harmless because nothing outside
+    /// the database acts on it before a later commit syncs (a synced commit makes the whole
+    /// WAL before it durable). It applies to that one transaction: its commit or rollback
+    /// ends it. No effect on Postgres (no hooks there).
+    pub fn commit_unsynced(&self) {
+        let open = self.tx.generation.load(Ordering::Acquire);
+        self.tx.unsynced.store(open, Ordering::Release);
+    }
 }
 
-/// What the open transaction of the write connection changed, as its update hook saw it.
-#[derive(Default)]
+/// What the open transaction of the write connection changed, as its update hook saw it, and
+/// which transaction may commit unsynced.
 struct TxState {
     inserted_job: AtomicBool,
     bookkeeping: AtomicBool,
     other: AtomicBool,
+    /// Counts the write connection's transactions: each commit or rollback ends one.
+    generation: AtomicU64,
+    /// The `generation` of the transaction that may commit unsynced (`u64::MAX`: none), so
+    /// a mark that its commit never consumed cannot reach a later transaction.
+    unsynced: AtomicU64,
+}
+
+impl Default for TxState {
+    fn default() -> Self {
+        Self {
+            inserted_job: AtomicBool::new(false),
+            bookkeeping: AtomicBool::new(false),
+            other: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            unsynced: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl TxState {
+    /// Ends the open transaction; whether it was marked to commit unsynced.
+    fn end_transaction(&self) -> bool {
+        let ended = self.generation.fetch_add(1, Ordering::AcqRel);
+        self.unsynced.load(Ordering::Acquire) == ended
+    }
+
     /// (moved apalis' bookkeeping, changed anything else), reset for the next transaction.
     fn take_changes(&self) -> (bool, bool) {
         (

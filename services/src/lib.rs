@@ -221,6 +221,7 @@ impl App {
             return Err(StartError::RedisRequired);
         }
         let wakers = jobs::Wakers::default();
+        let hooks = wakers.clone();
         let db = if postgres {
             db::open_postgres(url, settings.database_max_connections).await?
         } else {
@@ -257,8 +258,8 @@ impl App {
                 .clone()
                 .map(|o| oidc::Oidc::new(o, settings.public_url(oidc::CALLBACK_PATH))),
             settings,
-            sends: messaging::SendGroups::new(&db),
-            handles: group::Groups::new(db.clone()),
+            sends: messaging::SendGroups::new(&db, &hooks),
+            handles: group::Groups::new(db.clone(), hooks),
             db,
             events,
             jobs,

@@ -645,10 +645,10 @@ pub(crate) struct SendGroups {
 }
 
 impl SendGroups {
-    pub(crate) fn new(db: &switchboard_entity::Db) -> Self {
+    pub(crate) fn new(db: &switchboard_entity::Db, wakers: &crate::jobs::Wakers) -> Self {
         Self {
-            claims: Groups::new(db.clone()),
-            accepts: Groups::new(db.clone()),
+            claims: Groups::new(db.clone(), wakers.clone()),
+            accepts: Groups::new(db.clone(), wakers.clone()),
         }
     }
 }
