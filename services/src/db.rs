@@ -13,10 +13,12 @@
 //! Twilio be decided and sent again). Group commit keeps the fsyncs few. The inbound writer
 //! syncs the WAL itself, off its thread, before it answers (see [`crate::ingest`]); every
 //! other write, a job's claim before any send included, syncs at its commit, which makes the
-//! inbound commits before it durable too. The one exception: a commit of the write pool that
-//! only moves apalis' bookkeeping (a job fetched, locked, finished) does not sync by itself
-//! ([`crate::walbuf::CommitSync::Selective`], decided by the hooks of
-//! [`crate::jobs::Wakers::install`]); losing it in a power failure only runs a job again.
+//! inbound commits before it durable too. Two kinds of write-pool commit do not sync by
+//! themselves ([`crate::walbuf::CommitSync::Selective`], decided by the hooks of
+//! [`crate::jobs::Wakers::install`]): one that only moves apalis' bookkeeping (a job fetched,
+//! locked, finished), and a group-commit unit that declares it may
+//! ([`crate::group::Unit::SYNCED`]: handling a text). Losing either in a power failure only
+//! runs a job again; the next synced commit makes them durable with it.
 //!
 //! One writer at a time: tenant write transactions and the job queue share ONE write
 //! connection (a pool of one, FIFO in-process), and the inbound writer, which writes through

@@ -251,8 +251,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_failing_unit_fails_alone_and_its_group_commits_once() {
+    /// A new SQLite file with an empty `marks` table: its path, the database, and the hooks
+    /// of its write connection.
+    async fn marks_db() -> (std::path::PathBuf, Db, crate::jobs::Wakers) {
         let path = std::env::temp_dir().join(format!("group-{}.db", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let wakers = crate::jobs::Wakers::default();
@@ -263,6 +264,12 @@ mod tests {
             .execute_unprepared("CREATE TABLE marks (n INTEGER NOT NULL)")
             .await
             .expect("table");
+        (path, db, wakers)
+    }
+
+    #[tokio::test]
+    async fn a_failing_unit_fails_alone_and_its_group_commits_once() {
+        let (path, db, wakers) = marks_db().await;
         let groups = Groups::new(db.clone(), wakers);
         let tenant = TenantId::new();
         // 40 at once: the first starts a transaction, the rest wait and go in groups.
@@ -333,16 +340,7 @@ mod tests {
     /// only growth is checked: a commit of another test can add to them, never take away.
     #[tokio::test]
     async fn an_unsynced_units_commit_skips_its_wal_sync_and_only_its_own() {
-        let path = std::env::temp_dir().join(format!("unsynced-{}.db", uuid::Uuid::new_v4()));
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let wakers = crate::jobs::Wakers::default();
-        let db = crate::db::open_sqlite(&url, &wakers)
-            .await
-            .expect("database");
-        db.write
-            .execute_unprepared("CREATE TABLE marks (n INTEGER NOT NULL)")
-            .await
-            .expect("table");
+        let (path, db, wakers) = marks_db().await;
         let synced = Groups::new(db.clone(), wakers.clone());
         let unsynced = Groups::new(db.clone(), wakers.clone());
         let tenant = TenantId::new();
