@@ -26,8 +26,9 @@
 //!   thread `fdatasync`s the WAL before any webhook of the commit is answered (see
 //!   [`crate::ingest`]).
 //! - [`SELECTIVE_VFS_NAME`] (the write pool's one connection): it syncs, as `FULL` does,
-//!   unless the connection's commit hook said that this commit only moved apalis' own
-//!   bookkeeping ([`skip_commit_sync`]).
+//!   unless the connection's commit hook said this commit may skip ([`skip_commit_sync`]; the
+//!   hooks of `jobs::Wakers::install` decide: apalis' own bookkeeping, or a transaction its
+//!   writer let go unsynced).
 //!
 //! Any other `xSync` syncs for real: the one after SQLite rewrites the WAL header when the
 //! WAL restarts (the new salts must be on disk before new frames, or a power loss could
@@ -64,6 +65,10 @@ thread_local! {
     /// Set by [`skip_commit_sync`] from a commit hook; taken by the next commit's `xSync` on
     /// the same thread.
     static SKIP_COMMIT_SYNC: Cell<bool> = const { Cell::new(false) };
+}
+
+#[cfg(test)]
+thread_local! {
     /// [`CommitSync::Selective`] commits on this thread: (synced, skipped).
     static THREAD_COMMITS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
@@ -83,21 +88,27 @@ pub fn commit_syncs() -> (u64, u64) {
 }
 
 /// As [`commit_syncs`], for the commits made on the calling thread only.
-pub fn commit_syncs_on_this_thread() -> (u64, u64) {
+#[cfg(test)]
+fn commit_syncs_on_this_thread() -> (u64, u64) {
     THREAD_COMMITS.with(Cell::get)
 }
 
 /// Counts one [`CommitSync::Selective`] commit.
 fn count_commit(skipped: bool) {
-    let (total, synced, skips) = if skipped {
-        (&COMMITS_SKIPPED, 0, 1)
+    let total = if skipped {
+        &COMMITS_SKIPPED
     } else {
-        (&COMMITS_SYNCED, 1, 0)
+        &COMMITS_SYNCED
     };
     total.fetch_add(1, Ordering::Relaxed);
+    #[cfg(test)]
     THREAD_COMMITS.with(|c| {
-        let (s, k) = c.get();
-        c.set((s + synced, k + skips));
+        let (synced, skips) = c.get();
+        c.set(if skipped {
+            (synced, skips + 1)
+        } else {
+            (synced + 1, skips)
+        });
     });
 }
 
