@@ -222,6 +222,7 @@ pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> 
     let write = DatabaseConnection::from(writer);
     switchboard_migration::run(&write).await?;
     spawn_checkpointer(options.clone(), write.get_sqlite_connection_pool().clone()).await?;
+    wakers.set_wal(WalSyncer::start(options.get_filename())?);
     let readers = SqlitePoolOptions::new()
         .max_connections(SQLITE_READERS)
         .min_connections(1)
@@ -288,6 +289,82 @@ async fn spawn_checkpointer(
     Ok(())
 }
 
+/// Group `fdatasync` of the SQLite database's WAL, on a thread of its own, for commits of the
+/// write pool that must be on disk before their caller acts but need not hold the write
+/// connection while the disk works ([`crate::group`]'s synced units commit unsynced, give the
+/// connection back, then wait here). Every caller waiting when a sync starts is answered by
+/// it; a sync covers every commit before it (the WAL is one file, synced as a whole).
+#[derive(Clone)]
+pub struct WalSyncer {
+    requests: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+/// WAL syncs made by [`WalSyncer`]s in this process (each answers one or more commits).
+static GROUP_SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`GROUP_SYNCS`]; exported at `/metrics`.
+pub fn group_syncs() -> u64 {
+    GROUP_SYNCS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl WalSyncer {
+    /// Starts the syncer of the database file `path` (its `-wal` file must exist: the write
+    /// pool has opened the database). The thread ends when the last handle is dropped.
+    ///
+    /// # Errors
+    /// [`DbOpenError::Wal`] when the WAL file cannot be opened.
+    pub fn start(path: &std::path::Path) -> Result<Self, DbOpenError> {
+        let wal = open_wal(path)?;
+        let (requests, waiting) =
+            std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
+        std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    let group: Vec<_> = std::iter::once(first).chain(waiting.try_iter()).collect();
+                    let synced = wal.sync_data().map_err(|e| e.to_string());
+                    GROUP_SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    for caller in group {
+                        let _ = caller.send(synced.clone());
+                    }
+                }
+            })
+            .map_err(|source| DbOpenError::Wal {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// Returns once the WAL is on disk up to at least every commit that returned before this
+    /// call.
+    ///
+    /// # Errors
+    /// [`ServiceError::WalSync`] when the sync failed or the syncer is gone.
+    pub async fn sync(&self) -> Result<(), crate::ServiceError> {
+        let (done, synced) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(done)
+            .map_err(|_| crate::ServiceError::WalSync("the WAL syncer stopped".into()))?;
+        synced
+            .await
+            .map_err(|_| crate::ServiceError::WalSync("the WAL syncer stopped".into()))?
+            .map_err(crate::ServiceError::WalSync)
+    }
+}
+
+/// The `-wal` file of the database file `path`, opened for `fdatasync` only. It stays the
+/// same file while the process runs: SQLite deletes a WAL only when its last connection
+/// closes, and the write pool keeps its connection open.
+fn open_wal(path: &std::path::Path) -> Result<std::fs::File, DbOpenError> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::File::open(&wal).map_err(|source| DbOpenError::Wal {
+        path: std::path::PathBuf::from(wal).display().to_string(),
+        source,
+    })
+}
+
 /// The inbound writer's own connection, and the WAL file its commits go to.
 pub struct InboundDb {
     /// Opened through [`crate::walbuf`]: a commit writes its frames to the WAL in a few large
@@ -315,11 +392,6 @@ pub fn open_inbound_writer(url: &str) -> Result<InboundDb, DbOpenError> {
          PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}; PRAGMA wal_autocheckpoint = 0;"
     ))?;
     conn.set_prepared_statement_cache_capacity(32);
-    let mut wal = path.into_os_string();
-    wal.push("-wal");
-    let wal = std::fs::File::open(&wal).map_err(|source| DbOpenError::Wal {
-        path: std::path::PathBuf::from(wal).display().to_string(),
-        source,
-    })?;
+    let wal = open_wal(&path)?;
     Ok(InboundDb { conn, wal })
 }

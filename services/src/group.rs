@@ -42,7 +42,9 @@ pub trait Unit: Sized + Send + Sync + 'static {
     type Output: Send + 'static;
 
     /// Whether the commit must be on disk before the caller gets the output (on SQLite; a
-    /// Postgres commit always is). `false` lets the commit skip its WAL sync
+    /// Postgres commit always is). On SQLite a synced unit's group commits without syncing
+    /// and then waits for the WAL's group syncer ([`crate::db::WalSyncer`]), so the one
+    /// write connection is free while the disk works. `false` skips the sync altogether
     /// ([`crate::jobs::Wakers::commit_unsynced`]): only for units whose loss in a power
     /// failure is harmless because nothing leaves the database on them before a later
     /// synced commit.
@@ -184,10 +186,16 @@ impl<U: Unit> Groups<U> {
         for unit in units {
             outputs.push(unit.run(&tx).await?);
         }
-        if !U::SYNCED {
+        // On SQLite no unit syncs while holding the one write connection: a synced unit's
+        // group waits for the WAL syncer once the connection is given back.
+        let sync_after = self.wakers.wal().filter(|_| U::SYNCED);
+        if !U::SYNCED || sync_after.is_some() {
             self.wakers.commit_unsynced();
         }
         tx.commit().await?;
+        if let Some(wal) = sync_after {
+            wal.sync().await?;
+        }
         Ok(outputs)
     }
 }
@@ -335,27 +343,30 @@ mod tests {
         }
     }
 
-    /// An unsynced unit's commit skips its WAL sync; the synced units before and after it
-    /// sync (the mark does not outlive its transaction). The counters are the process's, so
-    /// only growth is checked: a commit of another test can add to them, never take away.
+    /// A synced unit's group commits unsynced and then waits for a group sync of the WAL;
+    /// an unsynced unit's commit skips its sync; the mark never outlives its transaction. The
+    /// counters are the process's, so only growth is checked: a commit of another test can
+    /// add to them, never take away.
     #[tokio::test]
-    async fn an_unsynced_units_commit_skips_its_wal_sync_and_only_its_own() {
+    async fn a_synced_unit_syncs_after_its_commit_and_an_unsynced_one_skips() {
         let (path, db, wakers) = marks_db().await;
         let synced = Groups::new(db.clone(), wakers.clone());
         let unsynced = Groups::new(db.clone(), wakers.clone());
         let tenant = TenantId::new();
         let counts = crate::walbuf::commit_syncs;
 
-        let before = counts();
+        let (before, group_syncs) = (counts(), crate::db::group_syncs());
         synced
             .run(tenant, Mark { n: 1, fail: false })
             .await
             .expect("synced");
-        assert!(counts().0 > before.0, "a synced unit syncs");
+        assert!(counts().1 > before.1, "committed without syncing");
+        assert!(crate::db::group_syncs() > group_syncs, "then synced");
         let before = counts();
         unsynced.run(tenant, Unsynced(2)).await.expect("unsynced");
         assert!(counts().1 > before.1, "an unsynced unit skips");
-        // The mark of a transaction that rolled back does not reach the next one.
+        // The mark of a transaction that rolled back does not reach the next one: a plain
+        // transaction after it syncs at its commit.
         let txn = db.write.begin().await.expect("begin");
         txn.execute_unprepared("INSERT INTO marks (n) VALUES (99)")
             .await
@@ -363,11 +374,12 @@ mod tests {
         wakers.commit_unsynced();
         txn.rollback().await.expect("rollback");
         let before = counts();
-        synced
-            .run(tenant, Mark { n: 3, fail: false })
+        let txn = db.write.begin().await.expect("begin");
+        txn.execute_unprepared("INSERT INTO marks (n) VALUES (3)")
             .await
-            .expect("synced");
-        assert!(counts().0 > before.0, "the next synced unit syncs again");
+            .expect("insert");
+        txn.commit().await.expect("commit");
+        assert!(counts().0 > before.0, "the next plain commit syncs");
 
         let n: i64 = db
             .read

@@ -337,6 +337,8 @@ pub struct Wakers {
     /// What the open transaction on the SQLite write connection changed, and whether it may
     /// commit without its own WAL sync (see [`Wakers::install`]).
     tx: Arc<TxState>,
+    /// The WAL's group syncer (SQLite; set once the database is open).
+    wal: Arc<std::sync::OnceLock<crate::db::WalSyncer>>,
 }
 
 /// `queue`'s place in [`Wakers`]: 0 for [`QUEUE_INBOUND`], 1 for [`QUEUE_SEND`].
@@ -417,6 +419,16 @@ impl Wakers {
     pub fn commit_unsynced(&self) {
         let open = self.tx.generation.load(Ordering::Acquire);
         self.tx.unsynced.store(open, Ordering::Release);
+    }
+
+    /// Hands over the WAL's group syncer (once, when the SQLite database is open).
+    pub(crate) fn set_wal(&self, syncer: crate::db::WalSyncer) {
+        let _ = self.wal.set(syncer);
+    }
+
+    /// The WAL's group syncer: `None` on Postgres, whose commits are durable as they return.
+    pub fn wal(&self) -> Option<&crate::db::WalSyncer> {
+        self.wal.get()
     }
 }
 

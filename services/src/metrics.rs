@@ -9,6 +9,7 @@
 //! | `switchboard_send_seconds` | histogram | `provider`: one provider API call, seconds |
 //! | `switchboard_provider_errors_total` | counter | `provider`, `code` (Twilio error code or HTTP status) |
 //! | `switchboard_sqlite_commits_total` | counter | `wal_sync` (synced, skipped): commits of the SQLite write pool, read at scrape time (see `walbuf::CommitSync`) |
+//! | `switchboard_sqlite_wal_group_syncs_total` | counter | none: WAL syncs by `db::WalSyncer` after commits that skipped theirs, read at scrape time |
 
 use std::sync::OnceLock;
 
@@ -30,6 +31,9 @@ pub const PROVIDER_ERRORS: &str = "switchboard_provider_errors_total";
 
 /// Commits of the SQLite write pool by whether they synced the WAL.
 pub const SQLITE_COMMITS: &str = "switchboard_sqlite_commits_total";
+
+/// WAL syncs of the SQLite WAL's group syncer.
+pub const SQLITE_GROUP_SYNCS: &str = "switchboard_sqlite_wal_group_syncs_total";
 
 /// Histogram buckets of [`SEND_SECONDS`], seconds.
 pub const SEND_BUCKETS: &[f64] = &[
@@ -93,6 +97,7 @@ pub async fn render(app: &App) -> String {
     let (synced, skipped) = crate::walbuf::commit_syncs();
     metrics::counter!(SQLITE_COMMITS, "wal_sync" => "synced").absolute(synced);
     metrics::counter!(SQLITE_COMMITS, "wal_sync" => "skipped").absolute(skipped);
+    metrics::counter!(SQLITE_GROUP_SYNCS).absolute(crate::db::group_syncs());
     match install() {
         Some(handle) => handle.render(),
         None => "# metrics recorder unavailable in this process\n".into(),
