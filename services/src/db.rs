@@ -340,16 +340,12 @@ impl WalSyncer {
     /// call.
     ///
     /// # Errors
-    /// [`ServiceError::WalSync`] when the sync failed or the syncer is gone.
-    pub async fn sync(&self) -> Result<(), crate::ServiceError> {
+    /// Why it is not known to be on disk: the sync failed, or the syncer stopped.
+    pub async fn sync(&self) -> Result<(), String> {
+        const STOPPED: &str = "the WAL syncer stopped";
         let (done, synced) = tokio::sync::oneshot::channel();
-        self.requests
-            .send(done)
-            .map_err(|_| crate::ServiceError::WalSync("the WAL syncer stopped".into()))?;
-        synced
-            .await
-            .map_err(|_| crate::ServiceError::WalSync("the WAL syncer stopped".into()))?
-            .map_err(crate::ServiceError::WalSync)
+        self.requests.send(done).map_err(|_| STOPPED.to_string())?;
+        synced.await.map_err(|_| STOPPED.to_string())?
     }
 }
 

@@ -157,9 +157,15 @@ impl<U: Unit> Groups<U> {
         let (units, done): (Vec<U>, Vec<_>) = group.into_iter().unzip();
         match self.transaction(tenant, &units).await {
             Ok(outputs) => {
+                // Committed: a failed sync fails every caller, and nothing runs again.
+                let synced = self.durable().await;
                 for (done, output) in done.into_iter().zip(outputs) {
+                    let answer = match &synced {
+                        Ok(()) => Ok(output),
+                        Err(reason) => Err(ServiceError::WalSync(reason.clone())),
+                    };
                     // The caller may have gone (a cancelled job); what committed stays.
-                    let _ = done.send(Ok(output));
+                    let _ = done.send(answer);
                 }
             }
             Err(e) if units.len() == 1 => {
@@ -168,14 +174,22 @@ impl<U: Unit> Groups<U> {
             Err(e) => {
                 tracing::warn!(error = %e, units = units.len(), "shared transaction failed; each unit runs alone");
                 for (unit, done) in units.iter().zip(done) {
-                    let alone = self.transaction(tenant, std::slice::from_ref(unit)).await;
-                    let _ = done.send(alone.map(|mut o| o.pop().expect("one output per unit")));
+                    let alone = match self.transaction(tenant, std::slice::from_ref(unit)).await {
+                        Ok(mut output) => self
+                            .durable()
+                            .await
+                            .map(|()| output.pop().expect("one output per unit"))
+                            .map_err(ServiceError::WalSync),
+                        Err(e) => Err(e),
+                    };
+                    let _ = done.send(alone);
                 }
             }
         }
     }
 
-    /// `units` in one write transaction of `tenant`.
+    /// `units` in one write transaction of `tenant`. On SQLite the commit never syncs while
+    /// it holds the one write connection: a synced unit's caller then waits in [`Self::durable`].
     async fn transaction(
         &self,
         tenant: TenantId,
@@ -186,17 +200,20 @@ impl<U: Unit> Groups<U> {
         for unit in units {
             outputs.push(unit.run(&tx).await?);
         }
-        // On SQLite no unit syncs while holding the one write connection: a synced unit's
-        // group waits for the WAL syncer once the connection is given back.
-        let sync_after = self.wakers.wal().filter(|_| U::SYNCED);
-        if !U::SYNCED || sync_after.is_some() {
+        if !U::SYNCED || self.wakers.wal().is_some() {
             self.wakers.commit_unsynced();
         }
         tx.commit().await?;
-        if let Some(wal) = sync_after {
-            wal.sync().await?;
-        }
         Ok(outputs)
+    }
+
+    /// After a commit: once it is on disk, for a synced unit on SQLite (the WAL's group
+    /// syncer); at once otherwise. The error is why the commit is not known to be on disk.
+    async fn durable(&self) -> Result<(), String> {
+        match self.wakers.wal() {
+            Some(wal) if U::SYNCED => wal.sync().await,
+            _ => Ok(()),
+        }
     }
 }
 
