@@ -12,9 +12,11 @@
 //! a crash of the process (with NORMAL, a lost commit could let a reply that already reached
 //! Twilio be decided and sent again). Group commit keeps the fsyncs few. The inbound writer
 //! syncs the WAL itself, off its thread, before it answers (see [`crate::ingest`]); every
-//! other write, a job's claim before any send included, syncs at its commit, which makes the
-//! inbound commits before it durable too. Two kinds of write-pool commit do not sync by
-//! themselves ([`crate::walbuf::CommitSync::Selective`], decided by the hooks of
+//! other write is on disk before its caller acts, which makes the inbound commits before it
+//! durable too. Most sync at their commit; a synced group-commit unit (a send's claim, its
+//! recorded acceptance) syncs right after it, through [`WalSyncer`], so the write connection
+//! is free while the disk works. Two kinds of write-pool commit do not sync at all
+//! ([`crate::walbuf::CommitSync::Selective`], decided by the hooks of
 //! [`crate::jobs::Wakers::install`]): one that only moves apalis' bookkeeping (a job fetched,
 //! locked, finished), and a group-commit unit that declares it may
 //! ([`crate::group::Unit::SYNCED`]: handling a text). Losing either in a power failure only
