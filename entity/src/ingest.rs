@@ -4,9 +4,11 @@
 //! connection (rusqlite): each statement is a function call into SQLite, where through sqlx
 //! each would be a round trip to SQLite's thread and back (two context switches), about seven
 //! per batch. Statements are prepared once and cached; per webhook: a MessageSid lookup
-//! (Twilio may send a webhook more than once), a sender lookup (an insert only for a new sender: a known sender's row
-//! is not rewritten, since every page a webhook dirties is written to the WAL at commit, the
-//! largest cost here), a conversation upsert, a message insert, and an `UPDATE` per compliance
+//! (Twilio may send a webhook more than once), the sender's contact row (found by rowid through
+//! the writer's [`RowCache`], else by its unique index; inserted only for a new sender: a
+//! known sender's row is not rewritten, since every page a webhook dirties is written to the
+//! WAL at commit, the largest cost here), the conversation row (updated in place, found the
+//! same way; inserted for a new thread), a message insert, and an `UPDATE` per compliance
 //! keyword (rare). The caller owns the transaction, enqueues the jobs in it, and answers each
 //! webhook only after the commit.
 //!
@@ -100,32 +102,98 @@ fn compliance_effect(it: &NewInbound, opted_out: bool) -> Option<KeywordKind> {
     }
 }
 
+/// Most senders (and conversations) [`RowCache`] remembers; past that it starts over.
+pub const ROW_CACHE_ENTRIES: usize = 50_000;
+
+/// Where the inbound writer last found each recent sender's contact row and conversation row
+/// (SQLite rowid and id), kept across batches by the writer (one per writer connection).
+///
+/// A text from a known sender then reaches its contact and its conversation with one B-tree
+/// lookup each, by rowid, instead of a unique-index lookup followed by a table lookup (and the
+/// conversation is updated in place instead of through an `INSERT … ON CONFLICT DO UPDATE …
+/// RETURNING`, which SQLite runs as a trigger with a statement journal).
+///
+/// It is a hint, never the truth: every use re-reads the row by rowid *and* checks its id,
+/// tenant and key columns in the same statement, so a row that was deleted, re-created,
+/// renumbered (`VACUUM`) or written by a batch that rolled back is simply not found, and the
+/// writer falls back to the unique-index lookup (and refreshes the entry).
+#[derive(Debug, Default)]
+pub struct RowCache {
+    /// Tenant -> sender E.164 -> the contact row.
+    contacts: HashMap<TenantId, HashMap<String, (i64, ContactId)>>,
+    /// Entries in `contacts`, all tenants.
+    contact_count: usize,
+    /// (contact, our number) -> the conversation row.
+    conversations: HashMap<(ContactId, PhoneNumberId), (i64, ConversationId)>,
+}
+
+impl RowCache {
+    fn contact(&self, tenant: TenantId, phone: &str) -> Option<(i64, ContactId)> {
+        self.contacts.get(&tenant)?.get(phone).copied()
+    }
+
+    fn remember_contact(&mut self, tenant: TenantId, phone: &str, row: (i64, ContactId)) {
+        if self.contact_count >= ROW_CACHE_ENTRIES {
+            self.contacts.clear();
+            self.contact_count = 0;
+        }
+        let known = self.contacts.entry(tenant).or_default();
+        if known.insert(phone.to_string(), row).is_none() {
+            self.contact_count += 1;
+        }
+    }
+
+    fn remember_conversation(
+        &mut self,
+        key: (ContactId, PhoneNumberId),
+        row: (i64, ConversationId),
+    ) {
+        if self.conversations.len() >= ROW_CACHE_ENTRIES {
+            self.conversations.clear();
+        }
+        self.conversations.insert(key, row);
+    }
+}
+
 /// Writes a batch of inbound texts inside the caller's transaction, in arrival order.
+///
+/// `rows` is the writer's [`RowCache`]; it is read and refreshed here.
 ///
 /// # Errors
 /// Any database error; the caller rolls the whole batch back and fails every webhook in it
 /// (Twilio then retries them).
-pub fn write_batch(tx: &Transaction<'_>, items: &[NewInbound]) -> rusqlite::Result<Vec<Written>> {
+pub fn write_batch(
+    tx: &Transaction<'_>,
+    items: &[NewInbound],
+    rows: &mut RowCache,
+) -> rusqlite::Result<Vec<Written>> {
     let mut results = vec![Written::Duplicate; items.len()];
     let mut seen = HashSet::new();
     let mut stored_sid = tx.prepare_cached("SELECT 1 FROM messages WHERE provider_sid = ?1")?;
+    let mut contact_at = tx.prepare_cached(
+        "SELECT opted_out_at IS NOT NULL FROM contacts WHERE rowid = ?1 AND id = ?2 AND tenant_id = ?3 AND phone = ?4",
+    )?;
     let mut find_contact = tx.prepare_cached(
-        "SELECT id, opted_out_at IS NOT NULL FROM contacts WHERE tenant_id = ?1 AND phone = ?2",
+        "SELECT rowid, id, opted_out_at IS NOT NULL FROM contacts WHERE tenant_id = ?1 AND phone = ?2",
     )?;
     let mut new_contact = tx.prepare_cached(
         "INSERT INTO contacts (id, tenant_id, phone, name, status, fields, opted_out_at, opt_out_keyword, created_at, updated_at) \
          VALUES (?1, ?2, ?3, NULL, 'new', NULL, NULL, NULL, ?4, ?4)",
     )?;
-    let mut upsert_conversation = tx.prepare_cached(
+    // A new text: one more unread, the preview and time of the latest text (texts of one
+    // batch may arrive out of order), and the conversation reopens.
+    let mut bump_conversation = tx.prepare_cached(
+        "UPDATE conversations SET unread_count = unread_count + 1, \
+         last_message_preview = CASE WHEN ?1 >= last_message_at THEN ?2 ELSE last_message_preview END, \
+         last_message_at = MAX(last_message_at, ?1), status = 'open', updated_at = ?1 \
+         WHERE rowid = ?3 AND id = ?4 AND tenant_id = ?5 AND contact_id = ?6 AND phone_number_id = ?7",
+    )?;
+    let mut find_conversation = tx.prepare_cached(
+        "SELECT rowid, id FROM conversations WHERE tenant_id = ?1 AND contact_id = ?2 AND phone_number_id = ?3",
+    )?;
+    let mut new_conversation = tx.prepare_cached(
         "INSERT INTO conversations (id, tenant_id, contact_id, phone_number_id, status, bot_paused, bot_state, unread_count, \
-         last_message_at, last_message_preview, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'open', 0, NULL, 1, ?5, ?6, ?5, ?5) \
-         ON CONFLICT (tenant_id, contact_id, phone_number_id) DO UPDATE SET \
-         unread_count = conversations.unread_count + 1, \
-         last_message_preview = CASE WHEN excluded.last_message_at >= conversations.last_message_at \
-             THEN excluded.last_message_preview ELSE conversations.last_message_preview END, \
-         last_message_at = MAX(conversations.last_message_at, excluded.last_message_at), \
-         status = 'open', updated_at = excluded.updated_at \
-         RETURNING id",
+         last_message_at, last_message_preview, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'open', 0, NULL, 1, ?5, ?6, ?5, ?5)",
     )?;
     let mut insert_message = tx.prepare_cached(
         "INSERT INTO messages (id, tenant_id, conversation_id, contact_id, direction, source, body, media, provider_sid, status, \
@@ -148,17 +216,44 @@ pub fn write_batch(tx: &Transaction<'_>, items: &[NewInbound]) -> rusqlite::Resu
         let (contact, opted_out) = match contacts.get(&key) {
             Some(known) => *known,
             None => {
-                let found = find_contact
-                    .query_row(params![tenant, it.from], |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?))
-                    })
-                    .optional()?;
-                let known = match found {
-                    Some((id, opted_out)) => (ContactId(uuid_of(id)?), opted_out),
+                let still = match rows.contact(it.tenant_id, &it.from) {
+                    Some((rowid, id)) => contact_at
+                        .query_row(params![rowid, blob(id.uuid()), tenant, it.from], |r| {
+                            r.get::<_, bool>(0)
+                        })
+                        .optional()?
+                        .map(|opted_out| (id, opted_out)),
+                    None => None,
+                };
+                let known = match still {
+                    Some(known) => known,
                     None => {
-                        let id = ContactId::new();
-                        new_contact.execute(params![blob(id.uuid()), tenant, it.from, at])?;
-                        (id, false)
+                        let found = find_contact
+                            .query_row(params![tenant, it.from], |r| {
+                                Ok((
+                                    r.get::<_, i64>(0)?,
+                                    r.get::<_, Vec<u8>>(1)?,
+                                    r.get::<_, bool>(2)?,
+                                ))
+                            })
+                            .optional()?;
+                        let (rowid, id, opted_out) = match found {
+                            Some((rowid, id, opted_out)) => {
+                                (rowid, ContactId(uuid_of(id)?), opted_out)
+                            }
+                            None => {
+                                let id = ContactId::new();
+                                new_contact.execute(params![
+                                    blob(id.uuid()),
+                                    tenant,
+                                    it.from,
+                                    at
+                                ])?;
+                                (tx.last_insert_rowid(), id, false)
+                            }
+                        };
+                        rows.remember_contact(it.tenant_id, &it.from, (rowid, id));
+                        (id, opted_out)
                     }
                 };
                 contacts.insert(key, known);
@@ -166,17 +261,54 @@ pub fn write_batch(tx: &Transaction<'_>, items: &[NewInbound]) -> rusqlite::Resu
             }
         };
         let preview = preview(&it.body, it.media.is_some());
-        let conversation = ConversationId(uuid_of(upsert_conversation.query_row(
-            params![
-                blob(ConversationId::new().uuid()),
-                tenant,
-                blob(contact.uuid()),
-                blob(it.phone_number_id.uuid()),
-                at,
-                preview
-            ],
-            |r| r.get::<_, Vec<u8>>(0),
-        )?)?);
+        let thread = (contact, it.phone_number_id);
+        let (contact_blob, number_blob) = (blob(contact.uuid()), blob(it.phone_number_id.uuid()));
+        let mut bump = |rowid: i64, id: ConversationId| {
+            bump_conversation
+                .execute(params![
+                    at,
+                    preview,
+                    rowid,
+                    blob(id.uuid()),
+                    tenant,
+                    contact_blob,
+                    number_blob
+                ])
+                .map(|changed| changed == 1)
+        };
+        let conversation = match rows.conversations.get(&thread).copied() {
+            Some((rowid, id)) if bump(rowid, id)? => id,
+            _ => {
+                let found = find_conversation
+                    .query_row(params![tenant, contact_blob, number_blob], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })
+                    .optional()?;
+                let (rowid, id) = match found {
+                    Some((rowid, id)) => {
+                        let id = ConversationId(uuid_of(id)?);
+                        if !bump(rowid, id)? {
+                            return Err(rusqlite::Error::QueryReturnedNoRows);
+                        }
+                        (rowid, id)
+                    }
+                    None => {
+                        let id = ConversationId::new();
+                        new_conversation.execute(params![
+                            blob(id.uuid()),
+                            tenant,
+                            contact_blob,
+                            number_blob,
+                            at,
+                            preview
+                        ])?;
+                        (tx.last_insert_rowid(), id)
+                    }
+                };
+                rows.remember_conversation(thread, (rowid, id));
+                id
+            }
+        };
 
         let effect = compliance_effect(it, opted_out);
         let message = MessageId::new();

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Sqlite, SqlitePool};
-use switchboard_entity::ingest::{NewInbound, Written, write_batch, write_batch_pg};
+use switchboard_entity::ingest::{NewInbound, RowCache, Written, write_batch, write_batch_pg};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServiceError;
@@ -233,6 +233,7 @@ async fn run_sqlite(
     };
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
+    let mut rows = RowCache::default();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (items, replies): (Vec<NewInbound>, Vec<_>) =
             batch.drain(..).map(|p| (p.item, p.reply)).unzip();
@@ -249,7 +250,7 @@ async fn run_sqlite(
                 }
             },
         };
-        match write_sqlite(&mut conn, &items, in_tx) {
+        match write_sqlite(&mut conn, &items, in_tx, &mut rows) {
             Ok(results) => commit(items, replies, results),
             Err(e) if items.len() == 1 => fail(replies.into_iter().next().expect("one reply"), e),
             Err(e) => {
@@ -257,7 +258,7 @@ async fn run_sqlite(
                 tracing::warn!(error = %e, size = items.len(), "inbound batch failed; retrying one by one");
                 for (item, reply) in items.into_iter().zip(replies) {
                     let one = vec![item];
-                    match write_sqlite(&mut conn, &one, in_tx) {
+                    match write_sqlite(&mut conn, &one, in_tx, &mut rows) {
                         Ok(results) => commit(one, vec![reply], results),
                         Err(e) => fail(reply, e),
                     }
@@ -275,9 +276,10 @@ fn write_sqlite(
     conn: &mut rusqlite::Connection,
     items: &[NewInbound],
     in_tx: bool,
+    rows: &mut RowCache,
 ) -> Result<Vec<Written>, ServiceError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let results = write_batch(&tx, items)?;
+    let results = write_batch(&tx, items, rows)?;
     if in_tx {
         jobs::push_in_sync(&tx, &handle_jobs(items, &results, true))?;
     }

@@ -1,6 +1,6 @@
 //! The inbound webhook's edge: signatures, duplicates, malformed and oversized requests.
 
-use switchboard_testkit::{inbound, set, spawn_app};
+use switchboard_testkit::{Options, inbound, set, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_retried_message_sid_is_stored_once() {
@@ -171,4 +171,82 @@ async fn a_signature_for_the_url_with_the_default_port_is_accepted() {
             .unwrap();
         assert_eq!(resp.status(), 200, "{signed_url}");
     }
+}
+
+/// The SQLite writer remembers where each sender's contact and conversation rows are between
+/// batches (`RowCache`). Rows another writer changed or deleted in between must be taken for
+/// what they are now: an opt-out recorded elsewhere counts for the next "START", and a
+/// deleted conversation or contact is created anew.
+#[tokio::test]
+async fn a_senders_rows_changed_or_deleted_between_texts_are_read_as_they_are_now() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_domain::compliance::KeywordKind;
+    use switchboard_entity::{contact, conversation};
+
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..Options::default()
+    })
+    .await;
+    let from = "+17135550177";
+    let thread_of = |contact_id| {
+        conversation::Entity::find()
+            .filter(conversation::Column::TenantId.eq(t.tenant.tenant_id))
+            .filter(conversation::Column::ContactId.eq(contact_id))
+            .one(&t.db.read)
+    };
+    for body in ["hello", "still there?"] {
+        assert_eq!(t.text_in(from, body).await.status(), 200);
+    }
+    let first = t.contact(from).await;
+    let thread = thread_of(first.id).await.unwrap().expect("conversation");
+    assert_eq!(
+        thread.unread_count, 2,
+        "the second text bumped the same conversation"
+    );
+
+    // Opted out by another writer (a send refused with Twilio error 21610).
+    contact::Entity::update_many()
+        .col_expr(contact::Column::OptedOutAt, Some(chrono::Utc::now()).into())
+        .filter(contact::Column::Id.eq(first.id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    assert_eq!(t.text_in(from, "START").await.status(), 200);
+    let rows = t.messages(t.tenant.tenant_id).await;
+    assert_eq!(
+        rows.last().map(|m| m.compliance),
+        Some(Some(KeywordKind::OptIn))
+    );
+    assert!(
+        t.contact(from).await.opted_out_at.is_none(),
+        "re-subscribed"
+    );
+
+    // The conversation deleted (its messages with it), then the sender texts again.
+    conversation::Entity::delete_by_id(thread.id)
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    assert_eq!(t.text_in(from, "anyone?").await.status(), 200);
+    let reopened = thread_of(first.id).await.unwrap().expect("new conversation");
+    assert_ne!(reopened.id, thread.id);
+    assert_eq!(reopened.unread_count, 1);
+
+    // The contact deleted (its conversation and messages with it), then the sender texts again.
+    contact::Entity::delete_by_id(first.id)
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    assert_eq!(t.text_in(from, "back again").await.status(), 200);
+    let second = t.contact(from).await;
+    assert_ne!(second.id, first.id);
+    let thread = thread_of(second.id).await.unwrap().expect("new conversation");
+    assert_eq!(thread.unread_count, 1);
+    let rows = t.messages(t.tenant.tenant_id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].body.as_str(), rows[0].conversation_id),
+        ("back again", thread.id)
+    );
 }
