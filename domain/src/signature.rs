@@ -19,8 +19,6 @@ pub mod twilio {
         sid.len() == 34 && sid.starts_with("AC") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
     }
 
-    use std::collections::{BTreeMap, BTreeSet};
-
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use sha1::Sha1;
@@ -34,18 +32,19 @@ pub mod twilio {
     /// sorted (byte) order and each of its distinct values in sorted order, the name then the
     /// value. Pass no params for GET requests and JSON bodies.
     pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-        let mut grouped: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (name, value) in params {
-            grouped.entry(name).or_default().insert(value);
-        }
+        // Sorted by name, then value; a repeated (name, value) pair counts once.
+        let mut pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
         let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes())
             .expect("HMAC accepts keys of any length");
         mac.update(url.as_bytes());
-        for (name, values) in grouped {
-            for value in values {
-                mac.update(name.as_bytes());
-                mac.update(value.as_bytes());
-            }
+        for (name, value) in pairs {
+            mac.update(name.as_bytes());
+            mac.update(value.as_bytes());
         }
         STANDARD.encode(mac.finalize().into_bytes())
     }
