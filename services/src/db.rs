@@ -64,7 +64,7 @@ pub const WAL_RESTART_PAGES: i64 = 16_000;
 pub const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
 
 /// `cache_size` of the two write connections (the write pool's and the inbound writer's), in
-/// KiB as SQLite's negative form takes it: 8 MiB, 2,048 pages. The readers keep 64 MiB.
+/// KiB as SQLite's negative form takes it: 2 MiB, 512 pages. The readers keep 64 MiB.
 ///
 /// A writer's cache is kept small because SQLite walks all of it at many commits: a B-tree
 /// page split (`balance_nonroot`) parks a page under the pending-byte page number (262,145
@@ -72,9 +72,12 @@ pub const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
 /// end of the database, and the commit then truncates the cache by scanning every page it
 /// holds (`pcache1TruncateUnsafe`; seen under gdb on SQLite 3.51.3). With 64 MiB that scan was
 /// ~18% of the inbound writer's time; with 8 MiB inbound throughput rose ~10% (bench
-/// `--only-ingest`, 3 alternating runs each: 8,146 → 8,951 req/s). Smaller (2 MiB) was
-/// slower again: pages the writer dropped are read back from the WAL.
-pub const WRITER_CACHE_KIB: i64 = 8192;
+/// `--only-ingest`, 3 alternating runs each: 8,146 → 8,951 req/s). 2 MiB was then slower
+/// again (pages the writer dropped are read back from the WAL), but once the inbound writer
+/// reached known senders' rows by rowid ([`switchboard_entity::ingest::RowCache`]) it read
+/// fewer pages, and 2 MiB beat 8 MiB: 12,250 against 11,430 req/s on average over 8
+/// alternating `--only-ingest` runs each (6 of 8 pairs won), p99 at half load unchanged.
+pub const WRITER_CACHE_KIB: i64 = 2048;
 /// How long a connection waits for SQLite's lock before giving up, in seconds (only other
 /// processes, e.g. a `switchboard migrate`, can hold it: in-process writers queue for the one
 /// write connection instead).

@@ -229,7 +229,10 @@ async fn a_senders_rows_changed_or_deleted_between_texts_are_read_as_they_are_no
         .await
         .unwrap();
     assert_eq!(t.text_in(from, "anyone?").await.status(), 200);
-    let reopened = thread_of(first.id).await.unwrap().expect("new conversation");
+    let reopened = thread_of(first.id)
+        .await
+        .unwrap()
+        .expect("new conversation");
     assert_ne!(reopened.id, thread.id);
     assert_eq!(reopened.unread_count, 1);
 
@@ -241,7 +244,10 @@ async fn a_senders_rows_changed_or_deleted_between_texts_are_read_as_they_are_no
     assert_eq!(t.text_in(from, "back again").await.status(), 200);
     let second = t.contact(from).await;
     assert_ne!(second.id, first.id);
-    let thread = thread_of(second.id).await.unwrap().expect("new conversation");
+    let thread = thread_of(second.id)
+        .await
+        .unwrap()
+        .expect("new conversation");
     assert_eq!(thread.unread_count, 1);
     let rows = t.messages(t.tenant.tenant_id).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
