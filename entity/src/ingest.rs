@@ -287,6 +287,8 @@ pub fn write_batch(
                 let (rowid, id) = match found {
                     Some((rowid, id)) => {
                         let id = ConversationId(uuid_of(id)?);
+                        // Found a moment ago in this transaction, which holds the write
+                        // lock: not updating it would be a fault, so the batch fails.
                         if !bump(rowid, id)? {
                             return Err(rusqlite::Error::QueryReturnedNoRows);
                         }
