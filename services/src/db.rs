@@ -50,11 +50,23 @@ pub const SQLITE_READERS: u32 = 8;
 /// a commit stalls every webhook waiting on that commit (measured: 180 ms p99 at half load with
 /// a 40,000-page WAL, 29 ms with 4,000 pages at 10% less throughput). Instead a background task
 /// runs, on its own connection, `PRAGMA wal_checkpoint(PASSIVE)`, which copies the WAL into
-/// the database file and syncs it without blocking anyone. A PASSIVE checkpoint alone never
-/// lets the WAL restart under continuous writes (measured: 270,000 frames within seconds, each
-/// batch slower than the last), so once the WAL holds [`WAL_RESTART_PAGES`] the task takes the
-/// write lock (the write pool's connection) and runs `RESTART`: little is left to copy, the
-/// pause is short, and the next write starts the WAL from the beginning.
+/// the database file without blocking anyone. A PASSIVE checkpoint alone never lets the WAL
+/// restart under continuous writes (measured: 270,000 frames within seconds, each batch slower
+/// than the last), so once the WAL holds [`WAL_RESTART_PAGES`] the task takes the write lock
+/// (the write pool's connection) and runs `RESTART`: little is left to copy, the pause is
+/// short, and the next write starts the WAL from the beginning.
+///
+/// Just before each RESTART the task syncs the database file itself, on a blocking thread and
+/// outside the lock. SQLite syncs the database file at the end of a checkpoint only when that
+/// checkpoint copied the WAL up to its end (`walCheckpoint` in SQLite 3.51: the sync sits under
+/// `mxSafeFrame == mxFrame`), which under continuous writes a PASSIVE never does: a writer has
+/// always appended meanwhile. So every page the PASSIVEs copied since the last RESTART was
+/// still unsynced when the RESTART's own `fsync` ran, under the write lock, stopping the
+/// inbound writer while the disk wrote them all. Synced beforehand, that `fsync` covers only
+/// the last few ticks' pages. Syncing after every PASSIVE instead cut that p99 further but
+/// wrote each hot page to the disk at every tick, and lost ~11% of the throughput; syncing
+/// only before a RESTART kept it (bench `--only-ingest --with-latency`, 7 alternating runs
+/// each; see docs/BENCHMARKS.md).
 pub const CHECKPOINT_INTERVAL_MS: u64 = 25;
 
 /// WAL size (4 KiB pages) at which the background task restarts the WAL under the write lock.
@@ -95,6 +107,11 @@ pub enum DbOpenError {
     },
     #[error("database: cannot open the WAL file {path}: {source}")]
     Wal {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: cannot open the database file {path}: {source}")]
+    File {
         path: String,
         source: std::io::Error,
     },
@@ -250,6 +267,13 @@ async fn spawn_checkpointer(
 ) -> Result<(), DbOpenError> {
     use sqlx::Connection;
     let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    let path = options.get_filename();
+    // Any descriptor of the file syncs all of its written pages.
+    let db_file = std::fs::File::open(path).map_err(|source| DbOpenError::File {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let db_file = std::sync::Arc::new(db_file);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(CHECKPOINT_INTERVAL_MS));
         // Ticks missed during a long checkpoint are skipped, not run back to back.
@@ -272,6 +296,18 @@ async fn spawn_checkpointer(
                 }
             };
             if pages >= WAL_RESTART_PAGES && restarted_at != Some(pages) {
+                // Outside the lock: see CHECKPOINT_INTERVAL_MS. A failure only leaves the
+                // RESTART more to sync, so it is logged and the RESTART goes on.
+                let file = db_file.clone();
+                match tokio::task::spawn_blocking(move || file.sync_data()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "database file sync before the WAL restart failed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "database file sync before the WAL restart did not run")
+                    }
+                }
                 let restarted = match lock.acquire().await {
                     Ok(mut writer) => {
                         sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
