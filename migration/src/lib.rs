@@ -11,6 +11,7 @@ mod m20261121_000001_init;
 mod m20261121_000002_accounts;
 mod m20261121_000003_agencies;
 mod m20261121_000004_mail;
+mod m20261206_000005_outbox_key_index;
 pub mod postgres;
 
 /// Our sea-orm migrations, in order.
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_accounts::Migration),
             Box::new(m20261121_000003_agencies::Migration),
             Box::new(m20261121_000004_mail::Migration),
+            Box::new(m20261206_000005_outbox_key_index::Migration),
         ]
     }
 }

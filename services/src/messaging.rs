@@ -13,7 +13,8 @@ use chrono::Utc;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, JoinType, QueryFilter, QueryOrder,
-    QueryResult, QuerySelect, sea_query::OnConflict,
+    QueryResult, QuerySelect,
+    sea_query::{Expr, OnConflict},
 };
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::{ConversationId, MessageId, TenantId, segments};
@@ -82,6 +83,7 @@ pub(crate) async fn insert_outbound(
     source: Source,
     idempotency_key: Option<String>,
 ) -> Result<Outboxed, ServiceError> {
+    use sea_orm::sea_query::ExprTrait;
     let now = Utc::now();
     let id = MessageId::new();
     let count = segments::count(body);
@@ -110,7 +112,9 @@ pub(crate) async fn insert_outbound(
         sent_at: Set(None),
     })
     .on_conflict(
+        // The partial unique index `ux_messages_idempotency`: keyed rows only.
         OnConflict::columns([message::Column::TenantId, message::Column::IdempotencyKey])
+            .target_and_where(Expr::col(message::Column::IdempotencyKey).is_not_null())
             .do_nothing()
             .to_owned(),
     )

@@ -327,3 +327,29 @@ async fn apalis_bookkeeping_commits_skip_their_wal_sync_and_the_pipelines_writes
         "apalis' bookkeeping skipped its sync"
     );
 }
+
+/// The outbox's idempotency index holds keyed rows only (migration
+/// `m20261206_000005_outbox_key_index`): the inbound writer's rows, which have no key, add no
+/// entry to it, while a retried keyed reply still finds its row (`api::a_manual_reply_…`).
+#[tokio::test]
+async fn the_outbox_key_index_covers_keyed_rows_only() {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let t = spawn_app().await;
+    let db = &t.app.db.read;
+    let sql = match db.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'ux_messages_idempotency'"
+        }
+        _ => "SELECT indexdef FROM pg_indexes WHERE indexname = 'ux_messages_idempotency'",
+    };
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .expect("the index exists");
+    let definition: String = row.try_get_by_index(0).expect("its definition");
+    let definition = definition.to_lowercase().replace('"', "");
+    let partial = definition.contains("where (idempotency_key is not null)")
+        || definition.contains("where idempotency_key is not null");
+    assert!(definition.contains("unique") && partial, "{definition}");
+}
