@@ -329,8 +329,9 @@ async fn apalis_bookkeeping_commits_skip_their_wal_sync_and_the_pipelines_writes
 }
 
 /// The outbox's idempotency index holds keyed rows only (migration
-/// `m20261206_000005_outbox_key_index`): the inbound writer's rows, which have no key, add no
-/// entry to it, while a retried keyed reply still finds its row (`api::a_manual_reply_…`).
+/// `m20261206_000005_outbox_key_index`), so the inbound writer's rows, which have no key, add
+/// no entry to it. Checked on the index's definition as each backend stores it; that a retried
+/// keyed reply still finds its row is `api::a_manual_reply_pauses_the_bot_until_resumed`.
 #[tokio::test]
 async fn the_outbox_key_index_covers_keyed_rows_only() {
     use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
