@@ -105,14 +105,16 @@ pub enum DbOpenError {
         path: String,
         source: std::io::Error,
     },
-    #[error("database: cannot open the WAL file {path}: {source}")]
-    Wal {
+    /// The database file or its `-wal` file could not be opened for syncing.
+    #[error("database: cannot open {path}: {source}")]
+    File {
         path: String,
         source: std::io::Error,
     },
-    #[error("database: cannot open the database file {path}: {source}")]
-    File {
-        path: String,
+    /// A thread of the database layer could not be started.
+    #[error("database: cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
         source: std::io::Error,
     },
     #[error("database: {0}")]
@@ -267,13 +269,7 @@ async fn spawn_checkpointer(
 ) -> Result<(), DbOpenError> {
     use sqlx::Connection;
     let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
-    let path = options.get_filename();
-    // Any descriptor of the file syncs all of its written pages.
-    let db_file = std::fs::File::open(path).map_err(|source| DbOpenError::File {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let db_file = std::sync::Arc::new(db_file);
+    let db_file = std::sync::Arc::new(open_for_sync(options.get_filename())?);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(CHECKPOINT_INTERVAL_MS));
         // Ticks missed during a long checkpoint are skipped, not run back to back.
@@ -299,14 +295,11 @@ async fn spawn_checkpointer(
                 // Outside the lock: see CHECKPOINT_INTERVAL_MS. A failure only leaves the
                 // RESTART more to sync, so it is logged and the RESTART goes on.
                 let file = db_file.clone();
-                match tokio::task::spawn_blocking(move || file.sync_data()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "database file sync before the WAL restart failed")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "database file sync before the WAL restart did not run")
-                    }
+                let synced = tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                if let Err(e) = synced {
+                    tracing::warn!(error = %e, "database file sync before the WAL restart failed");
                 }
                 let restarted = match lock.acquire().await {
                     Ok(mut writer) => {
@@ -353,7 +346,8 @@ impl WalSyncer {
     /// pool has opened the database). The thread ends when the last handle is dropped.
     ///
     /// # Errors
-    /// [`DbOpenError::Wal`] when the WAL file cannot be opened.
+    /// [`DbOpenError::File`] when the WAL file cannot be opened, [`DbOpenError::Thread`] when
+    /// the thread cannot start.
     pub fn start(path: &std::path::Path) -> Result<Self, DbOpenError> {
         let wal = open_wal(path)?;
         let (requests, waiting) =
@@ -370,8 +364,8 @@ impl WalSyncer {
                     }
                 }
             })
-            .map_err(|source| DbOpenError::Wal {
-                path: path.display().to_string(),
+            .map_err(|source| DbOpenError::Thread {
+                name: "wal-sync",
                 source,
             })?;
         Ok(Self { requests })
@@ -396,8 +390,14 @@ impl WalSyncer {
 fn open_wal(path: &std::path::Path) -> Result<std::fs::File, DbOpenError> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    std::fs::File::open(&wal).map_err(|source| DbOpenError::Wal {
-        path: std::path::PathBuf::from(wal).display().to_string(),
+    open_for_sync(std::path::Path::new(&wal))
+}
+
+/// `path` opened read-only, for `fsync`/`fdatasync` only: any descriptor of a file syncs all
+/// of its written pages, whoever wrote them.
+fn open_for_sync(path: &std::path::Path) -> Result<std::fs::File, DbOpenError> {
+    std::fs::File::open(path).map_err(|source| DbOpenError::File {
+        path: path.display().to_string(),
         source,
     })
 }
