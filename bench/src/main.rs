@@ -35,6 +35,7 @@ use switchboard_domain::phone::E164;
 use switchboard_domain::signature::twilio;
 use switchboard_entity::ingest::NewInbound;
 use switchboard_entity::{TenantOwned, TenantTx, conversation, message};
+use switchboard_services::ingest::PipelineStats;
 use switchboard_services::jobs::{Enqueue, Job, JobQueue, QUEUE_SEND, SendMessage};
 use switchboard_services::tenancy::{self, BotKind, NewTenant, TwilioCredentials};
 use switchboard_services::{App, TenantCtx, messaging};
@@ -166,6 +167,30 @@ struct Target {
 }
 
 const PATH: &str = "/webhooks/twilio/sms";
+
+impl Target {
+    /// The inbound writer's running totals (full targets).
+    fn pipeline(&self) -> PipelineStats {
+        self.app
+            .as_ref()
+            .map(|(app, _)| app.ingest.stats())
+            .unwrap_or_default()
+    }
+}
+
+/// What the inbound writer did between two readings: mean texts per commit, ms of writing per
+/// commit, ms per WAL sync, commits per WAL sync.
+fn pipeline_line(before: PipelineStats, after: PipelineStats) -> String {
+    let commits = (after.commits - before.commits).max(1) as f64;
+    let syncs = (after.wal_syncs - before.wal_syncs).max(1) as f64;
+    format!(
+        "{:.1} texts per commit, {:.2} ms writing per commit, {:.2} ms per WAL sync, {:.2} commits per sync",
+        (after.texts - before.texts) as f64 / commits,
+        (after.write_seconds - before.write_seconds) * 1e3 / commits,
+        (after.wal_sync_seconds - before.wal_sync_seconds) * 1e3 / syncs,
+        commits / syncs
+    )
+}
 
 /// The counters of a closed-loop measurement, shared by its tasks: each task loops until
 /// [`Meter::stopped`] and records each outcome; only outcomes after the 2 s warm-up count.
@@ -962,23 +987,28 @@ fn main() {
             return None;
         }
         if args.only_store {
+            let stats_before = ingest_t.pipeline();
             let stored = store_rate(&ingest_t, c, secs).await;
             println!(
                 "store path alone (inbound writer, no HTTP): {:>9.0} texts/s, {:.1} µs CPU each",
                 stored.rate, stored.cpu_us
             );
+            println!("  inbound writer: {}", pipeline_line(stats_before, ingest_t.pipeline()));
             return None;
         }
         if args.only_ingest {
             let before = io_counters();
+            let stats_before = ingest_t.pipeline();
             let Measured { rate: ingest, cpu_us } = throughput(&ingest_t, c, secs).await;
             let after = io_counters();
+            let stats_after = ingest_t.pipeline();
             let requests = ingest * (secs + 2) as f64;
             println!(
                 "webhook path, workers off (ingest):   {ingest:>9.0} req/s, {cpu_us:.1} µs CPU each; ~{:.0} bytes written and {:.1} write calls per webhook",
                 (after.0 - before.0) as f64 / requests,
                 (after.1 - before.1) as f64 / requests
             );
+            println!("  inbound writer: {}", pipeline_line(stats_before, stats_after));
             if args.with_latency {
                 let half = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
                 println!(
@@ -1041,12 +1071,14 @@ fn main() {
         }
         let Measured { rate: bare, cpu_us: bare_cpu } = throughput(&bare_t, c, secs).await;
         println!("bare poem handler:                    {bare:>9.0} req/s, {bare_cpu:.1} µs CPU each");
+        let stats_before = ingest_t.pipeline();
         let Measured { rate: ingest, cpu_us: ingest_cpu } = throughput(&ingest_t, c, secs).await;
         println!(
             "webhook path, workers off (ingest):   {ingest:>9.0} req/s  ({:.2}x bare), {ingest_cpu:.1} µs CPU each ({:.2}x bare's CPU per request)",
             ingest / bare,
             bare_cpu / ingest_cpu
         );
+        println!("  inbound writer: {}", pipeline_line(stats_before, ingest_t.pipeline()));
         let half_ingest = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
         println!(
             "  latency at half that load ({:.0} req/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",

@@ -22,7 +22,7 @@
 //! sweep re-enqueues: the row is the outbox).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -57,6 +57,60 @@ pub struct Ingestor {
     tx: mpsc::Sender<Pending>,
     /// Webhooks submitted and not yet answered.
     in_flight: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+}
+
+/// Running totals of one [`Ingestor`] (all its writers) since it started, from
+/// [`Ingestor::stats`]; exported at `/metrics`. They show where a webhook's time in the store
+/// goes: `texts / commits` is the mean batch, `write_seconds / commits` a batch's time in the
+/// writer, `wal_sync_seconds / wal_syncs` one WAL `fdatasync`, `commits / wal_syncs` the
+/// commits each sync answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PipelineStats {
+    /// Transactions the writers committed (one per batch, or per webhook when a batch that
+    /// failed is written again one by one).
+    pub commits: u64,
+    /// Webhooks in those commits, stored or found to be duplicates.
+    pub texts: u64,
+    /// Seconds (wall clock) the writers spent writing and committing those transactions,
+    /// time their thread waited for a CPU included.
+    pub write_seconds: f64,
+    /// WAL syncs of the SQLite syncer, failed ones included (0 on Postgres, whose commit is
+    /// durable by itself).
+    pub wal_syncs: u64,
+    /// Seconds (wall clock) spent in those syncs.
+    pub wal_sync_seconds: f64,
+}
+
+/// The atomics behind [`PipelineStats`]; durations in nanoseconds.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    texts: AtomicU64,
+    write_nanos: AtomicU64,
+    wal_syncs: AtomicU64,
+    wal_sync_nanos: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one commit of `texts` webhooks that took since `started`.
+    fn committed(&self, texts: usize, started: Instant) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.texts.fetch_add(texts as u64, Ordering::Relaxed);
+        self.write_nanos
+            .fetch_add(nanos_since(started), Ordering::Relaxed);
+    }
+
+    /// Counts one WAL sync that took since `started`.
+    fn synced(&self, started: Instant) {
+        self.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        self.wal_sync_nanos
+            .fetch_add(nanos_since(started), Ordering::Relaxed);
+    }
+}
+
+fn nanos_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Ingestor {
@@ -68,36 +122,53 @@ impl Ingestor {
         let (committed, to_sync) = mpsc::unbounded_channel();
         let in_tx = jobs.sqlite_pool().is_some();
         let InboundDb { conn, wal } = db;
+        let counters = Arc::new(Counters::default());
         on_own_thread(
             "inbound-sync",
-            run_syncer(wal, events, jobs, in_tx, to_sync),
+            run_syncer(wal, events, jobs, in_tx, to_sync, counters.clone()),
         );
         on_own_thread(
             "inbound-writer",
-            run_sqlite(conn, lock, in_tx, rx, committed),
+            run_sqlite(conn, lock, in_tx, rx, committed, counters.clone()),
         );
-        Self::new(tx)
+        Self::new(tx, counters)
     }
 
     /// Starts [`PG_WRITERS`] Postgres writer tasks on `pool`.
     pub fn start_postgres(pool: PgPool, events: EventBus, jobs: JobQueue) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let counters = Arc::new(Counters::default());
         for _ in 0..PG_WRITERS {
             tokio::spawn(run_postgres(
                 pool.clone(),
                 events.clone(),
                 jobs.clone(),
                 rx.clone(),
+                counters.clone(),
             ));
         }
-        Self::new(tx)
+        Self::new(tx, counters)
     }
 
-    fn new(tx: mpsc::Sender<Pending>) -> Self {
+    fn new(tx: mpsc::Sender<Pending>, counters: Arc<Counters>) -> Self {
         Self {
             tx,
             in_flight: Arc::default(),
+            counters,
+        }
+    }
+
+    /// The writers' running totals since they started.
+    pub fn stats(&self) -> PipelineStats {
+        let c = &self.counters;
+        let seconds = |nanos: &AtomicU64| nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        PipelineStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            texts: c.texts.load(Ordering::Relaxed),
+            write_seconds: seconds(&c.write_nanos),
+            wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
+            wal_sync_seconds: seconds(&c.wal_sync_nanos),
         }
     }
 
@@ -189,10 +260,13 @@ async fn run_syncer(
     jobs: JobQueue,
     in_tx: bool,
     mut to_sync: mpsc::UnboundedReceiver<Committed>,
+    counters: Arc<Counters>,
 ) {
     let mut group = Vec::with_capacity(MAX_SYNC_GROUP);
     while to_sync.recv_many(&mut group, MAX_SYNC_GROUP).await > 0 {
+        let started = Instant::now();
         let synced = wal.sync_data();
+        counters.synced(started);
         if let Err(e) = &synced {
             tracing::error!(error = %e, commits = group.len(), "WAL sync failed; their webhooks fail");
         }
@@ -220,6 +294,7 @@ async fn run_sqlite(
     in_tx: bool,
     mut rx: mpsc::Receiver<Pending>,
     committed: mpsc::UnboundedSender<Committed>,
+    counters: Arc<Counters>,
 ) {
     // With the SQLite queue (`in_tx`) a batch's jobs commit with its rows; otherwise they
     // are pushed after the commit.
@@ -250,7 +325,7 @@ async fn run_sqlite(
                 }
             },
         };
-        match write_sqlite(&mut conn, &items, in_tx, &mut rows) {
+        match write_sqlite(&mut conn, &items, in_tx, &mut rows, &counters) {
             Ok(results) => commit(items, replies, results),
             Err(e) if items.len() == 1 => fail(replies.into_iter().next().expect("one reply"), e),
             Err(e) => {
@@ -258,7 +333,7 @@ async fn run_sqlite(
                 tracing::warn!(error = %e, size = items.len(), "inbound batch failed; retrying one by one");
                 for (item, reply) in items.into_iter().zip(replies) {
                     let one = vec![item];
-                    match write_sqlite(&mut conn, &one, in_tx, &mut rows) {
+                    match write_sqlite(&mut conn, &one, in_tx, &mut rows, &counters) {
                         Ok(results) => commit(one, vec![reply], results),
                         Err(e) => fail(reply, e),
                     }
@@ -271,19 +346,23 @@ async fn run_sqlite(
     }
 }
 
-/// One transaction: the rows, and (with `in_tx`) a `HandleInbound` job per tenant of the batch.
+/// One transaction: the rows, and (with `in_tx`) a `HandleInbound` job per tenant of the
+/// batch; counted in `counters` once committed.
 fn write_sqlite(
     conn: &mut rusqlite::Connection,
     items: &[NewInbound],
     in_tx: bool,
     rows: &mut RowCache,
+    counters: &Counters,
 ) -> Result<Vec<Written>, ServiceError> {
+    let started = Instant::now();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let results = write_batch(&tx, items, rows)?;
     if in_tx {
         jobs::push_in_sync(&tx, &handle_jobs(items, &results, true))?;
     }
     tx.commit()?;
+    counters.committed(items.len(), started);
     Ok(results)
 }
 
@@ -292,12 +371,13 @@ async fn run_postgres(
     events: EventBus,
     jobs: JobQueue,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    counters: Arc<Counters>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (items, replies): (Vec<NewInbound>, Vec<_>) =
             batch.drain(..).map(|p| (p.item, p.reply)).unzip();
-        match write_postgres(&pool, &items).await {
+        match write_postgres(&pool, &items, &counters).await {
             Ok(results) => answer(&events, &jobs, false, &items, replies, results).await,
             Err(e) => {
                 if items.len() > 1 {
@@ -305,7 +385,7 @@ async fn run_postgres(
                 }
                 for (item, reply) in items.into_iter().zip(replies) {
                     let one = std::slice::from_ref(&item);
-                    match write_postgres(&pool, one).await {
+                    match write_postgres(&pool, one, &counters).await {
                         Ok(results) => {
                             answer(&events, &jobs, false, one, vec![reply], results).await
                         }
@@ -324,10 +404,17 @@ async fn run_postgres(
     }
 }
 
-async fn write_postgres(pool: &PgPool, items: &[NewInbound]) -> Result<Vec<Written>, ServiceError> {
+/// One transaction of `items`, counted in `counters` once committed.
+async fn write_postgres(
+    pool: &PgPool,
+    items: &[NewInbound],
+    counters: &Counters,
+) -> Result<Vec<Written>, ServiceError> {
+    let started = Instant::now();
     let mut tx = pool.begin().await?;
     let results = write_batch_pg(&mut tx, items).await?;
     tx.commit().await?;
+    counters.committed(items.len(), started);
     Ok(results)
 }
 
@@ -448,7 +535,14 @@ mod tests {
         let pool = SqlitePool::connect_lazy("sqlite::memory:").expect("pool");
         let jobs = JobQueue::sqlite(pool, crate::jobs::Wakers::default());
         let (to_syncer, to_sync) = mpsc::unbounded_channel();
-        let syncer = tokio::spawn(run_syncer(wal, EventBus::new(), jobs, true, to_sync));
+        let syncer = tokio::spawn(run_syncer(
+            wal,
+            EventBus::new(),
+            jobs,
+            true,
+            to_sync,
+            Arc::default(),
+        ));
         let (committed, answer) = one_commit();
         assert!(to_syncer.send(committed).is_ok(), "syncer running");
         drop(to_syncer);

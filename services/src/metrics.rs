@@ -10,6 +10,11 @@
 //! | `switchboard_provider_errors_total` | counter | `provider`, `code` (Twilio error code or HTTP status) |
 //! | `switchboard_sqlite_commits_total` | counter | `wal_sync` (synced, skipped): commits of the SQLite write pool, read at scrape time (see `walbuf::CommitSync`) |
 //! | `switchboard_sqlite_wal_group_syncs_total` | counter | none: WAL syncs by `db::WalSyncer` after commits that skipped theirs, read at scrape time |
+//! | `switchboard_inbound_commits_total` | counter | none: transactions of the inbound writer (`ingest::PipelineStats`), read at scrape time |
+//! | `switchboard_inbound_texts_total` | counter | none: webhooks in those transactions (divided by the commits: the mean batch) |
+//! | `switchboard_inbound_write_microseconds_total` | counter | none: wall-clock time the writer spent writing and committing them |
+//! | `switchboard_inbound_wal_syncs_total` | counter | none: WAL syncs of the inbound writer's syncer (SQLite) |
+//! | `switchboard_inbound_wal_sync_microseconds_total` | counter | none: wall-clock time in those syncs |
 
 use std::sync::OnceLock;
 
@@ -34,6 +39,17 @@ pub const SQLITE_COMMITS: &str = "switchboard_sqlite_commits_total";
 
 /// WAL syncs of the SQLite WAL's group syncer.
 pub const SQLITE_GROUP_SYNCS: &str = "switchboard_sqlite_wal_group_syncs_total";
+
+/// Transactions of the inbound writer.
+pub const INBOUND_COMMITS: &str = "switchboard_inbound_commits_total";
+/// Webhooks in the inbound writer's transactions.
+pub const INBOUND_TEXTS: &str = "switchboard_inbound_texts_total";
+/// Time the inbound writer spent in its transactions, microseconds.
+pub const INBOUND_WRITE_MICROS: &str = "switchboard_inbound_write_microseconds_total";
+/// WAL syncs of the inbound writer's syncer.
+pub const INBOUND_WAL_SYNCS: &str = "switchboard_inbound_wal_syncs_total";
+/// Time the inbound writer's syncer spent in WAL syncs, microseconds.
+pub const INBOUND_WAL_SYNC_MICROS: &str = "switchboard_inbound_wal_sync_microseconds_total";
 
 /// Histogram buckets of [`SEND_SECONDS`], seconds.
 pub const SEND_BUCKETS: &[f64] = &[
@@ -98,6 +114,13 @@ pub async fn render(app: &App) -> String {
     metrics::counter!(SQLITE_COMMITS, "wal_sync" => "synced").absolute(synced);
     metrics::counter!(SQLITE_COMMITS, "wal_sync" => "skipped").absolute(skipped);
     metrics::counter!(SQLITE_GROUP_SYNCS).absolute(crate::db::group_syncs());
+    let inbound = app.ingest.stats();
+    let micros = |seconds: f64| (seconds * 1e6) as u64;
+    metrics::counter!(INBOUND_COMMITS).absolute(inbound.commits);
+    metrics::counter!(INBOUND_TEXTS).absolute(inbound.texts);
+    metrics::counter!(INBOUND_WRITE_MICROS).absolute(micros(inbound.write_seconds));
+    metrics::counter!(INBOUND_WAL_SYNCS).absolute(inbound.wal_syncs);
+    metrics::counter!(INBOUND_WAL_SYNC_MICROS).absolute(micros(inbound.wal_sync_seconds));
     match install() {
         Some(handle) => handle.render(),
         None => "# metrics recorder unavailable in this process\n".into(),

@@ -75,10 +75,28 @@ async fn forged_bursts_get_429_but_signed_traffic_from_the_same_address_never_do
         r#"switchboard_webhooks_total{endpoint="sms",result="rate_limited"}"#,
         r#"switchboard_webhooks_total{endpoint="sms",result="stored"}"#,
         r#"switchboard_queue_depth{queue="switchboard.send_message"}"#,
+        "switchboard_inbound_commits_total",
+        "switchboard_inbound_texts_total",
+        "switchboard_inbound_wal_sync_microseconds_total",
     ] {
         assert!(
             metrics.contains(series),
             "{series} missing from:\n{metrics}"
+        );
+    }
+    // The five signed texts went through the inbound writer (the forgeries never reached
+    // it); on SQLite its syncer synced the WAL before answering them, on Postgres the commit
+    // is durable by itself.
+    let inbound = t.app.ingest.stats();
+    assert_eq!(inbound.texts, 5, "{inbound:?}");
+    assert!((1..=5).contains(&inbound.commits), "{inbound:?}");
+    assert!(inbound.write_seconds > 0.0, "{inbound:?}");
+    if switchboard_services::db::is_postgres(&t.app.settings.database_url) {
+        assert_eq!(inbound.wal_syncs, 0, "{inbound:?}");
+    } else {
+        assert!(
+            inbound.wal_syncs >= 1 && inbound.wal_sync_seconds > 0.0,
+            "{inbound:?}"
         );
     }
 }
