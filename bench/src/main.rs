@@ -186,8 +186,8 @@ fn pipeline_line(before: PipelineStats, after: PipelineStats) -> String {
     format!(
         "{:.1} texts per commit, {:.2} ms writing per commit, {:.2} ms per WAL sync, {:.2} commits per sync",
         (after.texts - before.texts) as f64 / commits,
-        (after.write_seconds - before.write_seconds) * 1e3 / commits,
-        (after.wal_sync_seconds - before.wal_sync_seconds) * 1e3 / syncs,
+        (after.write_time - before.write_time).as_secs_f64() * 1e3 / commits,
+        (after.wal_sync_time - before.wal_sync_time).as_secs_f64() * 1e3 / syncs,
         commits / syncs
     )
 }

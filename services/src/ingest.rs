@@ -62,24 +62,24 @@ pub struct Ingestor {
 
 /// Running totals of one [`Ingestor`] (all its writers) since it started, from
 /// [`Ingestor::stats`]; exported at `/metrics`. They show where a webhook's time in the store
-/// goes: `texts / commits` is the mean batch, `write_seconds / commits` a batch's time in the
-/// writer, `wal_sync_seconds / wal_syncs` one WAL `fdatasync`, `commits / wal_syncs` the
+/// goes: `texts / commits` is the mean batch, `write_time / commits` a batch's time in the
+/// writer, `wal_sync_time / wal_syncs` one WAL `fdatasync`, `commits / wal_syncs` the
 /// commits each sync answers.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PipelineStats {
     /// Transactions the writers committed (one per batch, or per webhook when a batch that
     /// failed is written again one by one).
     pub commits: u64,
     /// Webhooks in those commits, stored or found to be duplicates.
     pub texts: u64,
-    /// Seconds (wall clock) the writers spent writing and committing those transactions,
-    /// time their thread waited for a CPU included.
-    pub write_seconds: f64,
+    /// Wall-clock time the writers spent writing and committing those transactions, time
+    /// their thread waited for a CPU included.
+    pub write_time: Duration,
     /// WAL syncs of the SQLite syncer, failed ones included (0 on Postgres, whose commit is
     /// durable by itself).
     pub wal_syncs: u64,
-    /// Seconds (wall clock) spent in those syncs.
-    pub wal_sync_seconds: f64,
+    /// Wall-clock time spent in those syncs.
+    pub wal_sync_time: Duration,
 }
 
 /// The atomics behind [`PipelineStats`]; durations in nanoseconds.
@@ -162,13 +162,13 @@ impl Ingestor {
     /// The writers' running totals since they started.
     pub fn stats(&self) -> PipelineStats {
         let c = &self.counters;
-        let seconds = |nanos: &AtomicU64| nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let time = |nanos: &AtomicU64| Duration::from_nanos(nanos.load(Ordering::Relaxed));
         PipelineStats {
             commits: c.commits.load(Ordering::Relaxed),
             texts: c.texts.load(Ordering::Relaxed),
-            write_seconds: seconds(&c.write_nanos),
+            write_time: time(&c.write_nanos),
             wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
-            wal_sync_seconds: seconds(&c.wal_sync_nanos),
+            wal_sync_time: time(&c.wal_sync_nanos),
         }
     }
 
@@ -529,24 +529,31 @@ mod tests {
         (committed, answer)
     }
 
-    /// Runs the syncer on `wal` for one commit; returns the webhook's answer.
+    /// Runs the syncer on `wal` for one commit; returns the webhook's answer (the sync is
+    /// counted whether it succeeded or failed).
     async fn answer_after_sync(wal: std::fs::File) -> Result<Written, ServiceError> {
         // Never connected: the syncer only wakes the (absent) workers through it.
         let pool = SqlitePool::connect_lazy("sqlite::memory:").expect("pool");
         let jobs = JobQueue::sqlite(pool, crate::jobs::Wakers::default());
         let (to_syncer, to_sync) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
         let syncer = tokio::spawn(run_syncer(
             wal,
             EventBus::new(),
             jobs,
             true,
             to_sync,
-            Arc::default(),
+            counters.clone(),
         ));
         let (committed, answer) = one_commit();
         assert!(to_syncer.send(committed).is_ok(), "syncer running");
         drop(to_syncer);
         syncer.await.expect("syncer ends with its channel");
+        assert_eq!(
+            counters.wal_syncs.load(Ordering::Relaxed),
+            1,
+            "one sync counted"
+        );
         answer.await.expect("answered")
     }
 

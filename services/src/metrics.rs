@@ -115,12 +115,12 @@ pub async fn render(app: &App) -> String {
     metrics::counter!(SQLITE_COMMITS, "wal_sync" => "skipped").absolute(skipped);
     metrics::counter!(SQLITE_GROUP_SYNCS).absolute(crate::db::group_syncs());
     let inbound = app.ingest.stats();
-    let micros = |seconds: f64| (seconds * 1e6) as u64;
+    let micros = |time: std::time::Duration| u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
     metrics::counter!(INBOUND_COMMITS).absolute(inbound.commits);
     metrics::counter!(INBOUND_TEXTS).absolute(inbound.texts);
-    metrics::counter!(INBOUND_WRITE_MICROS).absolute(micros(inbound.write_seconds));
+    metrics::counter!(INBOUND_WRITE_MICROS).absolute(micros(inbound.write_time));
     metrics::counter!(INBOUND_WAL_SYNCS).absolute(inbound.wal_syncs);
-    metrics::counter!(INBOUND_WAL_SYNC_MICROS).absolute(micros(inbound.wal_sync_seconds));
+    metrics::counter!(INBOUND_WAL_SYNC_MICROS).absolute(micros(inbound.wal_sync_time));
     match install() {
         Some(handle) => handle.render(),
         None => "# metrics recorder unavailable in this process\n".into(),
