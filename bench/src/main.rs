@@ -14,7 +14,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -191,6 +191,113 @@ fn pipeline_line(before: PipelineStats, after: PipelineStats) -> String {
         commits / syncs
     )
 }
+
+/// Scheduler figures of this process's threads and of the machine's CPUs at one instant (Linux
+/// `/proc`), to show which thread waits for a CPU while the CPUs idle.
+struct Sched {
+    at: Instant,
+    /// Thread id -> (name, ns running, ns runnable but waiting for a CPU), from
+    /// `/proc/self/task/<tid>/schedstat`. The main thread is the load generator.
+    threads: HashMap<u32, (String, u64, u64)>,
+    /// Jiffies of all CPUs: (total, idle, iowait), from `/proc/stat`'s `cpu` line.
+    cpu: (u64, u64, u64),
+}
+
+impl Sched {
+    fn now() -> Self {
+        let mut threads = HashMap::new();
+        let pid = std::process::id();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let read = |file: &str| std::fs::read_to_string(task.path().join(file));
+            let (Ok(name), Ok(stat)) = (read("comm"), read("schedstat")) else {
+                continue;
+            };
+            let mut ns = stat
+                .split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0));
+            let (run, wait) = (ns.next().unwrap_or(0), ns.next().unwrap_or(0));
+            let name = if tid == pid {
+                "load generator".to_string()
+            } else {
+                name.trim().to_string()
+            };
+            threads.insert(tid, (name, run, wait));
+        }
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let jiffies: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let field = |i: usize| jiffies.get(i).copied().unwrap_or(0);
+        Self {
+            at: Instant::now(),
+            threads,
+            cpu: (jiffies.iter().sum(), field(3), field(4)),
+        }
+    }
+
+    /// Since `before`, by thread name (threads of one name summed; names under 10 ms/s left
+    /// out; "(xN)": N threads of the name ran 10 ms/s or more): ms per second running /
+    /// runnable but waiting for a CPU; then the machine's CPU idle and iowait shares.
+    fn line(&self, before: &Sched) -> String {
+        let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let ms_per_s = |ns: u64| ns as f64 / 1e6 / secs;
+        let mut by_name: BTreeMap<&str, (u64, u64, usize)> = BTreeMap::new();
+        for (tid, (name, run, wait)) in &self.threads {
+            let (run0, wait0) = before
+                .threads
+                .get(tid)
+                .map_or((0, 0), |(_, run, wait)| (*run, *wait));
+            let ran = run.saturating_sub(run0);
+            let entry = by_name.entry(name).or_default();
+            entry.0 += ran;
+            entry.1 += wait.saturating_sub(wait0);
+            // Threads that ran at least 1% of the time (each full target has its own writer).
+            entry.2 += usize::from(ms_per_s(ran) >= 10.0);
+        }
+        let mut busy: Vec<_> = by_name
+            .into_iter()
+            .filter(|(_, (run, _, _))| ms_per_s(*run) >= 10.0)
+            .collect();
+        busy.sort_by_key(|(_, (run, _, _))| std::cmp::Reverse(*run));
+        let threads: Vec<String> = busy
+            .iter()
+            .map(|(name, (run, wait, n))| {
+                let count = if *n > 1 {
+                    format!(" (x{n})")
+                } else {
+                    String::new()
+                };
+                format!("{name}{count} {:.0}/{:.0}", ms_per_s(*run), ms_per_s(*wait))
+            })
+            .collect();
+        let total = self.cpu.0.saturating_sub(before.cpu.0).max(1) as f64;
+        format!(
+            "{}; CPU idle {:.1}%, iowait {:.1}%",
+            threads.join(", "),
+            (self.cpu.1 - before.cpu.1) as f64 * 100.0 / total,
+            (self.cpu.2 - before.cpu.2) as f64 * 100.0 / total
+        )
+    }
+}
+
+/// The label of [`Sched::line`]'s output.
+const THREADS_LINE: &str = "threads, ms per s running / waiting for a CPU";
 
 /// The counters of a closed-loop measurement, shared by its tasks: each task loops until
 /// [`Meter::stopped`] and records each outcome; only outcomes after the 2 s warm-up count.
@@ -987,21 +1094,22 @@ fn main() {
             return None;
         }
         if args.only_store {
-            let stats_before = ingest_t.pipeline();
+            let (stats_before, sched) = (ingest_t.pipeline(), Sched::now());
             let stored = store_rate(&ingest_t, c, secs).await;
             println!(
                 "store path alone (inbound writer, no HTTP): {:>9.0} texts/s, {:.1} µs CPU each",
                 stored.rate, stored.cpu_us
             );
             println!("  inbound writer: {}", pipeline_line(stats_before, ingest_t.pipeline()));
+            println!("  {THREADS_LINE}: {}", Sched::now().line(&sched));
             return None;
         }
         if args.only_ingest {
             let before = io_counters();
-            let stats_before = ingest_t.pipeline();
+            let (stats_before, sched) = (ingest_t.pipeline(), Sched::now());
             let Measured { rate: ingest, cpu_us } = throughput(&ingest_t, c, secs).await;
             let after = io_counters();
-            let stats_after = ingest_t.pipeline();
+            let (stats_after, sched_after) = (ingest_t.pipeline(), Sched::now());
             let requests = ingest * (secs + 2) as f64;
             println!(
                 "webhook path, workers off (ingest):   {ingest:>9.0} req/s, {cpu_us:.1} µs CPU each; ~{:.0} bytes written and {:.1} write calls per webhook",
@@ -1009,6 +1117,7 @@ fn main() {
                 (after.1 - before.1) as f64 / requests
             );
             println!("  inbound writer: {}", pipeline_line(stats_before, stats_after));
+            println!("  {THREADS_LINE}: {}", sched_after.line(&sched));
             if args.with_latency {
                 let half = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
                 println!(
@@ -1071,14 +1180,16 @@ fn main() {
         }
         let Measured { rate: bare, cpu_us: bare_cpu } = throughput(&bare_t, c, secs).await;
         println!("bare poem handler:                    {bare:>9.0} req/s, {bare_cpu:.1} µs CPU each");
-        let stats_before = ingest_t.pipeline();
+        let (stats_before, sched) = (ingest_t.pipeline(), Sched::now());
         let Measured { rate: ingest, cpu_us: ingest_cpu } = throughput(&ingest_t, c, secs).await;
+        let sched_after = Sched::now();
         println!(
             "webhook path, workers off (ingest):   {ingest:>9.0} req/s  ({:.2}x bare), {ingest_cpu:.1} µs CPU each ({:.2}x bare's CPU per request)",
             ingest / bare,
             bare_cpu / ingest_cpu
         );
         println!("  inbound writer: {}", pipeline_line(stats_before, ingest_t.pipeline()));
+        println!("  {THREADS_LINE}: {}", sched_after.line(&sched));
         let half_ingest = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
         println!(
             "  latency at half that load ({:.0} req/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
