@@ -235,12 +235,15 @@ impl Sched {
             threads.insert(tid, (name, run, wait));
         }
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // user, nice, system, idle, iowait, irq, softirq, steal: the guest fields after them
+        // are already counted in user and nice.
         let jiffies: Vec<u64> = stat
             .lines()
             .next()
             .unwrap_or_default()
             .split_whitespace()
             .skip(1)
+            .take(8)
             .map(|v| v.parse().unwrap_or(0))
             .collect();
         let field = |i: usize| jiffies.get(i).copied().unwrap_or(0);
@@ -287,17 +290,42 @@ impl Sched {
             })
             .collect();
         let total = self.cpu.0.saturating_sub(before.cpu.0).max(1) as f64;
+        let share = |now: u64, then: u64| now.saturating_sub(then) as f64 * 100.0 / total;
         format!(
             "{}; CPU idle {:.1}%, iowait {:.1}%",
             threads.join(", "),
-            (self.cpu.1 - before.cpu.1) as f64 * 100.0 / total,
-            (self.cpu.2 - before.cpu.2) as f64 * 100.0 / total
+            share(self.cpu.1, before.cpu.1),
+            share(self.cpu.2, before.cpu.2)
         )
     }
 }
 
-/// The label of [`Sched::line`]'s output.
-const THREADS_LINE: &str = "threads, ms per s running / waiting for a CPU";
+/// The inbound writer's totals and the threads' scheduler figures at the start of a
+/// measurement of a full target; [`Window::print`] reports what they did since.
+struct Window {
+    stats: PipelineStats,
+    sched: Sched,
+}
+
+impl Window {
+    fn open(target: &Target) -> Self {
+        Self {
+            stats: target.pipeline(),
+            sched: Sched::now(),
+        }
+    }
+
+    /// Prints the inbound writer's line ([`pipeline_line`]) and the threads' line
+    /// ([`Sched::line`]) since [`Window::open`].
+    fn print(&self, target: &Target) {
+        let (stats, sched) = (target.pipeline(), Sched::now());
+        println!("  inbound writer: {}", pipeline_line(self.stats, stats));
+        println!(
+            "  threads, ms per s running / waiting for a CPU: {}",
+            sched.line(&self.sched)
+        );
+    }
+}
 
 /// The counters of a closed-loop measurement, shared by its tasks: each task loops until
 /// [`Meter::stopped`] and records each outcome; only outcomes after the 2 s warm-up count.
@@ -1094,30 +1122,27 @@ fn main() {
             return None;
         }
         if args.only_store {
-            let (stats_before, sched) = (ingest_t.pipeline(), Sched::now());
+            let window = Window::open(&ingest_t);
             let stored = store_rate(&ingest_t, c, secs).await;
             println!(
                 "store path alone (inbound writer, no HTTP): {:>9.0} texts/s, {:.1} µs CPU each",
                 stored.rate, stored.cpu_us
             );
-            println!("  inbound writer: {}", pipeline_line(stats_before, ingest_t.pipeline()));
-            println!("  {THREADS_LINE}: {}", Sched::now().line(&sched));
+            window.print(&ingest_t);
             return None;
         }
         if args.only_ingest {
             let before = io_counters();
-            let (stats_before, sched) = (ingest_t.pipeline(), Sched::now());
+            let window = Window::open(&ingest_t);
             let Measured { rate: ingest, cpu_us } = throughput(&ingest_t, c, secs).await;
             let after = io_counters();
-            let (stats_after, sched_after) = (ingest_t.pipeline(), Sched::now());
             let requests = ingest * (secs + 2) as f64;
             println!(
                 "webhook path, workers off (ingest):   {ingest:>9.0} req/s, {cpu_us:.1} µs CPU each; ~{:.0} bytes written and {:.1} write calls per webhook",
                 (after.0 - before.0) as f64 / requests,
                 (after.1 - before.1) as f64 / requests
             );
-            println!("  inbound writer: {}", pipeline_line(stats_before, stats_after));
-            println!("  {THREADS_LINE}: {}", sched_after.line(&sched));
+            window.print(&ingest_t);
             if args.with_latency {
                 let half = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
                 println!(
@@ -1180,16 +1205,14 @@ fn main() {
         }
         let Measured { rate: bare, cpu_us: bare_cpu } = throughput(&bare_t, c, secs).await;
         println!("bare poem handler:                    {bare:>9.0} req/s, {bare_cpu:.1} µs CPU each");
-        let (stats_before, sched) = (ingest_t.pipeline(), Sched::now());
+        let window = Window::open(&ingest_t);
         let Measured { rate: ingest, cpu_us: ingest_cpu } = throughput(&ingest_t, c, secs).await;
-        let sched_after = Sched::now();
         println!(
             "webhook path, workers off (ingest):   {ingest:>9.0} req/s  ({:.2}x bare), {ingest_cpu:.1} µs CPU each ({:.2}x bare's CPU per request)",
             ingest / bare,
             bare_cpu / ingest_cpu
         );
-        println!("  inbound writer: {}", pipeline_line(stats_before, ingest_t.pipeline()));
-        println!("  {THREADS_LINE}: {}", sched_after.line(&sched));
+        window.print(&ingest_t);
         let half_ingest = open_loop(&ingest_t, ingest / 2.0, c, secs).await;
         println!(
             "  latency at half that load ({:.0} req/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
