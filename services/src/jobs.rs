@@ -551,12 +551,22 @@ pub const REDIS_IDEMPOTENCY_TTL_SECS: u64 = 3600;
 
 impl RedisQueues {
     /// apalis-redis' configuration of `queue` (one of the `QUEUE_*` names).
+    ///
+    /// Task locks are off. apalis-redis 1.0 takes a lock as a job starts with an `LREM` of the
+    /// job from the queue's active list, which its fetch already took it off with `LTRIM`: the
+    /// `LREM` finds nothing and scans the whole list, so every job costs Redis a pass over the
+    /// backlog (a 20,000-job backlog drained at 3,171-4,711 no-op jobs/s locked, 43,148-46,798
+    /// unlocked; see docs/BENCHMARKS.md). The lock only records `Running` and its holder in the
+    /// job's metadata, which nothing here reads. A job in hand stays in its worker's in-flight
+    /// set from the fetch either way, and that set is what orphan recovery puts back on the
+    /// queue when the worker dies ([`REDIS_HEARTBEAT_SECS`]).
     pub fn config(&self, queue: &str) -> RedisConfig {
         RedisConfig::default()
             .queue(format!("{}{queue}", self.prefix))
             .heartbeat_interval(Duration::from_secs(REDIS_HEARTBEAT_SECS))
             .missed_heartbeats(REDIS_MISSED_HEARTBEATS)
             .idempotency_ttl(Some(Duration::from_secs(REDIS_IDEMPOTENCY_TTL_SECS)))
+            .lock_tasks(false)
     }
 
     /// The connection the queues use.
