@@ -652,11 +652,31 @@ async fn start_full(
     }
 }
 
-/// Waits until every inbound message of the target's tenant is handled; returns seconds.
-async fn drain(target: &Target) -> f64 {
+/// How the workers caught up after a load.
+struct Drained {
+    /// Inbound texts not yet handled when the load stopped.
+    backlog: u64,
+    /// Seconds until none were left (polled every 0.5 s).
+    secs: f64,
+}
+
+impl Drained {
+    fn print(&self) {
+        println!(
+            "  workers finished the backlog ({} texts) {:.1} s after the load stopped: {:.0} texts/s",
+            self.backlog,
+            self.secs,
+            self.backlog as f64 / self.secs
+        );
+    }
+}
+
+/// Waits until every inbound message of the target's tenant is handled.
+async fn drain(target: &Target) -> Drained {
     use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
     let start = Instant::now();
     let (app, tenant) = target.app.clone().expect("full target");
+    let mut backlog = None;
     loop {
         let tx = TenantTx::read(&app.db, tenant).await.expect("transaction");
         let pending = message::Entity::scoped(tenant)
@@ -666,11 +686,15 @@ async fn drain(target: &Target) -> f64 {
             .await
             .expect("count");
         drop(tx);
+        let backlog = *backlog.get_or_insert(pending);
         if pending == 0 || start.elapsed() > Duration::from_secs(300) {
-            return start.elapsed().as_secs_f64();
+            return Drained {
+                backlog,
+                secs: start.elapsed().as_secs_f64(),
+            };
         }
         // The count scans the table: poll rarely so it does not slow the workers it watches.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -1117,8 +1141,7 @@ fn main() {
         if args.only_drain {
             let full = throughput(&full_t, c, secs).await;
             println!("webhook path + in-process workers:    {:>9.0} req/s, {:.0} µs CPU each", full.rate, full.cpu_us);
-            let drained = drain(&full_t).await;
-            println!("  workers finished the backlog {drained:.1} s after the load stopped");
+            drain(&full_t).await.print();
             return None;
         }
         if args.only_store {
@@ -1224,8 +1247,7 @@ fn main() {
         );
         let full = throughput(&full_t, c, secs).await.rate;
         println!("webhook path + in-process workers:    {full:>9.0} req/s  ({:.2}x bare)", full / bare);
-        let drained = drain(&full_t).await;
-        println!("  workers finished the backlog {drained:.1} s after the load stopped");
+        drain(&full_t).await.print();
         let half = open_loop(&full_t, full / 2.0, c, secs).await;
         println!(
             "  latency at half that load ({:.0} req/s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",

@@ -228,7 +228,10 @@ pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> 
         .max_lifetime(None)
         .after_connect(move |conn, _| {
             let hooks = hooks.clone();
-            Box::pin(async move { hooks.install(conn).await })
+            Box::pin(async move {
+                plan_once(conn).await?;
+                hooks.install(conn).await
+            })
         })
         .connect_with(
             options
@@ -253,12 +256,60 @@ pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> 
         .test_before_acquire(false)
         .idle_timeout(None)
         .max_lifetime(None)
+        .after_connect(|conn, _| Box::pin(plan_once(conn)))
         .connect_with(options.read_only(true))
         .await?;
     Ok(Db {
         read: DatabaseConnection::from(readers),
         write,
     })
+}
+
+/// Turns on SQLite's query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`) for a
+/// pooled connection, so a cached statement is planned once.
+///
+/// Without it SQLite plans some statements from their bound values, and binding such a
+/// statement again marks it expired: its next step parses and plans it anew
+/// (`sqlite3Reprepare`). Every `LIMIT ?` is one (sea-orm binds the `LIMIT 1` of each `.one()`,
+/// apalis-sqlite the batch size of each fetch), so the statement cache saved nothing on them:
+/// re-preparing was 31% of the samples of the bench process while workers drained a backlog
+/// (docs/BENCHMARKS.md). With the guarantee a plan depends on the statement's text, the schema
+/// and the planner statistics, never on bound values; no partial index here needs a bound
+/// value to match (their predicates are `IS NOT NULL`, or apalis' statuses, which its queries
+/// repeat as literals).
+///
+/// # Errors
+/// The connection's handle is unavailable, or SQLite refuses the setting.
+async fn plan_once(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    if stable_plans(conn, 1).await? {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            "SQLite refused SQLITE_DBCONFIG_ENABLE_QPSG".into(),
+        ))
+    }
+}
+
+/// Sets `conn`'s `SQLITE_DBCONFIG_ENABLE_QPSG` (`on`: 1 on, 0 off, -1 leave as is) and
+/// returns whether it is on.
+async fn stable_plans(
+    conn: &mut sqlx::SqliteConnection,
+    on: std::ffi::c_int,
+) -> Result<bool, sqlx::Error> {
+    use rusqlite::ffi;
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    let mut state: std::ffi::c_int = -1;
+    // SAFETY: `db` is this connection's open handle, locked for the call; this option takes
+    // an int and an int* that receives the state.
+    let rc =
+        unsafe { ffi::sqlite3_db_config(db, ffi::SQLITE_DBCONFIG_ENABLE_QPSG, on, &raw mut state) };
+    if rc != ffi::SQLITE_OK {
+        return Err(sqlx::Error::Configuration(
+            format!("SQLITE_DBCONFIG_ENABLE_QPSG: SQLite error {rc}").into(),
+        ));
+    }
+    Ok(state == 1)
 }
 
 /// Runs the background checkpoints (see [`CHECKPOINT_INTERVAL_MS`]) for as long as the
@@ -431,4 +482,37 @@ pub fn open_inbound_writer(url: &str) -> Result<InboundDb, DbOpenError> {
     conn.set_prepared_statement_cache_capacity(32);
     let wal = open_wal(&path)?;
     Ok(InboundDb { conn, wal })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both pools' connections plan each cached statement once ([`plan_once`]).
+    #[tokio::test]
+    async fn every_pooled_sqlite_connection_keeps_its_plans() {
+        let dir = std::env::temp_dir().join(format!("plans-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/app.db", dir.display());
+        let db = open_sqlite(&url, &Wakers::default()).await.expect("opened");
+        for (pool, name) in [(&db.write, "write"), (&db.read, "read")] {
+            let mut conn = pool
+                .get_sqlite_connection_pool()
+                .acquire()
+                .await
+                .expect("a connection");
+            assert!(
+                stable_plans(&mut conn, -1).await.expect("readable"),
+                "the {name} pool's connection re-plans statements on every binding"
+            );
+        }
+        // A connection opened without it (what the pools' hook changes).
+        let mut plain = {
+            use sqlx::Connection;
+            sqlx::SqliteConnection::connect(&url)
+                .await
+                .expect("connected")
+        };
+        assert!(!stable_plans(&mut plain, -1).await.expect("readable"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
