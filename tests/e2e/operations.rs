@@ -1,6 +1,8 @@
 //! Operations: the refused-webhook limit, `/metrics`, and correlation ids from a webhook into
 //! the jobs it causes.
 
+use std::time::{Duration, Instant};
+
 use switchboard_services::jobs::{QUEUE_INBOUND, QUEUE_SEND};
 use switchboard_testkit::{TestApp, inbound, spawn_app};
 
@@ -198,7 +200,7 @@ async fn redis_jobs_run_to_done_without_a_task_lock() {
         assert!(!ids.is_empty(), "{queue}: jobs ran");
         for id in ids {
             let meta = format!("{}:{id}", config.job_meta_hash());
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(10);
             let (status, holder) = loop {
                 let (status, holder): (Option<String>, Option<String>) = redis::cmd("HMGET")
                     .arg(&meta)
@@ -207,10 +209,10 @@ async fn redis_jobs_run_to_done_without_a_task_lock() {
                     .query_async(&mut conn)
                     .await
                     .unwrap();
-                if status.as_deref() == Some("Done") || std::time::Instant::now() > deadline {
+                if status.as_deref() == Some("Done") || Instant::now() > deadline {
                     break (status, holder);
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             };
             assert_eq!(status.as_deref(), Some("Done"), "{queue} job {id}");
             assert_eq!(holder, None, "{queue} job {id} took a task lock");
