@@ -76,7 +76,8 @@ pub const WAL_RESTART_PAGES: i64 = 16_000;
 pub const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
 
 /// `cache_size` of the two write connections (the write pool's and the inbound writer's), in
-/// KiB as SQLite's negative form takes it: 2 MiB, 512 pages. The readers keep 64 MiB.
+/// KiB as SQLite's negative form takes it: 2 MiB, 512 pages. The readers keep
+/// [`READER_CACHE_KIB`].
 ///
 /// A writer's cache is kept small because SQLite walks all of it at many commits: a B-tree
 /// page split (`balance_nonroot`) parks a page under the pending-byte page number (262,145
@@ -90,6 +91,18 @@ pub const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
 /// fewer pages, and 2 MiB beat 8 MiB: 12,250 against 11,430 req/s on average over 8
 /// alternating `--only-ingest` runs each (6 of 8 pairs won), p99 at half load unchanged.
 pub const WRITER_CACHE_KIB: i64 = 2048;
+/// `cache_size` of the read pool's connections (and the checkpointer's), in KiB: 8 MiB each,
+/// so the 8 readers hold at most 64 MiB of pages.
+///
+/// The pooled connections read without a memory map (`mmap_size` 0). With one, a read
+/// transaction that follows another connection's commit unmapped the connection's whole map
+/// (`pagerBeginReadTransaction`) and faulted it back in page by page, and here some connection
+/// commits every millisecond or so. Without the map and with this cache the workers drained a
+/// backlog ~22% faster (4,200 / 3,984 against 3,302 / 3,382 texts/s, bench `--only-drain`,
+/// alternating) at a lower peak RSS (146,000 / 163,048 against 215,616 / 175,152 kB), reply
+/// latency unchanged (docs/BENCHMARKS.md). Such a commit empties a reader's page cache anyway,
+/// so a larger one (64 MiB before) only grew the memory without the map.
+pub const READER_CACHE_KIB: i64 = 8192;
 /// How long a connection waits for SQLite's lock before giving up, in seconds (only other
 /// processes, e.g. a `switchboard migrate`, can hold it: in-process writers queue for the one
 /// write connection instead).
@@ -138,8 +151,8 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
         .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
         .foreign_keys(true)
         .pragma("temp_store", "memory")
-        .pragma("cache_size", "-65536")
-        .pragma("mmap_size", "268435456")
+        .pragma("cache_size", format!("-{READER_CACHE_KIB}"))
+        .pragma("mmap_size", "0")
         .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES)
         .statement_cache_capacity(256);
     if let Some(dir) = options.get_filename().parent()
@@ -488,9 +501,10 @@ pub fn open_inbound_writer(url: &str) -> Result<InboundDb, DbOpenError> {
 mod tests {
     use super::*;
 
-    /// Both pools' connections plan each cached statement once ([`plan_once`]).
+    /// Both pools' connections plan each cached statement once ([`plan_once`]) and read
+    /// without a memory map; the readers' page cache is [`READER_CACHE_KIB`].
     #[tokio::test]
-    async fn every_pooled_sqlite_connection_keeps_its_plans() {
+    async fn every_pooled_sqlite_connection_keeps_its_plans_and_maps_nothing() {
         let dir = std::env::temp_dir().join(format!("plans-{}", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}/app.db", dir.display());
         let db = open_sqlite(&url, &Wakers::default()).await.expect("opened");
@@ -503,6 +517,24 @@ mod tests {
             assert!(
                 stable_plans(&mut conn, -1).await.expect("readable"),
                 "the {name} pool's connection re-plans statements on every binding"
+            );
+            let pragma = |p: &'static str| sqlx::query_scalar::<_, i64>(p);
+            let mapped = pragma("PRAGMA mmap_size").fetch_one(&mut *conn).await;
+            assert_eq!(
+                mapped.expect("mmap_size"),
+                0,
+                "the {name} pool maps the file"
+            );
+            let cache = pragma("PRAGMA cache_size").fetch_one(&mut *conn).await;
+            let kib = if name == "read" {
+                READER_CACHE_KIB
+            } else {
+                WRITER_CACHE_KIB
+            };
+            assert_eq!(
+                cache.expect("cache_size"),
+                -kib,
+                "the {name} pool's page cache"
             );
         }
         // A connection opened without it (what the pools' hook changes).
