@@ -1,5 +1,6 @@
-//! Postgres only (run by `.ci/postgres/run` with `TEST_DATABASE_URL` and `TEST_REDIS_URL`):
-//! row-level security as the database enforces it, below the application's scoped queries.
+//! Postgres + Redis only (run by `.ci/postgres/run` with `TEST_DATABASE_URL` and
+//! `TEST_REDIS_URL`): row-level security as the database enforces it, below the application's
+//! scoped queries; several processes on one database; how jobs run on Redis.
 
 use sea_orm::{EntityTrait, PaginatorTrait};
 use sqlx::{Connection, Executor, PgConnection};
@@ -529,4 +530,48 @@ async fn an_sse_client_of_one_instance_sees_what_another_instance_stored_and_sen
         2,
         "B's workers sent the replies"
     );
+}
+
+/// Jobs run without apalis-redis' task lock, whose `LREM` over the queue's whole active list
+/// made every job cost a pass over the backlog (`RedisQueues::config`). Each job is
+/// acknowledged (`Done`), and its metadata names no lock holder: a lock is always taken before
+/// its job's acknowledgement, so a lock would show here.
+#[tokio::test]
+#[ignore = "needs Postgres + Redis (.ci/postgres/run)"]
+async fn redis_jobs_run_to_done_without_a_task_lock() {
+    use std::time::{Duration, Instant};
+    use switchboard_services::jobs::{QUEUE_INBOUND, QUEUE_SEND};
+    let t = app_on_postgres().await;
+    let queues = t.app.jobs.redis_queues().expect("jobs on Redis");
+    assert_eq!(t.text_in("+17135550170", "hi").await.status(), 200);
+    t.wait_for_sends(2).await;
+    let mut conn = queues.conn().clone();
+    for queue in [QUEUE_INBOUND, QUEUE_SEND] {
+        let config = queues.config(queue);
+        let ids: Vec<String> = redis::cmd("HKEYS")
+            .arg(config.job_data_hash())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!ids.is_empty(), "{queue}: jobs ran");
+        for id in ids {
+            let meta = format!("{}:{id}", config.job_meta_hash());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (status, holder) = loop {
+                let (status, holder): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                    .arg(&meta)
+                    .arg("status")
+                    .arg("locked_by")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if status.as_deref() == Some("Done") || Instant::now() > deadline {
+                    break (status, holder);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(status.as_deref(), Some("Done"), "{queue} job {id}");
+            assert_eq!(holder, None, "{queue} job {id} took a task lock");
+        }
+    }
 }

@@ -656,18 +656,26 @@ async fn start_full(
 struct Drained {
     /// Inbound texts not yet handled when the load stopped.
     backlog: u64,
-    /// Seconds until none were left (polled every 0.5 s).
+    /// Of those, still not handled when [`drain`] gave up (0: all handled).
+    left: u64,
+    /// Seconds until none were left, or until it gave up (polled every 0.5 s).
     secs: f64,
 }
 
 impl Drained {
     fn print(&self) {
-        println!(
-            "  workers finished the backlog ({} texts) {:.1} s after the load stopped: {:.0} texts/s",
-            self.backlog,
-            self.secs,
-            self.backlog as f64 / self.secs
-        );
+        let (backlog, secs) = (self.backlog, self.secs);
+        let rate = backlog.saturating_sub(self.left) as f64 / secs;
+        if self.left == 0 {
+            println!(
+                "  workers finished the backlog ({backlog} texts) {secs:.1} s after the load stopped: {rate:.0} texts/s"
+            );
+        } else {
+            println!(
+                "  workers did NOT finish the backlog ({backlog} texts): {} left after {secs:.1} s, {rate:.0} texts/s",
+                self.left
+            );
+        }
     }
 }
 
@@ -690,6 +698,7 @@ async fn drain(target: &Target) -> Drained {
         if pending == 0 || start.elapsed() > Duration::from_secs(300) {
             return Drained {
                 backlog,
+                left: pending,
                 secs: start.elapsed().as_secs_f64(),
             };
         }

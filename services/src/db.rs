@@ -152,6 +152,7 @@ fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, DbOpenError> {
         .foreign_keys(true)
         .pragma("temp_store", "memory")
         .pragma("cache_size", format!("-{READER_CACHE_KIB}"))
+        // No memory map: see READER_CACHE_KIB.
         .pragma("mmap_size", "0")
         .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES)
         .statement_cache_capacity(256);

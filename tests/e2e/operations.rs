@@ -1,8 +1,6 @@
 //! Operations: the refused-webhook limit, `/metrics`, and correlation ids from a webhook into
 //! the jobs it causes.
 
-use std::time::{Duration, Instant};
-
 use switchboard_services::jobs::{QUEUE_INBOUND, QUEUE_SEND};
 use switchboard_testkit::{TestApp, inbound, spawn_app};
 
@@ -174,48 +172,4 @@ async fn a_webhooks_request_id_is_echoed_and_carried_into_its_jobs_and_their_job
         .unwrap()
         .to_string();
     assert_eq!(made.len(), 36, "a UUID: {made}");
-}
-
-/// On Redis, jobs run without apalis-redis' task lock, whose `LREM` over the queue's whole
-/// active list made every job cost a pass over the backlog (`RedisQueues::config`). Each job
-/// is acknowledged (`Done`), and its metadata names no lock holder: a lock is always taken
-/// before its job's acknowledgement, so a lock would show here. (apalis-sqlite has no separate
-/// lock step; on SQLite there is nothing to check.)
-#[tokio::test]
-async fn redis_jobs_run_to_done_without_a_task_lock() {
-    let t = spawn_app().await;
-    let Some(queues) = t.app.jobs.redis_queues() else {
-        return;
-    };
-    assert_eq!(t.text_in("+17135550170", "hi").await.status(), 200);
-    t.wait_for_sends(2).await;
-    let mut conn = queues.conn().clone();
-    for queue in [QUEUE_INBOUND, QUEUE_SEND] {
-        let config = queues.config(queue);
-        let ids: Vec<String> = redis::cmd("HKEYS")
-            .arg(config.job_data_hash())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert!(!ids.is_empty(), "{queue}: jobs ran");
-        for id in ids {
-            let meta = format!("{}:{id}", config.job_meta_hash());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let (status, holder) = loop {
-                let (status, holder): (Option<String>, Option<String>) = redis::cmd("HMGET")
-                    .arg(&meta)
-                    .arg("status")
-                    .arg("locked_by")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                if status.as_deref() == Some("Done") || Instant::now() > deadline {
-                    break (status, holder);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            assert_eq!(status.as_deref(), Some("Done"), "{queue} job {id}");
-            assert_eq!(holder, None, "{queue} job {id} took a task lock");
-        }
-    }
 }
