@@ -80,12 +80,13 @@ pub const WAL_FRAME_BYTES: i64 = 24 + 4096;
 ///
 /// Above what the WAL reaches, so a restart never truncates it: the writer then overwrites
 /// blocks the file already has. Under load the WAL grows past [`WAL_RESTART_PAGES`] before the
-/// restart gets the lock (to ~17,700 frames, 73 MB, bench `--only-ingest`). With a limit of
-/// 64 MiB under that, each restart cut the file back (ext4 discarding the freed blocks) and
-/// the next pass allocated them again, so the WAL syncs that covered them also wrote the
-/// file's inode and block bitmaps, one more synchronous write each: 164 block allocations and
-/// 227 inode writes in 2 s of `--only-ingest`, against 3 and none with this limit. Ingest rose
-/// ~5% (7 alternating pairs, all won: 20,091 against 19,127 req/s on average).
+/// restart gets the lock (to ~73 MB, bench `--only-ingest`). With the former limit of 64 MiB,
+/// under that, the first write after each restart cut the file back (ext4 discarding the
+/// freed blocks) and the next pass allocated them again, so the inbound syncer's `fdatasync`
+/// also wrote the file's metadata: in 2 s of `--only-ingest`, 10 truncates of the WAL, 164
+/// block allocations and 10 inode writes in the syncer's syncs, against none, 3 and none with
+/// this limit. Ingest rose ~5% (7 alternating pairs, all won: 20,091 against 19,127 req/s on
+/// average; docs/BENCHMARKS.md).
 pub const WAL_SIZE_LIMIT_BYTES: i64 = 2 * WAL_RESTART_PAGES * WAL_FRAME_BYTES;
 
 /// `cache_size` of the two write connections (the write pool's and the inbound writer's), in
@@ -567,9 +568,6 @@ mod tests {
     /// writes next, which can be any of these.
     #[tokio::test]
     async fn no_write_connection_cuts_the_wal_below_what_it_grows_to() {
-        const {
-            assert!(WAL_SIZE_LIMIT_BYTES >= 2 * WAL_RESTART_PAGES * WAL_FRAME_BYTES);
-        }
         let dir = std::env::temp_dir().join(format!("wal-{}", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}/app.db", dir.display());
         let db = open_sqlite(&url, &Wakers::default()).await.expect("opened");
@@ -578,11 +576,19 @@ mod tests {
             let kept = sqlx::query_scalar::<_, i64>(limit)
                 .fetch_one(pool.get_sqlite_connection_pool())
                 .await;
-            assert_eq!(kept.expect("journal_size_limit"), WAL_SIZE_LIMIT_BYTES, "the {name} pool");
+            assert_eq!(
+                kept.expect("journal_size_limit"),
+                WAL_SIZE_LIMIT_BYTES,
+                "the {name} pool"
+            );
         }
         let inbound = open_inbound_writer(&url).expect("inbound writer");
         let kept = inbound.conn.query_row(limit, [], |r| r.get::<_, i64>(0));
-        assert_eq!(kept.expect("journal_size_limit"), WAL_SIZE_LIMIT_BYTES, "the inbound writer");
+        assert_eq!(
+            kept.expect("journal_size_limit"),
+            WAL_SIZE_LIMIT_BYTES,
+            "the inbound writer"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
