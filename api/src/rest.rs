@@ -144,7 +144,8 @@ pub struct NewMessage {
 /// The message was queued for sending.
 #[derive(ApiResponse)]
 pub enum Queued {
-    /// Queued (status `queued`); follow its status by polling the messages.
+    /// Queued: the new message (status `queued`), or for a repeated `Idempotency-Key` the
+    /// message it made, as it stands; follow its status by polling the messages.
     #[oai(status = 202)]
     Accepted(Json<Message>),
 }
@@ -191,7 +192,7 @@ impl Api {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<NewMessage>,
     ) -> Result<Queued, ApiError> {
-        let message_id = messaging::send_manual(
+        let view = messaging::send_manual(
             app,
             &ctx,
             ConversationId(id.0),
@@ -199,7 +200,6 @@ impl Api {
             idempotency_key.0,
         )
         .await?;
-        let view = conversations::message(app, &ctx, message_id).await?;
         Ok(Queued::Accepted(Json(Message::from(view))))
     }
 }

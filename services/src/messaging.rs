@@ -24,6 +24,7 @@ use switchboard_entity::{
 };
 use switchboard_providers::{Accepted, OutboundSms, SendError, SmsProvider};
 
+use crate::conversations::MessageView;
 use crate::events::{Event, EventKind};
 use crate::group::{Groups, Unit};
 use crate::jobs::{Enqueue, Job, JobQueue, SendMessage};
@@ -227,6 +228,9 @@ pub(crate) async fn redispatch_queued(
 /// A person's reply from the inbox or the API: queued as `manual`, and the bot pauses for
 /// this conversation until someone resumes it.
 ///
+/// Returns the message as the request left it, read before its send job can run: a new one
+/// is `queued`; for an `idempotency_key` that already made one, that message as it stands.
+///
 /// # Errors
 /// [`ServiceError::NotFound`] for a conversation of another tenant or none;
 /// [`ServiceError::Invalid`] for a bad body.
@@ -237,7 +241,7 @@ pub async fn send_manual(
     conversation_id: ConversationId,
     body: &str,
     idempotency_key: Option<String>,
-) -> Result<MessageId, ServiceError> {
+) -> Result<MessageView, ServiceError> {
     let body = check_body(body)?;
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let conversation = conversation::Entity::by_id(tx.tenant(), conversation_id)
@@ -253,10 +257,15 @@ pub async fn send_manual(
             .exec(tx.conn())
             .await?;
     }
+    let view = message::Entity::by_id(tx.tenant(), row.id)
+        .one(tx.conn())
+        .await?
+        .map(MessageView::from)
+        .ok_or(ServiceError::NotFound)?;
     let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
     tx.commit().await?;
     dispatch(app, ctx, conversation_id, &[row], later).await;
-    Ok(row.id)
+    Ok(view)
 }
 
 /// True while the provider does not have the message yet: `queued` (our outbox), or

@@ -349,10 +349,12 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
     let conversation = t.messages(tenant).await[0].conversation_id;
     let first = messaging::send_manual(&t.app, &ctx, conversation, "first", None)
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     let second = messaging::send_manual(&t.app, &ctx, conversation, "second", None)
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     // The worker that ran the job sent the first reply, claimed the second, and died before
     // calling Twilio for it, an hour ago.
     message::Entity::update_many()
