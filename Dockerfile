@@ -16,6 +16,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# The build settings (the bundled SQLite's flags) apply to the cached dependencies too.
+COPY .cargo .cargo
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin switchboard
 COPY . .
 RUN cargo build --release --locked --bin switchboard \

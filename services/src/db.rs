@@ -563,6 +563,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The workspace's `.cargo/config.toml` builds the bundled SQLite without the shared page
+    /// cache and without memory statistics (two process-wide mutexes).
+    #[tokio::test]
+    async fn the_bundled_sqlite_gives_each_connection_its_own_page_cache() {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("connected");
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&mut conn)
+            .await
+            .expect("compile options");
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "SQLite built with ENABLE_MEMORY_MANAGEMENT (LIBSQLITE3_FLAGS not applied): {options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "SQLite keeps memory statistics (LIBSQLITE3_FLAGS not applied): {options:?}"
+        );
+    }
+
     /// A WAL restart must not cut the file below what the WAL grows to before the restart
     /// (see [`WAL_SIZE_LIMIT_BYTES`]). SQLite cuts it to the limit of the connection that
     /// writes first after the restart: the write pool's or the inbound writer's.
