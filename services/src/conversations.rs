@@ -186,6 +186,14 @@ pub async fn message(
     id: MessageId,
 ) -> Result<MessageView, ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    message_in(&tx, id).await
+}
+
+/// One message of `tx`'s tenant, read inside `tx` (so it sees what `tx` wrote).
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the message is not that tenant's.
+pub(crate) async fn message_in(tx: &TenantTx, id: MessageId) -> Result<MessageView, ServiceError> {
     message::Entity::by_id(tx.tenant(), id)
         .one(tx.conn())
         .await?

@@ -257,11 +257,7 @@ pub async fn send_manual(
             .exec(tx.conn())
             .await?;
     }
-    let view = message::Entity::by_id(tx.tenant(), row.id)
-        .one(tx.conn())
-        .await?
-        .map(MessageView::from)
-        .ok_or(ServiceError::NotFound)?;
+    let view = crate::conversations::message_in(&tx, row.id).await?;
     let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
     tx.commit().await?;
     dispatch(app, ctx, conversation_id, &[row], later).await;
