@@ -329,6 +329,16 @@ async fn opt_out_from_provider(
     contact_id: switchboard_domain::ContactId,
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    opt_out_in(&tx, contact_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`opt_out_from_provider`] inside the caller's write transaction.
+async fn opt_out_in(
+    tx: &TenantTx,
+    contact_id: switchboard_domain::ContactId,
+) -> Result<(), ServiceError> {
     let now = Utc::now();
     contact::Entity::by_id_update(tx.tenant(), contact_id)
         .filter(contact::Column::OptedOutAt.is_null())
@@ -340,7 +350,6 @@ async fn opt_out_from_provider(
         .col_expr(contact::Column::UpdatedAt, now.into())
         .exec(tx.conn())
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -805,9 +814,11 @@ async fn reconcile(
 ) -> Result<Option<Accepted>, SendError> {
     let candidates = provider.find_recent(sms, msg.created_at).await?;
     for candidate in candidates {
-        // An identical text sent earlier is already ours under its own MessageSid.
         match lookup::message_by_provider_sid(&app.db.read, &candidate.sid).await {
             Ok(None) => return Ok(Some(candidate)),
+            // Another job found it for this very message a moment ago and recorded it.
+            Ok(Some((_, id))) if id == msg.id => return Ok(Some(candidate)),
+            // An identical text sent earlier is already ours under its own MessageSid.
             Ok(Some(_)) => continue,
             Err(e) => {
                 return Err(SendError::Unavailable {
@@ -1001,9 +1012,14 @@ async fn push_next(
     Ok(())
 }
 
-/// Moves the row to `sending` and counts the attempt, if it is still exactly as read, in the
-/// caller's write transaction. Returns the row as it is then (status `sending`, attempts + 1),
-/// or `None` when another job got there first.
+/// Moves the row to `sending` and counts the attempt, if it is still exactly as read and the
+/// provider has no MessageSid for it, in the caller's write transaction. Returns the row as it
+/// is then (status `sending`, attempts + 1), or `None` when another job got there first.
+///
+/// The MessageSid condition matters for a row whose last attempt's outcome was unknown: a job
+/// that read it, asked the provider, and found nothing of ours may have been overtaken by
+/// another job that found the text at the provider and recorded its MessageSid while leaving
+/// status (still `sending` at Twilio) and attempts as they were.
 async fn claim(
     tx: &TenantTx,
     msg: &message::Model,
@@ -1012,6 +1028,7 @@ async fn claim(
     let claimed = message::Entity::by_id_update(tx.tenant(), msg.id)
         .filter(message::Column::Status.eq(msg.status))
         .filter(message::Column::Attempts.eq(msg.attempts))
+        .filter(message::Column::ProviderSid.is_null())
         .col_expr(
             message::Column::Status,
             MessageStatus::Sending.as_str().into(),
@@ -1066,7 +1083,11 @@ pub async fn apply_status(
     update: StatusUpdate,
 ) -> Result<bool, ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    // Locked until the commit (Postgres; SQLite's writes are serial anyway): two callbacks for
+    // one message ("sent", "delivered") may run at once on several processes, and the one that
+    // read the older status must not write after the other.
     let msg = message::Entity::by_id(tx.tenant(), message_id)
+        .lock_exclusive()
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -1101,10 +1122,11 @@ pub async fn apply_status(
     message::Entity::update_by_id(tx.tenant(), message_id, am)
         .exec(tx.conn())
         .await?;
-    tx.commit().await?;
+    // In the same transaction: a retried callback finds the status final and changes nothing.
     if update.error_code == Some(SendError::TWILIO_UNSUBSCRIBED) {
-        opt_out_from_provider(app, ctx, contact_id).await?;
+        opt_out_in(&tx, contact_id).await?;
     }
+    tx.commit().await?;
     announce_update(app, ctx, conversation_id, message_id);
     if awaits_provider(msg.status, msg.provider_sid.is_some()) {
         // The callback settled a row the send job had not: its successors may go.

@@ -396,3 +396,95 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
     assert!(second.provider_sid.is_some());
     assert_eq!(second.attempts, 2);
 }
+
+/// Two jobs for one reply whose last attempt timed out: job B reads the row and asks Twilio
+/// (slowly); job A, reading the same row, asks Twilio, finds the text there (still `queued`
+/// at Twilio) and records its MessageSid, leaving the row `sending`. Job B's answer then lists
+/// a MessageSid that is already ours: it must not take that for "never reached Twilio" and
+/// send the text again.
+#[tokio::test]
+async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::message;
+    use switchboard_services::TenantCtx;
+    use switchboard_services::messaging::{self, Delivery};
+
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..bare()
+    })
+    .await;
+    accepts_sends_and_lists_none(&t).await;
+    assert_eq!(t.text_in("+17135550171", "hi").await.status(), 200);
+    let tenant = t.tenant.tenant_id;
+    let ctx = TenantCtx::for_job(tenant);
+    let conversation = t.messages(tenant).await[0].conversation_id;
+    let reply = messaging::send_manual(&t.app, &ctx, conversation, "on our way", None)
+        .await
+        .unwrap()
+        .id;
+    // Its one attempt timed out an hour ago; Twilio has it, queued.
+    message::Entity::update_many()
+        .col_expr(
+            message::Column::Status,
+            MessageStatus::Sending.as_str().into(),
+        )
+        .col_expr(message::Column::Attempts, 1.into())
+        .col_expr(
+            message::Column::UpdatedAt,
+            (chrono::Utc::now() - chrono::Duration::hours(1)).into(),
+        )
+        .filter(message::Column::Id.eq(reply))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    t.twilio.reset().await;
+    let sid = "SMcccccccccccccccccccccccccccccccc";
+    let listed = serde_json::json!({"messages": [{
+        "sid": sid, "status": "queued", "body": "on our way",
+        "date_created": chrono::Utc::now().to_rfc2822(),
+    }]});
+    // The first list call (job B's) answers after 0.7 s (the tests' Twilio timeout is 1 s),
+    // the next one (job A's) at once.
+    Mock::given(method("GET"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(listed.clone())
+                .set_delay(Duration::from_millis(700)),
+        )
+        .up_to_n_times(1)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(listed))
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+
+    let job_b = messaging::deliver(&t.app, &ctx, reply);
+    let job_a = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        messaging::deliver(&t.app, &ctx, reply).await
+    };
+    let (b, a) = tokio::join!(job_b, job_a);
+    assert_eq!(a.unwrap(), Delivery::Done);
+    assert_eq!(b.unwrap(), Delivery::Done);
+
+    let requests = t.twilio.received_requests().await.unwrap();
+    assert_eq!(post_count(&requests), 0, "Twilio had it: no create call");
+    let row = t
+        .messages(tenant)
+        .await
+        .into_iter()
+        .find(|m| m.id == reply)
+        .unwrap();
+    assert_eq!(row.provider_sid.as_deref(), Some(sid));
+    assert_eq!(row.status, MessageStatus::Sending);
+    assert_eq!(row.attempts, 1);
+}
