@@ -334,11 +334,29 @@ pub struct SignedIn {
 }
 
 /// The signed-in user behind a session id, if the session is live and the user enabled. The
-/// workspace is checked too: a removed membership takes effect on the next request.
+/// workspace is checked too: a removed membership takes effect on the next request. A request
+/// counts as activity: it moves the session's idle timeout on.
 ///
 /// # Errors
 /// Database errors.
 pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceError> {
+    look_up_session(app, id, true).await
+}
+
+/// [`session`] without counting as activity, for checks a long-lived response makes on its
+/// own (an open page's live stream): a tab left open must not keep a session from going idle.
+///
+/// # Errors
+/// Database errors.
+pub async fn session_unseen(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceError> {
+    look_up_session(app, id, false).await
+}
+
+async fn look_up_session(
+    app: &App,
+    id: &str,
+    seen: bool,
+) -> Result<Option<SignedIn>, ServiceError> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
@@ -364,7 +382,7 @@ pub async fn session(app: &App, id: &str) -> Result<Option<SignedIn>, ServiceErr
         Some(tenant_id) => workspace(app, u.id, tenant_id).await?,
         None => None,
     };
-    if now - s.last_seen_at >= Duration::seconds(SESSION_TOUCH_SECS) {
+    if seen && now - s.last_seen_at >= Duration::seconds(SESSION_TOUCH_SECS) {
         s.last_seen_at = now;
         sessions::update(app, &hash, &s).await?;
     }

@@ -219,7 +219,15 @@ pub async fn test_twilio(app: &App, ctx: &TenantCtx) -> Result<AccountInfo, Conn
 /// Adds a number to the tenant, answered by `bot`. Webhooks for it are routed to this tenant
 /// from now on.
 ///
+/// A tenant without its own Twilio account has its webhooks verified with the platform's auth
+/// token (`TWILIO_AUTH_TOKEN`): if it could add numbers itself, it could claim one the operator
+/// bought for another business and receive that business's texts. So once the platform has a
+/// Twilio account, such a tenant's numbers are assigned by the operator
+/// (`switchboard admin create-tenant`), and the tenant adds numbers only after connecting its
+/// own account. Without any Twilio account (the simulator) every tenant may add numbers.
+///
 /// # Errors
+/// [`ServiceError::Forbidden`] for a tenant without its own account on a platform with one;
 /// [`ServiceError::Conflict`] when any tenant already has the number.
 pub async fn add_number(
     app: &App,
@@ -227,6 +235,22 @@ pub async fn add_number(
     number: &E164,
     bot: BotKind,
 ) -> Result<PhoneNumberId, ServiceError> {
+    if app.settings.twilio.is_some() {
+        let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+        let own_account = tenant::Entity::find_by_id(tx.tenant())
+            .one(tx.conn())
+            .await?
+            .is_some_and(|t| {
+                t.twilio_account_sid.is_some() && t.twilio_auth_token_sealed.is_some()
+            });
+        if !own_account {
+            return Err(ServiceError::Forbidden(
+                "Connect your own Twilio account first: numbers on the platform's account are \
+                 assigned by its operator."
+                    .into(),
+            ));
+        }
+    }
     if lookup::number_owner(&app.db.read, number.as_str())
         .await?
         .is_some()

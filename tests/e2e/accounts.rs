@@ -534,6 +534,58 @@ async fn disabling_a_user_or_removing_a_member_ends_access_at_once() {
     assert_eq!(removed.get("/events").await.status(), StatusCode::SEE_OTHER);
 }
 
+/// An open live stream is not a way around signing out or being removed: it ends within
+/// `SESSION_CHECK_SECS` (15 s), while a stream whose session stays valid keeps going.
+#[tokio::test]
+async fn live_streams_end_when_their_session_does() {
+    let t = spawn_app().await;
+    let (mut leaving, _, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let (removed, removed_id, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let (staying, _, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let mut streams = Vec::new();
+    for b in [&leaving, &removed, &staying] {
+        let resp = b.get("/events").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        streams.push(resp);
+    }
+    assert_eq!(
+        leaving.post_form("/logout", &[]).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    membership::Entity::delete_many()
+        .filter(membership::Column::UserId.eq(removed_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+
+    /// Reads `resp` to its end; `None` when it is still open after `secs`.
+    async fn ended_within(resp: &mut reqwest::Response, secs: u64) -> Option<()> {
+        let read = async { while resp.chunk().await.unwrap().is_some() {} };
+        tokio::time::timeout(std::time::Duration::from_secs(secs), read)
+            .await
+            .ok()
+    }
+    let mut staying_stream = streams.pop().unwrap();
+    let [mut leaving_stream, mut removed_stream] = <[_; 2]>::try_from(streams).unwrap();
+    let (signed_out, removed_stream) = tokio::join!(
+        ended_within(&mut leaving_stream, 25),
+        ended_within(&mut removed_stream, 25)
+    );
+    assert!(
+        signed_out.is_some(),
+        "the signed-out session's stream ended"
+    );
+    assert!(
+        removed_stream.is_some(),
+        "the removed member's stream ended"
+    );
+    assert!(
+        ended_within(&mut staying_stream, 1).await.is_none(),
+        "a valid session's stream stays open"
+    );
+    assert_eq!(staying.get("/conversations").await.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn sign_in_attempts_are_limited_per_account_with_a_clear_message() {
     let t = spawn_app().await;

@@ -348,3 +348,54 @@ async fn the_simulator_mailbox_shows_mail_on_this_machine() {
     let page = b.page("/simulator/mail").await;
     assert!(page.contains("Reset your Switchboard password") && page.contains(&email));
 }
+
+/// Behind a reverse proxy on the same machine every client arrives from loopback: the
+/// mailbox (live reset links) stays closed when a proxy header is present, or when
+/// `APP_URL` is a public address, though the mail is there to show.
+#[tokio::test]
+async fn the_simulator_mailbox_stays_closed_behind_a_proxy() {
+    let t = spawn_app().await;
+    let (_, email) = t.user(t.tenant.tenant_id, Role::Agent).await;
+    let mut b = t.browser();
+    b.page("/password/forgot").await;
+    b.post_form("/password/forgot", &[("email", &email)]).await;
+    for (name, value) in [
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("Forwarded", "for=203.0.113.9"),
+        ("X-Real-IP", "203.0.113.9"),
+    ] {
+        let resp = t
+            .http
+            .get(format!("{}/simulator/mail", t.address))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{name}");
+        assert!(!resp.text().await.unwrap().contains(&email), "{name}");
+    }
+    assert_eq!(
+        t.browser().get("/simulator/mail").await.status(),
+        StatusCode::OK
+    );
+
+    let public = spawn_app_with(Options {
+        settings: vec![("APP_URL".into(), "http://switchboard.example".into())],
+        ..Options::default()
+    })
+    .await;
+    let (_, email) = public.user(public.tenant.tenant_id, Role::Agent).await;
+    let mut b = public.browser();
+    b.page("/password/forgot").await;
+    b.post_form("/password/forgot", &[("email", &email)]).await;
+    assert!(
+        !switchboard_services::mail::mailbox(&public.app)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        public.browser().get("/simulator/mail").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

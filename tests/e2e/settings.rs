@@ -2,13 +2,13 @@
 //! the account endpoint), numbers, members and roles, and agents kept to reading.
 
 use reqwest::{Method, StatusCode};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use switchboard_domain::accounts::Role;
 use switchboard_entity::{api_key, membership, phone_number, tenant};
 use switchboard_services::tenancy::BotKind;
 use switchboard_testkit::wiremock::matchers::{header, method, path};
 use switchboard_testkit::wiremock::{Mock, ResponseTemplate};
-use switchboard_testkit::{create_tenant, inbound, spawn_app};
+use switchboard_testkit::{Options, create_tenant, inbound, spawn_app, spawn_app_with};
 
 /// The text between `start` and the next `end` in `html`.
 fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -416,4 +416,62 @@ async fn the_profile_is_saved_and_bad_input_names_the_field() {
     let page = owner.page("/settings?done=profile").await;
     assert!(page.contains("Business profile saved."));
     assert!(page.contains("/webhooks/twilio/sms") && page.contains("data-copy"));
+}
+
+/// On a platform with its own Twilio account, a tenant without one would have the platform's
+/// numbers verified with the platform's token: it may not claim a number itself (the operator
+/// assigns those), and nothing is written when it tries. With its own account it may.
+#[tokio::test]
+async fn a_tenant_without_its_own_account_cannot_claim_platform_numbers() {
+    let t = spawn_app_with(Options {
+        settings: vec![
+            ("TWILIO_ACCOUNT_SID".into(), format!("AC{}", "0".repeat(32))),
+            ("TWILIO_AUTH_TOKEN".into(), "platform-token".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let own = tenant::Entity::find_by_id(t.tenant.tenant_id)
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut without: tenant::ActiveModel = own.clone().into();
+    without.twilio_account_sid = Set(None);
+    without.twilio_auth_token_sealed = Set(None);
+    tenant::Entity::update(without)
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "+14155550144")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("Connect your own Twilio account")
+    );
+    let claimed = phone_number::Entity::find()
+        .filter(phone_number::Column::E164.eq("+14155550144"))
+        .count(&t.db.read)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 0);
+
+    let mut back: tenant::ActiveModel = own.clone().into();
+    back.twilio_account_sid = Set(own.twilio_account_sid.clone());
+    back.twilio_auth_token_sealed = Set(own.twilio_auth_token_sealed.clone());
+    tenant::Entity::update(back)
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "+14155550144")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
 }

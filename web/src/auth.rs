@@ -17,9 +17,19 @@ use crate::layout::{Chrome, business_fields, card_page};
 use crate::{AppData, PageError, optional_phone, url_encode};
 
 /// Where to go after signing in: a local path only (no `//host`, no scheme), else `/`.
+///
+/// Only visible ASCII is accepted: browsers drop tabs and line breaks from a URL before
+/// parsing it (WHATWG URL Standard, "basic URL parser"), so `/<TAB>/evil.example` would
+/// reach them as `//evil.example`, another site; and a backslash counts as a slash.
 pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.into()
+        }
         _ => "/".into(),
     }
 }
@@ -393,6 +403,10 @@ mod tests {
             "//evil.example",
             "https://evil.example",
             "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/caf\u{e9}",
             "evil",
         ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");

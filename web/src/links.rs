@@ -4,11 +4,12 @@
 use maud::{Markup, html};
 use poem::http::StatusCode;
 use poem::web::{Form, Path, Redirect, RemoteAddr};
-use poem::{IntoResponse, Response, handler};
+use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use switchboard_api::auth::{CsrfToken, User, Visitor};
 use switchboard_domain::accounts::Password;
 use switchboard_services::{ServiceError, invites, mail, recovery};
+use url::{Host, Url};
 
 use crate::layout::{Chrome, card_page, page};
 use crate::{AppData, PageError, url_encode};
@@ -219,19 +220,38 @@ pub(crate) async fn reset(
     }
 }
 
+/// Whether a request comes from the machine Switchboard runs on, with nobody in between: a
+/// loopback client, no proxy header (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`), and an
+/// `APP_URL` on a loopback host. Behind a reverse proxy on the same machine every internet
+/// client arrives from loopback; its `APP_URL` is then the public address, and most proxies
+/// add one of those headers.
+fn from_this_machine(app_url: &Url, remote: &RemoteAddr, req: &Request) -> bool {
+    let loopback_client = remote
+        .as_socket_addr()
+        .is_some_and(|a| a.ip().is_loopback());
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    let local_app = match app_url.host() {
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    loopback_client && !proxied && local_app
+}
+
 /// `GET /simulator/mail`: the mail Switchboard would have sent, while no mail provider is
-/// configured. It holds live invite and reset links, so it answers only on the machine itself
-/// (a loopback client) and only in simulator mode; 404 otherwise.
+/// configured. It holds live invite and reset links, so it answers only in simulator mode and
+/// only [`from_this_machine`]; 404 otherwise.
 #[handler]
 pub(crate) async fn mailbox(
     app: AppData<'_>,
     remote: &RemoteAddr,
+    req: &Request,
     csrf: CsrfToken,
 ) -> Result<Markup, PageError> {
-    let local = remote
-        .as_socket_addr()
-        .is_some_and(|a| a.ip().is_loopback());
-    if !local || !mail::simulated(app.0) {
+    if !from_this_machine(&app.0.settings.app_url, remote, req) || !mail::simulated(app.0) {
         return Err(PageError(
             StatusCode::NOT_FOUND,
             "The simulator mailbox is only available on this machine, without a mail provider."

@@ -1,13 +1,15 @@
 //! Server-sent events: each open page holds one stream of its tenant's events (ids only; the
 //! page fetches the fragments it needs).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use poem::handler;
 use poem::web::sse::{Event as SseEvent, SSE};
 use switchboard_domain::TenantId;
-use switchboard_services::events::{Event, EventBus};
+use switchboard_services::accounts;
+use switchboard_services::events::EventBus;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
@@ -18,16 +20,18 @@ use crate::{AppData, PageError};
 /// Seconds between keep-alive comments (proxies close idle streams).
 pub const KEEP_ALIVE_SECS: u64 = 15;
 
+/// Seconds between the checks of an open `/events` stream's session (see [`events`]).
+pub const SESSION_CHECK_SECS: u64 = 15;
+
 /// The tenant's events from `bus` as SSE messages (`event: message_created` etc., data: JSON).
 /// A listener that fell behind gets `event: resync` and reloads.
-pub(crate) fn tenant_stream(
+fn tenant_events(
     bus: &EventBus,
     tenant: TenantId,
-    keep: impl Fn(&Event) -> bool + Send + 'static,
-) -> SSE {
-    let stream = BroadcastStream::new(bus.subscribe()).filter_map(move |item| {
+) -> impl Stream<Item = SseEvent> + Send + 'static {
+    BroadcastStream::new(bus.subscribe()).filter_map(move |item| {
         let out = match item {
-            Ok(e) if e.tenant_id == tenant && keep(&e) => {
+            Ok(e) if e.tenant_id == tenant => {
                 let kind = serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -43,18 +47,46 @@ pub(crate) fn tenant_stream(
             }
         };
         futures::future::ready(out)
-    });
-    sse(stream)
+    })
+}
+
+/// [`tenant_events`] as an SSE response, with keep-alives.
+pub(crate) fn tenant_stream(bus: &EventBus, tenant: TenantId) -> SSE {
+    sse(tenant_events(bus, tenant))
 }
 
 fn sse(stream: impl Stream<Item = SseEvent> + Send + 'static) -> SSE {
     SSE::new(stream).keep_alive(Duration::from_secs(KEEP_ALIVE_SECS))
 }
 
-/// `GET /events`: the inbox's live stream.
+/// `GET /events`: the inbox's live stream, for as long as its session may see the tenant.
+///
+/// Every [`SESSION_CHECK_SECS`] the session is looked up again (without counting as
+/// activity); the stream ends once it is signed out, expired, moved to another business, or
+/// its user was removed from this one or disabled. The browser's `EventSource` then reconnects
+/// through the sign-in check like any other request.
 #[handler]
 pub(crate) async fn events(app: AppData<'_>, member: Member) -> Result<SSE, PageError> {
-    Ok(tenant_stream(&app.events, member.ctx().tenant_id(), |_| {
-        true
-    }))
+    let tenant = member.ctx().tenant_id();
+    let events = tenant_events(&app.events, tenant);
+    let app = Arc::clone(app.0);
+    let revoked = async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(SESSION_CHECK_SECS));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match accounts::session_unseen(&app, &member.session_id).await {
+                Ok(Some(s))
+                    if s.workspace
+                        .as_ref()
+                        .is_some_and(|w| w.ctx.tenant_id() == tenant) => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live stream: the session check failed; ending the stream");
+                    break;
+                }
+            }
+        }
+    };
+    Ok(sse(events.take_until(revoked)))
 }

@@ -159,5 +159,5 @@ pub(crate) async fn send(
 pub(crate) async fn events(app: AppData<'_>, Query(q): Query<Handset>) -> Result<SSE, PageError> {
     let number = q.number.unwrap_or_default();
     let ctx = webhooks::simulator_tenant(app.0, &number).await?;
-    Ok(tenant_stream(&app.events, ctx.tenant_id(), |_| true))
+    Ok(tenant_stream(&app.events, ctx.tenant_id()))
 }
