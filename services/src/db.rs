@@ -63,7 +63,8 @@ pub const SQLITE_READERS: u32 = 8;
 /// always appended meanwhile. So every page the PASSIVEs copied since the last RESTART was
 /// still unsynced when the RESTART's own `fsync` ran, under the write lock, stopping the
 /// inbound writer while the disk wrote them all. Synced beforehand, that `fsync` covers only
-/// the last few ticks' pages. Syncing after every PASSIVE instead cut that p99 further but
+/// the last few ticks' pages (and, with the writeback started every [`WRITEBACK_FRAMES`], few
+/// of those are still unwritten). Syncing after every PASSIVE instead cut that p99 further but
 /// wrote each hot page to the disk at every tick, and lost ~11% of the throughput; syncing
 /// only before a RESTART kept it (bench `--only-ingest --with-latency`, 7 alternating runs
 /// each; see docs/BENCHMARKS.md).
@@ -71,6 +72,75 @@ pub const CHECKPOINT_INTERVAL_MS: u64 = 25;
 
 /// WAL size (4 KiB pages) at which the background task restarts the WAL under the write lock.
 pub const WAL_RESTART_PAGES: i64 = 16_000;
+
+/// WAL frames the background checkpoints copy into the database file between two starts of
+/// its writeback (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: the kernel begins writing those
+/// pages to the disk; nothing waits for it, nothing is flushed).
+///
+/// Otherwise the pages the checkpoints copied stay dirty in the page cache until the sync
+/// before the next WAL restart (see [`CHECKPOINT_INTERVAL_MS`]) writes them all at once, tens
+/// of megabytes, and every WAL `fdatasync` the inbound syncer makes meanwhile waits behind
+/// them: on a VM whose disk flushes slowly, 25-67 ms for the syncs that normally take 1.5-2
+/// ms (`perf trace`), so those webhooks were answered that much later. Started every quarter
+/// of a restart's worth of frames, the writes are spread out: bench `--only-ingest
+/// --with-latency`, 4 alternating pairs, p99 at half load 18.0-22.0 ms against 27.5-31.1 ms,
+/// throughput within noise (7,764 against 7,824 req/s on means). Every tick (each hot page
+/// written 40 times a second) cost ~7% of the throughput; every 2,048 frames gave 11-14 ms
+/// but lost 4 of 6 pairs on throughput (docs/BENCHMARKS.md).
+pub const WRITEBACK_FRAMES: i64 = WAL_RESTART_PAGES / 4;
+
+/// When the checkpointer next starts the database file's writeback (see [`WRITEBACK_FRAMES`]).
+#[derive(Debug, Default)]
+struct Writeback {
+    /// The WAL's checkpointed-frame count when writeback last started.
+    started_at: i64,
+}
+
+impl Writeback {
+    /// Whether writeback is due now that a checkpoint reports `copied` frames of the current
+    /// WAL checkpointed (the third column of `PRAGMA wal_checkpoint`, which starts over when
+    /// the WAL restarts); marks it started when it is.
+    fn due(&mut self, copied: i64) -> bool {
+        if copied < self.started_at {
+            // The WAL restarted; the sync before the restart wrote everything back.
+            self.started_at = 0;
+        }
+        let due = copied - self.started_at >= WRITEBACK_FRAMES;
+        if due {
+            self.started_at = copied;
+        }
+        due
+    }
+}
+
+/// Starts writing the database file's dirty pages to the disk, on a blocking thread (the
+/// call can wait for room in the device's queue). Linux only; elsewhere the sync before each
+/// WAL restart does all of it.
+async fn start_writeback(db_file: std::sync::Arc<std::fs::File>) {
+    #[cfg(target_os = "linux")]
+    {
+        let started = tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: an open descriptor of the database file, owned by `db_file`; offset 0
+            // and length 0 mean the whole file; WRITE only starts writeback.
+            let rc = unsafe {
+                libc::sync_file_range(db_file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = started {
+            tracing::debug!(error = %e, "starting the database file's writeback failed");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    drop(db_file);
+}
 
 /// Bytes one WAL frame takes: a 24-byte frame header and a 4 KiB page (SQLite's WAL format).
 pub const WAL_FRAME_BYTES: i64 = 24 + 4096;
@@ -357,6 +427,7 @@ async fn spawn_checkpointer(
         // that size, all of it checkpointed; the writer's next transaction then starts the
         // WAL over. So the same size again means there is nothing to restart.
         let mut restarted_at = None;
+        let mut writeback = Writeback::default();
         loop {
             tick.tick().await;
             // Columns: busy flag, WAL pages, pages copied.
@@ -364,7 +435,12 @@ async fn spawn_checkpointer(
                 .fetch_one(&mut conn)
                 .await
             {
-                Ok((_, pages, _)) => pages,
+                Ok((_, pages, copied)) => {
+                    if writeback.due(copied) {
+                        start_writeback(db_file.clone()).await;
+                    }
+                    pages
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "WAL checkpoint failed; retrying next tick");
                     continue;
@@ -515,6 +591,24 @@ pub fn open_inbound_writer(url: &str) -> Result<InboundDb, DbOpenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writeback starts once per [`WRITEBACK_FRAMES`] checkpointed frames, counted again from
+    /// the start of each new WAL.
+    #[test]
+    fn writeback_starts_every_quarter_of_a_restart() {
+        let mut w = Writeback::default();
+        let q = WRITEBACK_FRAMES;
+        assert!(!w.due(0));
+        assert!(!w.due(q - 1));
+        assert!(w.due(q), "a quarter copied");
+        assert!(!w.due(q + 10), "counted from the last start");
+        assert!(!w.due(2 * q - 1));
+        assert!(w.due(2 * q + 5));
+        // The WAL restarted: its frames count from zero again.
+        assert!(!w.due(100));
+        assert!(!w.due(q - 1));
+        assert!(w.due(q));
+    }
 
     /// Both pools' connections plan each cached statement once ([`plan_once`]) and read
     /// without a memory map; the readers' page cache is [`READER_CACHE_KIB`].
