@@ -26,6 +26,8 @@ impl SmsProvider for SimulatorSms {
         Ok(Accepted {
             sid: new_sid(),
             status: MessageStatus::Delivered,
+            error_code: None,
+            error_message: None,
         })
     }
 

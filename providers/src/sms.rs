@@ -25,6 +25,11 @@ pub struct Accepted {
     pub sid: String,
     /// Status the provider reported with its answer (usually `queued`).
     pub status: MessageStatus,
+    /// The provider's error for a message it reports `failed` or `undelivered` (Twilio's
+    /// `error_code`, e.g. 30003 "Unreachable destination handset"), when it gave one.
+    pub error_code: Option<i32>,
+    /// The provider's description of that error, when it gave one.
+    pub error_message: Option<String>,
 }
 
 /// Why a send did not go through; decides whether the job retries.

@@ -74,6 +74,10 @@ struct MessageResource {
     body: Option<String>,
     #[serde(default)]
     date_created: Option<String>,
+    #[serde(default)]
+    error_code: Option<i32>,
+    #[serde(default)]
+    error_message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +136,8 @@ impl TwilioSms {
         Accepted {
             status: MessageStatus::from_twilio(&m.status).unwrap_or(MessageStatus::Queued),
             sid: m.sid,
+            error_code: m.error_code,
+            error_message: m.error_message,
         }
     }
 }
@@ -303,7 +309,9 @@ mod tests {
             got,
             Accepted {
                 sid: "SM1".into(),
-                status: MessageStatus::Queued
+                status: MessageStatus::Queued,
+                error_code: None,
+                error_message: None,
             }
         );
     }
@@ -375,7 +383,9 @@ mod tests {
             got,
             vec![Accepted {
                 sid: "SMnew".into(),
-                status: MessageStatus::Sent
+                status: MessageStatus::Sent,
+                error_code: None,
+                error_message: None,
             }],
             "the old, the other and the undated messages do not match"
         );

@@ -7,6 +7,8 @@
 //! - a job that finds a row still `sending` does not know whether the last call reached the
 //!   provider, so it asks the provider ([`SmsProvider::find_recent`]) before sending again.
 
+use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -251,17 +253,65 @@ pub async fn send_manual(
     // Scoped to the conversation: the same key on another conversation is another message.
     let key = idempotency_key.map(|k| format!("manual:{conversation_id}:{k}"));
     let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key).await?;
+    let mut withdrawn = Vec::new();
     if !conversation.bot_paused {
         conversation::Entity::by_id_update(tx.tenant(), conversation.id)
             .col_expr(conversation::Column::BotPaused, true.into())
             .exec(tx.conn())
             .await?;
+        withdrawn = withdraw_bot_replies(&tx, conversation.id).await?;
     }
     let view = crate::conversations::message_in(&tx, row.id).await?;
     let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
     tx.commit().await?;
+    for id in withdrawn {
+        announce_update(app, ctx, conversation_id, id);
+    }
     dispatch(app, ctx, conversation_id, &[row], later).await;
     Ok(view)
+}
+
+/// Why a bot reply that was still in the outbox when a person took over was not sent.
+pub const WITHDRAWN_BY_TAKEOVER: &str = "not sent: a person took over the conversation";
+
+/// Marks the conversation's bot replies still in the outbox (`queued`: waiting behind an
+/// earlier reply, a rate limit or a retry) `suppressed`, in the caller's transaction, and
+/// returns their ids. A person taking over answers from here; the bot's questions must not
+/// follow theirs. A bot reply whose last attempt's outcome is unknown (`sending`) may already be
+/// at the provider and is left to its job. A send job that later reads one of these rows finds
+/// it settled, and its claim (status `queued`) fails.
+async fn withdraw_bot_replies(
+    tx: &TenantTx,
+    conversation_id: ConversationId,
+) -> Result<Vec<MessageId>, ServiceError> {
+    let ids: Vec<MessageId> = message::Entity::scoped(tx.tenant())
+        .select_only()
+        .column(message::Column::Id)
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .filter(message::Column::Direction.eq(Direction::Outbound))
+        .filter(message::Column::Source.eq(Source::Bot))
+        .filter(message::Column::Status.eq(MessageStatus::Queued))
+        .into_tuple()
+        .all(tx.conn())
+        .await?;
+    if !ids.is_empty() {
+        message::Entity::scoped_update(tx.tenant())
+            .filter(message::Column::Id.is_in(ids.clone()))
+            .filter(message::Column::Status.eq(MessageStatus::Queued))
+            .col_expr(
+                message::Column::Status,
+                MessageStatus::Suppressed.as_str().into(),
+            )
+            .col_expr(message::Column::ErrorCode, None::<i32>.into())
+            .col_expr(
+                message::Column::ErrorMessage,
+                Some(WITHDRAWN_BY_TAKEOVER.to_string()).into(),
+            )
+            .col_expr(message::Column::UpdatedAt, Utc::now().into())
+            .exec(tx.conn())
+            .await?;
+    }
+    Ok(ids)
 }
 
 /// True while the provider does not have the message yet: `queued` (our outbox), or
@@ -578,7 +628,11 @@ async fn attempt_one(
         tracing::debug!(%message_id, "an older reply goes first");
         return Ok(Delivery::Waiting.into());
     }
-    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
+    // `sending` here: an earlier attempt whose outcome is unknown.
+    let provider = match provider_for(app, ctx, &out, msg.status == MessageStatus::Sending).await? {
+        ControlFlow::Continue(provider) => provider,
+        ControlFlow::Break(step) => return Ok(step),
+    };
     let sms = out.sms(app);
 
     // A previous attempt with an unknown outcome: wait while it may be in flight, then ask.
@@ -706,9 +760,52 @@ async fn claim_if_due(tx: &TenantTx, id: MessageId) -> Result<Found, ServiceErro
 
 /// [`attempt`] for a reply claimed together with what its send needs.
 async fn send_claimed(app: &App, ctx: &TenantCtx, out: Outgoing) -> Result<Step, ServiceError> {
-    let provider = tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())?;
+    // Claimed by this job a moment ago: nothing was sent.
+    let provider = match provider_for(app, ctx, &out, false).await? {
+        ControlFlow::Continue(provider) => provider,
+        ControlFlow::Break(step) => return Ok(step),
+    };
     let sms = out.sms(app);
     attempt(app, ctx, provider.as_ref(), &sms, out.msg).await
+}
+
+/// The provider that sends `out` (its tenant's own Twilio account, or the platform's).
+///
+/// When the tenant's stored auth token cannot be opened (sealed under another `SECRET_KEY`,
+/// or damaged), no retry can help, and a row left `sending` would be retried and swept forever
+/// with nothing shown on it: the message fails for good with the reason on it, the
+/// conversation's next reply is released (and fails the same way until the account is
+/// connected again in Settings), and the job is done (`Break`). `in_doubt`: an earlier
+/// attempt's outcome is unknown, and the provider cannot be asked without the credentials.
+async fn provider_for(
+    app: &App,
+    ctx: &TenantCtx,
+    out: &Outgoing,
+    in_doubt: bool,
+) -> Result<ControlFlow<Step, Arc<dyn SmsProvider>>, ServiceError> {
+    let error = match tenancy::provider_from(app, out.account_sid.clone(), out.sealed_token.clone())
+    {
+        Ok(provider) => return Ok(ControlFlow::Continue(provider)),
+        Err(ServiceError::Credential(e)) => e,
+        Err(e) => return Err(e),
+    };
+    let msg = &out.msg;
+    tracing::error!(%error, message_id = %msg.id, "the tenant's stored Twilio credentials cannot be opened");
+    let reason = if in_doubt {
+        "outcome unknown: the stored Twilio credentials cannot be read, so the provider cannot \
+         be asked whether it has this text; it may have been sent. Reconnect the Twilio account \
+         in Settings."
+    } else {
+        "not sent: the stored Twilio credentials cannot be read. Reconnect the Twilio account \
+         in Settings."
+    };
+    set_status(app, ctx, msg, |m| {
+        m.status = Set(MessageStatus::Failed);
+        m.error_message = Set(Some(reason.to_string()));
+    })
+    .await?;
+    release_next(app, ctx, msg).await?;
+    Ok(ControlFlow::Break(Delivery::Done.into()))
 }
 
 /// Calls the provider for a claimed row (status `sending`, attempt counted) and records the
@@ -899,16 +996,24 @@ impl Unit for RecordAccepted {
                 M::SentAt,
                 Func::coalesce([Expr::col(M::SentAt), Expr::val(now)]).into(),
             )
+            // The provider's error replaces what our own attempt noted on a `sending` row (a
+            // timeout, a 500); on a row a callback moved on, it only fills a missing one.
             .col_expr(
                 M::ErrorCode,
-                Expr::case(sending(), Expr::val(None::<i32>))
-                    .finally(Expr::col(M::ErrorCode))
+                Expr::case(sending(), Expr::val(self.accepted.error_code))
+                    .finally(Func::coalesce([
+                        Expr::col(M::ErrorCode),
+                        Expr::val(self.accepted.error_code),
+                    ]))
                     .into(),
             )
             .col_expr(
                 M::ErrorMessage,
-                Expr::case(sending(), Expr::val(None::<String>))
-                    .finally(Expr::col(M::ErrorMessage))
+                Expr::case(sending(), Expr::val(self.accepted.error_message.clone()))
+                    .finally(Func::coalesce([
+                        Expr::col(M::ErrorMessage),
+                        Expr::val(self.accepted.error_message.clone()),
+                    ]))
                     .into(),
             )
             .col_expr(M::UpdatedAt, now.into())
@@ -1100,7 +1205,11 @@ pub async fn apply_status(
         return Err(ServiceError::NotFound);
     }
     let advance = msg.status.can_advance_to(update.status);
-    if !advance && msg.provider_sid.is_some() {
+    // The same final status again, now with the error code it lacked (the send job found the
+    // failure at the provider before this callback brought the code).
+    let fills_code =
+        msg.status == update.status && msg.error_code.is_none() && update.error_code.is_some();
+    if !advance && !fills_code && msg.provider_sid.is_some() {
         return Ok(false);
     }
     let conversation_id = msg.conversation_id;
@@ -1117,6 +1226,8 @@ pub async fn apply_status(
         if msg.sent_at.is_none() && !matches!(update.status, MessageStatus::Failed) {
             am.sent_at = Set(Some(Utc::now()));
         }
+    } else if fills_code {
+        am.error_code = Set(update.error_code);
     }
     am.updated_at = Set(Utc::now());
     message::Entity::update_by_id(tx.tenant(), message_id, am)

@@ -488,3 +488,233 @@ async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
     assert_eq!(row.status, MessageStatus::Sending);
     assert_eq!(row.attempts, 1);
 }
+
+/// A bot reply still in the outbox (here: held by a rate limit) when a person replies is
+/// withdrawn, visibly: the customer gets the person's text, not the bot's stale question
+/// after it.
+#[tokio::test]
+async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
+    use sea_orm::{ActiveModelTrait, Set};
+    use switchboard_domain::MessageId;
+    use switchboard_domain::message::Direction;
+    use switchboard_entity::message;
+    use switchboard_services::TenantCtx;
+    use switchboard_services::messaging::{self, Delivery, WITHDRAWN_BY_TAKEOVER};
+
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..bare()
+    })
+    .await;
+    accepts_sends_and_lists_none(&t).await;
+    assert_eq!(t.text_in("+17135550172", "hi").await.status(), 200);
+    let tenant = t.tenant.tenant_id;
+    let ctx = TenantCtx::for_job(tenant);
+    let inbound = t.messages(tenant).await.remove(0);
+    let now = chrono::Utc::now();
+    let bot = message::ActiveModel {
+        id: Set(MessageId::new()),
+        tenant_id: Set(tenant),
+        conversation_id: Set(inbound.conversation_id),
+        contact_id: Set(inbound.contact_id),
+        direction: Set(Direction::Outbound),
+        source: Set(Source::Bot),
+        body: Set("What ZIP code is the job in?".into()),
+        media: Set(None),
+        provider_sid: Set(None),
+        status: Set(MessageStatus::Queued),
+        error_code: Set(Some(20429)),
+        error_message: Set(Some("rate limited by the provider; retrying".into())),
+        idempotency_key: Set(None),
+        segments: Set(1),
+        encoding: Set("GSM-7".into()),
+        attempts: Set(1),
+        handled_at: Set(None),
+        compliance: Set(None),
+        provider_replied: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+        sent_at: Set(None),
+    }
+    .insert(&t.db.write)
+    .await
+    .unwrap()
+    .id;
+
+    let manual = messaging::send_manual(
+        &t.app,
+        &ctx,
+        inbound.conversation_id,
+        "Calling you now",
+        None,
+    )
+    .await
+    .unwrap()
+    .id;
+    let rows = t.messages(tenant).await;
+    let withdrawn = rows.iter().find(|m| m.id == bot).unwrap();
+    assert_eq!(withdrawn.status, MessageStatus::Suppressed);
+    assert_eq!(
+        withdrawn.error_message.as_deref(),
+        Some(WITHDRAWN_BY_TAKEOVER)
+    );
+
+    // The bot reply's retry runs: nothing goes out for it; it goes on with the person's
+    // reply, which is not held behind it. That reply's own job then finds it sent.
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, bot).await.unwrap(),
+        Delivery::Done
+    );
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, manual).await.unwrap(),
+        Delivery::Done
+    );
+    let requests = t.twilio.received_requests().await.unwrap();
+    assert_eq!(post_count(&requests), 1, "the person's reply only, once");
+    let sent = requests
+        .iter()
+        .find(|r| r.method.as_str() == "POST")
+        .unwrap();
+    let form = switchboard_testkit::url_decode_form(&sent.body);
+    assert_eq!(
+        switchboard_testkit::param(&form, "Body"),
+        Some("Calling you now")
+    );
+}
+
+/// A tenant's stored auth token that cannot be opened (sealed under another SECRET_KEY) fails
+/// the reply for good, with the reason on it, instead of leaving it `sending` to be retried
+/// and swept forever; the reply queued behind it is released and fails the same way.
+#[tokio::test]
+async fn a_reply_whose_credentials_cannot_be_read_fails_with_the_reason() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::tenant;
+    use switchboard_services::TenantCtx;
+    use switchboard_services::messaging::{self, Delivery};
+
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..bare()
+    })
+    .await;
+    accepts_sends_and_lists_none(&t).await;
+    assert_eq!(t.text_in("+17135550173", "hi").await.status(), 200);
+    let tenant_id = t.tenant.tenant_id;
+    let ctx = TenantCtx::for_job(tenant_id);
+    let conversation = t.messages(tenant_id).await[0].conversation_id;
+    let first = messaging::send_manual(&t.app, &ctx, conversation, "first", None)
+        .await
+        .unwrap()
+        .id;
+    let second = messaging::send_manual(&t.app, &ctx, conversation, "second", None)
+        .await
+        .unwrap()
+        .id;
+    tenant::Entity::update_many()
+        .col_expr(
+            tenant::Column::TwilioAuthTokenSealed,
+            Some("v1.c2VhbGVkIHVuZGVyIGFub3RoZXIga2V5".to_string()).into(),
+        )
+        .filter(tenant::Column::Id.eq(tenant_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, first).await.unwrap(),
+        Delivery::Done
+    );
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, second).await.unwrap(),
+        Delivery::Done
+    );
+    let rows = t.messages(tenant_id).await;
+    for id in [first, second] {
+        let row = rows.iter().find(|m| m.id == id).unwrap();
+        assert_eq!(row.status, MessageStatus::Failed);
+        assert!(
+            row.error_message.as_deref().is_some_and(
+                |e| e.starts_with("not sent: the stored Twilio credentials cannot be read")
+            ),
+            "{:?}",
+            row.error_message
+        );
+    }
+    assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 0);
+}
+
+/// A failure found at Twilio by the check after a 5xx keeps Twilio's error code and message;
+/// a callback that brings the same final status with a code the row lacks fills it in.
+#[tokio::test]
+async fn a_failure_found_at_twilio_keeps_its_error_code() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::message;
+
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(500).set_body_string("upstream error"))
+        .mount(&t.twilio)
+        .await;
+    let body = switchboard_domain::compliance::help_reply("Acme Plumbing");
+    let sid = "SMdddddddddddddddddddddddddddddddd";
+    Mock::given(method("GET"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": [{
+                "sid": sid, "status": "undelivered", "body": body,
+                "date_created": chrono::Utc::now().to_rfc2822(),
+                "error_code": 30003, "error_message": "Unreachable destination handset",
+            }]})),
+        )
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter().any(|m| m.provider_sid.as_deref() == Some(sid))
+        })
+        .await;
+    let reply = rows
+        .iter()
+        .find(|m| m.provider_sid.as_deref() == Some(sid))
+        .unwrap();
+    assert_eq!(reply.status, MessageStatus::Undelivered);
+    assert_eq!(reply.error_code, Some(30003));
+    assert_eq!(
+        reply.error_message.as_deref(),
+        Some("Unreachable destination handset")
+    );
+
+    // A final status recorded without its code: the callback's code fills it.
+    message::Entity::update_many()
+        .col_expr(message::Column::ErrorCode, None::<i32>.into())
+        .filter(message::Column::Id.eq(reply.id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    let params: Vec<(String, String)> = [
+        ("MessageSid", sid),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30005"),
+        ("AccountSid", t.tenant.account_sid.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let path = format!("/webhooks/twilio/status?m={}", reply.id);
+    assert_eq!(
+        t.post_signed(&path, &t.tenant.auth_token, &params)
+            .await
+            .status(),
+        200
+    );
+    let now = t
+        .messages(t.tenant.tenant_id)
+        .await
+        .into_iter()
+        .find(|m| m.id == reply.id)
+        .unwrap();
+    assert_eq!(now.status, MessageStatus::Undelivered);
+    assert_eq!(now.error_code, Some(30005));
+}
