@@ -48,6 +48,16 @@ pub fn backoff(attempt: i32) -> Duration {
     Duration::from_secs((1u64 << exp).min(MAX_BACKOFF_SECS))
 }
 
+/// Wait before asking the provider again whether it has a text whose last attempt's outcome
+/// is unknown, after it could not be asked just now: a quarter of the time since the text was
+/// written (`age`), at least [`backoff`] of its `attempts` and at most [`MAX_BACKOFF_SECS`].
+/// Asking does not count as an attempt, so `backoff` alone would stay at a few seconds: an
+/// outage of the provider's API would cost a request and a write every few seconds for each
+/// such text, for [`UNKNOWN_OUTCOME_HOURS`].
+pub fn recheck_delay(attempts: i32, age: Duration) -> Duration {
+    (age / 4).clamp(backoff(attempts), Duration::from_secs(MAX_BACKOFF_SECS))
+}
+
 /// Checks an outbound body: 1 to [`MAX_BODY_CHARS`] characters after trimming.
 ///
 /// # Errors
@@ -662,11 +672,13 @@ async fn attempt_one(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell yet whether the last attempt was sent");
+                let age = (Utc::now() - msg.created_at).to_std().unwrap_or_default();
+                let delay = recheck_delay(msg.attempts, age);
                 let delay = match e {
                     SendError::RateLimited {
                         retry_after: Some(d),
-                    } => d.max(backoff(msg.attempts)),
-                    _ => backoff(msg.attempts),
+                    } => d.max(delay),
+                    _ => delay,
                 };
                 set_status(app, ctx, &msg, |m| {
                     m.error_message = Set(Some(format!("{e}; checking again")))
@@ -1244,4 +1256,26 @@ pub async fn apply_status(
         release_next(app, ctx, &msg).await?;
     }
     Ok(advance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asking_again_about_an_unknown_outcome_slows_down_with_age() {
+        let secs = Duration::from_secs;
+        assert_eq!(
+            recheck_delay(1, secs(0)),
+            backoff(1),
+            "at first, the attempt's backoff"
+        );
+        assert_eq!(recheck_delay(1, secs(120)), secs(30));
+        assert_eq!(recheck_delay(1, secs(3600)), secs(MAX_BACKOFF_SECS));
+        assert_eq!(
+            recheck_delay(4, secs(8)),
+            backoff(4),
+            "never below the backoff"
+        );
+    }
 }
