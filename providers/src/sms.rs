@@ -64,6 +64,9 @@ pub enum SendError {
 impl SendError {
     /// Twilio error 21610: the recipient replied STOP to this number at the carrier/Twilio level.
     pub const TWILIO_UNSUBSCRIBED: i32 = 21610;
+    /// Twilio error 20429 "Too Many Requests" (HTTP 429), kept on a message the provider
+    /// rate-limited.
+    pub const TWILIO_RATE_LIMITED: i32 = 20429;
 }
 
 /// Sends texts through one provider account.

@@ -34,8 +34,14 @@ use crate::{App, ServiceError, TenantCtx, tenancy};
 
 /// Longest body we accept for one outbound text, in characters (Twilio's limit for `Body`).
 pub const MAX_BODY_CHARS: usize = 1600;
-/// Send attempts before a message is marked failed.
+/// Send attempts before a message is marked failed. Attempts the provider rate-limited do not
+/// end a message: see [`RATE_LIMITED_HOURS`].
 pub const MAX_SEND_ATTEMPTS: i32 = 8;
+/// Hours a reply whose last attempt the provider rate-limited (Twilio error 20429: nothing was
+/// created) keeps being retried, past [`MAX_SEND_ATTEMPTS`], before it is marked failed. A
+/// burst over the account's limits can outlast eight backoffs (~8.5 minutes without
+/// `Retry-After`), and a rate limit says "later", not "never".
+pub const RATE_LIMITED_HOURS: i64 = 24;
 /// Hours a message whose last attempt has an unknown outcome keeps being checked with the
 /// provider before it is marked failed (with a note that it may have been sent).
 pub const UNKNOWN_OUTCOME_HOURS: i64 = 24;
@@ -700,10 +706,12 @@ async fn attempt_one(
         return Ok(Delivery::Done.into());
     }
 
-    if msg.attempts >= MAX_SEND_ATTEMPTS {
+    let rate_limited = msg.error_code == Some(SendError::TWILIO_RATE_LIMITED)
+        && Utc::now() - msg.created_at < chrono::Duration::hours(RATE_LIMITED_HOURS);
+    if msg.attempts >= MAX_SEND_ATTEMPTS && !rate_limited {
         set_status(app, ctx, &msg, |m| {
             m.status = Set(MessageStatus::Failed);
-            m.error_message = Set(Some(format!("gave up after {MAX_SEND_ATTEMPTS} attempts")));
+            m.error_message = Set(Some(format!("gave up after {} attempts", msg.attempts)));
         })
         .await?;
         release_next(app, ctx, &msg).await?;
@@ -834,7 +842,7 @@ async fn attempt(
     crate::metrics::send(provider.name(), started.elapsed().as_secs_f64());
     match &sent {
         Err(SendError::RateLimited { .. }) => {
-            crate::metrics::provider_error(provider.name(), 20429)
+            crate::metrics::provider_error(provider.name(), SendError::TWILIO_RATE_LIMITED)
         }
         Err(SendError::Rejected { code, status, .. }) => {
             crate::metrics::provider_error(provider.name(), code.unwrap_or(i32::from(*status)))
@@ -851,7 +859,7 @@ async fn attempt(
             // to the outbox.
             set_status(app, ctx, &msg, |m| {
                 m.status = Set(MessageStatus::Queued);
-                m.error_code = Set(Some(20429));
+                m.error_code = Set(Some(SendError::TWILIO_RATE_LIMITED));
                 m.error_message = Set(Some("rate limited by the provider; retrying".into()));
             })
             .await?;

@@ -75,6 +75,56 @@ async fn rate_limited_sends_are_retried() {
     assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 3);
 }
 
+/// A rate limit says "later", not "never": a reply rate-limited more often than
+/// `MAX_SEND_ATTEMPTS` is still sent once Twilio takes it.
+#[tokio::test]
+async fn a_reply_rate_limited_past_the_attempt_limit_is_still_sent() {
+    use switchboard_services::messaging::MAX_SEND_ATTEMPTS;
+
+    let t = spawn_app_with(bare()).await;
+    let limited = MAX_SEND_ATTEMPTS as u64 + 1;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "0")
+                .set_body_json(serde_json::json!({"code": 20429, "message": "Too Many Requests"})),
+        )
+        .up_to_n_times(limited)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter().any(|m| {
+                m.source == Source::Compliance
+                    && (m.provider_sid.is_some() || m.status == MessageStatus::Failed)
+            })
+        })
+        .await;
+    let reply = rows
+        .iter()
+        .find(|m| m.source == Source::Compliance)
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        MessageStatus::Sending,
+        "{:?}",
+        reply.error_message
+    );
+    assert!(reply.provider_sid.is_some());
+    assert_eq!(reply.attempts, MAX_SEND_ATTEMPTS + 2);
+    assert_eq!(
+        post_count(&t.twilio.received_requests().await.unwrap()),
+        limited as usize + 1
+    );
+}
+
 #[tokio::test]
 async fn error_21610_opts_the_contact_out_and_is_not_retried() {
     let t = spawn_app_with(bare()).await;
