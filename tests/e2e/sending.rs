@@ -34,6 +34,40 @@ async fn accepts_sends_and_lists_none(t: &switchboard_testkit::TestApp) {
         .await;
 }
 
+/// An app whose send jobs the test runs itself (no workers), Twilio accepting every create and
+/// listing none, and a conversation with `from`, who texted "hi": the app, a job's context and
+/// the conversation.
+async fn conversation_without_workers(
+    from: &str,
+) -> (
+    switchboard_testkit::TestApp,
+    switchboard_services::TenantCtx,
+    switchboard_domain::ConversationId,
+) {
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..bare()
+    })
+    .await;
+    accepts_sends_and_lists_none(&t).await;
+    assert_eq!(t.text_in(from, "hi").await.status(), 200);
+    let ctx = switchboard_services::TenantCtx::for_job(t.tenant.tenant_id);
+    let conversation = t.messages(t.tenant.tenant_id).await[0].conversation_id;
+    (t, ctx, conversation)
+}
+
+/// Message `id` as stored now.
+async fn stored(
+    t: &switchboard_testkit::TestApp,
+    id: switchboard_domain::MessageId,
+) -> switchboard_entity::message::Model {
+    t.messages(t.tenant.tenant_id)
+        .await
+        .into_iter()
+        .find(|m| m.id == id)
+        .expect("the message")
+}
+
 fn post_count(requests: &[switchboard_testkit::wiremock::Request]) -> usize {
     requests
         .iter()
@@ -384,19 +418,10 @@ async fn a_reply_held_back_before_stop_is_not_sent_after_it() {
 async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::message;
-    use switchboard_services::TenantCtx;
     use switchboard_services::messaging::{self, Delivery};
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..bare()
-    })
-    .await;
-    accepts_sends_and_lists_none(&t).await;
-    assert_eq!(t.text_in("+17135550170", "hi").await.status(), 200);
+    let (t, ctx, conversation) = conversation_without_workers("+17135550170").await;
     let tenant = t.tenant.tenant_id;
-    let ctx = TenantCtx::for_job(tenant);
-    let conversation = t.messages(tenant).await[0].conversation_id;
     let first = messaging::send_manual(&t.app, &ctx, conversation, "first", None)
         .await
         .unwrap()
@@ -456,19 +481,9 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
 async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::message;
-    use switchboard_services::TenantCtx;
     use switchboard_services::messaging::{self, Delivery};
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..bare()
-    })
-    .await;
-    accepts_sends_and_lists_none(&t).await;
-    assert_eq!(t.text_in("+17135550171", "hi").await.status(), 200);
-    let tenant = t.tenant.tenant_id;
-    let ctx = TenantCtx::for_job(tenant);
-    let conversation = t.messages(tenant).await[0].conversation_id;
+    let (t, ctx, conversation) = conversation_without_workers("+17135550171").await;
     let reply = messaging::send_manual(&t.app, &ctx, conversation, "on our way", None)
         .await
         .unwrap()
@@ -528,12 +543,7 @@ async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
 
     let requests = t.twilio.received_requests().await.unwrap();
     assert_eq!(post_count(&requests), 0, "Twilio had it: no create call");
-    let row = t
-        .messages(tenant)
-        .await
-        .into_iter()
-        .find(|m| m.id == reply)
-        .unwrap();
+    let row = stored(&t, reply).await;
     assert_eq!(row.provider_sid.as_deref(), Some(sid));
     assert_eq!(row.status, MessageStatus::Sending);
     assert_eq!(row.attempts, 1);
@@ -544,65 +554,42 @@ async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
 /// after it.
 #[tokio::test]
 async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
-    use sea_orm::{ActiveModelTrait, Set};
-    use switchboard_domain::MessageId;
-    use switchboard_domain::message::Direction;
-    use switchboard_entity::message;
-    use switchboard_services::TenantCtx;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::{conversation, message};
     use switchboard_services::messaging::{self, Delivery, WITHDRAWN_BY_TAKEOVER};
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..bare()
-    })
-    .await;
-    accepts_sends_and_lists_none(&t).await;
-    assert_eq!(t.text_in("+17135550172", "hi").await.status(), 200);
-    let tenant = t.tenant.tenant_id;
-    let ctx = TenantCtx::for_job(tenant);
-    let inbound = t.messages(tenant).await.remove(0);
-    let now = chrono::Utc::now();
-    let bot = message::ActiveModel {
-        id: Set(MessageId::new()),
-        tenant_id: Set(tenant),
-        conversation_id: Set(inbound.conversation_id),
-        contact_id: Set(inbound.contact_id),
-        direction: Set(Direction::Outbound),
-        source: Set(Source::Bot),
-        body: Set("What ZIP code is the job in?".into()),
-        media: Set(None),
-        provider_sid: Set(None),
-        status: Set(MessageStatus::Queued),
-        error_code: Set(Some(20429)),
-        error_message: Set(Some("rate limited by the provider; retrying".into())),
-        idempotency_key: Set(None),
-        segments: Set(1),
-        encoding: Set("GSM-7".into()),
-        attempts: Set(1),
-        handled_at: Set(None),
-        compliance: Set(None),
-        provider_replied: Set(false),
-        created_at: Set(now),
-        updated_at: Set(now),
-        sent_at: Set(None),
-    }
-    .insert(&t.db.write)
-    .await
-    .unwrap()
-    .id;
-
-    let manual = messaging::send_manual(
+    let (t, ctx, conversation) = conversation_without_workers("+17135550172").await;
+    // A bot question held in the outbox by a rate limit: queued like any reply, then marked
+    // as the bot's, with the bot still answering this conversation.
+    let bot = messaging::send_manual(
         &t.app,
         &ctx,
-        inbound.conversation_id,
-        "Calling you now",
+        conversation,
+        "What ZIP code is the job in?",
         None,
     )
     .await
     .unwrap()
     .id;
-    let rows = t.messages(tenant).await;
-    let withdrawn = rows.iter().find(|m| m.id == bot).unwrap();
+    message::Entity::update_many()
+        .col_expr(message::Column::Source, Source::Bot.as_str().into())
+        .col_expr(message::Column::ErrorCode, Some(20429).into())
+        .filter(message::Column::Id.eq(bot))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::BotPaused, false.into())
+        .filter(conversation::Column::Id.eq(conversation))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+
+    let manual = messaging::send_manual(&t.app, &ctx, conversation, "Calling you now", None)
+        .await
+        .unwrap()
+        .id;
+    let withdrawn = stored(&t, bot).await;
     assert_eq!(withdrawn.status, MessageStatus::Suppressed);
     assert_eq!(
         withdrawn.error_message.as_deref(),
@@ -639,19 +626,10 @@ async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
 async fn a_reply_whose_credentials_cannot_be_read_fails_with_the_reason() {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::tenant;
-    use switchboard_services::TenantCtx;
     use switchboard_services::messaging::{self, Delivery};
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..bare()
-    })
-    .await;
-    accepts_sends_and_lists_none(&t).await;
-    assert_eq!(t.text_in("+17135550173", "hi").await.status(), 200);
+    let (t, ctx, conversation) = conversation_without_workers("+17135550173").await;
     let tenant_id = t.tenant.tenant_id;
-    let ctx = TenantCtx::for_job(tenant_id);
-    let conversation = t.messages(tenant_id).await[0].conversation_id;
     let first = messaging::send_manual(&t.app, &ctx, conversation, "first", None)
         .await
         .unwrap()
@@ -678,9 +656,8 @@ async fn a_reply_whose_credentials_cannot_be_read_fails_with_the_reason() {
         messaging::deliver(&t.app, &ctx, second).await.unwrap(),
         Delivery::Done
     );
-    let rows = t.messages(tenant_id).await;
     for id in [first, second] {
-        let row = rows.iter().find(|m| m.id == id).unwrap();
+        let row = stored(&t, id).await;
         assert_eq!(row.status, MessageStatus::Failed);
         assert!(
             row.error_message.as_deref().is_some_and(
@@ -759,12 +736,7 @@ async fn a_failure_found_at_twilio_keeps_its_error_code() {
             .status(),
         200
     );
-    let now = t
-        .messages(t.tenant.tenant_id)
-        .await
-        .into_iter()
-        .find(|m| m.id == reply.id)
-        .unwrap();
+    let now = stored(&t, reply.id).await;
     assert_eq!(now.status, MessageStatus::Undelivered);
     assert_eq!(now.error_code, Some(30005));
 }
