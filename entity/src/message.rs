@@ -47,6 +47,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub sent_at: Option<DateTimeUtc>,
+    /// Outbound: the inbound text this reply answers (bot and compliance replies); `None` for
+    /// inbound texts and manual sends.
+    pub in_reply_to: Option<MessageId>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ mod m20261121_000002_accounts;
 mod m20261121_000003_agencies;
 mod m20261121_000004_mail;
 mod m20261206_000005_outbox_key_index;
+mod m20261207_000006_in_reply_to;
 pub mod postgres;
 
 /// Our sea-orm migrations, in order.
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_agencies::Migration),
             Box::new(m20261121_000004_mail::Migration),
             Box::new(m20261206_000005_outbox_key_index::Migration),
+            Box::new(m20261207_000006_in_reply_to::Migration),
         ]
     }
 }

@@ -257,7 +257,8 @@ impl Unit for Claim {
         let mut rows: Vec<Outboxed> = Vec::with_capacity(replies.len());
         for (n, (source, text)) in replies.iter().enumerate() {
             let key = format!("reply:{}:{n}", self.message_id);
-            rows.push(insert_outbound(tx, &self.conversation, text, *source, Some(key)).await?);
+            let id = Some(self.message_id);
+            rows.push(insert_outbound(tx, &self.conversation, text, *source, Some(key), id).await?);
         }
         let later = messaging::stage_send(&self.jobs, tx, &rows, self.request_id.clone()).await?;
         Ok(Claimed::Done {

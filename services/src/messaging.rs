@@ -90,8 +90,9 @@ pub struct Outboxed {
     pub created: bool,
 }
 
-/// Writes an outbound message (status `queued`) to `conversation` and moves the conversation's
-/// preview. The caller commits, then enqueues [`Job::SendMessage`] for created rows.
+/// Writes an outbound message (status `queued`) to `conversation`, answering the inbound text
+/// `in_reply_to` if any, and moves the conversation's preview. The caller commits, then
+/// enqueues [`Job::SendMessage`] for created rows.
 ///
 /// # Errors
 /// Database errors.
@@ -101,6 +102,7 @@ pub(crate) async fn insert_outbound(
     body: &str,
     source: Source,
     idempotency_key: Option<String>,
+    in_reply_to: Option<MessageId>,
 ) -> Result<Outboxed, ServiceError> {
     use sea_orm::sea_query::ExprTrait;
     let now = Utc::now();
@@ -129,6 +131,7 @@ pub(crate) async fn insert_outbound(
         created_at: Set(now),
         updated_at: Set(now),
         sent_at: Set(None),
+        in_reply_to: Set(in_reply_to),
     })
     .on_conflict(
         // The partial unique index `ux_messages_idempotency`: keyed rows only.
@@ -268,7 +271,7 @@ pub async fn send_manual(
         .ok_or(ServiceError::NotFound)?;
     // Scoped to the conversation: the same key on another conversation is another message.
     let key = idempotency_key.map(|k| format!("manual:{conversation_id}:{k}"));
-    let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key).await?;
+    let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key, None).await?;
     let mut withdrawn = Vec::new();
     if !conversation.bot_paused {
         conversation::Entity::by_id_update(tx.tenant(), conversation.id)
@@ -427,6 +430,8 @@ struct Outgoing {
     to: String,
     /// When the contact opted out, if they did.
     opted_out_at: Option<chrono::DateTime<Utc>>,
+    /// When the inbound text this reply answers was received (`in_reply_to`), if it names one.
+    answered_at: Option<chrono::DateTime<Utc>>,
     /// The tenant's number the conversation is on (E.164).
     from: String,
     /// The tenant's own Twilio AccountSid and sealed auth token, when it has an account.
@@ -442,6 +447,7 @@ impl FromQueryResult for Outgoing {
             msg: message::Model::from_query_result(row, pre)?,
             to: row.try_get(pre, "to_phone")?,
             opted_out_at: row.try_get(pre, "opted_out_at")?,
+            answered_at: row.try_get(pre, "answered_at")?,
             from: row.try_get(pre, "from_number")?,
             account_sid: row.try_get(pre, "account_sid")?,
             sealed_token: row.try_get(pre, "sealed_token")?,
@@ -477,6 +483,14 @@ impl Outgoing {
                     ),
             )
             .to_owned();
+        // The receipt time of the text this reply answers.
+        let a = Alias::new("answered");
+        let answered_at = Query::select()
+            .expr(Expr::col((a.clone(), M::CreatedAt)))
+            .from_as(message::Entity, a.clone())
+            .and_where(Expr::col((a.clone(), M::TenantId)).equals((message::Entity, M::TenantId)))
+            .and_where(Expr::col((a.clone(), M::Id)).equals((message::Entity, M::InReplyTo)))
+            .to_owned();
         let to_conversation = message::Entity::belongs_to(conversation::Entity)
             .from((M::ConversationId, M::TenantId))
             .to((conversation::Column::Id, conversation::Column::TenantId));
@@ -499,6 +513,7 @@ impl Outgoing {
             .join(JoinType::InnerJoin, to_tenant.into())
             .column_as(contact::Column::Phone, "to_phone")
             .column_as(contact::Column::OptedOutAt, "opted_out_at")
+            .column_as(Expr::from(answered_at), "answered_at")
             .column_as(phone_number::Column::E164, "from_number")
             .column_as(tenant::Column::TwilioAccountSid, "account_sid")
             .column_as(tenant::Column::TwilioAuthTokenSealed, "sealed_token")
@@ -535,11 +550,15 @@ impl Outgoing {
         Ok(claim(tx, &self.msg).await?.map(|msg| Self { msg, ..self }))
     }
 
-    /// True when the contact opted out before this message was written, except the
-    /// confirmation of that opt-out, which still goes out (CTIA).
+    /// True when the contact is opted out, except for a compliance reply to a text received
+    /// at or after the opt-out: the confirmation of that STOP (which CTIA requires) or the
+    /// answer to a later HELP. A START's or HELP's reply to a text from before the opt-out is
+    /// suppressed however late it was decided. A compliance reply that names no text (written
+    /// before `in_reply_to` existed) counts from its own creation.
     fn suppressed(&self) -> bool {
+        let answers = self.answered_at.unwrap_or(self.msg.created_at);
         self.opted_out_at
-            .is_some_and(|at| !(self.msg.source == Source::Compliance && self.msg.created_at >= at))
+            .is_some_and(|at| !(self.msg.source == Source::Compliance && answers >= at))
     }
 }
 

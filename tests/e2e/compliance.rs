@@ -126,3 +126,76 @@ async fn a_repeated_stop_gets_no_second_confirmation() {
     let contact = t.contact(from).await;
     assert!(contact.opted_out_at.is_some());
 }
+
+/// Texts `bodies` from `from`, stored before any is handled; then each decided in order, and
+/// the queued replies sent, by this task (the app has no workers).
+async fn decide_and_send(
+    t: &switchboard_testkit::TestApp,
+    ctx: &switchboard_services::TenantCtx,
+    from: &str,
+    bodies: &[&str],
+) {
+    use switchboard_domain::message::Direction;
+    use switchboard_services::{inbound, messaging};
+
+    for body in bodies {
+        assert_eq!(t.text_in(from, body).await.status(), 200);
+    }
+    for m in t.messages(t.tenant.tenant_id).await {
+        if m.direction == Direction::Inbound && m.handled_at.is_none() {
+            inbound::handle(&t.app, ctx, m.id).await.unwrap();
+        }
+    }
+    for m in t.messages(t.tenant.tenant_id).await {
+        if m.direction == Direction::Outbound && m.status == MessageStatus::Queued {
+            messaging::deliver(&t.app, ctx, m.id).await.unwrap();
+        }
+    }
+}
+
+/// Replies decided after a later STOP: only what answers a text from the opt-out on goes out.
+/// STOP, START, STOP are stored (the contact ends opted out) before any reply is decided; the
+/// first STOP's and the START's confirmations answer texts from before the final opt-out and
+/// are suppressed, however late they were written. The final STOP's confirmation goes out,
+/// and so does the answer to a HELP sent after it.
+#[tokio::test]
+async fn replies_to_keywords_from_before_a_later_stop_are_not_sent() {
+    use switchboard_domain::message::Direction;
+    use switchboard_testkit::{Options, spawn_app_with};
+
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let ctx = switchboard_services::TenantCtx::for_job(t.tenant.tenant_id);
+    let from = "+17135550134";
+
+    decide_and_send(&t, &ctx, from, &["STOP", "START", "STOP"]).await;
+    let replies: Vec<_> = t
+        .messages(t.tenant.tenant_id)
+        .await
+        .into_iter()
+        .filter(|m| m.direction == Direction::Outbound)
+        .collect();
+    let statuses: Vec<_> = replies.iter().map(|m| m.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            MessageStatus::Suppressed,
+            MessageStatus::Suppressed,
+            MessageStatus::Sending
+        ],
+        "{replies:#?}"
+    );
+    assert!(replies.iter().all(|m| m.source == Source::Compliance));
+    let sends = t.twilio_sends().await;
+    assert_eq!(sends.len(), 1);
+    assert!(param(&sends[0], "Body").unwrap().contains("unsubscribed"));
+
+    // HELP is answered whatever the contact's state.
+    decide_and_send(&t, &ctx, from, &["HELP"]).await;
+    let sends = t.twilio_sends().await;
+    assert_eq!(sends.len(), 2);
+    assert!(param(&sends[1], "Body").unwrap().contains("STOP"));
+}
