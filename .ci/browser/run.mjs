@@ -207,6 +207,13 @@ function startMock() {
           twilioRequests.push({ method: "POST", path: url.pathname, accountSid: m[1], auth: req.headers.authorization, form });
           return json(201, { sid: "SM" + hex(16), status: "queued" });
         }
+        if (req.method === "GET" && (m = url.pathname.match(/^\/2010-04-01\/Accounts\/([^/]+)\/IncomingPhoneNumbers\.json$/))) {
+          // The account holds the suite's number (asked before a number is added).
+          const asked = url.searchParams.get("PhoneNumber");
+          twilioRequests.push({ method: "GET", path: url.pathname, accountSid: m[1], auth: req.headers.authorization, form: null, asked });
+          const held = asked === state.number ? [{ phone_number: state.number }] : [];
+          return json(200, { incoming_phone_numbers: held });
+        }
         if (req.method === "GET" && (m = url.pathname.match(/^\/2010-04-01\/Accounts\/([^/]+)\.json$/))) {
           twilioRequests.push({ method: "GET", path: url.pathname, accountSid: m[1], auth: req.headers.authorization, form: null });
           return json(200, { friendly_name: "Browser Test", status: "active" });
@@ -343,7 +350,12 @@ await step("b. settings: connect Twilio, add a number, test the connection", asy
     .catch(async () => `(no notice; page shows:\n${(await bodyText()).slice(0, 600)})`);
   assert(text.startsWith("Connected to Twilio"), `test connection: expected a notice starting "Connected to Twilio", got: ${text}`);
   assert(text.includes("Browser Test"), `test connection: expected the mock's friendly name in: ${text}`);
-  const get = twilioRequests.find((r) => r.method === "GET");
+  const held = twilioRequests.find((r) => r.path.endsWith("/IncomingPhoneNumbers.json"));
+  assert(
+    held && held.accountSid === state.sid && held.asked === state.number,
+    `mock Twilio: expected GET /Accounts/${state.sid}/IncomingPhoneNumbers.json?PhoneNumber=${state.number}; got:\n  ${describeRequests()}`,
+  );
+  const get = twilioRequests.find((r) => r.method === "GET" && r.path === `/2010-04-01/Accounts/${state.sid}.json`);
   assert(get && get.accountSid === state.sid, `mock Twilio: expected GET /Accounts/${state.sid}.json; got:\n  ${describeRequests()}`);
   await page.screenshot({ path: path.join(artifacts, "settings.png"), fullPage: true });
 });

@@ -48,6 +48,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Queue(_)
             | ServiceError::WriterGone
             | ServiceError::Mail(_)
+            | ServiceError::Provider(_)
             | ServiceError::Redis(_) => {
                 tracing::warn!(error = %e, "request refused: service unavailable");
                 Self::Unavailable(body("temporarily unavailable, retry"))

@@ -4,6 +4,10 @@
 //! - `GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=…&From=…&DateSent>=…` to find a
 //!   message whose create call timed out.
 //!
+//! and, from the settings page, `GET /2010-04-01/Accounts/{AccountSid}.json` ("test
+//! connection") and `GET /2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json?PhoneNumber=…`
+//! (is a number on the account before a tenant adds it).
+//!
 //! Errors come back as `{"code": 21610, "message": "…", "more_info": "…", "status": 400}`.
 
 use std::time::Duration;
@@ -86,6 +90,18 @@ struct MessageList {
     messages: Vec<MessageResource>,
 }
 
+/// One entry of the IncomingPhoneNumbers list (the field we read).
+#[derive(Deserialize)]
+struct IncomingNumber {
+    phone_number: String,
+}
+
+#[derive(Deserialize)]
+struct IncomingNumberList {
+    #[serde(default)]
+    incoming_phone_numbers: Vec<IncomingNumber>,
+}
+
 #[derive(Deserialize)]
 struct TwilioError {
     code: Option<i32>,
@@ -123,6 +139,39 @@ impl TwilioSms {
             return Err(error_from(resp).await);
         }
         resp.json().await.map_err(transport)
+    }
+
+    /// True when `e164` is one of the account's own numbers (an IncomingPhoneNumber of this
+    /// account, not of a subaccount), so Twilio signs its webhooks with this account's token.
+    ///
+    /// # Errors
+    /// [`SendError::Rejected`] for wrong credentials (401, Twilio error 20003); transport
+    /// errors and 5xx as [`SendError::Unavailable`]; 429 as [`SendError::RateLimited`].
+    pub async fn holds_number(&self, e164: &str) -> Result<bool, SendError> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/IncomingPhoneNumbers.json",
+            self.http.base, self.account_sid
+        );
+        let resp = self
+            .http
+            .http
+            .get(url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .query(&[("PhoneNumber", e164)])
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        let list: IncomingNumberList = resp.json().await.map_err(|e| SendError::Unavailable {
+            status: None,
+            message: format!("unreadable answer: {e}"),
+        })?;
+        Ok(list
+            .incoming_phone_numbers
+            .iter()
+            .any(|n| n.phone_number == e164))
     }
 
     fn messages_url(&self) -> String {

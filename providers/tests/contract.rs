@@ -56,6 +56,10 @@ async fn twilio_client_requests_match_twilios_openapi_spec() {
         .find_recent(&sms, Utc::now())
         .await
         .expect("list messages accepted by Prism");
+    client
+        .holds_number("+14155550100")
+        .await
+        .expect("list incoming phone numbers accepted by Prism");
 
     let violations = request_violations(&log);
     assert!(

@@ -79,6 +79,10 @@ pub enum ServiceError {
     /// 503: the mail provider refused or could not be reached.
     #[error("mail: {0}")]
     Mail(String),
+    /// 503: the SMS provider (Twilio) could not answer a check the request needs, or refused
+    /// the stored credentials; the message says which.
+    #[error("{0}")]
+    Provider(String),
     /// 500: the inbound writer's WAL could not be synced to disk; its texts may be stored
     /// (a retried webhook then finds them: a duplicate).
     #[error("database: syncing the WAL: {0}")]

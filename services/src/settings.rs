@@ -38,6 +38,9 @@ pub struct Profile {
     /// The last 4 characters of the stored auth token.
     pub twilio_token_last4: Option<String>,
     pub numbers: Vec<NumberView>,
+    /// True when the operator assigns this tenant's numbers: it has no Twilio account of its
+    /// own on a platform with one (see [`add_number`]).
+    pub numbers_by_operator: bool,
 }
 
 /// The tenant's profile, Twilio connection (masked) and numbers.
@@ -73,7 +76,9 @@ pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError
         }
         None => None,
     };
+    let numbers_by_operator = app.settings.twilio.is_some() && last4.is_none();
     Ok(Profile {
+        numbers_by_operator,
         name: t.name,
         time_zone: t.time_zone,
         notify_phone: t.notify_phone,
@@ -217,39 +222,60 @@ pub async fn test_twilio(app: &App, ctx: &TenantCtx) -> Result<AccountInfo, Conn
 }
 
 /// Adds a number to the tenant, answered by `bot`. Webhooks for it are routed to this tenant
-/// from now on.
+/// from now on, and verified with the auth token of the account that holds it.
 ///
-/// A tenant without its own Twilio account has its webhooks verified with the platform's auth
-/// token (`TWILIO_AUTH_TOKEN`): if it could add numbers itself, it could claim one the operator
-/// bought for another business and receive that business's texts. So once the platform has a
-/// Twilio account, such a tenant's numbers are assigned by the operator
-/// (`switchboard admin create-tenant`), and the tenant adds numbers only after connecting its
-/// own account. Without any Twilio account (the simulator) every tenant may add numbers.
+/// So the tenant must show that the number is its own:
+/// - with its own Twilio account connected, Twilio must list the number among that account's
+///   IncomingPhoneNumbers. Otherwise the tenant could claim a number of another business not
+///   yet added here, and that business, adding it later, would find it taken;
+/// - without one, on a platform with a Twilio account (`TWILIO_AUTH_TOKEN`), its webhooks are
+///   verified with the platform's token: it could claim a number the operator bought for
+///   another business and receive that business's texts. Such a tenant's numbers are
+///   assigned by the operator (`switchboard admin create-tenant`);
+/// - without any Twilio account (the simulator) every tenant may add numbers.
 ///
 /// # Errors
 /// [`ServiceError::Forbidden`] for a tenant without its own account on a platform with one;
-/// [`ServiceError::Conflict`] when any tenant already has the number.
+/// [`ServiceError::Invalid`] (`e164`) for a number its Twilio account does not hold;
+/// [`ServiceError::Provider`] when Twilio cannot answer that (or refuses the stored
+/// credentials); [`ServiceError::Conflict`] when any tenant already has the number.
 pub async fn add_number(
     app: &App,
     ctx: &TenantCtx,
     number: &E164,
     bot: BotKind,
 ) -> Result<PhoneNumberId, ServiceError> {
-    if app.settings.twilio.is_some() {
-        let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-        let own_account = tenant::Entity::find_by_id(tx.tenant())
-            .one(tx.conn())
-            .await?
-            .is_some_and(|t| {
-                t.twilio_account_sid.is_some() && t.twilio_auth_token_sealed.is_some()
-            });
-        if !own_account {
+    match lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await? {
+        Some((sid, sealed)) => {
+            let token: SecretString = app.sealer.open(&sealed)?;
+            let held = app
+                .providers
+                .twilio(&sid, token)
+                .holds_number(number.as_str())
+                .await
+                .map_err(|e| {
+                    ServiceError::Provider(format!(
+                        "Twilio could not confirm that {number} is on account {sid}: {e}"
+                    ))
+                })?;
+            if !held {
+                return Err(ServiceError::invalid(
+                    "e164",
+                    format!(
+                        "{number} is not a number of your Twilio account {sid}; buy or port it \
+                         there first"
+                    ),
+                ));
+            }
+        }
+        None if app.settings.twilio.is_some() => {
             return Err(ServiceError::Forbidden(
                 "Connect your own Twilio account first: numbers on the platform's account are \
                  assigned by its operator."
                     .into(),
             ));
         }
+        None => {}
     }
     if lookup::number_owner(&app.db.read, number.as_str())
         .await?

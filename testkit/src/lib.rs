@@ -2,7 +2,8 @@
 //!
 //! [`spawn_app`] starts the real binary's endpoint and workers on port 0, on a fresh SQLite
 //! file, with Twilio's API replaced by a loopback [`MockServer`] that answers like Twilio
-//! (201 with a unique MessageSid) unless a test mounts something else. Tenants get their own
+//! (201 with a unique MessageSid; every number asked about is held by the account) unless a
+//! test mounts something else. Tenants get their own
 //! Twilio account (SID + auth token) so webhooks are signed exactly as Twilio would sign them.
 //!
 //! With `TEST_DATABASE_URL=postgres://…` every test gets its own database, created from that
@@ -36,6 +37,9 @@ pub use browser::{Browser, PASSWORD, csrf_in};
 
 /// Path pattern of Twilio's Messages resource.
 pub const MESSAGES_PATH: &str = r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$";
+/// Path pattern of Twilio's IncomingPhoneNumbers list, for any account.
+pub const INCOMING_NUMBERS_PATH: &str =
+    r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/IncomingPhoneNumbers\.json$";
 
 /// A tenant created for a test, with the credentials its webhooks are signed with.
 #[derive(Clone, Debug)]
@@ -212,6 +216,22 @@ impl Respond for TwilioCreate {
     }
 }
 
+/// Answers `GET …/IncomingPhoneNumbers.json?PhoneNumber=…` as if the account held whatever
+/// number is asked about (the check before a tenant adds a number).
+pub struct TwilioHoldsEveryNumber;
+
+impl Respond for TwilioHoldsEveryNumber {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let query: Vec<(String, String)> = req.url.query_pairs().into_owned().collect();
+        let held: Vec<serde_json::Value> = param(&query, "PhoneNumber")
+            .map(|n| serde_json::json!({ "phone_number": n }))
+            .into_iter()
+            .collect();
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({ "incoming_phone_numbers": held }))
+    }
+}
+
 /// A Twilio Messages resource that remembers what it created: `POST` answers 201 with a new
 /// `SM…` sid and records the text; `GET` lists the recorded texts with the query's `To` and
 /// `From`, newest first, as Twilio's list does (for the send reconciliation). Mount it for
@@ -268,7 +288,8 @@ impl Respond for TwilioLedger {
 pub struct Options {
     /// Seed the demo tenant (the web pages act for it).
     pub demo: bool,
-    /// Do not mount the default Twilio answer (the test mounts its own).
+    /// Do not mount the default Twilio answers (the test mounts its own): the Messages create
+    /// ([`TwilioCreate`]) and the IncomingPhoneNumbers list ([`TwilioHoldsEveryNumber`]).
     pub bare_twilio: bool,
     /// Extra settings as (ENV_NAME, value).
     pub settings: Vec<(String, String)>,
@@ -299,6 +320,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         Mock::given(method("POST"))
             .and(path_regex(MESSAGES_PATH))
             .respond_with(TwilioCreate)
+            .mount(&twilio)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(INCOMING_NUMBERS_PATH))
+            .respond_with(TwilioHoldsEveryNumber)
             .mount(&twilio)
             .await;
     }

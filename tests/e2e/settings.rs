@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use switchboard_domain::accounts::Role;
 use switchboard_entity::{api_key, membership, phone_number, tenant};
 use switchboard_services::tenancy::BotKind;
-use switchboard_testkit::wiremock::matchers::{header, method, path};
+use switchboard_testkit::wiremock::matchers::{header, method, path, query_param};
 use switchboard_testkit::wiremock::{Mock, ResponseTemplate};
 use switchboard_testkit::{Options, create_tenant, inbound, spawn_app, spawn_app_with};
 
@@ -246,6 +246,100 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
+/// A number is added only when Twilio lists it among the tenant's own account's
+/// IncomingPhoneNumbers (asked with that account's credentials); a number it does not hold is
+/// a 400 naming the field, and a Twilio that cannot answer a 503. Neither stores anything.
+#[tokio::test]
+async fn a_number_must_be_on_the_tenants_own_twilio_account() {
+    let t = spawn_app().await;
+    let numbers_path = format!(
+        "/2010-04-01/Accounts/{}/IncomingPhoneNumbers.json",
+        t.tenant.account_sid
+    );
+    let answer = |number: &str, resp: ResponseTemplate| {
+        Mock::given(method("GET"))
+            .and(path(numbers_path.clone()))
+            .and(query_param("PhoneNumber", number))
+            .respond_with(resp)
+            .with_priority(1)
+    };
+    answer(
+        "+14155550155",
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            // Twilio's filter matches patterns too: only the exact number counts.
+            "incoming_phone_numbers": [{"phone_number": "+141555501550"}]
+        })),
+    )
+    .mount(&t.twilio)
+    .await;
+    answer(
+        "+14155550166",
+        ResponseTemplate::new(503).set_body_json(serde_json::json!({
+            "code": 20500, "message": "Internal Server Error", "status": 503
+        })),
+    )
+    .mount(&t.twilio)
+    .await;
+    let stored = async |number: &str| {
+        phone_number::Entity::find()
+            .filter(phone_number::Column::E164.eq(number))
+            .count(&t.db.read)
+            .await
+            .unwrap()
+    };
+
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "+14155550155")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("e164: +14155550155 is not a number of your Twilio account"),
+        "{html}"
+    );
+    assert_eq!(stored("+14155550155").await, 0);
+
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "+14155550166")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Twilio could not confirm"), "{html}");
+    assert_eq!(stored("+14155550166").await, 0);
+
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", "+14155550177")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(stored("+14155550177").await, 1);
+    let requests = t.twilio.received_requests().await.unwrap();
+    let asked = requests
+        .iter()
+        .find(|r| {
+            r.url.path() == numbers_path
+                && r.url
+                    .query_pairs()
+                    .any(|(k, v)| k == "PhoneNumber" && v == "+14155550177")
+        })
+        .expect("Twilio asked about the number");
+    let auth = format!(
+        "Basic {}",
+        base64_encode(format!("{}:{}", t.tenant.account_sid, t.tenant.auth_token).as_bytes())
+    );
+    assert_eq!(
+        asked
+            .headers
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        auth,
+        "asked with the tenant's own credentials"
+    );
+}
+
 #[tokio::test]
 async fn agents_read_settings_but_every_change_is_403() {
     let t = spawn_app().await;
@@ -445,7 +539,12 @@ async fn a_tenant_without_its_own_account_cannot_claim_platform_numbers() {
         .unwrap();
 
     let mut owner = t.owner().await;
-    owner.page("/settings").await;
+    let html = owner.page("/settings").await;
+    assert!(html.contains("assigned by its operator"), "{html}");
+    assert!(
+        !html.contains(r#"action="/settings/numbers""#),
+        "no form to add one"
+    );
     let resp = owner
         .post_form("/settings/numbers", &[("e164", "+14155550144")])
         .await;

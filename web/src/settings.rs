@@ -161,7 +161,9 @@ fn twilio_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
                 }
             }
             @if p.numbers.is_empty() { p.empty { "No numbers yet." } }
-            @if manage {
+            @if p.numbers_by_operator {
+                p.hint { "Numbers on the platform's Twilio account are assigned by its operator. To add your own, connect your Twilio account above." }
+            } @else if manage {
                 form.row method="post" action="/settings/numbers" {
                     (chrome.csrf_field())
                     input type="tel" name="e164" placeholder="+15125550123" required aria-label="Number in E.164";
@@ -296,6 +298,7 @@ async fn outcome(
         ServiceError::Invalid { .. } => StatusCode::BAD_REQUEST,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::Provider(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => return Err(e.into()),
     };
     let flash = Flash {
