@@ -10,7 +10,7 @@ use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, SecurityScheme};
-use switchboard_domain::ConversationId;
+use switchboard_domain::{ConversationId, MessageId};
 use switchboard_services::conversations::{self, ConversationSummary, MessageView};
 use switchboard_services::{App, TenantCtx, messaging, tenancy};
 use uuid::Uuid;
@@ -200,6 +200,27 @@ impl Api {
             idempotency_key.0,
         )
         .await?;
+        Ok(Queued::Accepted(Json(Message::from(view))))
+    }
+
+    /// Sends an outbound message that did not reach the customer (`failed`, `undelivered` or
+    /// `suppressed`) again, as a new message with the same text and source; the original
+    /// keeps its status and error code. Once per message: repeating the call returns the
+    /// message the first one made. 409 for any other status, or while the contact is opted
+    /// out (STOP).
+    #[oai(
+        path = "/conversations/:id/messages/:message_id/retry",
+        method = "post"
+    )]
+    async fn send_again(
+        &self,
+        ApiKey(ctx): ApiKey,
+        Data(app): Data<&Arc<App>>,
+        id: Path<Uuid>,
+        message_id: Path<Uuid>,
+    ) -> Result<Queued, ApiError> {
+        let view =
+            messaging::send_again(app, &ctx, ConversationId(id.0), MessageId(message_id.0)).await?;
         Ok(Queued::Accepted(Json(Message::from(view))))
     }
 }

@@ -45,13 +45,19 @@ pub const RATE_LIMITED_HOURS: i64 = 24;
 /// Hours a message whose last attempt has an unknown outcome keeps being checked with the
 /// provider before it is marked failed (with a note that it may have been sent).
 pub const UNKNOWN_OUTCOME_HOURS: i64 = 24;
-/// Longest wait between attempts, in seconds.
+/// Longest wait between attempts, in seconds (a provider's `Retry-After` included).
 pub const MAX_BACKOFF_SECS: u64 = 300;
 
 /// Wait before attempt `attempt + 1` (1 s, 2 s, 4 s, … capped at [`MAX_BACKOFF_SECS`]).
 pub fn backoff(attempt: i32) -> Duration {
     let exp = attempt.clamp(0, 16) as u32;
     Duration::from_secs((1u64 << exp).min(MAX_BACKOFF_SECS))
+}
+
+/// A provider's `Retry-After`, at most [`MAX_BACKOFF_SECS`]: no attempt waits longer (the
+/// sweep counts on it, see `sweep::STUCK_AFTER_SECS`).
+fn capped(retry_after: Duration) -> Duration {
+    retry_after.min(Duration::from_secs(MAX_BACKOFF_SECS))
 }
 
 /// Wait before asking the provider again whether it has a text whose last attempt's outcome
@@ -288,6 +294,96 @@ pub async fn send_manual(
     }
     dispatch(app, ctx, conversation_id, &[row], later).await;
     Ok(view)
+}
+
+/// True for an outbound status a person may send again ([`send_again`]): the provider did
+/// not deliver it (`failed`, `undelivered`) or we did not send it (`suppressed`).
+pub fn can_send_again(direction: Direction, status: MessageStatus) -> bool {
+    direction == Direction::Outbound
+        && matches!(
+            status,
+            MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Suppressed
+        )
+}
+
+/// A person's "send again" of an outbound message that did not reach the customer: its text
+/// goes out as a new message through the outbox, with the same source and answering the same
+/// text; the original keeps its status and error code, so the thread shows both. The bot's
+/// state is left as it is. Once per message: repeating it returns the message the first call
+/// made, as it stands.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] for a message that is not in this tenant's `conversation_id`;
+/// [`ServiceError::Conflict`] for one that is not [`can_send_again`], or when the contact's
+/// opt-out (STOP; Twilio error 21610) would suppress the new one.
+#[tracing::instrument(skip(app), fields(tenant_id = %ctx.tenant_id()))]
+pub async fn send_again(
+    app: &App,
+    ctx: &TenantCtx,
+    conversation_id: ConversationId,
+    message_id: MessageId,
+) -> Result<MessageView, ServiceError> {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let original = message::Entity::by_id(tx.tenant(), message_id)
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    if !can_send_again(original.direction, original.status) {
+        return Err(ServiceError::Conflict(format!(
+            "only a message that was not delivered can be sent again; this one is {}",
+            original.status.as_str()
+        )));
+    }
+    let conversation = conversation::Entity::by_id(tx.tenant(), conversation_id)
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let opted_out_at = contact::Entity::by_id(tx.tenant(), conversation.contact_id)
+        .one(tx.conn())
+        .await?
+        .and_then(|c| c.opted_out_at);
+    if let Some(at) = opted_out_at {
+        let answered = match original.in_reply_to {
+            Some(id) => message::Entity::by_id(tx.tenant(), id)
+                .one(tx.conn())
+                .await?
+                .map(|m| m.created_at),
+            None => None,
+        };
+        if opt_out_stops(original.source, answered.unwrap_or(Utc::now()), at) {
+            return Err(ServiceError::Conflict(
+                "the contact opted out (STOP): nothing can be sent until they text START".into(),
+            ));
+        }
+    }
+    let key = Some(format!("again:{message_id}"));
+    let row = insert_outbound(
+        &tx,
+        &conversation,
+        &original.body,
+        original.source,
+        key,
+        original.in_reply_to,
+    )
+    .await?;
+    let view = crate::conversations::message_in(&tx, row.id).await?;
+    let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
+    tx.commit().await?;
+    dispatch(app, ctx, conversation_id, &[row], later).await;
+    Ok(view)
+}
+
+/// Whether a contact's opt-out at `opted_out_at` stops a message of `source` that answers a
+/// text received at `answers` (its own creation when it answers none): every message, except
+/// a compliance reply to a text from the opt-out on, which is the confirmation of that STOP
+/// (CTIA requires one) or the answer to a later HELP.
+fn opt_out_stops(
+    source: Source,
+    answers: chrono::DateTime<Utc>,
+    opted_out_at: chrono::DateTime<Utc>,
+) -> bool {
+    !(source == Source::Compliance && answers >= opted_out_at)
 }
 
 /// Why a bot reply that was still in the outbox when a person took over was not sent.
@@ -550,15 +646,14 @@ impl Outgoing {
         Ok(claim(tx, &self.msg).await?.map(|msg| Self { msg, ..self }))
     }
 
-    /// True when the contact is opted out, except for a compliance reply to a text received
-    /// at or after the opt-out: the confirmation of that STOP (which CTIA requires) or the
-    /// answer to a later HELP. A START's or HELP's reply to a text from before the opt-out is
-    /// suppressed however late it was decided. A compliance reply that names no text (written
-    /// before `in_reply_to` existed) counts from its own creation.
+    /// True when the contact's opt-out stops this message ([`opt_out_stops`]). A START's or
+    /// HELP's reply to a text from before the opt-out is suppressed however late it was
+    /// decided. A compliance reply that names no text (written before `in_reply_to` existed)
+    /// counts from its own creation.
     fn suppressed(&self) -> bool {
         let answers = self.answered_at.unwrap_or(self.msg.created_at);
         self.opted_out_at
-            .is_some_and(|at| !(self.msg.source == Source::Compliance && answers >= at))
+            .is_some_and(|at| opt_out_stops(self.msg.source, answers, at))
     }
 }
 
@@ -702,7 +797,7 @@ async fn attempt_one(
                 let delay = match e {
                     SendError::RateLimited {
                         retry_after: Some(d),
-                    } => d.max(delay),
+                    } => capped(d).max(delay),
                     _ => delay,
                 };
                 set_status(app, ctx, &msg, |m| {
@@ -886,7 +981,7 @@ async fn attempt(
                 app,
                 ctx,
                 &msg,
-                retry_after.unwrap_or_else(|| backoff(msg.attempts)),
+                retry_after.map_or_else(|| backoff(msg.attempts), capped),
             )
             .await
         }

@@ -402,6 +402,14 @@ fn probes(a: &TenantA) -> BTreeMap<&'static str, Vec<Probe>> {
         )],
     );
     m.insert(
+        "/conversations/:id/messages/:mid/retry",
+        vec![post(
+            format!("/conversations/{c}/messages/{}/retry", a.message),
+            &[],
+            NotFound,
+        )],
+    );
+    m.insert(
         "/conversations/:id/read",
         vec![post(format!("/conversations/{c}/read"), &[], NotFound)],
     );
@@ -496,6 +504,11 @@ fn probes(a: &TenantA) -> BTreeMap<&'static str, Vec<Probe>> {
                 format!("/conversations/{c}/messages"),
                 NotFound,
             ),
+            api(
+                Method::POST,
+                format!("/conversations/{c}/messages/{}/retry", a.message),
+                NotFound,
+            ),
         ],
     );
     for p in [
@@ -515,6 +528,7 @@ const API_OPERATIONS: &[&str] = &[
     "GET /conversations",
     "GET /conversations/{id}/messages",
     "POST /conversations/{id}/messages",
+    "POST /conversations/{id}/messages/{message_id}/retry",
 ];
 
 async fn send(t: &TestApp, b: &mut Browser, key: &str, p: &Probe) -> reqwest::Response {

@@ -740,3 +740,110 @@ async fn a_failure_found_at_twilio_keeps_its_error_code() {
     assert_eq!(now.status, MessageStatus::Undelivered);
     assert_eq!(now.error_code, Some(30005));
 }
+
+/// A reply Twilio refused can be sent again by a person: a new message with the same text and
+/// source goes out, the refused one keeps its status and error code, and a repeated request
+/// sends nothing more. Only a message that did not reach the customer can be; none while the
+/// contact is opted out. The thread offers it on the refused bubble only.
+#[tokio::test]
+async fn a_refused_reply_is_sent_again_once_as_a_new_message() {
+    use reqwest::Method;
+
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21612, "message": "The 'To' phone number is not currently reachable via SMS", "status": 400
+        })))
+        .up_to_n_times(1)
+        .mount(&t.twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(TwilioCreate)
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter().any(|m| m.status == MessageStatus::Failed)
+        })
+        .await;
+    let refused = rows
+        .iter()
+        .find(|m| m.status == MessageStatus::Failed)
+        .unwrap()
+        .clone();
+    let help = rows.iter().find(|m| m.source == Source::Customer).unwrap();
+    let again_path = |id: &dyn std::fmt::Display| {
+        format!(
+            "/conversations/{}/messages/{id}/retry",
+            refused.conversation_id
+        )
+    };
+    let key = &t.tenant.api_key;
+
+    let resp = t
+        .api(Method::POST, &again_path(&refused.id), key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let made: serde_json::Value = resp.json().await.unwrap();
+    let again_id = made["id"].as_str().unwrap().to_string();
+    assert_ne!(again_id, refused.id.to_string());
+    assert_eq!(made["source"], "compliance");
+    assert_eq!(made["body"], refused.body.as_str());
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.id.to_string() == again_id && m.provider_sid.is_some())
+        })
+        .await;
+    let again = rows.iter().find(|m| m.id.to_string() == again_id).unwrap();
+    assert_eq!(again.in_reply_to, Some(help.id));
+    let before = stored(&t, refused.id).await;
+    assert_eq!(before.status, MessageStatus::Failed);
+    assert_eq!(before.error_code, Some(21612), "the refusal keeps its code");
+
+    // Once: the same request answers the same message and sends nothing.
+    let resp = t
+        .api(Method::POST, &again_path(&refused.id), key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let repeated: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(repeated["id"], again_id.as_str());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 2);
+
+    // A sent message and a customer's text cannot be sent again.
+    for id in [again_id.clone(), help.id.to_string()] {
+        let resp = t
+            .api(Method::POST, &again_path(&id), key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 409, "{id}");
+    }
+
+    // The thread offers it on the refused bubble only.
+    let mut owner = t.owner().await;
+    let html = owner
+        .page(&format!("/conversations?c={}", refused.conversation_id))
+        .await;
+    assert!(html.contains(&again_path(&refused.id)), "{html}");
+    assert!(!html.contains(&again_path(&again_id)));
+
+    // Not while the contact is opted out: the reply answers a text from before the STOP.
+    assert_eq!(t.text_in("+17135550140", "STOP").await.status(), 200);
+    t.wait_for_sends(3).await;
+    let resp = t
+        .api(Method::POST, &again_path(&refused.id), key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    assert!(resp.text().await.unwrap().contains("opted out"));
+}

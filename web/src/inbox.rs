@@ -11,7 +11,7 @@ use switchboard_services::conversations::{self, ConversationSummary, MessageView
 use switchboard_services::messaging;
 use uuid::Uuid;
 
-use switchboard_api::auth::{CsrfToken, Member};
+use switchboard_api::auth::{CSRF_FIELD, CsrfToken, Member};
 
 use crate::layout::{Chrome, ago, page};
 use crate::{AppData, PageError};
@@ -82,8 +82,9 @@ fn status_line(m: &MessageView) -> Markup {
     }
 }
 
-/// One message bubble; `id="m-{id}"` so live updates can replace it.
-pub(crate) fn bubble(m: &MessageView) -> Markup {
+/// One message bubble; `id="m-{id}"` so live updates can replace it. An outbound message that
+/// did not reach the customer gets a "Send again" form carrying `csrf`.
+pub(crate) fn bubble(m: &MessageView, csrf: &str) -> Markup {
     let side = match m.direction {
         Direction::Inbound => "in",
         Direction::Outbound => "out",
@@ -104,6 +105,12 @@ pub(crate) fn bubble(m: &MessageView) -> Markup {
                 span.source { (who) }
                 time datetime=(m.created_at.to_rfc3339()) title=(m.created_at.to_rfc3339()) { (m.created_at.format("%H:%M")) }
                 @if m.direction == Direction::Outbound { (status_line(m)) }
+                @if messaging::can_send_again(m.direction, m.status) {
+                    form.again method="post" action={ "/conversations/" (m.conversation_id) "/messages/" (m.id) "/retry" } {
+                        input type="hidden" name=(CSRF_FIELD) value=(csrf);
+                        button type="submit" { "Send again" }
+                    }
+                }
             }
         }
     }
@@ -134,7 +141,7 @@ fn thread(chrome: &Chrome, s: &ConversationSummary, messages: &[MessageView]) ->
                 }
             }
             div.messages id="messages" {
-                @for m in messages { (bubble(m)) }
+                @for m in messages { (bubble(m, chrome.csrf)) }
             }
             form.compose method="post" action={ "/conversations/" (s.id) "/messages" } {
                 (chrome.csrf_field())
@@ -194,6 +201,7 @@ pub(crate) async fn list_fragment(
 pub(crate) async fn message_fragment(
     app: AppData<'_>,
     member: Member,
+    csrf: CsrfToken,
     Path((id, mid)): Path<(Uuid, Uuid)>,
 ) -> Result<Markup, PageError> {
     let ctx = *member.ctx();
@@ -204,7 +212,7 @@ pub(crate) async fn message_fragment(
             "No such message in this conversation.".into(),
         ));
     }
-    Ok(bubble(&m))
+    Ok(bubble(&m, &csrf.0))
 }
 
 #[derive(Deserialize)]
@@ -224,6 +232,19 @@ pub(crate) async fn send(
 ) -> Result<Redirect, PageError> {
     let ctx = *member.ctx();
     messaging::send_manual(app.0, &ctx, ConversationId(id), &form.body, form.key).await?;
+    Ok(Redirect::see_other(format!("/conversations?c={id}")))
+}
+
+/// `POST /conversations/:id/messages/:mid/retry`: sends a message that did not reach the
+/// customer again (see `messaging::send_again`).
+#[handler]
+pub(crate) async fn send_again(
+    app: AppData<'_>,
+    member: Member,
+    Path((id, mid)): Path<(Uuid, Uuid)>,
+) -> Result<Redirect, PageError> {
+    let ctx = *member.ctx();
+    messaging::send_again(app.0, &ctx, ConversationId(id), MessageId(mid)).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))
 }
 

@@ -95,6 +95,10 @@ fn table(route: Route) -> RouteTable {
         "/conversations/:id/messages/:mid",
         get(inbox::message_fragment),
     );
+    t.at(
+        "/conversations/:id/messages/:mid/retry",
+        post(inbox::send_again),
+    );
     t.at("/conversations/:id/read", post(inbox::read));
     t.at("/conversations/:id/bot", post(inbox::bot));
     t.at("/events", get(live::events));
