@@ -26,6 +26,20 @@ macro_rules! typed_id {
             pub fn uuid(self) -> Uuid {
                 self.0
             }
+
+            /// The smallest id made at or after `at` (a UUIDv7 starts with its creation time
+            /// in milliseconds, and ids compare byte by byte on SQLite and Postgres alike), so
+            /// `id >= first_at(t)` selects the rows made since `t` by a primary-key range.
+            pub fn first_at(at: std::time::SystemTime) -> Self {
+                let ms = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let mut bytes = [0u8; 16];
+                bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+                bytes[6] = 0x70; // version 7, the rest of the field zero
+                bytes[8] = 0x80; // RFC 9562 variant, the rest zero
+                Self(Uuid::from_bytes(bytes))
+            }
         }
 
         impl Default for $name {
@@ -133,5 +147,22 @@ mod tests {
         let a = TenantId::new();
         let b = TenantId::new();
         assert!(a < b);
+    }
+
+    #[test]
+    fn first_at_splits_ids_by_their_creation_time() {
+        use std::time::{Duration, SystemTime};
+        let before = MessageId::new();
+        std::thread::sleep(Duration::from_millis(2));
+        let now = SystemTime::now();
+        let floor = MessageId::first_at(now);
+        std::thread::sleep(Duration::from_millis(2));
+        let after = MessageId::new();
+        assert!(before < floor && floor <= after, "{before} {floor} {after}");
+        // Byte order is the order both databases compare in.
+        assert!(before.0.as_bytes() < floor.0.as_bytes());
+        assert!(floor.0.as_bytes() <= after.0.as_bytes());
+        assert_eq!(floor.0.get_version_num(), 7);
+        assert!(MessageId::first_at(now - Duration::from_secs(3600)) < floor);
     }
 }

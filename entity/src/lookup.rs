@@ -236,13 +236,15 @@ pub struct Stuck {
     pub attempts: i32,
 }
 
-/// Across tenants (a maintenance sweep): inbound messages not yet handled, and outbound
-/// messages still `queued` or `sending`, untouched since `before`; oldest first.
+/// Across tenants (a maintenance sweep): of the messages with an id from `since` on (made
+/// since then: a primary-key range), inbound ones not yet handled and outbound ones the
+/// provider does not have yet, untouched since `before`; least recently touched first.
 ///
 /// # Errors
 /// Database errors.
 pub async fn stuck_messages(
     db: &DatabaseConnection,
+    since: MessageId,
     before: chrono::DateTime<chrono::Utc>,
     limit: u64,
 ) -> Result<Vec<Stuck>, DbErr> {
@@ -250,6 +252,7 @@ pub async fn stuck_messages(
         use sea_orm::{Condition, QueryOrder};
         use switchboard_domain::message::Direction;
         let rows = message::Entity::find()
+            .filter(message::Column::Id.gte(since))
             .filter(message::Column::UpdatedAt.lt(before))
             .filter(
                 Condition::any()

@@ -4,16 +4,30 @@
 //! harmless: `HandleInbound` checks `handled_at`, `SendMessage` claims the row before sending.
 
 use chrono::Utc;
+use switchboard_domain::MessageId;
 use switchboard_domain::message::Direction;
 use switchboard_entity::lookup;
 
 use crate::jobs::{Enqueue, HandleInbound, Job, SendMessage};
+use crate::messaging::{MAX_BACKOFF_SECS, RATE_LIMITED_HOURS, UNKNOWN_OUTCOME_HOURS};
 use crate::{App, ServiceError};
 
 /// Seconds between sweeps.
 pub const INTERVAL_SECS: u64 = 60;
-/// A message untouched for this many seconds while it still awaits its job counts as stuck.
-pub const STUCK_AFTER_SECS: i64 = 120;
+/// A message untouched for this many seconds while it still awaits its job counts as stuck:
+/// a minute past the longest wait a send job schedules between attempts
+/// ([`MAX_BACKOFF_SECS`], which also caps a provider's `Retry-After`), so a reply waiting out
+/// its backoff is never given a second job early.
+pub const STUCK_AFTER_SECS: i64 = MAX_BACKOFF_SECS as i64 + 60;
+/// Hours back the sweep looks: messages made earlier are not searched. Every state a message
+/// awaits its job in ends within a day (a send gives up after [`RATE_LIMITED_HOURS`] or
+/// [`UNKNOWN_OUTCOME_HOURS`]); one still waiting after three has had thousands of sweeps. The
+/// window keeps a sweep to the recent end of `messages` (a primary-key range, ids being
+/// time-ordered) instead of a scan of every message ever stored, once a minute.
+pub const LOOK_BACK_HOURS: i64 = 72;
+const _: () = assert!(
+    LOOK_BACK_HOURS >= 3 * RATE_LIMITED_HOURS && LOOK_BACK_HOURS >= 3 * UNKNOWN_OUTCOME_HOURS
+);
 /// Most messages re-enqueued per sweep.
 pub const MAX_PER_SWEEP: u64 = 1000;
 /// Finished jobs are kept this long (seconds) for inspection, then purged.
@@ -29,7 +43,11 @@ pub const PURGE_CHUNK: i64 = 2_000;
 /// Database errors.
 pub async fn run(app: &App) -> Result<usize, ServiceError> {
     let before = Utc::now() - chrono::Duration::seconds(STUCK_AFTER_SECS);
-    let stuck = lookup::stuck_messages(&app.db.read, before, MAX_PER_SWEEP).await?;
+    let since = MessageId::first_at(
+        std::time::SystemTime::now()
+            - std::time::Duration::from_secs(LOOK_BACK_HOURS as u64 * 3600),
+    );
+    let stuck = lookup::stuck_messages(&app.db.read, since, before, MAX_PER_SWEEP).await?;
     // Keys carry the sweep's time, so a message found stuck again gets a new job.
     let bucket = Utc::now().timestamp() / INTERVAL_SECS as i64;
     let jobs: Vec<Enqueue> = stuck

@@ -1,5 +1,5 @@
-//! Operations: the refused-webhook limit, `/metrics`, and correlation ids from a webhook into
-//! the jobs it causes.
+//! Operations: the refused-webhook limit, `/metrics`, correlation ids from a webhook into
+//! the jobs it causes, and the sweep that re-enqueues work whose job was lost.
 
 use switchboard_services::jobs::{QUEUE_INBOUND, QUEUE_SEND};
 use switchboard_testkit::{TestApp, inbound, spawn_app};
@@ -172,4 +172,60 @@ async fn a_webhooks_request_id_is_echoed_and_carried_into_its_jobs_and_their_job
         .unwrap()
         .to_string();
     assert_eq!(made.len(), 36, "a UUID: {made}");
+}
+
+/// The sweep gives a text whose job was lost a new one once it has sat untouched for
+/// `STUCK_AFTER_SECS`, not before (a reply waiting out its longest backoff is not stuck), and
+/// looks only `LOOK_BACK_HOURS` back.
+#[tokio::test]
+async fn the_sweep_re_enqueues_only_recent_work_left_untouched_past_its_longest_wait() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_domain::MessageId;
+    use switchboard_entity::message;
+    use switchboard_services::sweep::{self, LOOK_BACK_HOURS, STUCK_AFTER_SECS};
+    use switchboard_testkit::{Options, spawn_app_with};
+
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(t.text_in("+17135550151", "hi").await.status(), 200);
+    let text = t.messages(t.tenant.tenant_id).await[0].clone();
+    let touched = async |secs_ago: i64| {
+        message::Entity::update_many()
+            .col_expr(
+                message::Column::UpdatedAt,
+                (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).into(),
+            )
+            .filter(message::Column::Id.eq(text.id))
+            .exec(&t.db.write)
+            .await
+            .unwrap();
+    };
+
+    assert_eq!(sweep::run(&t.app).await.unwrap(), 0, "just stored");
+    touched(switchboard_services::messaging::MAX_BACKOFF_SECS as i64).await;
+    assert_eq!(
+        sweep::run(&t.app).await.unwrap(),
+        0,
+        "within the longest wait"
+    );
+    touched(STUCK_AFTER_SECS + 5).await;
+    assert_eq!(sweep::run(&t.app).await.unwrap(), 1, "stuck");
+
+    // The same text, made before the window (its id carries its creation time).
+    let hours = std::time::Duration::from_secs((LOOK_BACK_HOURS as u64 + 1) * 3600);
+    let old = MessageId::first_at(std::time::SystemTime::now() - hours);
+    message::Entity::update_many()
+        .col_expr(message::Column::Id, old.into())
+        .filter(message::Column::Id.eq(text.id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    assert_eq!(
+        sweep::run(&t.app).await.unwrap(),
+        0,
+        "older than the window"
+    );
 }
