@@ -16,8 +16,9 @@
 //! holds that connection while it writes, as the lock, so writes never wait in SQLite's
 //! sleeping busy handler.
 //!
-//! On Postgres the writer is a task on the process's runtime with a pooled connection per
-//! batch; other processes write concurrently, and Postgres orders them. Jobs then go to Redis
+//! On Postgres there are [`PG_WRITERS`] writers, tasks on the process's runtime with a pooled
+//! connection per batch, each with its own queue: a sender's texts all go to one of them, in
+//! order. Other processes write concurrently, and Postgres orders them. Jobs then go to Redis
 //! after the commit (a crash between the two leaves a stored text without a job, which the
 //! sweep re-enqueues: the row is the outbox).
 
@@ -40,8 +41,9 @@ pub const MAX_BATCH: usize = 256;
 /// Webhooks that may wait for the writer before submitters wait for room.
 pub const QUEUE_DEPTH: usize = 8192;
 /// Postgres writer tasks per process. Each statement is a round trip to the server, so one
-/// writer leaves the database idle between them; several write their batches concurrently
-/// (Postgres orders them; each takes what queued up while the others wrote).
+/// writer leaves the database idle between them; several write their batches concurrently.
+/// Each has its own queue, and every text of one sender to one tenant goes to the same one
+/// ([`shard_of`]), so a sender's texts are written in the order they arrived.
 pub const PG_WRITERS: usize = 4;
 
 struct Pending {
@@ -54,7 +56,8 @@ type Reply = oneshot::Sender<Result<Written, ServiceError>>;
 /// Handle to the writer.
 #[derive(Clone, Debug)]
 pub struct Ingestor {
-    tx: mpsc::Sender<Pending>,
+    /// The writers' queues (one on SQLite); see [`shard_of`].
+    queues: Arc<[mpsc::Sender<Pending>]>,
     /// Webhooks submitted and not yet answered.
     in_flight: Arc<AtomicUsize>,
     counters: Arc<Counters>,
@@ -131,29 +134,31 @@ impl Ingestor {
             "inbound-writer",
             run_sqlite(conn, lock, in_tx, rx, committed, counters.clone()),
         );
-        Self::new(tx, counters)
+        Self::new(vec![tx], counters)
     }
 
-    /// Starts [`PG_WRITERS`] Postgres writer tasks on `pool`.
+    /// Starts [`PG_WRITERS`] Postgres writer tasks on `pool`, each with its own queue.
     pub fn start_postgres(pool: PgPool, events: EventBus, jobs: JobQueue) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let counters = Arc::new(Counters::default());
-        for _ in 0..PG_WRITERS {
-            tokio::spawn(run_postgres(
-                pool.clone(),
-                events.clone(),
-                jobs.clone(),
-                rx.clone(),
-                counters.clone(),
-            ));
-        }
-        Self::new(tx, counters)
+        let queues = (0..PG_WRITERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE_DEPTH / PG_WRITERS);
+                tokio::spawn(run_postgres(
+                    pool.clone(),
+                    events.clone(),
+                    jobs.clone(),
+                    rx,
+                    counters.clone(),
+                ));
+                tx
+            })
+            .collect();
+        Self::new(queues, counters)
     }
 
-    fn new(tx: mpsc::Sender<Pending>, counters: Arc<Counters>) -> Self {
+    fn new(queues: Vec<mpsc::Sender<Pending>>, counters: Arc<Counters>) -> Self {
         Self {
-            tx,
+            queues: queues.into(),
             in_flight: Arc::default(),
             counters,
         }
@@ -186,12 +191,27 @@ impl Ingestor {
     pub async fn submit(&self, item: NewInbound) -> Result<Written, ServiceError> {
         let _counted = InFlight::enter(&self.in_flight);
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.queues[shard_of(&item, self.queues.len())]
             .send(Pending { item, reply })
             .await
             .map_err(|_| ServiceError::WriterGone)?;
         rx.await.map_err(|_| ServiceError::WriterGone)?
     }
+}
+
+/// The queue (of `queues`) that `item` goes to: the same for every text of one sender to one
+/// tenant. A writer takes its queue's texts in order and writes one batch at a time, so the
+/// texts of a sender are stored in the order they arrived: their ids (the order the bot
+/// answers them and the thread shows them) and the order their STOP and START take effect.
+/// Texts of different senders are independent and spread over the writers.
+fn shard_of(item: &NewInbound, queues: usize) -> usize {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    if queues == 1 {
+        return 0;
+    }
+    let mut h = DefaultHasher::new();
+    (item.tenant_id, item.from.as_str()).hash(&mut h);
+    (h.finish() % queues as u64) as usize
 }
 
 /// One webhook counted in [`Ingestor::in_flight`] until dropped (answered, failed or
@@ -370,11 +390,11 @@ async fn run_postgres(
     pool: PgPool,
     events: EventBus,
     jobs: JobQueue,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    mut rx: mpsc::Receiver<Pending>,
     counters: Arc<Counters>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while rx.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (items, replies): (Vec<NewInbound>, Vec<_>) =
             batch.drain(..).map(|p| (p.item, p.reply)).unzip();
         match write_postgres(&pool, &items, &counters).await {

@@ -354,3 +354,87 @@ async fn the_outbox_key_index_covers_keyed_rows_only() {
         || definition.contains("where idempotency_key is not null");
     assert!(definition.contains("unique") && partial, "{definition}");
 }
+
+/// However many writers store texts (four on Postgres), one sender's texts are stored in the
+/// order they arrived: their ids (the order the bot answers them in) follow it, and the last
+/// of a run of STOP and START decides whether the contact is opted out.
+#[tokio::test]
+async fn a_senders_texts_are_stored_in_the_order_they_arrived() {
+    use switchboard_domain::compliance;
+    use switchboard_domain::phone::E164;
+    use switchboard_entity::ingest::NewInbound;
+    use switchboard_services::tenancy;
+    use switchboard_testkit::{Options, spawn_app_with};
+
+    const SENDERS: usize = 16;
+    const TEXTS: usize = 41;
+    let t = spawn_app_with(Options {
+        no_worker: true,
+        ..Options::default()
+    })
+    .await;
+    let number = E164::parse(&t.tenant.number).unwrap();
+    let owner = tenancy::route(&t.app, &number)
+        .await
+        .unwrap()
+        .unwrap()
+        .owner;
+    let senders: Vec<String> = (0..SENDERS).map(|s| format!("+171355503{s:02}")).collect();
+    // Every sender alternates STOP and START, ending on STOP; the texts of all senders
+    // interleave, in the order they are handed to the writers.
+    let mut texts = Vec::new();
+    for n in 0..TEXTS {
+        for (s, from) in senders.iter().enumerate() {
+            let body = if n % 2 == 0 { "STOP" } else { "START" };
+            texts.push(NewInbound {
+                tenant_id: owner.tenant_id,
+                phone_number_id: owner.phone_number_id,
+                from: from.clone(),
+                provider_sid: format!("SM{:032}", s * 1000 + n),
+                body: body.into(),
+                media: None,
+                segments: 1,
+                encoding: "gsm7",
+                received_at: chrono::Utc::now(),
+                keyword: compliance::detect(body),
+                provider_replied: false,
+                request_id: None,
+            });
+        }
+    }
+    // Each is polled once in order, which queues it (there is room; tokio's per-task budget
+    // is lifted, or queuing would stop after 128), then all are awaited.
+    let mut pending: Vec<_> = texts
+        .into_iter()
+        .map(|it| Box::pin(futures::future::maybe_done(t.app.ingest.submit(it))))
+        .collect();
+    tokio::task::unconstrained(async {
+        for text in &mut pending {
+            let _ = futures::poll!(text.as_mut());
+        }
+    })
+    .await;
+    futures::future::join_all(pending.iter_mut().map(|text| text.as_mut())).await;
+    for mut text in pending {
+        assert!(text.as_mut().take_output().unwrap().is_ok());
+    }
+
+    let messages = t.messages(t.tenant.tenant_id).await;
+    assert_eq!(messages.len(), SENDERS * TEXTS);
+    for from in &senders {
+        let contact = t.contact(from).await;
+        let order: Vec<&str> = messages
+            .iter()
+            .filter(|m| m.contact_id == contact.id)
+            .filter_map(|m| m.provider_sid.as_deref())
+            .collect();
+        let mut arrived = order.clone();
+        arrived.sort();
+        assert_eq!(order, arrived, "{from}'s texts by id");
+        assert!(
+            contact.opted_out_at.is_some(),
+            "{from} ended on STOP: {:?}",
+            contact.opt_out_keyword
+        );
+    }
+}
