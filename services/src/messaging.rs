@@ -587,6 +587,13 @@ impl Outgoing {
             .and_where(Expr::col((a.clone(), M::TenantId)).equals((message::Entity, M::TenantId)))
             .and_where(Expr::col((a.clone(), M::Id)).equals((message::Entity, M::InReplyTo)))
             .to_owned();
+        // Only a compliance reply's suppression looks at it.
+        let answered_only: Expr = Expr::case(
+            Expr::col((message::Entity, M::Source)).eq(Source::Compliance.as_str()),
+            answered_at,
+        )
+        .finally(Expr::val(None::<chrono::DateTime<Utc>>))
+        .into();
         let to_conversation = message::Entity::belongs_to(conversation::Entity)
             .from((M::ConversationId, M::TenantId))
             .to((conversation::Column::Id, conversation::Column::TenantId));
@@ -609,7 +616,7 @@ impl Outgoing {
             .join(JoinType::InnerJoin, to_tenant.into())
             .column_as(contact::Column::Phone, "to_phone")
             .column_as(contact::Column::OptedOutAt, "opted_out_at")
-            .column_as(Expr::from(answered_at), "answered_at")
+            .column_as(answered_only, "answered_at")
             .column_as(phone_number::Column::E164, "from_number")
             .column_as(tenant::Column::TwilioAccountSid, "account_sid")
             .column_as(tenant::Column::TwilioAuthTokenSealed, "sealed_token")
