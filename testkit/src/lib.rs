@@ -3,8 +3,8 @@
 //! [`spawn_app`] starts the real binary's endpoint and workers on port 0, on a fresh SQLite
 //! file, with Twilio's API replaced by a loopback [`MockServer`] that answers like Twilio
 //! (201 with a unique MessageSid; every number asked about is held by the account) unless a
-//! test mounts something else. Tenants get their own
-//! Twilio account (SID + auth token) so webhooks are signed exactly as Twilio would sign them.
+//! test mounts something else. Tenants get their own Twilio account (SID + auth token) so
+//! webhooks are signed exactly as Twilio would sign them.
 //!
 //! With `TEST_DATABASE_URL=postgres://…` every test gets its own database, created from that
 //! server (dropped when the test ends); with `TEST_REDIS_URL=redis://…` its own key prefix
