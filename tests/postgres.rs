@@ -460,14 +460,10 @@ async fn two_web_and_two_worker_processes_lose_nothing_and_send_nothing_twice() 
 #[tokio::test]
 #[ignore = "needs Postgres + Redis (.ci/postgres/run)"]
 async fn an_sse_client_of_one_instance_sees_what_another_instance_stored_and_sent() {
-    use switchboard_testkit::{Options, inbound, spawn_app_with};
+    use switchboard_testkit::{inbound, spawn_app_without_workers};
     // Instance A serves pages only; instance B, on the same database and Redis, takes the
     // webhook and runs the workers.
-    let a = spawn_app_with(Options {
-        no_worker: true,
-        ..Default::default()
-    })
-    .await;
+    let a = spawn_app_without_workers().await;
     assert!(a.app.settings.database_url.starts_with("postgres"));
     let b = switchboard_services::App::start(a.app.settings.clone())
         .await

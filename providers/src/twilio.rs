@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::StatusCode;
+use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use switchboard_domain::message::MessageStatus;
 
 use crate::sms::{Accepted, OutboundSms, SendError, SmsProvider};
@@ -123,22 +124,7 @@ impl TwilioSms {
     /// [`SendError::Rejected`] for wrong credentials (401, Twilio error 20003); transport
     /// errors and 5xx as [`SendError::Unavailable`].
     pub async fn fetch_account(&self) -> Result<AccountInfo, SendError> {
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}.json",
-            self.http.base, self.account_sid
-        );
-        let resp = self
-            .http
-            .http
-            .get(url)
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
-        resp.json().await.map_err(transport)
+        call(self.request(Method::GET, ".json")).await
     }
 
     /// True when `e164` is one of the account's own numbers (an IncomingPhoneNumber of this
@@ -148,37 +134,28 @@ impl TwilioSms {
     /// [`SendError::Rejected`] for wrong credentials (401, Twilio error 20003); transport
     /// errors and 5xx as [`SendError::Unavailable`]; 429 as [`SendError::RateLimited`].
     pub async fn holds_number(&self, e164: &str) -> Result<bool, SendError> {
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/IncomingPhoneNumbers.json",
-            self.http.base, self.account_sid
-        );
-        let resp = self
-            .http
-            .http
-            .get(url)
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
-            .query(&[("PhoneNumber", e164)])
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
-        let list: IncomingNumberList = resp.json().await.map_err(|e| SendError::Unavailable {
-            status: None,
-            message: format!("unreadable answer: {e}"),
-        })?;
+        let list: IncomingNumberList = call(
+            self.request(Method::GET, "/IncomingPhoneNumbers.json")
+                .query(&[("PhoneNumber", e164)]),
+        )
+        .await?;
         Ok(list
             .incoming_phone_numbers
             .iter()
             .any(|n| n.phone_number == e164))
     }
 
-    fn messages_url(&self) -> String {
-        format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
+    /// A `method` request to `path` under this account's resource
+    /// (`{base}/2010-04-01/Accounts/{AccountSid}{path}`), with its basic auth.
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}{path}",
             self.http.base, self.account_sid
-        )
+        );
+        self.http
+            .http
+            .request(method, url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
     }
 
     fn accepted(m: MessageResource) -> Accepted {
@@ -189,6 +166,20 @@ impl TwilioSms {
             error_message: m.error_message,
         }
     }
+}
+
+/// Sends `req`: a success's JSON body as `T`; a non-success as the [`SendError`] it means
+/// ([`error_from`]); no answer, or one that does not read as `T`, as
+/// [`SendError::Unavailable`].
+async fn call<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, SendError> {
+    let resp = req.send().await.map_err(transport)?;
+    if !resp.status().is_success() {
+        return Err(error_from(resp).await);
+    }
+    resp.json().await.map_err(|e| SendError::Unavailable {
+        status: None,
+        message: format!("unreadable answer: {e}"),
+    })
 }
 
 /// Classifies a non-success response.
@@ -237,27 +228,13 @@ fn transport(e: reqwest::Error) -> SendError {
 impl SmsProvider for TwilioSms {
     #[tracing::instrument(skip_all, fields(provider = "twilio"))]
     async fn send(&self, sms: &OutboundSms) -> Result<Accepted, SendError> {
-        let resp = self
-            .http
-            .http
-            .post(self.messages_url())
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
-            .form(&[
-                ("To", sms.to.as_str()),
-                ("From", sms.from.as_str()),
-                ("Body", sms.body.as_str()),
-                ("StatusCallback", sms.status_callback.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
-        let m: MessageResource = resp.json().await.map_err(|e| SendError::Unavailable {
-            status: None,
-            message: format!("unreadable answer: {e}"),
-        })?;
+        let m: MessageResource = call(self.request(Method::POST, "/Messages.json").form(&[
+            ("To", sms.to.as_str()),
+            ("From", sms.from.as_str()),
+            ("Body", sms.body.as_str()),
+            ("StatusCallback", sms.status_callback.as_str()),
+        ]))
+        .await?;
         Ok(Self::accepted(m))
     }
 
@@ -269,26 +246,12 @@ impl SmsProvider for TwilioSms {
     ) -> Result<Vec<Accepted>, SendError> {
         // No DateSent filter: a message Twilio still holds as queued/accepted has no
         // date_sent and would be missed. The list is newest first; the time is checked here.
-        let resp = self
-            .http
-            .http
-            .get(self.messages_url())
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
-            .query(&[
-                ("To", sms.to.as_str()),
-                ("From", sms.from.as_str()),
-                ("PageSize", "50"),
-            ])
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
-        let list: MessageList = resp.json().await.map_err(|e| SendError::Unavailable {
-            status: None,
-            message: format!("unreadable answer: {e}"),
-        })?;
+        let list: MessageList = call(self.request(Method::GET, "/Messages.json").query(&[
+            ("To", sms.to.as_str()),
+            ("From", sms.from.as_str()),
+            ("PageSize", "50"),
+        ]))
+        .await?;
         // date_created is RFC 2822 ("Sat, 21 Nov 2026 12:00:00 +0000"), whole seconds; allow
         // for that and a little clock skew. A date that does not parse never matches.
         let earliest = since - chrono::Duration::seconds(RECONCILE_SKEW_SECS);

@@ -286,12 +286,25 @@ pub async fn send_manual(
             .await?;
         withdrawn = withdraw_bot_replies(&tx, conversation.id).await?;
     }
-    let view = crate::conversations::message_in(&tx, row.id).await?;
-    let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
-    tx.commit().await?;
+    let view = commit_and_send(app, ctx, tx, conversation_id, row).await?;
     for id in withdrawn {
         announce_update(app, ctx, conversation_id, id);
     }
+    Ok(view)
+}
+
+/// Stages the send of `row` (written in `tx`), commits, and hands its job over; returns the
+/// row as committed, before its send job can run.
+async fn commit_and_send(
+    app: &App,
+    ctx: &TenantCtx,
+    tx: TenantTx,
+    conversation_id: ConversationId,
+    row: Outboxed,
+) -> Result<MessageView, ServiceError> {
+    let view = crate::conversations::message_in(&tx, row.id).await?;
+    let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
+    tx.commit().await?;
     dispatch(app, ctx, conversation_id, &[row], later).await;
     Ok(view)
 }
@@ -314,8 +327,8 @@ pub fn can_send_again(direction: Direction, status: MessageStatus) -> bool {
 ///
 /// # Errors
 /// [`ServiceError::NotFound`] for a message that is not in this tenant's `conversation_id`;
-/// [`ServiceError::Conflict`] for one that is not [`can_send_again`], or when the contact's
-/// opt-out (STOP; Twilio error 21610) would suppress the new one.
+/// [`ServiceError::Conflict`] for one that is not [`can_send_again`], or that the contact's
+/// opt-out (STOP; Twilio error 21610) stops, by the rule the send job applies.
 #[tracing::instrument(skip(app), fields(tenant_id = %ctx.tenant_id()))]
 pub async fn send_again(
     app: &App,
@@ -324,39 +337,28 @@ pub async fn send_again(
     message_id: MessageId,
 ) -> Result<MessageView, ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let original = message::Entity::by_id(tx.tenant(), message_id)
-        .filter(message::Column::ConversationId.eq(conversation_id))
-        .one(tx.conn())
+    // The message as the send job reads it: with its recipient's opt-out and the answered
+    // text's time.
+    let out = Outgoing::load(&tx, message_id)
         .await?
+        .filter(|out| out.msg.conversation_id == conversation_id)
         .ok_or(ServiceError::NotFound)?;
+    let original = &out.msg;
     if !can_send_again(original.direction, original.status) {
         return Err(ServiceError::Conflict(format!(
             "only a message that was not delivered can be sent again; this one is {}",
             original.status.as_str()
         )));
     }
+    if out.suppressed() {
+        return Err(ServiceError::Conflict(
+            "the contact opted out (STOP): nothing can be sent until they text START".into(),
+        ));
+    }
     let conversation = conversation::Entity::by_id(tx.tenant(), conversation_id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let opted_out_at = contact::Entity::by_id(tx.tenant(), conversation.contact_id)
-        .one(tx.conn())
-        .await?
-        .and_then(|c| c.opted_out_at);
-    if let Some(at) = opted_out_at {
-        let answered = match original.in_reply_to {
-            Some(id) => message::Entity::by_id(tx.tenant(), id)
-                .one(tx.conn())
-                .await?
-                .map(|m| m.created_at),
-            None => None,
-        };
-        if opt_out_stops(original.source, answered.unwrap_or(Utc::now()), at) {
-            return Err(ServiceError::Conflict(
-                "the contact opted out (STOP): nothing can be sent until they text START".into(),
-            ));
-        }
-    }
     let key = Some(format!("again:{message_id}"));
     let row = insert_outbound(
         &tx,
@@ -367,23 +369,7 @@ pub async fn send_again(
         original.in_reply_to,
     )
     .await?;
-    let view = crate::conversations::message_in(&tx, row.id).await?;
-    let later = stage_send(&app.jobs, &tx, &[row], crate::correlation::current()).await?;
-    tx.commit().await?;
-    dispatch(app, ctx, conversation_id, &[row], later).await;
-    Ok(view)
-}
-
-/// Whether a contact's opt-out at `opted_out_at` stops a message of `source` that answers a
-/// text received at `answers` (its own creation when it answers none): every message, except
-/// a compliance reply to a text from the opt-out on, which is the confirmation of that STOP
-/// (CTIA requires one) or the answer to a later HELP.
-fn opt_out_stops(
-    source: Source,
-    answers: chrono::DateTime<Utc>,
-    opted_out_at: chrono::DateTime<Utc>,
-) -> bool {
-    !(source == Source::Compliance && answers >= opted_out_at)
+    commit_and_send(app, ctx, tx, conversation_id, row).await
 }
 
 /// Why a bot reply that was still in the outbox when a person took over was not sent.
@@ -653,14 +639,16 @@ impl Outgoing {
         Ok(claim(tx, &self.msg).await?.map(|msg| Self { msg, ..self }))
     }
 
-    /// True when the contact's opt-out stops this message ([`opt_out_stops`]). A START's or
-    /// HELP's reply to a text from before the opt-out is suppressed however late it was
-    /// decided. A compliance reply that names no text (written before `in_reply_to` existed)
-    /// counts from its own creation.
+    /// True when the contact's opt-out stops this message: every message once the contact
+    /// opted out, except a compliance reply to a text received from the opt-out on, which is
+    /// the confirmation of that STOP (CTIA requires one) or the answer to a later HELP. A
+    /// START's or HELP's reply to a text from before the opt-out is suppressed however late it
+    /// was decided. A compliance reply that names no text (written before `in_reply_to`
+    /// existed) counts from its own creation.
     fn suppressed(&self) -> bool {
         let answers = self.answered_at.unwrap_or(self.msg.created_at);
         self.opted_out_at
-            .is_some_and(|at| opt_out_stops(self.msg.source, answers, at))
+            .is_some_and(|at| !(self.msg.source == Source::Compliance && answers >= at))
     }
 }
 

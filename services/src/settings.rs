@@ -11,7 +11,7 @@ use switchboard_domain::signature::twilio::is_account_sid;
 use switchboard_domain::{ApiKeyId, PhoneNumberId};
 use switchboard_entity::{TenantOwned, TenantTx, api_key, lookup, phone_number, tenant};
 use switchboard_providers::SendError;
-use switchboard_providers::twilio::AccountInfo;
+use switchboard_providers::twilio::{AccountInfo, TwilioSms};
 
 use crate::accounts::{NewBusiness, check_business_name, check_time_zone};
 use crate::tenancy::{self, BotKind};
@@ -193,17 +193,33 @@ pub enum ConnectionError {
     Service(#[from] ServiceError),
 }
 
+/// A Twilio client on the tenant's own account (its stored credentials), with the account's
+/// SID; `None` when it has not connected one.
+///
+/// # Errors
+/// Database errors; a stored token that cannot be opened.
+async fn own_twilio(
+    app: &App,
+    ctx: &TenantCtx,
+) -> Result<Option<(String, TwilioSms)>, ServiceError> {
+    let Some((sid, sealed)) = lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await?
+    else {
+        return Ok(None);
+    };
+    let token: SecretString = app.sealer.open(&sealed)?;
+    let client = app.providers.twilio(&sid, token);
+    Ok(Some((sid, client)))
+}
+
 /// Calls Twilio's account endpoint with the stored credentials.
 ///
 /// # Errors
 /// [`ConnectionError`] saying what went wrong.
 pub async fn test_twilio(app: &App, ctx: &TenantCtx) -> Result<AccountInfo, ConnectionError> {
-    let (sid, sealed) = lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id())
-        .await
-        .map_err(ServiceError::from)?
+    let (_, twilio) = own_twilio(app, ctx)
+        .await?
         .ok_or(ConnectionError::NotConnected)?;
-    let token: SecretString = app.sealer.open(&sealed).map_err(ServiceError::from)?;
-    match app.providers.twilio(&sid, token).fetch_account().await {
+    match twilio.fetch_account().await {
         Ok(info) => Ok(info),
         Err(SendError::Rejected {
             status,
@@ -245,19 +261,13 @@ pub async fn add_number(
     number: &E164,
     bot: BotKind,
 ) -> Result<PhoneNumberId, ServiceError> {
-    match lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await? {
-        Some((sid, sealed)) => {
-            let token: SecretString = app.sealer.open(&sealed)?;
-            let held = app
-                .providers
-                .twilio(&sid, token)
-                .holds_number(number.as_str())
-                .await
-                .map_err(|e| {
-                    ServiceError::Provider(format!(
-                        "Twilio could not confirm that {number} is on account {sid}: {e}"
-                    ))
-                })?;
+    match own_twilio(app, ctx).await? {
+        Some((sid, twilio)) => {
+            let held = twilio.holds_number(number.as_str()).await.map_err(|e| {
+                ServiceError::Provider(format!(
+                    "Twilio could not confirm that {number} is on account {sid}: {e}"
+                ))
+            })?;
             if !held {
                 return Err(ServiceError::invalid(
                     "e164",

@@ -302,6 +302,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
+/// [`spawn_app_with`] without in-process workers: jobs wait in the queue, and the test runs
+/// what it needs itself (`inbound::handle`, `messaging::deliver`, `sweep::run`).
+pub async fn spawn_app_without_workers() -> TestApp {
+    spawn_app_with(Options {
+        no_worker: true,
+        ..Options::default()
+    })
+    .await
+}
+
 /// Starts Switchboard for a test.
 ///
 /// # Panics

@@ -161,13 +161,9 @@ async fn decide_and_send(
 #[tokio::test]
 async fn replies_to_keywords_from_before_a_later_stop_are_not_sent() {
     use switchboard_domain::message::Direction;
-    use switchboard_testkit::{Options, spawn_app_with};
+    use switchboard_testkit::spawn_app_without_workers;
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..Default::default()
-    })
-    .await;
+    let t = spawn_app_without_workers().await;
     let ctx = switchboard_services::TenantCtx::for_job(t.tenant.tenant_id);
     let from = "+17135550134";
 

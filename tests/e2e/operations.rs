@@ -183,13 +183,9 @@ async fn the_sweep_re_enqueues_only_recent_work_left_untouched_past_its_longest_
     use switchboard_domain::MessageId;
     use switchboard_entity::message;
     use switchboard_services::sweep::{self, LOOK_BACK_HOURS, STUCK_AFTER_SECS};
-    use switchboard_testkit::{Options, spawn_app_with};
+    use switchboard_testkit::spawn_app_without_workers;
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..Default::default()
-    })
-    .await;
+    let t = spawn_app_without_workers().await;
     assert_eq!(t.text_in("+17135550151", "hi").await.status(), 200);
     let text = t.messages(t.tenant.tenant_id).await[0].clone();
     let touched = async |secs_ago: i64| {

@@ -175,13 +175,9 @@ async fn texts_sent_back_to_back_are_answered_in_order() {
 async fn texts_stored_in_one_commit_share_one_job_and_each_is_answered() {
     use std::time::Duration;
     use switchboard_services::jobs::{HandleInbound, QUEUE_INBOUND};
-    use switchboard_testkit::{Options, postgres_requested, spawn_app_with};
+    use switchboard_testkit::{postgres_requested, spawn_app_without_workers};
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..Options::default()
-    })
-    .await;
+    let t = spawn_app_without_workers().await;
     let senders: Vec<String> = (0..5).map(|i| format!("+1713555021{i}")).collect();
     let sqlite = !postgres_requested();
     // Hold the one write connection, which the inbound writer takes as its lock: the writer
@@ -364,15 +360,11 @@ async fn a_senders_texts_are_stored_in_the_order_they_arrived() {
     use switchboard_domain::phone::E164;
     use switchboard_entity::ingest::NewInbound;
     use switchboard_services::tenancy;
-    use switchboard_testkit::{Options, spawn_app_with};
+    use switchboard_testkit::spawn_app_without_workers;
 
     const SENDERS: usize = 16;
     const TEXTS: usize = 41;
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..Options::default()
-    })
-    .await;
+    let t = spawn_app_without_workers().await;
     let number = E164::parse(&t.tenant.number).unwrap();
     let owner = tenancy::route(&t.app, &number)
         .await

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use switchboard_domain::message::{MessageStatus, Source};
+use switchboard_services::messaging::{self, Delivery};
 use switchboard_testkit::wiremock::matchers::{method, path_regex};
 use switchboard_testkit::wiremock::{Mock, ResponseTemplate};
 use switchboard_testkit::{MESSAGES_PATH, Options, TwilioCreate, spawn_app_with};
@@ -54,6 +56,19 @@ async fn conversation_without_workers(
     let ctx = switchboard_services::TenantCtx::for_job(t.tenant.tenant_id);
     let conversation = t.messages(t.tenant.tenant_id).await[0].conversation_id;
     (t, ctx, conversation)
+}
+
+/// A person's reply `body` queued in `conversation` (its send job not run): its id.
+async fn queued(
+    t: &switchboard_testkit::TestApp,
+    ctx: &switchboard_services::TenantCtx,
+    conversation: switchboard_domain::ConversationId,
+    body: &str,
+) -> switchboard_domain::MessageId {
+    messaging::send_manual(&t.app, ctx, conversation, body, None)
+        .await
+        .unwrap()
+        .id
 }
 
 /// Message `id` as stored now.
@@ -187,7 +202,6 @@ async fn error_21610_opts_the_contact_out_and_is_not_retried() {
             .unwrap()
             .contains("unsubscribed")
     );
-    use sea_orm::EntityTrait;
     let contact = switchboard_entity::contact::Entity::find_by_id(failed.contact_id)
         .one(&t.db.read)
         .await
@@ -223,7 +237,6 @@ async fn other_client_errors_fail_with_their_code() {
         .find(|m| m.status == MessageStatus::Failed)
         .unwrap();
     assert_eq!(failed.error_code, Some(21211));
-    use sea_orm::EntityTrait;
     let contact = switchboard_entity::contact::Entity::find_by_id(failed.contact_id)
         .one(&t.db.read)
         .await
@@ -416,20 +429,12 @@ async fn a_reply_held_back_before_stop_is_not_sent_after_it() {
 
 #[tokio::test]
 async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::message;
-    use switchboard_services::messaging::{self, Delivery};
 
     let (t, ctx, conversation) = conversation_without_workers("+17135550170").await;
     let tenant = t.tenant.tenant_id;
-    let first = messaging::send_manual(&t.app, &ctx, conversation, "first", None)
-        .await
-        .unwrap()
-        .id;
-    let second = messaging::send_manual(&t.app, &ctx, conversation, "second", None)
-        .await
-        .unwrap()
-        .id;
+    let first = queued(&t, &ctx, conversation, "first").await;
+    let second = queued(&t, &ctx, conversation, "second").await;
     // The worker that ran the job sent the first reply, claimed the second, and died before
     // calling Twilio for it, an hour ago.
     message::Entity::update_many()
@@ -479,15 +484,10 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
 /// send the text again.
 #[tokio::test]
 async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::message;
-    use switchboard_services::messaging::{self, Delivery};
 
     let (t, ctx, conversation) = conversation_without_workers("+17135550171").await;
-    let reply = messaging::send_manual(&t.app, &ctx, conversation, "on our way", None)
-        .await
-        .unwrap()
-        .id;
+    let reply = queued(&t, &ctx, conversation, "on our way").await;
     // Its one attempt timed out an hour ago; Twilio has it, queued.
     message::Entity::update_many()
         .col_expr(
@@ -554,23 +554,13 @@ async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
 /// after it.
 #[tokio::test]
 async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::{conversation, message};
-    use switchboard_services::messaging::{self, Delivery, WITHDRAWN_BY_TAKEOVER};
+    use switchboard_services::messaging::WITHDRAWN_BY_TAKEOVER;
 
     let (t, ctx, conversation) = conversation_without_workers("+17135550172").await;
     // A bot question held in the outbox by a rate limit: queued like any reply, then marked
     // as the bot's, with the bot still answering this conversation.
-    let bot = messaging::send_manual(
-        &t.app,
-        &ctx,
-        conversation,
-        "What ZIP code is the job in?",
-        None,
-    )
-    .await
-    .unwrap()
-    .id;
+    let bot = queued(&t, &ctx, conversation, "What ZIP code is the job in?").await;
     message::Entity::update_many()
         .col_expr(message::Column::Source, Source::Bot.as_str().into())
         .col_expr(message::Column::ErrorCode, Some(20429).into())
@@ -585,10 +575,7 @@ async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
         .await
         .unwrap();
 
-    let manual = messaging::send_manual(&t.app, &ctx, conversation, "Calling you now", None)
-        .await
-        .unwrap()
-        .id;
+    let manual = queued(&t, &ctx, conversation, "Calling you now").await;
     let withdrawn = stored(&t, bot).await;
     assert_eq!(withdrawn.status, MessageStatus::Suppressed);
     assert_eq!(
@@ -624,20 +611,12 @@ async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
 /// and swept forever; the reply queued behind it is released and fails the same way.
 #[tokio::test]
 async fn a_reply_whose_credentials_cannot_be_read_fails_with_the_reason() {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::tenant;
-    use switchboard_services::messaging::{self, Delivery};
 
     let (t, ctx, conversation) = conversation_without_workers("+17135550173").await;
     let tenant_id = t.tenant.tenant_id;
-    let first = messaging::send_manual(&t.app, &ctx, conversation, "first", None)
-        .await
-        .unwrap()
-        .id;
-    let second = messaging::send_manual(&t.app, &ctx, conversation, "second", None)
-        .await
-        .unwrap()
-        .id;
+    let first = queued(&t, &ctx, conversation, "first").await;
+    let second = queued(&t, &ctx, conversation, "second").await;
     tenant::Entity::update_many()
         .col_expr(
             tenant::Column::TwilioAuthTokenSealed,
@@ -674,7 +653,6 @@ async fn a_reply_whose_credentials_cannot_be_read_fails_with_the_reason() {
 /// a callback that brings the same final status with a code the row lacks fills it in.
 #[tokio::test]
 async fn a_failure_found_at_twilio_keeps_its_error_code() {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use switchboard_entity::message;
 
     let t = spawn_app_with(bare()).await;

@@ -1,6 +1,6 @@
 //! The inbound webhook's edge: signatures, duplicates, malformed and oversized requests.
 
-use switchboard_testkit::{Options, inbound, set, spawn_app, spawn_app_with};
+use switchboard_testkit::{inbound, set, spawn_app, spawn_app_without_workers};
 
 #[tokio::test]
 async fn a_retried_message_sid_is_stored_once() {
@@ -183,11 +183,7 @@ async fn a_senders_rows_changed_or_deleted_between_texts_are_read_as_they_are_no
     use switchboard_domain::compliance::KeywordKind;
     use switchboard_entity::{contact, conversation};
 
-    let t = spawn_app_with(Options {
-        no_worker: true,
-        ..Options::default()
-    })
-    .await;
+    let t = spawn_app_without_workers().await;
     let from = "+17135550177";
     let thread_of = |contact_id| {
         conversation::Entity::find()
