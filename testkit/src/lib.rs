@@ -499,6 +499,26 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Tenant A's signed status callback for its message `message_id` (Twilio's `sid`):
+    /// `MessageStatus` `status`, plus `extra` fields (e.g. `ErrorCode`).
+    pub async fn status_callback(
+        &self,
+        message_id: switchboard_domain::MessageId,
+        sid: &str,
+        status: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut params = vec![
+            ("MessageSid".to_string(), sid.to_string()),
+            ("MessageStatus".to_string(), status.to_string()),
+            ("AccountSid".to_string(), self.tenant.account_sid.clone()),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let path = format!("/webhooks/twilio/status?m={message_id}");
+        self.post_signed(&path, &self.tenant.auth_token, &params)
+            .await
+    }
+
     /// A signed inbound webhook for tenant A.
     pub async fn post_sms(&self, params: &[(String, String)]) -> reqwest::Response {
         self.post_signed("/webhooks/twilio/sms", &self.tenant.auth_token, params)

@@ -347,17 +347,8 @@ async fn a_status_callback_that_outruns_the_create_answer_is_not_overwritten() {
         .find(|m| m.source == Source::Compliance)
         .unwrap();
     // ...while its "delivered" callback arrives first (found through ?m=<id>).
-    let params: Vec<(String, String)> = [
-        ("MessageSid", sid),
-        ("MessageStatus", "delivered"),
-        ("AccountSid", t.tenant.account_sid.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let path = format!("/webhooks/twilio/status?m={}", reply.id);
     assert_eq!(
-        t.post_signed(&path, &t.tenant.auth_token, &params)
+        t.status_callback(reply.id, sid, "delivered", &[])
             .await
             .status(),
         200
@@ -698,22 +689,10 @@ async fn a_failure_found_at_twilio_keeps_its_error_code() {
         .exec(&t.db.write)
         .await
         .unwrap();
-    let params: Vec<(String, String)> = [
-        ("MessageSid", sid),
-        ("MessageStatus", "undelivered"),
-        ("ErrorCode", "30005"),
-        ("AccountSid", t.tenant.account_sid.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let path = format!("/webhooks/twilio/status?m={}", reply.id);
-    assert_eq!(
-        t.post_signed(&path, &t.tenant.auth_token, &params)
-            .await
-            .status(),
-        200
-    );
+    let callback = t
+        .status_callback(reply.id, sid, "undelivered", &[("ErrorCode", "30005")])
+        .await;
+    assert_eq!(callback.status(), 200);
     let now = stored(&t, reply.id).await;
     assert_eq!(now.status, MessageStatus::Undelivered);
     assert_eq!(now.error_code, Some(30005));
