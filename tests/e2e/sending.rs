@@ -738,13 +738,14 @@ async fn a_refused_reply_is_sent_again_once_as_a_new_message() {
             refused.conversation_id
         )
     };
-    let key = &t.tenant.api_key;
+    let send_again = async |id: &dyn std::fmt::Display| {
+        t.api(Method::POST, &again_path(id), &t.tenant.api_key)
+            .send()
+            .await
+            .unwrap()
+    };
 
-    let resp = t
-        .api(Method::POST, &again_path(&refused.id), key)
-        .send()
-        .await
-        .unwrap();
+    let resp = send_again(&refused.id).await;
     assert_eq!(resp.status(), 202);
     let made: serde_json::Value = resp.json().await.unwrap();
     let again_id = made["id"].as_str().unwrap().to_string();
@@ -764,11 +765,7 @@ async fn a_refused_reply_is_sent_again_once_as_a_new_message() {
     assert_eq!(before.error_code, Some(21612), "the refusal keeps its code");
 
     // Once: the same request answers the same message and sends nothing.
-    let resp = t
-        .api(Method::POST, &again_path(&refused.id), key)
-        .send()
-        .await
-        .unwrap();
+    let resp = send_again(&refused.id).await;
     assert_eq!(resp.status(), 202);
     let repeated: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(repeated["id"], again_id.as_str());
@@ -777,12 +774,7 @@ async fn a_refused_reply_is_sent_again_once_as_a_new_message() {
 
     // A sent message and a customer's text cannot be sent again.
     for id in [again_id.clone(), help.id.to_string()] {
-        let resp = t
-            .api(Method::POST, &again_path(&id), key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 409, "{id}");
+        assert_eq!(send_again(&id).await.status(), 409, "{id}");
     }
 
     // The thread offers it on the refused bubble only.
@@ -796,11 +788,7 @@ async fn a_refused_reply_is_sent_again_once_as_a_new_message() {
     // Not while the contact is opted out: the reply answers a text from before the STOP.
     assert_eq!(t.text_in("+17135550140", "STOP").await.status(), 200);
     t.wait_for_sends(3).await;
-    let resp = t
-        .api(Method::POST, &again_path(&refused.id), key)
-        .send()
-        .await
-        .unwrap();
+    let resp = send_again(&refused.id).await;
     assert_eq!(resp.status(), 409);
     assert!(resp.text().await.unwrap().contains("opted out"));
 }
