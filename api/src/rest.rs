@@ -54,6 +54,9 @@ pub struct Conversation {
     pub bot_paused: bool,
     /// True when the contact opted out (sends are suppressed).
     pub opted_out: bool,
+    /// True when the business number was removed: the history stays, and sending in this
+    /// conversation is refused (409) until the number is added again.
+    pub number_removed: bool,
     pub unread_count: i32,
     pub last_message_at: DateTime<Utc>,
     pub last_message_preview: String,
@@ -70,6 +73,7 @@ impl From<ConversationSummary> for Conversation {
             status: c.status,
             bot_paused: c.bot_paused,
             opted_out: c.opted_out,
+            number_removed: c.number_removed,
             unread_count: c.unread_count,
             last_message_at: c.last_message_at,
             last_message_preview: c.last_message_preview,

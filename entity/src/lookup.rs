@@ -46,7 +46,8 @@ pub struct NumberOwner {
     pub twilio_auth_token_sealed: Option<String>,
 }
 
-/// The tenant that owns `e164` (a webhook's `To`), or `None` for a number nobody owns.
+/// The tenant that owns `e164` (a webhook's `To`), or `None` for a number nobody uses (never
+/// added, or released).
 ///
 /// # Errors
 /// Database errors.
@@ -57,6 +58,7 @@ pub async fn number_owner(
     lookup(db, async |db| {
         let Some(number) = phone_number::Entity::find()
             .filter(phone_number::Column::E164.eq(e164))
+            .filter(phone_number::Column::ReleasedAt.is_null())
             .one(db)
             .await?
         else {

@@ -28,7 +28,7 @@ pub enum BotKind {
     None,
 }
 
-/// One of a tenant's numbers (E.164, unique across all tenants).
+/// One of a tenant's numbers (E.164; at most one tenant uses a number at a time).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "phone_numbers")]
 pub struct Model {
@@ -40,6 +40,10 @@ pub struct Model {
     pub label: Option<String>,
     pub bot: BotKind,
     pub created_at: DateTimeUtc,
+    /// When the tenant removed the number, `None` while in use. A released number routes no
+    /// webhook and sends nothing; its row stays so that its conversations and their history
+    /// do (they reference it), and its tenant takes it back if it adds the number again.
+    pub released_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

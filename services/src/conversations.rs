@@ -31,6 +31,9 @@ pub struct ConversationSummary {
     pub status: String,
     pub bot_paused: bool,
     pub opted_out: bool,
+    /// The number was removed in Settings: the history stays, nothing is sent from it
+    /// ([`crate::messaging::NUMBER_RELEASED`]).
+    pub number_removed: bool,
     pub unread_count: i32,
     pub last_message_at: DateTime<Utc>,
     pub last_message_preview: String,
@@ -89,25 +92,27 @@ async fn summaries(
         .into_iter()
         .map(|c| (c.id, c))
         .collect();
-    let numbers: HashMap<_, String> = phone_number::Entity::scoped(tx.tenant())
+    let numbers: HashMap<_, phone_number::Model> = phone_number::Entity::scoped(tx.tenant())
         .all(tx.conn())
         .await?
         .into_iter()
-        .map(|n| (n.id, n.e164))
+        .map(|n| (n.id, n))
         .collect();
     Ok(rows
         .into_iter()
         .filter_map(|c| {
             let contact = contacts.get(&c.contact_id)?;
+            let number = numbers.get(&c.phone_number_id)?;
             Some(ConversationSummary {
                 id: c.id,
                 contact_id: c.contact_id,
                 contact_name: contact.name.clone(),
                 contact_phone: contact.phone.clone(),
-                number: numbers.get(&c.phone_number_id).cloned().unwrap_or_default(),
+                number: number.e164.clone(),
                 status: c.status,
                 bot_paused: c.bot_paused,
                 opted_out: contact.opted_out_at.is_some(),
+                number_removed: number.released_at.is_some(),
                 unread_count: c.unread_count,
                 last_message_at: c.last_message_at,
                 last_message_preview: c.last_message_preview,
@@ -144,16 +149,36 @@ pub async fn thread(
     id: ConversationId,
 ) -> Result<(ConversationSummary, Vec<MessageView>), ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let summary = summary_in(&tx, id).await?;
+    let messages = latest_messages(&tx, id, Condition::all()).await?;
+    Ok((summary, messages))
+}
+
+/// One conversation as the list shows it.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
+pub async fn summary(
+    app: &App,
+    ctx: &TenantCtx,
+    id: ConversationId,
+) -> Result<ConversationSummary, ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    summary_in(&tx, id).await
+}
+
+async fn summary_in(
+    tx: &TenantTx,
+    id: ConversationId,
+) -> Result<ConversationSummary, ServiceError> {
     let row = conversation::Entity::by_id(tx.tenant(), id)
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let summary = summaries(&tx, vec![row])
+    summaries(tx, vec![row])
         .await?
         .pop()
-        .ok_or(ServiceError::NotFound)?;
-    let messages = latest_messages(&tx, id, Condition::all()).await?;
-    Ok((summary, messages))
+        .ok_or(ServiceError::NotFound)
 }
 
 /// The latest [`MAX_THREAD`] messages of a conversation matching `filter`, oldest first.

@@ -41,6 +41,8 @@ pub enum Decision {
     BotPaused,
     /// The number has no bot.
     NoBot,
+    /// The number was removed since the text arrived: nothing is sent from it.
+    NumberReleased,
     /// The bot queued this many replies.
     Bot(usize),
 }
@@ -150,6 +152,7 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
             .await?
             .ok_or(ServiceError::NotFound)?;
         match number.bot {
+            _ if number.released_at.is_some() => Decision::NumberReleased,
             BotKind::None => Decision::NoBot,
             BotKind::Qualify => {
                 let business = tenancy::tenant_name(tx.conn(), ctx).await?;

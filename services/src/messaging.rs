@@ -26,7 +26,7 @@ use switchboard_entity::{
 };
 use switchboard_providers::{Accepted, OutboundSms, SendError, SmsProvider};
 
-use crate::conversations::MessageView;
+use crate::conversations::{ConversationSummary, MessageView};
 use crate::events::{Event, EventKind};
 use crate::group::{Groups, Unit};
 use crate::jobs::{Enqueue, Job, JobQueue, SendMessage};
@@ -260,7 +260,8 @@ pub(crate) async fn redispatch_queued(
 ///
 /// # Errors
 /// [`ServiceError::NotFound`] for a conversation of another tenant or none;
-/// [`ServiceError::Invalid`] for a bad body.
+/// [`ServiceError::Invalid`] for a bad body; [`ServiceError::Conflict`]
+/// ([`NUMBER_RELEASED`]) when the conversation's number was removed.
 #[tracing::instrument(skip(app, body), fields(tenant_id = %ctx.tenant_id()))]
 pub async fn send_manual(
     app: &App,
@@ -275,6 +276,12 @@ pub async fn send_manual(
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
+    let number = phone_number::Entity::by_id(tx.tenant(), conversation.phone_number_id)
+        .one(tx.conn())
+        .await?;
+    if number.is_none_or(|n| n.released_at.is_some()) {
+        return Err(ServiceError::Conflict(NUMBER_RELEASED.into()));
+    }
     // Scoped to the conversation: the same key on another conversation is another message.
     let key = idempotency_key.map(|k| format!("manual:{conversation_id}:{k}"));
     let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key, None).await?;
@@ -319,6 +326,16 @@ pub fn can_send_again(direction: Direction, status: MessageStatus) -> bool {
         )
 }
 
+/// True when the inbox offers "send again" for `m` in conversation `s`: [`can_send_again`],
+/// and [`send_again`] would not refuse it for the conversation's state (its number removed;
+/// the contact opted out, unless `m` is a compliance reply, which may answer a text sent after
+/// the opt-out; the send job's exact rule decides that one).
+pub fn offers_send_again(s: &ConversationSummary, m: &MessageView) -> bool {
+    can_send_again(m.direction, m.status)
+        && !s.number_removed
+        && (!s.opted_out || m.source == Source::Compliance)
+}
+
 /// A person's "send again" of an outbound message that did not reach the customer: its text
 /// goes out as a new message through the outbox, with the same source and answering the same
 /// text; the original keeps its status and error code, so the thread shows both. The bot's
@@ -327,8 +344,9 @@ pub fn can_send_again(direction: Direction, status: MessageStatus) -> bool {
 ///
 /// # Errors
 /// [`ServiceError::NotFound`] for a message that is not in this tenant's `conversation_id`;
-/// [`ServiceError::Conflict`] for one that is not [`can_send_again`], or that the contact's
-/// opt-out (STOP; Twilio error 21610) stops, by the rule the send job applies.
+/// [`ServiceError::Conflict`] for one that is not [`can_send_again`], that the contact's
+/// opt-out (STOP; Twilio error 21610) stops by the rule the send job applies, or whose
+/// conversation's number was removed ([`NUMBER_RELEASED`]).
 #[tracing::instrument(skip(app), fields(tenant_id = %ctx.tenant_id()))]
 pub async fn send_again(
     app: &App,
@@ -355,6 +373,9 @@ pub async fn send_again(
             "the contact opted out (STOP): nothing can be sent until they text START".into(),
         ));
     }
+    if out.number_released {
+        return Err(ServiceError::Conflict(NUMBER_RELEASED.into()));
+    }
     let conversation = conversation::Entity::by_id(tx.tenant(), conversation_id)
         .one(tx.conn())
         .await?
@@ -371,6 +392,12 @@ pub async fn send_again(
     .await?;
     commit_and_send(app, ctx, tx, conversation_id, row).await
 }
+
+/// Why nothing is sent in a conversation whose number was removed in Settings (released: see
+/// [`crate::settings::remove_number`]): a queued reply fails with it, a new one or a "send
+/// again" is refused (409) with it.
+pub const NUMBER_RELEASED: &str = "this conversation's number was removed in Settings; add it \
+                                   again to reply from it";
 
 /// Why a bot reply that was still in the outbox when a person took over was not sent.
 pub const WITHDRAWN_BY_TAKEOVER: &str = "not sent: a person took over the conversation";
@@ -521,6 +548,8 @@ struct Outgoing {
     sealed_token: Option<String>,
     /// An older outbound message of the conversation still waits for the provider.
     blocked: bool,
+    /// The conversation's number was removed ([`phone_number::Model::released_at`]).
+    number_released: bool,
 }
 
 impl FromQueryResult for Outgoing {
@@ -534,6 +563,7 @@ impl FromQueryResult for Outgoing {
             account_sid: row.try_get(pre, "account_sid")?,
             sealed_token: row.try_get(pre, "sealed_token")?,
             blocked: row.try_get(pre, "blocked")?,
+            number_released: row.try_get(pre, "number_released")?,
         })
     }
 }
@@ -607,6 +637,10 @@ impl Outgoing {
             .column_as(tenant::Column::TwilioAccountSid, "account_sid")
             .column_as(tenant::Column::TwilioAuthTokenSealed, "sealed_token")
             .column_as(Expr::exists(older_waiting), "blocked")
+            .column_as(
+                Expr::col((phone_number::Entity, phone_number::Column::ReleasedAt)).is_not_null(),
+                "number_released",
+            )
             .into_model::<Self>()
             .one(tx.conn())
             .await?)
@@ -620,6 +654,7 @@ impl Outgoing {
             && self.msg.status == MessageStatus::Queued
             && !self.blocked
             && !self.suppressed()
+            && !self.number_released
             && self.msg.attempts < MAX_SEND_ATTEMPTS
     }
 
@@ -809,6 +844,15 @@ async fn attempt_one(
         set_status(app, ctx, &msg, |m| {
             m.status = Set(MessageStatus::Suppressed);
             m.error_message = Set(Some("recipient opted out".into()));
+        })
+        .await?;
+        release_next(app, ctx, &msg).await?;
+        return Ok(Delivery::Done.into());
+    }
+    if out.number_released {
+        set_status(app, ctx, &msg, |m| {
+            m.status = Set(MessageStatus::Failed);
+            m.error_message = Set(Some(format!("not sent: {NUMBER_RELEASED}")));
         })
         .await?;
         release_next(app, ctx, &msg).await?;

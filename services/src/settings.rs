@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use secrecy::{ExposeSecret, SecretString};
 use switchboard_domain::phone::E164;
@@ -54,6 +55,7 @@ pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError
         .await?
         .ok_or(ServiceError::NotFound)?;
     let numbers = phone_number::Entity::scoped(tx.tenant())
+        .filter(phone_number::Column::ReleasedAt.is_null())
         .order_by_asc(phone_number::Column::E164)
         .all(tx.conn())
         .await?
@@ -295,44 +297,74 @@ pub async fn add_number(
             "{number} is already connected to a business"
         )));
     }
-    let id = PhoneNumberId::new();
-    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    phone_number::ActiveModel {
-        id: Set(id),
-        tenant_id: Set(tx.tenant()),
-        e164: Set(number.as_str().to_string()),
-        label: Set(None),
-        bot: Set(bot),
-        created_at: Set(Utc::now()),
-    }
-    .insert(tx.conn())
-    .await
-    .map_err(|e| match e.sql_err() {
+    let taken = |e: sea_orm::DbErr| match e.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
             ServiceError::Conflict(format!("{number} is already connected to a business"))
         }
         _ => e.into(),
-    })?;
+    };
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    // A number this tenant removed comes back as the same row, with its conversations.
+    let released = phone_number::Entity::scoped(tx.tenant())
+        .filter(phone_number::Column::E164.eq(number.as_str()))
+        .filter(phone_number::Column::ReleasedAt.is_not_null())
+        .one(tx.conn())
+        .await?;
+    let id = match released {
+        Some(row) => {
+            phone_number::Entity::by_id_update(tx.tenant(), row.id)
+                .col_expr(
+                    phone_number::Column::ReleasedAt,
+                    Expr::value(None::<DateTime<Utc>>),
+                )
+                .col_expr(phone_number::Column::Bot, Expr::value(bot))
+                .exec(tx.conn())
+                .await
+                .map_err(taken)?;
+            row.id
+        }
+        None => {
+            let id = PhoneNumberId::new();
+            phone_number::ActiveModel {
+                id: Set(id),
+                tenant_id: Set(tx.tenant()),
+                e164: Set(number.as_str().to_string()),
+                label: Set(None),
+                bot: Set(bot),
+                created_at: Set(Utc::now()),
+                released_at: Set(None),
+            }
+            .insert(tx.conn())
+            .await
+            .map_err(taken)?;
+            id
+        }
+    };
     tx.commit().await?;
     app.routes.clear();
     Ok(id)
 }
 
-/// Removes one of the tenant's numbers; its conversations stay. Webhooks for it answer 404
-/// from now on.
+/// Removes one of the tenant's numbers: it is released (see
+/// [`phone_number::Model::released_at`]), not deleted. Webhooks for it answer 404 from now on
+/// and nothing more is sent from it: replies still queued in its conversations fail
+/// ([`crate::messaging`]), and new ones are refused. Its conversations stay, with their whole
+/// history, readable in the inbox.
 ///
 /// # Errors
-/// [`ServiceError::NotFound`] when the number is not this tenant's.
+/// [`ServiceError::NotFound`] when the number is not one of this tenant's numbers in use.
 pub async fn remove_number(
     app: &App,
     ctx: &TenantCtx,
     id: PhoneNumberId,
 ) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let gone = phone_number::Entity::delete_by_id_scoped(tx.tenant(), id)
+    let released = phone_number::Entity::by_id_update(tx.tenant(), id)
+        .col_expr(phone_number::Column::ReleasedAt, Expr::value(Utc::now()))
+        .filter(phone_number::Column::ReleasedAt.is_null())
         .exec(tx.conn())
         .await?;
-    if gone.rows_affected == 0 {
+    if released.rows_affected == 0 {
         return Err(ServiceError::NotFound);
     }
     tx.commit().await?;

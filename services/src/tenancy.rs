@@ -5,7 +5,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
+};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use switchboard_domain::accounts::{Email, Password, Role};
@@ -192,6 +195,7 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
         label: Set(None),
         bot: Set(new.bot),
         created_at: Set(now),
+        released_at: Set(None),
     }
     .insert(&txn)
     .await?;
@@ -361,6 +365,7 @@ pub async fn simulator_numbers(app: &App) -> Result<Vec<SimulatorNumber>, Servic
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
     let name = tenant_name(tx.conn(), &ctx).await?;
     let numbers = phone_number::Entity::scoped(tx.tenant())
+        .filter(phone_number::Column::ReleasedAt.is_null())
         .order_by_asc(phone_number::Column::E164)
         .all(tx.conn())
         .await?;

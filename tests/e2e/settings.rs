@@ -246,6 +246,114 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
+/// Removing a number releases it, it does not delete it: its conversation and every message
+/// stay (deleting the row cascaded through both), and texts to it answer 404. Nothing more is
+/// sent from it: a reply still queued there fails with the reason when its job runs, without a
+/// call to Twilio; a new reply and a "send again" are 409s; the thread shows why in place of
+/// the compose box and offers no "Send again". Adding the number back takes the same row, and
+/// the conversation goes on.
+#[tokio::test]
+async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again() {
+    use switchboard_domain::message::MessageStatus;
+    use switchboard_entity::{conversation, message};
+    use switchboard_services::{TenantCtx, messaging};
+
+    let t = switchboard_testkit::spawn_app_without_workers().await;
+    let tenant = t.tenant.tenant_id;
+    let customer = "+17135550172";
+    assert_eq!(t.text_in(customer, "hi").await.status(), StatusCode::OK);
+    let ctx = TenantCtx::for_job(tenant);
+    let thread = t.messages(tenant).await[0].conversation_id;
+    let reply = messaging::send_manual(&t.app, &ctx, thread, "see you at 3", None)
+        .await
+        .unwrap()
+        .id;
+    let number = phone_number::Entity::find()
+        .filter(phone_number::Column::E164.eq(&t.tenant.number))
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form(&format!("/settings/numbers/{}/remove", number.id), &[])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(!owner.page("/settings").await.contains(&t.tenant.number));
+
+    let kept = t.messages(tenant).await;
+    assert_eq!(kept.len(), 2, "the history stays: {kept:?}");
+    assert!(
+        conversation::Entity::find_by_id(thread)
+            .one(&t.db.read)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        t.text_in(customer, "still there?").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The reply's send job fails it with the reason; Twilio is not called.
+    let asked = t.twilio.received_requests().await.unwrap().len();
+    messaging::deliver(&t.app, &ctx, reply).await.unwrap();
+    let failed = message::Entity::find_by_id(reply)
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some(format!("not sent: {}", messaging::NUMBER_RELEASED).as_str())
+    );
+    assert_eq!(t.twilio.received_requests().await.unwrap().len(), asked);
+
+    // New replies and "send again" are refused.
+    let api = |path: String| {
+        t.api(Method::POST, &path, &t.tenant.api_key)
+            .json(&serde_json::json!({"body": "hello?"}))
+    };
+    let resp = api(format!("/conversations/{thread}/messages"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(resp.text().await.unwrap().contains("removed"));
+    let again = format!("/conversations/{thread}/messages/{reply}/retry");
+    let resp = api(again).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(t.messages(tenant).await.len(), 2, "nothing queued");
+    let listed = t.conversations(&t.tenant.api_key).await;
+    assert_eq!(listed[0]["number_removed"], true, "{listed}");
+    let html = owner.page(&format!("/conversations?c={thread}")).await;
+    assert!(html.contains("was removed in Settings"), "{html}");
+    assert!(!html.contains(&format!("action=\"/conversations/{thread}/messages\"")));
+    assert!(!html.contains(&format!("/messages/{reply}/retry")));
+
+    // Added back: the same row, the same conversation.
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", t.tenant.number.as_str())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let rows = phone_number::Entity::find()
+        .filter(phone_number::Column::E164.eq(&t.tenant.number))
+        .all(&t.db.read)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].id, rows[0].released_at), (number.id, None));
+    assert_eq!(t.text_in(customer, "back?").await.status(), StatusCode::OK);
+    let rows = t.messages(tenant).await;
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|m| m.conversation_id == thread));
+    let html = owner.page(&format!("/conversations?c={thread}")).await;
+    assert!(html.contains(&format!("action=\"/conversations/{thread}/messages\"")));
+    assert!(html.contains(&format!("/messages/{reply}/retry")));
+}
+
 /// A number is added only when Twilio lists it among the tenant's own account's
 /// IncomingPhoneNumbers (asked with that account's credentials); a number it does not hold is
 /// a 400 naming the field, and a Twilio that cannot answer a 503. Neither stores anything.

@@ -82,9 +82,10 @@ fn status_line(m: &MessageView) -> Markup {
     }
 }
 
-/// One message bubble; `id="m-{id}"` so live updates can replace it. An outbound message that
-/// did not reach the customer gets a "Send again" form carrying `csrf`.
-pub(crate) fn bubble(m: &MessageView, csrf: &str) -> Markup {
+/// One message bubble of conversation `s`; `id="m-{id}"` so live updates can replace it. An
+/// outbound message that did not reach the customer gets a "Send again" form carrying `csrf`
+/// where the conversation allows it ([`messaging::offers_send_again`]).
+pub(crate) fn bubble(s: &ConversationSummary, m: &MessageView, csrf: &str) -> Markup {
     let side = match m.direction {
         Direction::Inbound => "in",
         Direction::Outbound => "out",
@@ -105,7 +106,7 @@ pub(crate) fn bubble(m: &MessageView, csrf: &str) -> Markup {
                 span.source { (who) }
                 time datetime=(m.created_at.to_rfc3339()) title=(m.created_at.to_rfc3339()) { (m.created_at.format("%H:%M")) }
                 @if m.direction == Direction::Outbound { (status_line(m)) }
-                @if messaging::can_send_again(m.direction, m.status) {
+                @if messaging::offers_send_again(s, m) {
                     form.again method="post" action={ "/conversations/" (m.conversation_id) "/messages/" (m.id) "/retry" } {
                         input type="hidden" name=(CSRF_FIELD) value=(csrf);
                         button type="submit" { "Send again" }
@@ -141,14 +142,21 @@ fn thread(chrome: &Chrome, s: &ConversationSummary, messages: &[MessageView]) ->
                 }
             }
             div.messages id="messages" {
-                @for m in messages { (bubble(m, chrome.csrf)) }
+                @for m in messages { (bubble(s, m, chrome.csrf)) }
             }
-            form.compose method="post" action={ "/conversations/" (s.id) "/messages" } {
-                (chrome.csrf_field())
-                // One key per rendered form: resubmitting or double-clicking sends once.
-                input type="hidden" name="key" value=(uuid::Uuid::new_v4().simple());
-                textarea name="body" rows="2" maxlength="1600" required placeholder="Type a message… (sending pauses the bot)" {}
-                button type="submit" { "Send" }
+            @if s.number_removed {
+                p.compose.hint {
+                    (s.number) " was removed in Settings: this history stays, and nothing can be "
+                    "sent from it until the number is added again."
+                }
+            } @else {
+                form.compose method="post" action={ "/conversations/" (s.id) "/messages" } {
+                    (chrome.csrf_field())
+                    // One key per rendered form: resubmitting or double-clicking sends once.
+                    input type="hidden" name="key" value=(uuid::Uuid::new_v4().simple());
+                    textarea name="body" rows="2" maxlength="1600" required placeholder="Type a message… (sending pauses the bot)" {}
+                    button type="submit" { "Send" }
+                }
             }
         }
     }
@@ -212,7 +220,8 @@ pub(crate) async fn message_fragment(
             "No such message in this conversation.".into(),
         ));
     }
-    Ok(bubble(&m, &csrf.0))
+    let s = conversations::summary(app.0, &ctx, m.conversation_id).await?;
+    Ok(bubble(&s, &m, &csrf.0))
 }
 
 #[derive(Deserialize)]

@@ -42,7 +42,7 @@ fn notice(code: &str) -> Option<&'static str> {
         "twilio" => "Twilio account connected.",
         "twilio-off" => "Twilio account disconnected.",
         "number" => "Number added. Point its messaging webhook at the URL below.",
-        "number-off" => "Number removed.",
+        "number-off" => "Number removed: its conversations stay in the inbox, read-only.",
         "revoked" => "API key revoked.",
         "member" => "Member updated.",
         "invited" => "Invite sent. The link works for 7 days.",
