@@ -115,3 +115,29 @@ async fn pin_job_queue_statistics(db: &DatabaseConnection) -> Result<(), DbErr> 
     db.execute_unprepared("ANALYZE sqlite_schema").await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm_migration::sea_orm::Database;
+
+    use super::*;
+
+    /// Every migration goes down and up again on SQLite, the newest one with a released
+    /// number in the table (its `down` must drop it before the full unique index returns).
+    #[tokio::test]
+    async fn every_migration_goes_down_and_up_again() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        db.execute_unprepared(
+            "INSERT INTO tenants (id, name, time_zone, created_at) VALUES (x'01', 'T', 'UTC', '2026-12-07T00:00:00Z'); \
+             INSERT INTO phone_numbers (id, tenant_id, e164, bot, created_at, released_at) VALUES \
+             (x'02', x'01', '+14155550100', 'none', '2026-12-07T00:00:00Z', '2026-12-07T01:00:00Z'), \
+             (x'03', x'01', '+14155550100', 'none', '2026-12-07T00:00:00Z', NULL)",
+        )
+        .await
+        .unwrap();
+        Migrator::down(&db, Some(1)).await.unwrap();
+        Migrator::down(&db, None).await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+    }
+}
