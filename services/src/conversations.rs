@@ -226,16 +226,14 @@ pub(crate) async fn message_in(tx: &TenantTx, id: MessageId) -> Result<MessageVi
         .ok_or(ServiceError::NotFound)
 }
 
-async fn update_conversation(
-    app: &App,
-    ctx: &TenantCtx,
-    id: ConversationId,
-    column: conversation::Column,
-    value: sea_orm::Value,
-) -> Result<(), ServiceError> {
+/// Clears the unread count (someone opened the thread).
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
+pub async fn mark_read(app: &App, ctx: &TenantCtx, id: ConversationId) -> Result<(), ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let result = conversation::Entity::by_id_update(tx.tenant(), id)
-        .col_expr(column, sea_orm::sea_query::Expr::value(value))
+        .col_expr(conversation::Column::UnreadCount, 0i32.into())
         .col_expr(conversation::Column::UpdatedAt, Utc::now().into())
         .exec(tx.conn())
         .await?;
@@ -250,27 +248,6 @@ async fn update_conversation(
         message_id: None,
     });
     Ok(())
-}
-
-/// Clears the unread count (someone opened the thread).
-///
-/// # Errors
-/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
-pub async fn mark_read(app: &App, ctx: &TenantCtx, id: ConversationId) -> Result<(), ServiceError> {
-    update_conversation(app, ctx, id, conversation::Column::UnreadCount, 0i32.into()).await
-}
-
-/// Pauses (`true`) or resumes (`false`) the bot for one conversation.
-///
-/// # Errors
-/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
-pub async fn set_bot_paused(
-    app: &App,
-    ctx: &TenantCtx,
-    id: ConversationId,
-    paused: bool,
-) -> Result<(), ServiceError> {
-    update_conversation(app, ctx, id, conversation::Column::BotPaused, paused.into()).await
 }
 
 /// The simulator's view of one customer phone texting one number: the thread as the

@@ -287,17 +287,61 @@ pub async fn send_manual(
     let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key, None).await?;
     let mut withdrawn = Vec::new();
     if !conversation.bot_paused {
-        conversation::Entity::by_id_update(tx.tenant(), conversation.id)
-            .col_expr(conversation::Column::BotPaused, true.into())
-            .exec(tx.conn())
-            .await?;
-        withdrawn = withdraw_bot_replies(&tx, conversation.id).await?;
+        withdrawn = set_paused_in(&tx, conversation.id, true).await?;
     }
     let view = commit_and_send(app, ctx, tx, conversation_id, row).await?;
     for id in withdrawn {
         announce_update(app, ctx, conversation_id, id);
     }
     Ok(view)
+}
+
+/// Pauses (`true`: a person takes over) or resumes (`false`) the bot for one conversation.
+/// Pausing withdraws the bot's replies still in the outbox ([`WITHDRAWN_BY_TAKEOVER`]), as a
+/// person's reply does: the bot's questions must not reach the customer after someone took
+/// over.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
+pub async fn set_bot_paused(
+    app: &App,
+    ctx: &TenantCtx,
+    conversation_id: ConversationId,
+    paused: bool,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    let withdrawn = set_paused_in(&tx, conversation_id, paused).await?;
+    tx.commit().await?;
+    app.events.publish(Event {
+        kind: EventKind::ConversationUpdated,
+        tenant_id: ctx.tenant_id(),
+        conversation_id,
+        message_id: None,
+    });
+    for id in withdrawn {
+        announce_update(app, ctx, conversation_id, id);
+    }
+    Ok(())
+}
+
+/// [`set_bot_paused`] in the caller's transaction: the ids of the bot replies it withdrew.
+async fn set_paused_in(
+    tx: &TenantTx,
+    conversation_id: ConversationId,
+    paused: bool,
+) -> Result<Vec<MessageId>, ServiceError> {
+    let changed = conversation::Entity::by_id_update(tx.tenant(), conversation_id)
+        .col_expr(conversation::Column::BotPaused, paused.into())
+        .col_expr(conversation::Column::UpdatedAt, Utc::now().into())
+        .exec(tx.conn())
+        .await?;
+    if changed.rows_affected == 0 {
+        return Err(ServiceError::NotFound);
+    }
+    if !paused {
+        return Ok(Vec::new());
+    }
+    withdraw_bot_replies(tx, conversation_id).await
 }
 
 /// Stages the send of `row` (written in `tx`), commits, and hands its job over; returns the

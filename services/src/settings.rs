@@ -38,7 +38,11 @@ pub struct Profile {
     pub twilio_account_sid: Option<String>,
     /// The last 4 characters of the stored auth token.
     pub twilio_token_last4: Option<String>,
+    /// The numbers in use.
     pub numbers: Vec<NumberView>,
+    /// The numbers the tenant removed, which it may add back ([`add_number`]) with their
+    /// conversations.
+    pub removed_numbers: Vec<NumberView>,
     /// True when the operator assigns this tenant's numbers: it has no Twilio account of its
     /// own on a platform with one (see [`add_number`]).
     pub numbers_by_operator: bool,
@@ -54,18 +58,21 @@ pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let numbers = phone_number::Entity::scoped(tx.tenant())
-        .filter(phone_number::Column::ReleasedAt.is_null())
+    let (numbers, removed_numbers): (Vec<_>, Vec<_>) = phone_number::Entity::scoped(tx.tenant())
         .order_by_asc(phone_number::Column::E164)
         .all(tx.conn())
         .await?
         .into_iter()
-        .map(|n| NumberView {
-            id: n.id,
-            e164: n.e164,
-            bot: n.bot,
-        })
-        .collect();
+        .partition(|n| n.released_at.is_none());
+    let view = |rows: Vec<phone_number::Model>| {
+        rows.into_iter()
+            .map(|n| NumberView {
+                id: n.id,
+                e164: n.e164,
+                bot: n.bot,
+            })
+            .collect()
+    };
     let last4 = match &t.twilio_auth_token_sealed {
         Some(sealed) => {
             let token = app.sealer.open(sealed)?;
@@ -86,7 +93,8 @@ pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError
         notify_phone: t.notify_phone,
         twilio_account_sid: t.twilio_account_sid,
         twilio_token_last4: last4,
-        numbers,
+        numbers: view(numbers),
+        removed_numbers: view(removed_numbers),
     })
 }
 
@@ -249,8 +257,12 @@ pub async fn test_twilio(app: &App, ctx: &TenantCtx) -> Result<AccountInfo, Conn
 /// - without one, on a platform with a Twilio account (`TWILIO_AUTH_TOKEN`), its webhooks are
 ///   verified with the platform's token: it could claim a number the operator bought for
 ///   another business and receive that business's texts. Such a tenant's numbers are
-///   assigned by the operator (`switchboard admin create-tenant`);
+///   assigned by the operator (`switchboard admin create-tenant`); it may only take back one
+///   it removed ([`remove_number`]), which nobody else has taken since;
 /// - without any Twilio account (the simulator) every tenant may add numbers.
+///
+/// A number the tenant removed comes back as it was: the same row, so its conversations go
+/// on, and the bot it had (`bot` is then not used).
 ///
 /// # Errors
 /// [`ServiceError::Forbidden`] for a tenant without its own account on a platform with one;
@@ -263,6 +275,13 @@ pub async fn add_number(
     number: &E164,
     bot: BotKind,
 ) -> Result<PhoneNumberId, ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    let released = phone_number::Entity::scoped(tx.tenant())
+        .filter(phone_number::Column::E164.eq(number.as_str()))
+        .filter(phone_number::Column::ReleasedAt.is_not_null())
+        .one(tx.conn())
+        .await?;
+    drop(tx);
     match own_twilio(app, ctx).await? {
         Some((sid, twilio)) => {
             let held = twilio.holds_number(number.as_str()).await.map_err(|e| {
@@ -280,7 +299,7 @@ pub async fn add_number(
                 ));
             }
         }
-        None if app.settings.twilio.is_some() => {
+        None if app.settings.twilio.is_some() && released.is_none() => {
             return Err(ServiceError::Forbidden(
                 "Connect your own Twilio account first: numbers on the platform's account are \
                  assigned by its operator."
@@ -289,38 +308,32 @@ pub async fn add_number(
         }
         None => {}
     }
+    let taken = || ServiceError::Conflict(format!("{number} is already connected to a business"));
     if lookup::number_owner(&app.db.read, number.as_str())
         .await?
         .is_some()
     {
-        return Err(ServiceError::Conflict(format!(
-            "{number} is already connected to a business"
-        )));
+        return Err(taken());
     }
-    let taken = |e: sea_orm::DbErr| match e.sql_err() {
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
-            ServiceError::Conflict(format!("{number} is already connected to a business"))
-        }
+    let unique = |e: sea_orm::DbErr| match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => taken(),
         _ => e.into(),
     };
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    // A number this tenant removed comes back as the same row, with its conversations.
-    let released = phone_number::Entity::scoped(tx.tenant())
-        .filter(phone_number::Column::E164.eq(number.as_str()))
-        .filter(phone_number::Column::ReleasedAt.is_not_null())
-        .one(tx.conn())
-        .await?;
     let id = match released {
         Some(row) => {
-            phone_number::Entity::by_id_update(tx.tenant(), row.id)
+            let back = phone_number::Entity::by_id_update(tx.tenant(), row.id)
                 .col_expr(
                     phone_number::Column::ReleasedAt,
                     Expr::value(None::<DateTime<Utc>>),
                 )
-                .col_expr(phone_number::Column::Bot, Expr::value(bot))
+                .filter(phone_number::Column::ReleasedAt.is_not_null())
                 .exec(tx.conn())
                 .await
-                .map_err(taken)?;
+                .map_err(unique)?;
+            if back.rows_affected == 0 {
+                return Err(taken());
+            }
             row.id
         }
         None => {
@@ -336,7 +349,7 @@ pub async fn add_number(
             }
             .insert(tx.conn())
             .await
-            .map_err(taken)?;
+            .map_err(unique)?;
             id
         }
     };

@@ -540,18 +540,16 @@ async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
     assert_eq!(row.attempts, 1);
 }
 
-/// A bot reply still in the outbox (here: held by a rate limit) when a person replies is
-/// withdrawn, visibly: the customer gets the person's text, not the bot's stale question
-/// after it.
-#[tokio::test]
-async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
+/// A bot question held in the outbox by a rate limit in `conversation`, whose bot still
+/// answers: queued like any reply, then marked as the bot's. Its id.
+async fn held_bot_question(
+    t: &switchboard_testkit::TestApp,
+    ctx: &switchboard_services::TenantCtx,
+    conversation: switchboard_domain::ConversationId,
+) -> switchboard_domain::MessageId {
     use switchboard_entity::{conversation, message};
-    use switchboard_services::messaging::WITHDRAWN_BY_TAKEOVER;
 
-    let (t, ctx, conversation) = conversation_without_workers("+17135550172").await;
-    // A bot question held in the outbox by a rate limit: queued like any reply, then marked
-    // as the bot's, with the bot still answering this conversation.
-    let bot = queued(&t, &ctx, conversation, "What ZIP code is the job in?").await;
+    let bot = queued(t, ctx, conversation, "What ZIP code is the job in?").await;
     message::Entity::update_many()
         .col_expr(message::Column::Source, Source::Bot.as_str().into())
         .col_expr(message::Column::ErrorCode, Some(20429).into())
@@ -565,6 +563,50 @@ async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
         .exec(&t.db.write)
         .await
         .unwrap();
+    bot
+}
+
+/// Pausing the bot in the inbox is a person taking over, as a reply is: the bot's question
+/// still in the outbox is withdrawn, visibly, and its retry sends nothing.
+#[tokio::test]
+async fn pausing_the_bot_withdraws_its_unsent_replies() {
+    use switchboard_services::messaging::WITHDRAWN_BY_TAKEOVER;
+
+    let (t, ctx, conversation) = conversation_without_workers("+17135550173").await;
+    let bot = held_bot_question(&t, &ctx, conversation).await;
+    let mut owner = t.owner().await;
+    owner
+        .page(&format!("/conversations?c={conversation}"))
+        .await;
+    let resp = owner
+        .post_form(
+            &format!("/conversations/{conversation}/bot"),
+            &[("paused", "true")],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let withdrawn = stored(&t, bot).await;
+    assert_eq!(withdrawn.status, MessageStatus::Suppressed);
+    assert_eq!(
+        withdrawn.error_message.as_deref(),
+        Some(WITHDRAWN_BY_TAKEOVER)
+    );
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, bot).await.unwrap(),
+        Delivery::Done
+    );
+    assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 0);
+}
+
+/// A bot reply still in the outbox (here: held by a rate limit) when a person replies is
+/// withdrawn, visibly: the customer gets the person's text, not the bot's stale question
+/// after it.
+#[tokio::test]
+async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
+    use switchboard_services::messaging::WITHDRAWN_BY_TAKEOVER;
+
+    let (t, ctx, conversation) = conversation_without_workers("+17135550172").await;
+    let bot = held_bot_question(&t, &ctx, conversation).await;
 
     let manual = queued(&t, &ctx, conversation, "Calling you now").await;
     let withdrawn = stored(&t, bot).await;

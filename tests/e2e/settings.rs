@@ -250,8 +250,8 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
 /// stay (deleting the row cascaded through both), and texts to it answer 404. Nothing more is
 /// sent from it: a reply still queued there fails with the reason when its job runs, without a
 /// call to Twilio; a new reply and a "send again" are 409s; the thread shows why in place of
-/// the compose box and offers no "Send again". Adding the number back takes the same row, and
-/// the conversation goes on.
+/// the compose box and offers no "Send again". Settings list it as removed; adding it back
+/// takes the same row, with its bot setting, and the conversation goes on.
 #[tokio::test]
 async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again() {
     use switchboard_domain::message::MessageStatus;
@@ -274,13 +274,26 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
         .await
         .unwrap()
         .unwrap();
+    // Inbox only: that setting comes back with the number.
+    phone_number::Entity::update_many()
+        .col_expr(phone_number::Column::Bot, BotKind::None.into())
+        .filter(phone_number::Column::Id.eq(number.id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
     let mut owner = t.owner().await;
     owner.page("/settings").await;
     let resp = owner
         .post_form(&format!("/settings/numbers/{}/remove", number.id), &[])
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert!(!owner.page("/settings").await.contains(&t.tenant.number));
+    let html = owner.page("/settings").await;
+    let removed = between(&html, "Removed numbers", "</table>").unwrap();
+    assert!(
+        removed.contains(&t.tenant.number) && removed.contains("Add back"),
+        "{html}"
+    );
+    assert!(!html.contains(&format!("/settings/numbers/{}/remove", number.id)));
 
     let kept = t.messages(tenant).await;
     assert_eq!(kept.len(), 2, "the history stays: {kept:?}");
@@ -333,7 +346,7 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
     assert!(!html.contains(&format!("action=\"/conversations/{thread}/messages\"")));
     assert!(!html.contains(&format!("/messages/{reply}/retry")));
 
-    // Added back: the same row, the same conversation.
+    // Added back (the web form asks for the built-in bot): the same row, bot and conversation.
     let resp = owner
         .post_form("/settings/numbers", &[("e164", t.tenant.number.as_str())])
         .await;
@@ -344,7 +357,10 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].id, rows[0].released_at), (number.id, None));
+    assert_eq!(
+        (rows[0].id, rows[0].released_at, rows[0].bot),
+        (number.id, None, BotKind::None)
+    );
     assert_eq!(t.text_in(customer, "back?").await.status(), StatusCode::OK);
     let rows = t.messages(tenant).await;
     assert_eq!(rows.len(), 3);
@@ -669,6 +685,30 @@ async fn a_tenant_without_its_own_account_cannot_claim_platform_numbers() {
         .await
         .unwrap();
     assert_eq!(claimed, 0);
+    // The number the operator assigned can be removed and taken back, nothing else.
+    let assigned = phone_number::Entity::find()
+        .filter(phone_number::Column::TenantId.eq(t.tenant.tenant_id))
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = owner
+        .post_form(&format!("/settings/numbers/{}/remove", assigned.id), &[])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let html = owner.page("/settings").await;
+    let removed = between(&html, "Removed numbers", "</table>").unwrap();
+    assert!(removed.contains(&assigned.e164) && removed.contains("Add back"));
+    let resp = owner
+        .post_form("/settings/numbers", &[("e164", assigned.e164.as_str())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let again = phone_number::Entity::find_by_id(assigned.id)
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.released_at, None);
 
     let mut back: tenant::ActiveModel = own.clone().into();
     back.twilio_account_sid = Set(own.twilio_account_sid.clone());

@@ -284,6 +284,6 @@ pub(crate) async fn bot(
     Form(form): Form<BotForm>,
 ) -> Result<Redirect, PageError> {
     let ctx = *member.ctx();
-    conversations::set_bot_paused(app.0, &ctx, ConversationId(id), form.paused).await?;
+    messaging::set_bot_paused(app.0, &ctx, ConversationId(id), form.paused).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))
 }

@@ -161,6 +161,26 @@ fn twilio_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
                 }
             }
             @if p.numbers.is_empty() { p.empty { "No numbers yet." } }
+            @if !p.removed_numbers.is_empty() {
+                h3 { "Removed numbers" }
+                p.hint { "Their conversations stay in the inbox, read-only. Adding one back brings them back to life." }
+                table {
+                    tbody {
+                        @for n in &p.removed_numbers {
+                            tr {
+                                td { (n.e164) }
+                                td { @if manage {
+                                    form method="post" action="/settings/numbers" {
+                                        (chrome.csrf_field())
+                                        input type="hidden" name="e164" value=(n.e164);
+                                        button.secondary type="submit" { "Add back" }
+                                    }
+                                } }
+                            }
+                        }
+                    }
+                }
+            }
             @if p.numbers_by_operator {
                 p.hint { "Numbers on the platform's Twilio account are assigned by its operator. To add your own, connect your Twilio account above." }
             } @else if manage {
