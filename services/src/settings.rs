@@ -127,8 +127,16 @@ pub async fn update_profile(
 /// Connects the tenant's own Twilio account (its SID and auth token; the token is sealed).
 /// An empty token keeps the stored one (the form never shows it).
 ///
+/// Twilio signs a number's webhooks with the token of the account that holds it, and sends
+/// only from an account's own numbers: so when the account changes (another SID, or the
+/// first one), every number the tenant uses must be on the new account, asked with the
+/// credentials being saved ([`TwilioSms::holds_number`]). A new token for the same account
+/// is saved as it is.
+///
 /// # Errors
-/// [`ServiceError::Invalid`] naming `account_sid` (`AC` + 32 hex) or `auth_token`.
+/// [`ServiceError::Invalid`] naming `account_sid` (`AC` + 32 hex; or a number in use that the
+/// account does not hold) or `auth_token` (malformed, missing, or refused by Twilio);
+/// [`ServiceError::Provider`] when Twilio cannot answer.
 pub async fn set_twilio(
     app: &App,
     ctx: &TenantCtx,
@@ -149,18 +157,24 @@ pub async fn set_twilio(
             "must be the 32-character auth token from Twilio Console",
         ));
     }
+    let stored = lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await?;
+    let token = match (token, &stored) {
+        ("", None) => return Err(ServiceError::invalid("auth_token", "is required")),
+        ("", Some((_, sealed))) => app.sealer.open(sealed)?,
+        (token, _) => SecretString::from(token),
+    };
+    if stored.as_ref().is_none_or(|(old, _)| old != sid) {
+        numbers_are_on(app, ctx, sid, token.clone()).await?;
+    }
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let row = tenant::Entity::find_by_id(ctx.tenant_id())
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    if token.is_empty() && row.twilio_auth_token_sealed.is_none() {
-        return Err(ServiceError::invalid("auth_token", "is required"));
-    }
     let mut am: tenant::ActiveModel = row.into();
     am.twilio_account_sid = Set(Some(sid.to_string()));
-    if !token.is_empty() {
-        am.twilio_auth_token_sealed = Set(Some(app.sealer.seal(token)));
+    if !auth_token.trim().is_empty() {
+        am.twilio_auth_token_sealed = Set(Some(app.sealer.seal(token.expose_secret())));
     }
     am.update(tx.conn()).await?;
     tx.commit().await?;
@@ -168,12 +182,76 @@ pub async fn set_twilio(
     Ok(())
 }
 
-/// Disconnects the tenant's own Twilio account (it falls back to the platform account or the
-/// simulator).
+/// Checks that Twilio account `sid` (asked with `token`) holds every number the tenant uses.
 ///
 /// # Errors
-/// Database errors.
+/// [`ServiceError::Invalid`] naming `account_sid` for a number it does not hold, or
+/// `auth_token` when Twilio refuses the credentials; [`ServiceError::Provider`] when Twilio
+/// cannot answer.
+async fn numbers_are_on(
+    app: &App,
+    ctx: &TenantCtx,
+    sid: &str,
+    token: SecretString,
+) -> Result<(), ServiceError> {
+    let numbers = numbers_in_use(app, ctx).await?;
+    let twilio = app.providers.twilio(sid, token);
+    for number in numbers {
+        match twilio.holds_number(&number).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ServiceError::invalid(
+                    "account_sid",
+                    format!(
+                        "{number} is not a number of account {sid}: its texts could be neither \
+                         verified nor sent. Remove it first, or move it to that account in Twilio"
+                    ),
+                ));
+            }
+            Err(SendError::Rejected { message, .. }) => {
+                return Err(ServiceError::invalid(
+                    "auth_token",
+                    format!("Twilio refused these credentials for {sid}: {message}"),
+                ));
+            }
+            Err(e) => {
+                return Err(ServiceError::Provider(format!(
+                    "Twilio could not confirm that {number} is on account {sid}: {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The E.164 numbers the tenant uses (not removed).
+async fn numbers_in_use(app: &App, ctx: &TenantCtx) -> Result<Vec<String>, ServiceError> {
+    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+    Ok(phone_number::Entity::scoped(tx.tenant())
+        .filter(phone_number::Column::ReleasedAt.is_null())
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|n| n.e164)
+        .collect())
+}
+
+/// Disconnects the tenant's own Twilio account (it falls back to the platform account or the
+/// simulator). Only without numbers in use: they are on this account, which alone can verify
+/// their webhooks and send from them; without it every text to them would be refused (403)
+/// and every reply fail, or, with the simulator, be shown delivered without being sent.
+///
+/// # Errors
+/// [`ServiceError::Conflict`] while the tenant has numbers in use; database errors.
 pub async fn clear_twilio(app: &App, ctx: &TenantCtx) -> Result<(), ServiceError> {
+    let numbers = numbers_in_use(app, ctx).await?;
+    if !numbers.is_empty() {
+        return Err(ServiceError::Conflict(format!(
+            "Remove your numbers first ({}): they are on this Twilio account, which alone can \
+             verify their texts and send from them.",
+            numbers.join(", ")
+        )));
+    }
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     tenant::Entity::update_many()
         .filter(tenant::Column::Id.eq(ctx.tenant_id()))

@@ -164,6 +164,113 @@ async fn the_twilio_connection_is_stored_sealed_shown_masked_and_tested() {
     );
 }
 
+/// The tenant's numbers must be on its Twilio account, which alone verifies their webhooks
+/// and sends from them. Switching to an account that does not hold them is a 400 naming
+/// `account_sid`, and to credentials Twilio refuses a 400 naming `auth_token`: nothing changes
+/// either time. An account that holds them is saved. Disconnecting is a 409 while numbers are
+/// in use, and works once they are removed.
+#[tokio::test]
+async fn the_twilio_account_changes_only_to_one_that_holds_the_numbers() {
+    let t = spawn_app_with(Options {
+        bare_twilio: true,
+        ..Options::default()
+    })
+    .await;
+    let sid = format!("AC{}", "b".repeat(32));
+    let token = "0123456789abcdef0123456789abcdef";
+    let numbers = format!("/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json");
+    for answer in [
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({"incoming_phone_numbers": []})),
+        ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "code": 20003, "message": "Authenticate", "status": 401
+        })),
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "incoming_phone_numbers": [{"phone_number": t.tenant.number}]
+        })),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(numbers.as_str()))
+            .and(query_param("PhoneNumber", t.tenant.number.as_str()))
+            .respond_with(answer)
+            .up_to_n_times(1)
+            .mount(&t.twilio)
+            .await;
+    }
+    let sid_now = async || {
+        tenant::Entity::find_by_id(t.tenant.tenant_id)
+            .one(&t.db.read)
+            .await
+            .unwrap()
+            .unwrap()
+            .twilio_account_sid
+    };
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let form = [("account_sid", sid.as_str()), ("auth_token", token)];
+
+    let resp = owner.post_form("/settings/twilio", &form).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("account_sid:") && text.contains(&t.tenant.number),
+        "{text}"
+    );
+    assert_eq!(
+        sid_now().await.as_deref(),
+        Some(t.tenant.account_sid.as_str())
+    );
+    let resp = owner.post_form("/settings/twilio", &form).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("auth_token: Twilio refused")
+    );
+    assert_eq!(
+        sid_now().await.as_deref(),
+        Some(t.tenant.account_sid.as_str())
+    );
+    let resp = owner.post_form("/settings/twilio", &form).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(sid_now().await.as_deref(), Some(sid.as_str()));
+    let auth = format!(
+        "Basic {}",
+        base64_encode(format!("{sid}:{token}").as_bytes())
+    );
+    let asked = t.twilio.received_requests().await.unwrap();
+    assert_eq!(asked.len(), 3);
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.headers["authorization"] == auth.as_str())
+    );
+
+    let resp = owner.post_form("/settings/twilio/disconnect", &[]).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("Remove your numbers first")
+    );
+    assert_eq!(sid_now().await.as_deref(), Some(sid.as_str()));
+    let number = phone_number::Entity::find()
+        .filter(phone_number::Column::TenantId.eq(t.tenant.tenant_id))
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form(&format!("/settings/numbers/{}/remove", number.id), &[])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = owner.post_form("/settings/twilio/disconnect", &[]).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(sid_now().await, None);
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
