@@ -13,7 +13,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use chrono::{Duration, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
 use sha2::{Digest, Sha256};
@@ -525,11 +525,14 @@ pub async fn change_member(
         ));
     }
     if m.role == Role::Owner && role != Some(Role::Owner) {
+        // The owners' rows stay locked until the commit (Postgres; SQLite's writes are serial
+        // anyway): two owners demoting each other at once must not both see the other one.
         let owners = membership::Entity::scoped(tx.tenant())
             .filter(membership::Column::Role.eq(Role::Owner))
-            .count(tx.conn())
+            .lock_exclusive()
+            .all(tx.conn())
             .await?;
-        if owners <= 1 {
+        if owners.len() <= 1 {
             return Err(ServiceError::Conflict(
                 "a business needs an owner: make someone else owner first".into(),
             ));

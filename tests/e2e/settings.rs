@@ -643,6 +643,54 @@ async fn agents_read_settings_but_every_change_is_403() {
     );
 }
 
+/// Two owners stepping down at the same moment leave one of them owner: one change counts
+/// the owners with their rows locked (Postgres; SQLite writes one at a time), the other
+/// then finds a single owner and is refused. 40 rounds: without the lock, Postgres let both
+/// through in round 24 of one run.
+#[tokio::test]
+async fn two_owners_stepping_down_at_once_leave_one_owner() {
+    use switchboard_services::{TenantCtx, accounts};
+
+    let t = spawn_app().await;
+    let tenant = t.tenant.tenant_id;
+    let (_, a, _) = t.member(tenant, Role::Owner).await;
+    let (_, b, _) = t.member(tenant, Role::Owner).await;
+    let ctx = TenantCtx::for_job(tenant);
+    let of = |user| {
+        membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user))
+            .one(&t.db.read)
+    };
+    let (a, b) = (
+        of(a).await.unwrap().unwrap().id,
+        of(b).await.unwrap().unwrap().id,
+    );
+    let owners = async || {
+        membership::Entity::find()
+            .filter(membership::Column::TenantId.eq(tenant))
+            .filter(membership::Column::Role.eq(Role::Owner))
+            .count(&t.db.read)
+            .await
+            .unwrap()
+    };
+    for round in 0..40 {
+        let step_down =
+            |id| accounts::change_member(&t.app, &ctx, Role::Owner, id, Some(Role::Admin));
+        let (first, second) = tokio::join!(step_down(a), step_down(b));
+        assert_eq!(
+            u8::from(first.is_ok()) + u8::from(second.is_ok()),
+            1,
+            "round {round}: {first:?} {second:?}"
+        );
+        assert_eq!(owners().await, 1, "round {round}");
+        for id in [a, b] {
+            accounts::change_member(&t.app, &ctx, Role::Owner, id, Some(Role::Owner))
+                .await
+                .unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn members_roles_keep_an_owner_and_removal_ends_access() {
     let t = spawn_app().await;
