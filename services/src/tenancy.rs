@@ -29,7 +29,10 @@ pub const DEMO_NUMBER: &str = "+15125550100";
 pub const DEMO_TIME_ZONE: &str = "America/Chicago";
 
 /// How long a number -> tenant route stays cached, in seconds. Changes made through this
-/// process invalidate at once; other processes see them within this time.
+/// process invalidate at once; other processes see them within this time, except that a
+/// webhook the cached route's token does not verify reads the route again before it is
+/// refused (see `webhooks::receive_sms`): a new auth token, or a number that moved to another
+/// tenant, takes effect at once everywhere.
 pub const ROUTE_TTL_SECS: u64 = 30;
 
 /// A tenant's own Twilio account, as given by its owner.
@@ -78,6 +81,14 @@ pub(crate) struct RouteCache {
 impl RouteCache {
     pub(crate) fn clear(&self) {
         self.entries.write().expect("route cache lock").clear();
+    }
+
+    /// Drops the cached route of `number` (E.164), if any.
+    pub(crate) fn forget(&self, number: &str) {
+        self.entries
+            .write()
+            .expect("route cache lock")
+            .remove(number);
     }
 }
 

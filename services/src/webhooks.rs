@@ -226,16 +226,33 @@ pub async fn receive_sms(
     signature: Option<&str>,
 ) -> Result<Written, WebhookError> {
     let to = address(params, "To")?;
+    let check = |route: &NumberRoute| {
+        verify(
+            app,
+            route.signing_token.as_ref(),
+            path_and_query,
+            params,
+            signature,
+        )
+    };
     let route = tenancy::route(app, &to)
         .await?
         .ok_or(WebhookError::Unknown)?;
-    verify(
-        app,
-        route.signing_token.as_ref(),
-        path_and_query,
-        params,
-        signature,
-    )?;
+    let route = match check(&route) {
+        Ok(()) => route,
+        // The route may come from the cache, up to ROUTE_TTL_SECS old: another process may
+        // have saved a new auth token, or the number moved to another tenant. Read it again
+        // once before refusing.
+        Err(WebhookError::Forbidden) if signature.is_some() => {
+            app.routes.forget(to.as_str());
+            let fresh = tenancy::route(app, &to)
+                .await?
+                .ok_or(WebhookError::Unknown)?;
+            check(&fresh)?;
+            fresh
+        }
+        Err(e) => return Err(e),
+    };
     let sms = parse_inbound(params)?;
     tracing::Span::current().record("message_sid", sms.message_sid.as_str());
     Ok(app.ingest.submit(new_inbound(&route, sms)).await?)

@@ -252,3 +252,47 @@ async fn a_senders_rows_changed_or_deleted_between_texts_are_read_as_they_are_no
         ("back again", thread.id)
     );
 }
+
+/// A new auth token saved by another process (here: written to the database behind this
+/// process's route cache) verifies the number's webhooks at once: a signature that the cached
+/// route's token does not verify makes the route be read again before any 403. The old token
+/// is then refused, with nothing written.
+#[tokio::test]
+async fn a_new_auth_token_saved_by_another_process_verifies_webhooks_at_once() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::tenant;
+
+    let t = spawn_app_without_workers().await;
+    let customer = "+17135550124";
+    assert_eq!(
+        t.text_in(customer, "first").await.status(),
+        200,
+        "route cached"
+    );
+    let token = "fedcba9876543210fedcba9876543210";
+    tenant::Entity::update_many()
+        .col_expr(
+            tenant::Column::TwilioAuthTokenSealed,
+            Some(t.app.sealer.seal(token)).into(),
+        )
+        .filter(tenant::Column::Id.eq(t.tenant.tenant_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    let text = |body| inbound(&t.tenant.account_sid, customer, &t.tenant.number, body);
+    let resp = t
+        .post_signed("/webhooks/twilio/sms", token, &text("second"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let resp = t
+        .post_signed("/webhooks/twilio/sms", &t.tenant.auth_token, &text("third"))
+        .await;
+    assert_eq!(resp.status(), 403);
+    let bodies: Vec<String> = t
+        .messages(t.tenant.tenant_id)
+        .await
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, ["first", "second"]);
+}
