@@ -150,15 +150,15 @@ pub async fn set_twilio(
             "must be AC followed by 32 hexadecimal characters (Twilio Console → Account Info)",
         ));
     }
-    let token = auth_token.trim();
-    if !token.is_empty() && (token.len() < 16 || token.len() > 128) {
+    let given = auth_token.trim();
+    if !given.is_empty() && (given.len() < 16 || given.len() > 128) {
         return Err(ServiceError::invalid(
             "auth_token",
             "must be the 32-character auth token from Twilio Console",
         ));
     }
     let stored = lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await?;
-    let token = match (token, &stored) {
+    let token = match (given, &stored) {
         ("", None) => return Err(ServiceError::invalid("auth_token", "is required")),
         ("", Some((_, sealed))) => app.sealer.open(sealed)?,
         (token, _) => SecretString::from(token),
@@ -173,8 +173,8 @@ pub async fn set_twilio(
         .ok_or(ServiceError::NotFound)?;
     let mut am: tenant::ActiveModel = row.into();
     am.twilio_account_sid = Set(Some(sid.to_string()));
-    if !auth_token.trim().is_empty() {
-        am.twilio_auth_token_sealed = Set(Some(app.sealer.seal(token.expose_secret())));
+    if !given.is_empty() {
+        am.twilio_auth_token_sealed = Set(Some(app.sealer.seal(given)));
     }
     am.update(tx.conn()).await?;
     tx.commit().await?;
