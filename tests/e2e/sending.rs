@@ -566,12 +566,20 @@ async fn held_bot_question(
     bot
 }
 
+/// Bot reply `id` was withdrawn by a person taking over, visibly.
+async fn assert_withdrawn(t: &switchboard_testkit::TestApp, id: switchboard_domain::MessageId) {
+    let row = stored(t, id).await;
+    assert_eq!(row.status, MessageStatus::Suppressed);
+    assert_eq!(
+        row.error_message.as_deref(),
+        Some(messaging::WITHDRAWN_BY_TAKEOVER)
+    );
+}
+
 /// Pausing the bot in the inbox is a person taking over, as a reply is: the bot's question
 /// still in the outbox is withdrawn, visibly, and its retry sends nothing.
 #[tokio::test]
 async fn pausing_the_bot_withdraws_its_unsent_replies() {
-    use switchboard_services::messaging::WITHDRAWN_BY_TAKEOVER;
-
     let (t, ctx, conversation) = conversation_without_workers("+17135550173").await;
     let bot = held_bot_question(&t, &ctx, conversation).await;
     let mut owner = t.owner().await;
@@ -585,12 +593,7 @@ async fn pausing_the_bot_withdraws_its_unsent_replies() {
         )
         .await;
     assert_eq!(resp.status(), 303);
-    let withdrawn = stored(&t, bot).await;
-    assert_eq!(withdrawn.status, MessageStatus::Suppressed);
-    assert_eq!(
-        withdrawn.error_message.as_deref(),
-        Some(WITHDRAWN_BY_TAKEOVER)
-    );
+    assert_withdrawn(&t, bot).await;
     assert_eq!(
         messaging::deliver(&t.app, &ctx, bot).await.unwrap(),
         Delivery::Done
@@ -603,18 +606,11 @@ async fn pausing_the_bot_withdraws_its_unsent_replies() {
 /// after it.
 #[tokio::test]
 async fn a_person_taking_over_withdraws_the_bots_unsent_replies() {
-    use switchboard_services::messaging::WITHDRAWN_BY_TAKEOVER;
-
     let (t, ctx, conversation) = conversation_without_workers("+17135550172").await;
     let bot = held_bot_question(&t, &ctx, conversation).await;
 
     let manual = queued(&t, &ctx, conversation, "Calling you now").await;
-    let withdrawn = stored(&t, bot).await;
-    assert_eq!(withdrawn.status, MessageStatus::Suppressed);
-    assert_eq!(
-        withdrawn.error_message.as_deref(),
-        Some(WITHDRAWN_BY_TAKEOVER)
-    );
+    assert_withdrawn(&t, bot).await;
 
     // The bot reply's retry runs: nothing goes out for it; it goes on with the person's
     // reply, which is not held behind it. That reply's own job then finds it sent.

@@ -3,17 +3,37 @@
 
 use reqwest::{Method, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use switchboard_domain::PhoneNumberId;
 use switchboard_domain::accounts::Role;
 use switchboard_entity::{api_key, membership, phone_number, tenant};
 use switchboard_services::tenancy::BotKind;
 use switchboard_testkit::wiremock::matchers::{header, method, path, query_param};
 use switchboard_testkit::wiremock::{Mock, ResponseTemplate};
-use switchboard_testkit::{Options, create_tenant, inbound, spawn_app, spawn_app_with};
+use switchboard_testkit::{
+    Browser, Options, TestApp, create_tenant, inbound, spawn_app, spawn_app_with,
+};
 
 /// The text between `start` and the next `end` in `html`.
 fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = html.find(start)? + start.len();
     Some(&html[from..from + html[from..].find(end)?])
+}
+
+/// The row of number `e164` (at most one, whichever tenant).
+async fn number_row(t: &TestApp, e164: &str) -> phone_number::Model {
+    phone_number::Entity::find()
+        .filter(phone_number::Column::E164.eq(e164))
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// `owner` presses "Remove" on number `id` in Settings.
+async fn remove_number(owner: &mut Browser, id: PhoneNumberId) -> reqwest::Response {
+    owner
+        .post_form(&format!("/settings/numbers/{id}/remove"), &[])
+        .await
 }
 
 #[tokio::test]
@@ -255,16 +275,9 @@ async fn the_twilio_account_changes_only_to_one_that_holds_the_numbers() {
             .contains("Remove your numbers first")
     );
     assert_eq!(sid_now().await.as_deref(), Some(sid.as_str()));
-    let number = phone_number::Entity::find()
-        .filter(phone_number::Column::TenantId.eq(t.tenant.tenant_id))
-        .one(&t.db.read)
-        .await
-        .unwrap()
-        .unwrap();
+    let number = number_row(&t, &t.tenant.number).await;
     owner.page("/settings").await;
-    let resp = owner
-        .post_form(&format!("/settings/numbers/{}/remove", number.id), &[])
-        .await;
+    let resp = remove_number(&mut owner, number.id).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let resp = owner.post_form("/settings/twilio/disconnect", &[]).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
@@ -312,22 +325,10 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
     );
     t.wait_messages(t.tenant.tenant_id, |m| !m.is_empty()).await;
 
-    let n = phone_number::Entity::find()
-        .filter(phone_number::Column::E164.eq("+14155550122"))
-        .one(&t.db.read)
-        .await
-        .unwrap()
-        .unwrap();
+    let n = number_row(&t, "+14155550122").await;
     // Tenant B's number id through A's session: 404, nothing removed.
-    let theirs = phone_number::Entity::find()
-        .filter(phone_number::Column::TenantId.eq(other.tenant_id))
-        .one(&t.db.read)
-        .await
-        .unwrap()
-        .unwrap();
-    let resp = owner
-        .post_form(&format!("/settings/numbers/{}/remove", theirs.id), &[])
-        .await;
+    let theirs = number_row(&t, "+14155550111").await;
+    let resp = remove_number(&mut owner, theirs.id).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         phone_number::Entity::find()
@@ -337,9 +338,7 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
             .unwrap(),
         1
     );
-    let resp = owner
-        .post_form(&format!("/settings/numbers/{}/remove", n.id), &[])
-        .await;
+    let resp = remove_number(&mut owner, n.id).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let params = inbound(
         &t.tenant.account_sid,
@@ -375,12 +374,7 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
         .await
         .unwrap()
         .id;
-    let number = phone_number::Entity::find()
-        .filter(phone_number::Column::E164.eq(&t.tenant.number))
-        .one(&t.db.read)
-        .await
-        .unwrap()
-        .unwrap();
+    let number = number_row(&t, &t.tenant.number).await;
     // Inbox only: that setting comes back with the number.
     phone_number::Entity::update_many()
         .col_expr(phone_number::Column::Bot, BotKind::None.into())
@@ -390,9 +384,7 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
         .unwrap();
     let mut owner = t.owner().await;
     owner.page("/settings").await;
-    let resp = owner
-        .post_form(&format!("/settings/numbers/{}/remove", number.id), &[])
-        .await;
+    let resp = remove_number(&mut owner, number.id).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let html = owner.page("/settings").await;
     let removed = between(&html, "Removed numbers", "</table>").unwrap();
@@ -841,15 +833,8 @@ async fn a_tenant_without_its_own_account_cannot_claim_platform_numbers() {
         .unwrap();
     assert_eq!(claimed, 0);
     // The number the operator assigned can be removed and taken back, nothing else.
-    let assigned = phone_number::Entity::find()
-        .filter(phone_number::Column::TenantId.eq(t.tenant.tenant_id))
-        .one(&t.db.read)
-        .await
-        .unwrap()
-        .unwrap();
-    let resp = owner
-        .post_form(&format!("/settings/numbers/{}/remove", assigned.id), &[])
-        .await;
+    let assigned = number_row(&t, &t.tenant.number).await;
+    let resp = remove_number(&mut owner, assigned.id).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let html = owner.page("/settings").await;
     let removed = between(&html, "Removed numbers", "</table>").unwrap();
