@@ -354,10 +354,11 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
 
 /// Removing a number releases it, it does not delete it: its conversation and every message
 /// stay (deleting the row cascaded through both), and texts to it answer 404. Nothing more is
-/// sent from it: a reply still queued there fails with the reason when its job runs, without a
-/// call to Twilio; a new reply and a "send again" are 409s; the thread shows why in place of
-/// the compose box and offers no "Send again". Settings list it as removed; adding it back
-/// takes the same row, with its bot setting, and the conversation goes on.
+/// sent from it: a text stored before gets no bot reply; a reply still queued there fails
+/// with the reason when its job runs, without a call to Twilio; a new reply and a "send
+/// again" are 409s; the thread shows why in place of the compose box and offers no "Send
+/// again". Settings list it as removed; adding it back takes the same row, with its bot
+/// setting, and the conversation goes on.
 #[tokio::test]
 async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again() {
     use switchboard_domain::message::MessageStatus;
@@ -375,13 +376,6 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
         .unwrap()
         .id;
     let number = number_row(&t, &t.tenant.number).await;
-    // Inbox only: that setting comes back with the number.
-    phone_number::Entity::update_many()
-        .col_expr(phone_number::Column::Bot, BotKind::None.into())
-        .filter(phone_number::Column::Id.eq(number.id))
-        .exec(&t.db.write)
-        .await
-        .unwrap();
     let mut owner = t.owner().await;
     owner.page("/settings").await;
     let resp = remove_number(&mut owner, number.id).await;
@@ -407,6 +401,30 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
         t.text_in(customer, "still there?").await.status(),
         StatusCode::NOT_FOUND
     );
+
+    // The customer's text, stored before the removal, gets no bot reply from it, even with the
+    // bot resumed (the manual reply paused it).
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::BotPaused, false.into())
+        .filter(conversation::Column::Id.eq(thread))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    let hi = kept.iter().find(|m| m.body == "hi").unwrap().id;
+    assert_eq!(
+        switchboard_services::inbound::handle(&t.app, &ctx, hi)
+            .await
+            .unwrap(),
+        switchboard_services::inbound::Decision::NumberReleased
+    );
+    assert_eq!(t.messages(tenant).await.len(), 2, "no bot reply");
+    // Made inbox only while removed: that setting comes back with the number.
+    phone_number::Entity::update_many()
+        .col_expr(phone_number::Column::Bot, BotKind::None.into())
+        .filter(phone_number::Column::Id.eq(number.id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
 
     // The reply's send job fails it with the reason; Twilio is not called.
     let asked = t.twilio.received_requests().await.unwrap().len();
