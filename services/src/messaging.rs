@@ -529,6 +529,23 @@ async fn set_status(
     Ok(())
 }
 
+/// Settles `msg` for good without sending it (`status`, with `reason` on it for the thread),
+/// and starts the conversation's next reply, which no longer waits for it.
+async fn settle_unsent(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: &message::Model,
+    status: MessageStatus,
+    reason: String,
+) -> Result<(), ServiceError> {
+    set_status(app, ctx, msg, |m| {
+        m.status = Set(status);
+        m.error_message = Set(Some(reason));
+    })
+    .await?;
+    release_next(app, ctx, msg).await
+}
+
 /// Tells live listeners that a message changed.
 fn announce_update(
     app: &App,
@@ -854,14 +871,10 @@ async fn attempt_one(
             {
                 // Give up asking; the text may or may not have gone out, and the thread says so.
                 tracing::error!(error = %e, %message_id, "send outcome still unknown; giving up");
-                set_status(app, ctx, &msg, |m| {
-                    m.status = Set(MessageStatus::Failed);
-                    m.error_message = Set(Some(format!(
-                        "outcome unknown: the provider could not be asked for {UNKNOWN_OUTCOME_HOURS} h ({e}); it may have been sent"
-                    )));
-                })
-                .await?;
-                release_next(app, ctx, &msg).await?;
+                let reason = format!(
+                    "outcome unknown: the provider could not be asked for {UNKNOWN_OUTCOME_HOURS} h ({e}); it may have been sent"
+                );
+                settle_unsent(app, ctx, &msg, MessageStatus::Failed, reason).await?;
                 return Ok(Delivery::Done.into());
             }
             Err(e) => {
@@ -885,33 +898,21 @@ async fn attempt_one(
 
     // Opt-out is checked at send time, so queued jobs obey a STOP that arrived after them.
     if out.suppressed() {
-        set_status(app, ctx, &msg, |m| {
-            m.status = Set(MessageStatus::Suppressed);
-            m.error_message = Set(Some("recipient opted out".into()));
-        })
-        .await?;
-        release_next(app, ctx, &msg).await?;
+        let reason = "recipient opted out".to_string();
+        settle_unsent(app, ctx, &msg, MessageStatus::Suppressed, reason).await?;
         return Ok(Delivery::Done.into());
     }
     if out.number_released {
-        set_status(app, ctx, &msg, |m| {
-            m.status = Set(MessageStatus::Failed);
-            m.error_message = Set(Some(format!("not sent: {NUMBER_RELEASED}")));
-        })
-        .await?;
-        release_next(app, ctx, &msg).await?;
+        let reason = format!("not sent: {NUMBER_RELEASED}");
+        settle_unsent(app, ctx, &msg, MessageStatus::Failed, reason).await?;
         return Ok(Delivery::Done.into());
     }
 
     let rate_limited = msg.error_code == Some(SendError::TWILIO_RATE_LIMITED)
         && Utc::now() - msg.created_at < chrono::Duration::hours(RATE_LIMITED_HOURS);
     if msg.attempts >= MAX_SEND_ATTEMPTS && !rate_limited {
-        set_status(app, ctx, &msg, |m| {
-            m.status = Set(MessageStatus::Failed);
-            m.error_message = Set(Some(format!("gave up after {} attempts", msg.attempts)));
-        })
-        .await?;
-        release_next(app, ctx, &msg).await?;
+        let reason = format!("gave up after {} attempts", msg.attempts);
+        settle_unsent(app, ctx, &msg, MessageStatus::Failed, reason).await?;
         return Ok(Delivery::Done.into());
     }
 
@@ -1016,12 +1017,7 @@ async fn provider_for(
         "not sent: the stored Twilio credentials cannot be read. Reconnect the Twilio account \
          in Settings."
     };
-    set_status(app, ctx, msg, |m| {
-        m.status = Set(MessageStatus::Failed);
-        m.error_message = Set(Some(reason.to_string()));
-    })
-    .await?;
-    release_next(app, ctx, msg).await?;
+    settle_unsent(app, ctx, msg, MessageStatus::Failed, reason.to_string()).await?;
     Ok(ControlFlow::Break(Delivery::Done.into()))
 }
 
