@@ -154,17 +154,24 @@ pub async fn thread(
     Ok((summary, messages))
 }
 
-/// One conversation as the list shows it.
+/// Message `message_id` of conversation `id`, with the conversation as the list shows it
+/// (what a live update of one bubble needs), read in one transaction.
 ///
 /// # Errors
-/// [`ServiceError::NotFound`] when the conversation is not this tenant's.
-pub async fn summary(
+/// [`ServiceError::NotFound`] when the conversation is not this tenant's, or the message not
+/// in it.
+pub async fn message_in_thread(
     app: &App,
     ctx: &TenantCtx,
     id: ConversationId,
-) -> Result<ConversationSummary, ServiceError> {
+    message_id: MessageId,
+) -> Result<(ConversationSummary, MessageView), ServiceError> {
     let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    summary_in(&tx, id).await
+    let message = message_in(&tx, message_id).await?;
+    if message.conversation_id != id {
+        return Err(ServiceError::NotFound);
+    }
+    Ok((summary_in(&tx, id).await?, message))
 }
 
 async fn summary_in(
@@ -199,19 +206,6 @@ async fn latest_messages(
         .collect();
     messages.reverse();
     Ok(messages)
-}
-
-/// One message of this tenant.
-///
-/// # Errors
-/// [`ServiceError::NotFound`] when the message is not this tenant's.
-pub async fn message(
-    app: &App,
-    ctx: &TenantCtx,
-    id: MessageId,
-) -> Result<MessageView, ServiceError> {
-    let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
-    message_in(&tx, id).await
 }
 
 /// One message of `tx`'s tenant, read inside `tx` (so it sees what `tx` wrote).

@@ -213,14 +213,8 @@ pub(crate) async fn message_fragment(
     Path((id, mid)): Path<(Uuid, Uuid)>,
 ) -> Result<Markup, PageError> {
     let ctx = *member.ctx();
-    let m = conversations::message(app.0, &ctx, MessageId(mid)).await?;
-    if m.conversation_id != ConversationId(id) {
-        return Err(PageError(
-            StatusCode::NOT_FOUND,
-            "No such message in this conversation.".into(),
-        ));
-    }
-    let s = conversations::summary(app.0, &ctx, m.conversation_id).await?;
+    let (s, m) =
+        conversations::message_in_thread(app.0, &ctx, ConversationId(id), MessageId(mid)).await?;
     Ok(bubble(&s, &m, &csrf.0))
 }
 
