@@ -167,16 +167,16 @@ pub async fn set_twilio(
         numbers_are_on(app, ctx, sid, token.clone()).await?;
     }
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    let row = tenant::Entity::find_by_id(ctx.tenant_id())
-        .one(tx.conn())
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let mut am: tenant::ActiveModel = row.into();
-    am.twilio_account_sid = Set(Some(sid.to_string()));
+    let mut update = tenant::Entity::update_many()
+        .filter(tenant::Column::Id.eq(ctx.tenant_id()))
+        .col_expr(tenant::Column::TwilioAccountSid, Some(sid).into());
     if !given.is_empty() {
-        am.twilio_auth_token_sealed = Set(Some(app.sealer.seal(given)));
+        update = update.col_expr(
+            tenant::Column::TwilioAuthTokenSealed,
+            Some(app.sealer.seal(given)).into(),
+        );
     }
-    am.update(tx.conn()).await?;
+    update.exec(tx.conn()).await?;
     tx.commit().await?;
     app.routes.clear();
     Ok(())
