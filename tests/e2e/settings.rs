@@ -19,6 +19,12 @@ fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&html[from..from + html[from..].find(end)?])
 }
 
+/// The body of `resp`, once its status is `status`.
+async fn body_of(resp: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(resp.status(), status);
+    resp.text().await.unwrap()
+}
+
 /// The row of number `e164` (at most one, whichever tenant).
 async fn number_row(t: &TestApp, e164: &str) -> phone_number::Model {
     phone_number::Entity::find()
@@ -44,8 +50,7 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
     let resp = owner
         .post_form("/settings/api-keys", &[("name", "Zapier")])
         .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let html = resp.text().await.unwrap();
+    let html = body_of(resp, StatusCode::OK).await;
     let key = between(&html, r#"<p class="secret">"#, "</p>")
         .expect("the new key is shown")
         .to_string();
@@ -84,8 +89,11 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
     let resp = owner
         .post_form("/settings/api-keys", &[("name", "  ")])
         .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(resp.text().await.unwrap().contains("name:"));
+    assert!(
+        body_of(resp, StatusCode::BAD_REQUEST)
+            .await
+            .contains("name:")
+    );
 }
 
 #[tokio::test]
@@ -99,8 +107,11 @@ async fn the_twilio_connection_is_stored_sealed_shown_masked_and_tested() {
             &[("account_sid", "AC123"), ("auth_token", "x")],
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(resp.text().await.unwrap().contains("account_sid:"));
+    assert!(
+        body_of(resp, StatusCode::BAD_REQUEST)
+            .await
+            .contains("account_sid:")
+    );
 
     let sid = format!("AC{}", "ab".repeat(16));
     let token = "0123456789abcdef0123456789ab7f3e";
@@ -229,8 +240,7 @@ async fn the_twilio_account_changes_only_to_one_that_holds_the_numbers() {
     let form = [("account_sid", sid.as_str()), ("auth_token", token)];
 
     let resp = owner.post_form("/settings/twilio", &form).await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let text = resp.text().await.unwrap();
+    let text = body_of(resp, StatusCode::BAD_REQUEST).await;
     assert!(
         text.contains("account_sid:") && text.contains(&t.tenant.number),
         "{text}"
@@ -240,11 +250,9 @@ async fn the_twilio_account_changes_only_to_one_that_holds_the_numbers() {
         Some(t.tenant.account_sid.as_str())
     );
     let resp = owner.post_form("/settings/twilio", &form).await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(
-        resp.text()
+        body_of(resp, StatusCode::BAD_REQUEST)
             .await
-            .unwrap()
             .contains("auth_token: Twilio refused")
     );
     assert_eq!(
@@ -267,11 +275,9 @@ async fn the_twilio_account_changes_only_to_one_that_holds_the_numbers() {
     );
 
     let resp = owner.post_form("/settings/twilio/disconnect", &[]).await;
-    assert_eq!(resp.status(), StatusCode::CONFLICT);
     assert!(
-        resp.text()
+        body_of(resp, StatusCode::CONFLICT)
             .await
-            .unwrap()
             .contains("Remove your numbers first")
     );
     assert_eq!(sid_now().await.as_deref(), Some(sid.as_str()));
@@ -306,8 +312,11 @@ async fn numbers_added_in_settings_route_webhooks_and_removed_ones_stop() {
     let resp = owner
         .post_form("/settings/numbers", &[("e164", "555-0100")])
         .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(resp.text().await.unwrap().contains("e164:"));
+    assert!(
+        body_of(resp, StatusCode::BAD_REQUEST)
+            .await
+            .contains("e164:")
+    );
     let resp = owner
         .post_form("/settings/numbers", &[("e164", "+14155550122")])
         .await;
@@ -450,8 +459,11 @@ async fn a_removed_number_keeps_its_history_and_sends_nothing_until_added_again(
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::CONFLICT);
-    assert!(resp.text().await.unwrap().contains("removed"));
+    assert!(
+        body_of(resp, StatusCode::CONFLICT)
+            .await
+            .contains("removed")
+    );
     let again = format!("/conversations/{thread}/messages/{reply}/retry");
     let resp = api(again).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::CONFLICT);
@@ -534,8 +546,7 @@ async fn a_number_must_be_on_the_tenants_own_twilio_account() {
     let resp = owner
         .post_form("/settings/numbers", &[("e164", "+14155550155")])
         .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let html = resp.text().await.unwrap();
+    let html = body_of(resp, StatusCode::BAD_REQUEST).await;
     assert!(
         html.contains("e164: +14155550155 is not a number of your Twilio account"),
         "{html}"
@@ -545,8 +556,7 @@ async fn a_number_must_be_on_the_tenants_own_twilio_account() {
     let resp = owner
         .post_form("/settings/numbers", &[("e164", "+14155550166")])
         .await;
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let html = resp.text().await.unwrap();
+    let html = body_of(resp, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(html.contains("Twilio could not confirm"), "{html}");
     assert_eq!(stored("+14155550166").await, 0);
 
@@ -775,8 +785,11 @@ async fn the_profile_is_saved_and_bad_input_names_the_field() {
             &[("business_name", "Acme"), ("time_zone", "Mars/Olympus")],
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(resp.text().await.unwrap().contains("time_zone:"));
+    assert!(
+        body_of(resp, StatusCode::BAD_REQUEST)
+            .await
+            .contains("time_zone:")
+    );
     let resp = owner
         .post_form(
             "/settings/profile",
@@ -837,11 +850,9 @@ async fn a_tenant_without_its_own_account_cannot_claim_platform_numbers() {
     let resp = owner
         .post_form("/settings/numbers", &[("e164", "+14155550144")])
         .await;
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert!(
-        resp.text()
+        body_of(resp, StatusCode::FORBIDDEN)
             .await
-            .unwrap()
             .contains("Connect your own Twilio account")
     );
     let claimed = phone_number::Entity::find()
