@@ -193,6 +193,7 @@ pub async fn twilio_sms(
             let result = match written {
                 Written::Stored { .. } => "stored",
                 Written::Duplicate => "duplicate",
+                Written::Released => "released",
             };
             metrics::webhook("sms", result);
             twiml_ok()

@@ -4,7 +4,8 @@
 //! connection (rusqlite): each statement is a function call into SQLite, where through sqlx
 //! each would be a round trip to SQLite's thread and back (two context switches), about seven
 //! per batch. Statements are prepared once and cached; per webhook: a MessageSid lookup
-//! (Twilio may send a webhook more than once), the sender's contact row (found by rowid through
+//! (Twilio may send a webhook more than once), a check that the number is still routed here
+//! (once per number per batch: the route may come from a cache), the sender's contact row (found by rowid through
 //! the writer's [`RowCache`], else by its unique index; inserted only for a new sender: a
 //! known sender's row is not rewritten, since every page a webhook dirties is written to the
 //! WAL at commit, the largest cost here), the conversation row (updated in place, found the
@@ -62,6 +63,10 @@ pub enum Written {
     },
     /// A message with this MessageSid was already stored (a retried webhook): nothing written.
     Duplicate,
+    /// The number the text was routed to was removed (released) since the route was read,
+    /// perhaps by another process, and perhaps taken by another tenant since: nothing
+    /// written. The caller reads the route again.
+    Released,
 }
 
 /// Characters of a message kept as the conversation's preview.
@@ -170,6 +175,10 @@ pub fn write_batch(
     let mut results = vec![Written::Duplicate; items.len()];
     let mut seen = HashSet::new();
     let mut stored_sid = tx.prepare_cached("SELECT 1 FROM messages WHERE provider_sid = ?1")?;
+    let mut number_live =
+        tx.prepare_cached("SELECT 1 FROM phone_numbers WHERE id = ?1 AND released_at IS NULL")?;
+    // Number -> still ours, read once per batch (the transaction holds the write lock).
+    let mut numbers: HashMap<PhoneNumberId, bool> = HashMap::new();
     let mut contact_at = tx.prepare_cached(
         "SELECT opted_out_at IS NOT NULL FROM contacts WHERE rowid = ?1 AND id = ?2 AND tenant_id = ?3 AND phone = ?4",
     )?;
@@ -208,6 +217,18 @@ pub fn write_batch(
 
     for (i, it) in items.iter().enumerate() {
         if !seen.insert(it.provider_sid.as_str()) || stored_sid.exists([&it.provider_sid])? {
+            continue;
+        }
+        let live = match numbers.get(&it.phone_number_id) {
+            Some(live) => *live,
+            None => {
+                let live = number_live.exists([blob(it.phone_number_id.uuid())])?;
+                numbers.insert(it.phone_number_id, live);
+                live
+            }
+        };
+        if !live {
+            results[i] = Written::Released;
             continue;
         }
         let at = sql_time(it.received_at);
@@ -375,6 +396,7 @@ pub async fn write_batch_pg(
     let mut results = vec![Written::Duplicate; items.len()];
     let mut seen = HashSet::new();
     let mut contacts: HashMap<(TenantId, &str), (ContactId, bool)> = HashMap::new();
+    let mut numbers: HashMap<PhoneNumberId, bool> = HashMap::new();
     let mut bound: Option<TenantId> = None;
     for (i, it) in items.iter().enumerate() {
         if !seen.insert(it.provider_sid.as_str()) {
@@ -390,6 +412,23 @@ pub async fn write_batch_pg(
                 .fetch_optional(&mut *tx)
                 .await?;
         if stored.is_some() {
+            continue;
+        }
+        let live = match numbers.get(&it.phone_number_id) {
+            Some(live) => *live,
+            None => {
+                let live: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM phone_numbers WHERE id = $1 AND released_at IS NULL",
+                )
+                .bind(it.phone_number_id.uuid())
+                .fetch_optional(&mut *tx)
+                .await?;
+                numbers.insert(it.phone_number_id, live.is_some());
+                live.is_some()
+            }
+        };
+        if !live {
+            results[i] = Written::Released;
             continue;
         }
         let tenant = it.tenant_id.uuid();

@@ -255,7 +255,23 @@ pub async fn receive_sms(
     };
     let sms = parse_inbound(params)?;
     tracing::Span::current().record("message_sid", sms.message_sid.as_str());
-    Ok(app.ingest.submit(new_inbound(&route, sms)).await?)
+    match app.ingest.submit(new_inbound(&route, sms.clone())).await? {
+        // The cached route's number was removed meanwhile (by another process: this one
+        // forgets at once), perhaps taken by another tenant on the same Twilio account. Read
+        // the route again, once: a text to a number nobody holds now is a 404.
+        Written::Released => {
+            app.routes.forget(to.as_str());
+            let fresh = tenancy::route(app, &to)
+                .await?
+                .ok_or(WebhookError::Unknown)?;
+            check(&fresh)?;
+            match app.ingest.submit(new_inbound(&fresh, sms)).await? {
+                Written::Released => Err(WebhookError::Unknown),
+                written => Ok(written),
+            }
+        }
+        written => Ok(written),
+    }
 }
 
 /// The simulator's "send" button: the same pipeline as [`receive_sms`] without a signature,
@@ -285,6 +301,7 @@ pub async fn simulate_sms(
         other => WebhookError::Service(other),
     })?;
     let route = simulator_route(app, &to).await?;
+    let number = to.clone();
     let sms = InboundSms {
         message_sid: switchboard_providers::simulator::new_sid(),
         from,
@@ -294,7 +311,13 @@ pub async fn simulate_sms(
         opt_out_type: None,
     };
     let ctx = TenantCtx::new(route.owner.tenant_id);
-    Ok((ctx, app.ingest.submit(new_inbound(&route, sms)).await?))
+    match app.ingest.submit(new_inbound(&route, sms)).await? {
+        Written::Released => {
+            app.routes.forget(number.as_str());
+            Err(WebhookError::Unknown)
+        }
+        written => Ok((ctx, written)),
+    }
 }
 
 /// The route of a simulator number: one of the demo workspace's numbers that sends through

@@ -296,3 +296,78 @@ async fn a_new_auth_token_saved_by_another_process_verifies_webhooks_at_once() {
         .collect();
     assert_eq!(bodies, ["first", "second"]);
 }
+
+/// An agency's businesses often share one Twilio account, so a number one of them removed and
+/// another added keeps verifying with the same token. A process that cached the old route
+/// (up to `ROUTE_TTL_SECS`) must not store the new owner's customer's text in the old
+/// owner's inbox: the writer finds the number released and the route is read again.
+#[tokio::test]
+async fn a_number_moved_to_another_tenant_by_another_process_routes_to_the_new_owner_at_once() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::{phone_number, tenant};
+    use switchboard_testkit::create_tenant;
+
+    let t = spawn_app_without_workers().await;
+    let b = create_tenant(
+        &t.app,
+        "Second Plumbing",
+        "+15125550177",
+        phone_number::BotKind::None,
+    )
+    .await;
+    let customer = "+17135550125";
+    assert_eq!(
+        t.text_in(customer, "to A").await.status(),
+        200,
+        "route cached"
+    );
+    // What another process does: A removes the number, B (on A's Twilio account) adds it.
+    tenant::Entity::update_many()
+        .col_expr(
+            tenant::Column::TwilioAccountSid,
+            Some(t.tenant.account_sid.clone()).into(),
+        )
+        .col_expr(
+            tenant::Column::TwilioAuthTokenSealed,
+            Some(t.app.sealer.seal(&t.tenant.auth_token)).into(),
+        )
+        .filter(tenant::Column::Id.eq(b.tenant_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    phone_number::Entity::update_many()
+        .col_expr(
+            phone_number::Column::ReleasedAt,
+            Some(chrono::Utc::now()).into(),
+        )
+        .filter(phone_number::Column::TenantId.eq(t.tenant.tenant_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    phone_number::Entity::update_many()
+        .col_expr(phone_number::Column::E164, t.tenant.number.clone().into())
+        .filter(phone_number::Column::TenantId.eq(b.tenant_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+
+    assert_eq!(t.text_in(customer, "to B").await.status(), 200);
+    let bodies = |rows: Vec<switchboard_entity::message::Model>| -> Vec<String> {
+        rows.into_iter().map(|m| m.body).collect()
+    };
+    assert_eq!(bodies(t.messages(t.tenant.tenant_id).await), ["to A"]);
+    assert_eq!(bodies(t.messages(b.tenant_id).await), ["to B"]);
+
+    // Released and held by nobody: a 404, nothing stored.
+    phone_number::Entity::update_many()
+        .col_expr(
+            phone_number::Column::ReleasedAt,
+            Some(chrono::Utc::now()).into(),
+        )
+        .filter(phone_number::Column::TenantId.eq(b.tenant_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    assert_eq!(t.text_in(customer, "to nobody").await.status(), 404);
+    assert_eq!(bodies(t.messages(b.tenant_id).await), ["to B"]);
+}
