@@ -71,9 +71,28 @@ pub fn check_time_zone(tz: &str) -> Result<String, ServiceError> {
         })
 }
 
+/// Argon2 runs at most this many at once in a process: each takes 19 MiB for ~50 ms of one
+/// CPU, and the forms that hash (sign-in, sign-up, reset, invite) are open to anyone, so
+/// without a cap a burst of them could take the process's memory (512 blocking threads x
+/// 19 MiB). Past the cap they wait their turn.
+const HASHING_AT_ONCE: usize = 4;
+
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
+
+/// Runs one Argon2 computation on a blocking thread, within [`HASHING_AT_ONCE`].
+async fn argon2_job<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let _turn = HASHING
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    tokio::task::spawn_blocking(job).await
+}
+
 pub(crate) async fn hash_password(password: &Password) -> Result<String, ServiceError> {
     let password = password.expose().to_string();
-    tokio::task::spawn_blocking(move || {
+    argon2_job(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
@@ -85,7 +104,7 @@ pub(crate) async fn hash_password(password: &Password) -> Result<String, Service
 
 /// True when `password` matches the stored PHC string. Runs on a blocking thread.
 async fn verify_password(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || {
+    argon2_job(move || {
         PasswordHash::new(&stored).is_ok_and(|parsed| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
@@ -96,21 +115,43 @@ async fn verify_password(password: String, stored: String) -> bool {
     .unwrap_or(false)
 }
 
-async fn insert_user<C: sea_orm::ConnectionTrait>(
+fn email_taken() -> ServiceError {
+    ServiceError::Conflict("an account with this email exists; sign in instead".into())
+}
+
+/// Fails with [`email_taken`] when `email` has an account. Checked before a password is
+/// hashed, so a taken address costs no hashing; [`insert_user`] checks again.
+async fn check_email_free<C: sea_orm::ConnectionTrait>(
     db: &C,
     email: &Email,
-    password_hash: String,
-) -> Result<UserId, ServiceError> {
+) -> Result<(), ServiceError> {
     let taken = user::Entity::find()
         .filter(user::Column::Email.eq(email.as_str()))
         .one(db)
         .await?
         .is_some();
-    if taken {
-        return Err(ServiceError::Conflict(
-            "an account with this email exists; sign in instead".into(),
-        ));
+    if taken { Err(email_taken()) } else { Ok(()) }
+}
+
+/// A unique-index violation as [`ServiceError::Conflict`] (`conflict`), anything else as a
+/// database error: two requests that both passed a "not taken yet" check (a double-clicked
+/// form on Postgres, where they run at once) get a 409 for the second, not a 500.
+pub(crate) fn unique_or(
+    e: sea_orm::DbErr,
+    conflict: impl FnOnce() -> ServiceError,
+) -> ServiceError {
+    match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => conflict(),
+        _ => ServiceError::Db(e),
     }
+}
+
+async fn insert_user<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    email: &Email,
+    password_hash: String,
+) -> Result<UserId, ServiceError> {
+    check_email_free(db, email).await?;
     let id = UserId::new();
     user::ActiveModel {
         id: Set(id),
@@ -122,7 +163,8 @@ async fn insert_user<C: sea_orm::ConnectionTrait>(
         created_at: Set(Utc::now()),
     }
     .insert(db)
-    .await?;
+    .await
+    .map_err(|e| unique_or(e, email_taken))?;
     Ok(id)
 }
 
@@ -135,6 +177,7 @@ pub async fn create_account(
     email: &Email,
     password: &Password,
 ) -> Result<UserId, ServiceError> {
+    check_email_free(&app.db.read, email).await?;
     let hash = hash_password(password).await?;
     let txn = app.db.write.begin().await?;
     let id = insert_user(&txn, email, hash).await?;
@@ -220,7 +263,12 @@ pub(crate) async fn add_member<C: sea_orm::ConnectionTrait>(
         created_at: Set(Utc::now()),
     }
     .insert(db)
-    .await?;
+    .await
+    .map_err(|e| {
+        unique_or(e, || {
+            ServiceError::Conflict("this person is already a member of this business".into())
+        })
+    })?;
     Ok(())
 }
 
@@ -236,6 +284,7 @@ pub async fn create_member(
     password: &Password,
     role: Role,
 ) -> Result<UserId, ServiceError> {
+    check_email_free(&app.db.read, email).await?;
     let hash = hash_password(password).await?;
     let txn = app.db.write.begin().await?;
     let user_id = insert_user(&txn, email, hash).await?;

@@ -105,6 +105,23 @@ pub async fn switch(
     accounts::set_session_tenant(app, session_id, user_id, tenant_id).await
 }
 
+/// Switches the session to the first business `user_id` may work in
+/// ([`reach`]'s order, as at sign-in). False when there is none.
+///
+/// # Errors
+/// Database errors.
+pub async fn switch_to_first(
+    app: &App,
+    session_id: &str,
+    user_id: UserId,
+) -> Result<bool, ServiceError> {
+    let Some(first) = reach(app, user_id).await?.choices.into_iter().next() else {
+        return Ok(false);
+    };
+    accounts::set_session_tenant(app, session_id, user_id, first.tenant_id).await?;
+    Ok(true)
+}
+
 /// Creates an agency run by `user_id` and its first business, and switches the session to it.
 ///
 /// # Errors

@@ -13,6 +13,7 @@ use switchboard_entity::{identity, user};
 use switchboard_providers::oidc::{Identity, OidcError, OidcProvider};
 use tokio::sync::OnceCell;
 
+use crate::accounts::unique_or;
 use crate::{App, ServiceError};
 
 /// Where the provider sends the browser back (register `{APP_URL}` + this with it).
@@ -119,7 +120,12 @@ pub async fn resolve(app: &App, id: &Identity) -> Result<Outcome, ServiceError> 
         created_at: Set(now),
     }
     .insert(&txn)
-    .await?;
+    .await
+    .map_err(|e| {
+        unique_or(e, || {
+            ServiceError::Conflict("an account with this email was made a moment ago".into())
+        })
+    })?;
     insert_identity(&txn, user_id, id).await?;
     txn.commit().await?;
     Ok(Outcome::SignIn(user_id))
@@ -137,7 +143,12 @@ async fn insert_identity<C: sea_orm::ConnectionTrait>(
         created_at: Set(Utc::now()),
     }
     .insert(db)
-    .await?;
+    .await
+    .map_err(|e| {
+        unique_or(e, || {
+            ServiceError::Conflict("this sign-in is already linked to an account".into())
+        })
+    })?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use switchboard_testkit::wiremock::{Mock, MockServer, ResponseTemplate};
 use switchboard_testkit::{Options, PASSWORD, TestApp, spawn_app, spawn_app_with};
 
 /// The path of the newest mailed link to `to` that starts with `prefix` (e.g. "/invite/").
-async fn mailed_link(t: &TestApp, to: &str, prefix: &str) -> String {
+pub(crate) async fn mailed_link(t: &TestApp, to: &str, prefix: &str) -> String {
     let mails = switchboard_services::mail::mailbox(&t.app).await.unwrap();
     let mail = mails
         .iter()
@@ -198,6 +198,40 @@ async fn sign_up_mails_a_verification_link_that_works_once() {
     assert!(u().await.email_verified_at.is_some());
     let resp = b.post_form(&link, &[]).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND, "once");
+    assert_eq!(b.get(&link).await.status(), StatusCode::NOT_FOUND, "used");
+}
+
+/// The verification page puts its token into its form's action, and poem decodes `%2F` in a
+/// path parameter: a made-up token must not turn the page's button into another form's
+/// (here, accepting another business's invite; the CSRF token on the page is genuine).
+#[tokio::test]
+async fn a_made_up_verification_link_shows_no_button() {
+    let t = spawn_app().await;
+    let (victim, _, email) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let other = switchboard_testkit::create_tenant(
+        &t.app,
+        "Rogue Plumbing",
+        "+15125550178",
+        switchboard_entity::phone_number::BotKind::None,
+    )
+    .await;
+    let (rogue, _) = t.user(other.tenant_id, Role::Owner).await;
+    switchboard_services::invites::invite(
+        &t.app,
+        &switchboard_services::TenantCtx::for_job(other.tenant_id),
+        Role::Owner,
+        rogue,
+        &email,
+        Role::Agent,
+    )
+    .await
+    .unwrap();
+    let invite = mailed_link(&t, &email, "/invite/").await;
+    let token = invite.trim_start_matches("/invite/");
+    let crafted = format!("/verify-email/..%2Finvite%2F{token}%2Faccept");
+    let resp = victim.get(&crafted).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(!resp.text().await.unwrap().contains("/invite/"));
 }
 
 #[tokio::test]
@@ -336,6 +370,57 @@ async fn with_resend_configured_mail_goes_out_and_the_mailbox_is_closed() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // A reset request gets the same answer whether or not the mail went: a 503 only for an
+    // existing account would tell who has one.
+    let (_, email) = t.user(t.tenant.tenant_id, Role::Agent).await;
+    let mut b = t.browser();
+    b.page("/password/forgot").await;
+    for address in [email.as_str(), "nobody@example.com"] {
+        let resp = b.post_form("/password/forgot", &[("email", address)]).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{address}");
+        assert!(
+            resp.text()
+                .await
+                .unwrap()
+                .contains("If an account has this address")
+        );
+    }
+}
+
+/// Using one reset link ends the others: a link an attacker kept from an earlier request
+/// cannot take the account back after the owner reset the password.
+#[tokio::test]
+async fn a_password_reset_ends_every_other_reset_link() {
+    let t = spawn_app().await;
+    let (_, email) = t.user(t.tenant.tenant_id, Role::Agent).await;
+    let mut b = t.browser();
+    b.page("/password/forgot").await;
+    b.post_form("/password/forgot", &[("email", &email)]).await;
+    let first = mailed_link(&t, &email, "/password/reset/").await;
+    b.post_form("/password/forgot", &[("email", &email)]).await;
+    let second = mailed_link(&t, &email, "/password/reset/").await;
+    assert_ne!(first, second);
+    b.page(&second).await;
+    let resp = b
+        .post_form(&second, &[("password", "the owner's new passphrase")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(b.get(&first).await.status(), StatusCode::NOT_FOUND);
+    let resp = b
+        .post_form(&first, &[("password", "the attacker's passphrase")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = b
+        .post_form(
+            "/login",
+            &[
+                ("email", &email),
+                ("password", "the owner's new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
 }
 
 #[tokio::test]

@@ -269,3 +269,59 @@ async fn without_oidc_settings_the_button_is_hidden_and_the_routes_are_404() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// A provider that has not verified an address still gets an account made for it (there is
+/// no other account with that address), but that sign-in does not survive the mailbox's owner
+/// proving the address: a password reset removes the identities made before, so whoever
+/// claimed the address at the provider cannot sign in to the account the owner now uses.
+#[tokio::test]
+async fn a_password_reset_removes_sign_ins_made_from_an_unverified_address() {
+    let idp = FakeIdp::start().await;
+    let t = app_with(&idp).await;
+    let email = "victim@example.com";
+    let claim = async |sub: &str| {
+        let b = t.browser();
+        let s = start(&b, &idp).await;
+        let mut claims = idp.claims(s.get("nonce"), sub, email);
+        claims.email_verified = Some(false);
+        idp.answer(&claims).await;
+        b.get(&format!(
+            "/auth/oidc/callback?code=c&state={}",
+            s.get("state")
+        ))
+        .await
+        .status()
+    };
+    assert_eq!(claim("mallory-1").await, StatusCode::SEE_OTHER, "signed in");
+    let u = user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .expect("an account for the address");
+    assert!(u.email_verified_at.is_none());
+
+    // The mailbox's owner resets the password through the mailed link.
+    let mut owner = t.browser();
+    owner.page("/password/forgot").await;
+    owner
+        .post_form("/password/forgot", &[("email", email)])
+        .await;
+    let link = crate::mail::mailed_link(&t, email, "/password/reset/").await;
+    owner.page(&link).await;
+    let resp = owner
+        .post_form(&link, &[("password", "the owner's own passphrase")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    assert_eq!(
+        identity::Entity::find()
+            .filter(identity::Column::UserId.eq(u.id))
+            .count(&t.db.read)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(claim("mallory-1").await, StatusCode::BAD_REQUEST);
+    assert!(t.sessions_of(u.id).await.is_empty());
+}

@@ -774,6 +774,75 @@ async fn members_roles_keep_an_owner_and_removal_ends_access() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
 
+/// Removed from the business a session works in, a person who belongs to another goes on
+/// there: `/switch` takes them (it needs no current business), and `/onboarding` sends them
+/// to it instead of offering to create a duplicate business.
+#[tokio::test]
+async fn removed_from_one_business_a_member_goes_on_in_another() {
+    use sea_orm::ActiveModelTrait;
+    let t = spawn_app().await;
+    let other = switchboard_testkit::create_tenant(
+        &t.app,
+        "Second Plumbing",
+        "+15125550179",
+        BotKind::None,
+    )
+    .await;
+    let (mut owner, _, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
+    let (mut agent, agent_id, email) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    membership::ActiveModel {
+        id: Set(switchboard_domain::MembershipId::new()),
+        tenant_id: Set(other.tenant_id),
+        user_id: Set(agent_id),
+        role: Set(Role::Agent),
+        created_at: Set(chrono::Utc::now()),
+    }
+    .insert(&t.db.write)
+    .await
+    .unwrap();
+    let mut second = t.browser();
+    second.sign_in(&email, switchboard_testkit::PASSWORD).await;
+    agent.page("/conversations").await;
+    let in_a = membership::Entity::find()
+        .filter(membership::Column::UserId.eq(agent_id))
+        .filter(membership::Column::TenantId.eq(t.tenant.tenant_id))
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    owner.page("/settings").await;
+    let resp = owner
+        .post_form(
+            &format!("/settings/members/{}", in_a.id),
+            &[("role", "remove")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    let resp = agent
+        .post_form("/switch", &[("tenant", &other.tenant_id.to_string())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(
+        agent
+            .page("/conversations")
+            .await
+            .contains("Second Plumbing")
+    );
+
+    let resp = second.get("/conversations").await;
+    assert_eq!(resp.headers()["location"], "/onboarding");
+    let resp = second.get("/onboarding").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/");
+    assert!(
+        second
+            .page("/conversations")
+            .await
+            .contains("Second Plumbing")
+    );
+}
+
 #[tokio::test]
 async fn the_profile_is_saved_and_bad_input_names_the_field() {
     let t = spawn_app().await;

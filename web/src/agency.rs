@@ -5,7 +5,7 @@ use poem::http::StatusCode;
 use poem::web::{Form, Redirect};
 use poem::{IntoResponse, Response, handler};
 use serde::Deserialize;
-use switchboard_api::auth::{CsrfToken, Member};
+use switchboard_api::auth::{CsrfToken, Member, User};
 use switchboard_domain::TenantId;
 use switchboard_services::accounts::NewBusiness;
 use switchboard_services::{App, ServiceError, agency};
@@ -115,17 +115,18 @@ pub(crate) struct SwitchForm {
 }
 
 /// `POST /switch` (`tenant`): works in another business from now on, if the user may (404
-/// otherwise: another agency's tenant does not exist for them).
+/// otherwise: another agency's tenant does not exist for them). Any signed-in user may ask,
+/// also one just removed from the session's business, who still belongs to others.
 #[handler]
 pub(crate) async fn switch(
     app: AppData<'_>,
-    member: Member,
+    user: User,
     Form(f): Form<SwitchForm>,
 ) -> Result<Redirect, PageError> {
     agency::switch(
         app.0,
-        &member.session_id,
-        member.user_id,
+        &user.session_id,
+        user.user.user_id,
         TenantId(f.tenant),
     )
     .await?;

@@ -324,13 +324,21 @@ fn onboarding_form(chrome: &Chrome, form: &BusinessForm, error: Option<&str>) ->
     )
 }
 
-/// `GET /onboarding`: the business form, for a signed-in user without one.
+/// `GET /onboarding`: the business form, for a signed-in user without one. A user whose
+/// session has no business but who can work in one (removed from the session's business,
+/// still a member of another) is switched to the first of them, as sign-in would, instead.
 #[handler]
-pub(crate) async fn onboarding_page(user: User, csrf: CsrfToken) -> Response {
-    if user.user.workspace.is_some() {
-        return Redirect::see_other("/").into_response();
+pub(crate) async fn onboarding_page(
+    app: AppData<'_>,
+    user: User,
+    csrf: CsrfToken,
+) -> Result<Response, PageError> {
+    if user.user.workspace.is_some()
+        || agency::switch_to_first(app.0, &user.session_id, user.user.user_id).await?
+    {
+        return Ok(Redirect::see_other("/").into_response());
     }
-    onboarding_form(&Chrome::visitor(&csrf), &BusinessForm::default(), None).into_response()
+    Ok(onboarding_form(&Chrome::visitor(&csrf), &BusinessForm::default(), None).into_response())
 }
 
 /// `POST /onboarding` (form `business_name`, `time_zone`, `notify_phone`, `agency_name`):

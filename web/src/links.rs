@@ -8,6 +8,7 @@ use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use switchboard_api::auth::{CsrfToken, User, Visitor};
 use switchboard_domain::accounts::Password;
+use switchboard_services::recovery::Link;
 use switchboard_services::{ServiceError, invites, mail, recovery};
 use url::{Host, Url};
 
@@ -75,11 +76,20 @@ pub(crate) async fn accept_invite(
     Ok(Redirect::see_other("/"))
 }
 
-/// `GET /verify-email/:token`: a button that confirms the address.
+/// `GET /verify-email/:token`: a button that confirms the address, for a live link only (404
+/// otherwise). The token goes into the form's action, so an unchecked one could point the
+/// button at any other same-site form: `..%2Finvite%2F…%2Faccept` decodes to `../invite/…`.
 #[handler]
-pub(crate) async fn verify_page(csrf: CsrfToken, Path(token): Path<String>) -> Markup {
+pub(crate) async fn verify_page(
+    app: AppData<'_>,
+    csrf: CsrfToken,
+    Path(token): Path<String>,
+) -> Result<Markup, PageError> {
+    if !recovery::link_live(app.0, &token, Link::Verify).await? {
+        return Err(dead_verify_link());
+    }
     let chrome = Chrome::visitor(&csrf);
-    card(
+    Ok(card(
         &csrf,
         "Confirm your email",
         html! {
@@ -88,6 +98,13 @@ pub(crate) async fn verify_page(csrf: CsrfToken, Path(token): Path<String>) -> M
                 button type="submit" { "Confirm my email address" }
             }
         },
+    ))
+}
+
+fn dead_verify_link() -> PageError {
+    PageError(
+        StatusCode::NOT_FOUND,
+        "This link has expired or was already used. Sign in and ask for a new one.".into(),
     )
 }
 
@@ -104,10 +121,7 @@ pub(crate) async fn verify(
             "Email confirmed",
             html! { p.notice { "Thanks: your address is confirmed." } p { a href="/" { "Go to Switchboard" } } },
         )),
-        Err(ServiceError::NotFound) => Err(PageError(
-            StatusCode::NOT_FOUND,
-            "This link has expired or was already used. Sign in and ask for a new one.".into(),
-        )),
+        Err(ServiceError::NotFound) => Err(dead_verify_link()),
         Err(e) => Err(e.into()),
     }
 }
@@ -187,7 +201,7 @@ pub(crate) async fn reset_page(
     csrf: CsrfToken,
     Path(token): Path<String>,
 ) -> Result<Markup, PageError> {
-    if !recovery::reset_link_live(app.0, &token).await? {
+    if !recovery::link_live(app.0, &token, Link::Reset).await? {
         return Err(dead_link());
     }
     Ok(reset_form(&csrf, &token, None))
