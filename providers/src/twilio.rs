@@ -26,6 +26,14 @@ use crate::sms::{Accepted, OutboundSms, SendError, SmsProvider};
 /// created by an attempt whose answer we never got.
 pub const RECONCILE_SKEW_SECS: i64 = 10;
 
+/// Messages asked for when looking for an earlier attempt: the most Twilio's list serves in
+/// one page (its `PageSize` limit is 1,000).
+const RECONCILE_PAGE_SIZE: &str = "1000";
+
+/// What Twilio puts before the body of every text a trial account sends; the message's
+/// `body` then carries it, so an earlier attempt from a trial account is matched without it.
+const TRIAL_PREFIX: &str = "Sent from your Twilio trial account - ";
+
 /// An HTTP client for Twilio, shared by every account (connection pool, TLS sessions).
 #[derive(Clone, Debug)]
 pub struct TwilioHttp {
@@ -245,11 +253,15 @@ impl SmsProvider for TwilioSms {
         since: DateTime<Utc>,
     ) -> Result<Vec<Accepted>, SendError> {
         // No DateSent filter: a message Twilio still holds as queued/accepted has no
-        // date_sent and would be missed. The list is newest first; the time is checked here.
+        // date_sent and would be missed. The list is sorted by date_sent, newest first, and
+        // Twilio does not say where the undated ones go: the largest page it serves
+        // ([`RECONCILE_PAGE_SIZE`]) keeps a long conversation's older texts from pushing the
+        // one we look for off the page. The time is checked here. This runs only after an
+        // attempt whose outcome is unknown.
         let list: MessageList = call(self.request(Method::GET, "/Messages.json").query(&[
             ("To", sms.to.as_str()),
             ("From", sms.from.as_str()),
-            ("PageSize", "50"),
+            ("PageSize", RECONCILE_PAGE_SIZE),
         ]))
         .await?;
         // date_created is RFC 2822 ("Sat, 21 Nov 2026 12:00:00 +0000"), whole seconds; allow
@@ -259,7 +271,9 @@ impl SmsProvider for TwilioSms {
             .messages
             .into_iter()
             .filter(|m| {
-                m.body.as_deref() == Some(sms.body.as_str())
+                m.body
+                    .as_deref()
+                    .is_some_and(|b| b.strip_prefix(TRIAL_PREFIX).unwrap_or(b) == sms.body.as_str())
                     && m.date_created
                         .as_deref()
                         .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
@@ -277,7 +291,7 @@ impl SmsProvider for TwilioSms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wiremock::matchers::{basic_auth, body_string_contains, header, method, path};
+    use wiremock::matchers::{basic_auth, body_string_contains, header, method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     const SID: &str = "AC00000000000000000000000000000000";
@@ -375,11 +389,13 @@ mod tests {
         let server = MockServer::start().await;
         Mock::given(method("GET"))
             .and(path(format!("/2010-04-01/Accounts/{SID}/Messages.json")))
+            .and(query_param("PageSize", "1000"))
             .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"messages": [
                 {"sid": "SMold", "status": "delivered", "body": "Hi there & welcome", "date_created": "Sat, 21 Nov 2026 10:00:00 +0000"},
                 {"sid": "SMother", "status": "sent", "body": "something else", "date_created": "Sat, 21 Nov 2026 12:00:00 +0000"},
                 {"sid": "SMnew", "status": "sent", "body": "Hi there & welcome", "date_created": "Sat, 21 Nov 2026 12:00:05 +0000"},
-                {"sid": "SMundated", "status": "queued", "body": "Hi there & welcome", "date_created": "soon"}
+                {"sid": "SMundated", "status": "queued", "body": "Hi there & welcome", "date_created": "soon"},
+                {"sid": "SMtrial", "status": "queued", "body": "Sent from your Twilio trial account - Hi there & welcome", "date_created": "Sat, 21 Nov 2026 12:00:06 +0000"}
             ]})))
             .mount(&server)
             .await;
@@ -393,13 +409,21 @@ mod tests {
             .unwrap();
         assert_eq!(
             got,
-            vec![Accepted {
-                sid: "SMnew".into(),
-                status: MessageStatus::Sent,
-                error_code: None,
-                error_message: None,
-            }],
-            "the old, the other and the undated messages do not match"
+            vec![
+                Accepted {
+                    sid: "SMnew".into(),
+                    status: MessageStatus::Sent,
+                    error_code: None,
+                    error_message: None,
+                },
+                Accepted {
+                    sid: "SMtrial".into(),
+                    status: MessageStatus::Queued,
+                    error_code: None,
+                    error_message: None,
+                }
+            ],
+            "the old, the other and the undated messages do not match; a trial account's prefix does not hide one"
         );
     }
 }

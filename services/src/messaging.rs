@@ -1433,7 +1433,12 @@ pub async fn apply_status(
     };
     if advance {
         am.status = Set(update.status);
-        if let Some(code) = update.error_code {
+        if msg.provider_sid.is_none() {
+            // The first word from the provider: an error on the row is our own attempt's
+            // ("no answer in time; retrying"), which this outcome replaces.
+            am.error_code = Set(update.error_code);
+            am.error_message = Set(None);
+        } else if let Some(code) = update.error_code {
             am.error_code = Set(Some(code));
         }
         if msg.sent_at.is_none() && !matches!(update.status, MessageStatus::Failed) {

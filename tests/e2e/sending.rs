@@ -368,6 +368,50 @@ async fn a_status_callback_that_outruns_the_create_answer_is_not_overwritten() {
     assert_eq!(now.provider_sid.as_deref(), Some(sid));
 }
 
+/// An attempt that got no answer in time notes it on the row ("no answer in time;
+/// retrying"); when Twilio's callback then shows the text was created and delivered, that
+/// note is gone: the bubble must not read "delivered · no answer in time".
+#[tokio::test]
+async fn a_delivered_callback_clears_the_note_of_an_attempt_that_timed_out() {
+    let t = spawn_app_with(bare()).await;
+    let sid = "SMcccccccccccccccccccccccccccccccc";
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"sid": sid, "status": "queued"}))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&t.twilio)
+        .await;
+    help_reply(&t).await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.source == Source::Compliance && m.error_message.is_some())
+        })
+        .await;
+    let reply = rows
+        .iter()
+        .find(|m| m.source == Source::Compliance)
+        .unwrap();
+    assert!(reply.error_message.as_deref().unwrap().contains("retrying"));
+    assert_eq!(
+        t.status_callback(reply.id, sid, "delivered", &[])
+            .await
+            .status(),
+        200
+    );
+    let now = t
+        .messages(t.tenant.tenant_id)
+        .await
+        .into_iter()
+        .find(|m| m.id == reply.id)
+        .unwrap();
+    assert_eq!(now.status, MessageStatus::Delivered);
+    assert_eq!((now.error_code, now.error_message), (None, None));
+}
+
 #[tokio::test]
 async fn a_reply_held_back_before_stop_is_not_sent_after_it() {
     let t = spawn_app_with(bare()).await;
