@@ -398,12 +398,23 @@ pub async fn receive_status(
         },
     };
     let (tenant_id, message_id) = found.ok_or(WebhookError::Unknown)?;
-    let token = match lookup::tenant_twilio_account(&app.db.read, tenant_id)
+    // Signed by the account that sent the message, which may not be the tenant's account
+    // now: a text sent through the platform's account before the tenant connected its own
+    // (or the reverse) reports its status signed with the platform's token. The callback's
+    // `AccountSid` says which; a token is only ever one we hold for this tenant.
+    let own = lookup::tenant_twilio_account(&app.db.read, tenant_id)
         .await
-        .map_err(ServiceError::from)?
-    {
-        Some((_, sealed)) => Some(app.sealer.open(&sealed).map_err(ServiceError::from)?),
-        None => app.settings.twilio.as_ref().map(|t| t.auth_token.clone()),
+        .map_err(ServiceError::from)?;
+    let platform = app.settings.twilio.as_ref();
+    let account = param(params, "AccountSid");
+    let token = match (own, platform) {
+        (Some((own_sid, _)), Some(p))
+            if account == Some(p.account_sid.as_str()) && account != Some(own_sid.as_str()) =>
+        {
+            Some(p.auth_token.clone())
+        }
+        (Some((_, sealed)), _) => Some(app.sealer.open(&sealed).map_err(ServiceError::from)?),
+        (None, p) => p.map(|t| t.auth_token.clone()),
     };
     verify(app, token.as_ref(), path_and_query, params, signature)?;
     let ctx = TenantCtx::new(tenant_id);

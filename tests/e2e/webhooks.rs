@@ -371,3 +371,62 @@ async fn a_number_moved_to_another_tenant_by_another_process_routes_to_the_new_o
     assert_eq!(t.text_in(customer, "to nobody").await.status(), 404);
     assert_eq!(bodies(t.messages(b.tenant_id).await), ["to B"]);
 }
+
+/// A status callback is signed by the account that sent the message, which need not be the
+/// tenant's account now (a reply sent through the platform's account before the tenant
+/// connected its own). Its `AccountSid` picks the token: the platform's, when it names the
+/// platform's account; a callback that names it but is signed with another token is refused.
+#[tokio::test]
+async fn a_status_callback_from_the_platform_account_is_verified_with_its_token() {
+    use switchboard_domain::message::{Direction, MessageStatus};
+    use switchboard_testkit::{Options, spawn_app_with};
+
+    let platform_sid = format!("AC{}", "0".repeat(32));
+    let t = spawn_app_with(Options {
+        settings: vec![
+            ("TWILIO_ACCOUNT_SID".into(), platform_sid.clone()),
+            ("TWILIO_AUTH_TOKEN".into(), "platform-token".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(t.text_in("+17135550126", "hello").await.status(), 200);
+    t.wait_for_sends(1).await;
+    let reply = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.direction == Direction::Outbound && m.provider_sid.is_some())
+        })
+        .await
+        .into_iter()
+        .find(|m| m.direction == Direction::Outbound)
+        .unwrap();
+    let sid = reply.provider_sid.clone().unwrap();
+    let path = format!("/webhooks/twilio/status?m={}", reply.id);
+    let callback = |status: &str| {
+        vec![
+            ("MessageSid".to_string(), sid.clone()),
+            ("MessageStatus".to_string(), status.to_string()),
+            ("AccountSid".to_string(), platform_sid.clone()),
+        ]
+    };
+    let forged = t
+        .post_signed(&path, &t.tenant.auth_token, &callback("failed"))
+        .await;
+    assert_eq!(
+        forged.status(),
+        403,
+        "names the platform, signed by another"
+    );
+    let resp = t
+        .post_signed(&path, "platform-token", &callback("delivered"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let now = t
+        .messages(t.tenant.tenant_id)
+        .await
+        .into_iter()
+        .find(|m| m.id == reply.id)
+        .unwrap();
+    assert_eq!(now.status, MessageStatus::Delivered);
+}
