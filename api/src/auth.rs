@@ -507,6 +507,28 @@ impl<'a> FromRequest<'a> for Member {
     }
 }
 
+/// The client's IP address, as the per-address limits count it: the first address in the
+/// header named by `CLIENT_IP_HEADER` (set behind a reverse proxy, e.g. Fly's
+/// `Fly-Client-IP`) when the request has one, else the connection's peer address.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<'a> FromRequest<'a> for ClientIp {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(ClientIp(client_ip(req)))
+    }
+}
+
+/// See [`ClientIp`].
+pub fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    let from_proxy = req
+        .data::<Arc<App>>()
+        .and_then(|app| app.settings.client_ip_header.as_deref())
+        .and_then(|name| req.header(name))
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse().ok());
+    from_proxy.or_else(|| req.remote_addr().as_socket_addr().map(|a| a.ip()))
+}
+
 /// Sign-in attempts allowed per account (the email as typed, lower-cased) and per client IP,
 /// so neither guessing one account's password from many addresses nor many accounts' from
 /// one address goes fast. Per account: 5 at once, then 1 a minute; per IP: 20 at once, then

@@ -5,12 +5,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use poem::http::{HeaderValue, StatusCode, header};
-use poem::web::{Data, RemoteAddr};
+use poem::web::Data;
 use poem::{Body, IntoResponse, Request, Response, error::ReadBodyError, handler};
 use switchboard_domain::MessageId;
 use switchboard_entity::ingest::Written;
 use switchboard_services::webhooks::{self, WebhookError};
 use switchboard_services::{App, metrics};
+
+use crate::auth::client_ip;
 
 /// Largest webhook body accepted, in bytes (64 KiB; Twilio's are a few hundred). Larger: 413.
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
@@ -126,7 +128,7 @@ fn refuse(
     endpoint: &'static str,
     e: WebhookError,
     limiter: &WebhookLimiter,
-    remote: &RemoteAddr,
+    req: &Request,
 ) -> Response {
     let result = match &e {
         WebhookError::Missing(_) | WebhookError::Invalid { .. } => "invalid",
@@ -137,19 +139,19 @@ fn refuse(
             return error_response(e);
         }
     };
-    limited(endpoint, result, limiter, remote).unwrap_or_else(|| error_response(e))
+    limited(endpoint, result, limiter, req).unwrap_or_else(|| error_response(e))
 }
 
-/// Counts a refused call from `remote`: the 429 answer (with `Retry-After`) once the address
+/// Counts a refused call from the request's client address ([`client_ip`]): the 429 answer (with `Retry-After`) once the address
 /// is over [`WebhookLimiter`]'s limit, else `None` (the caller gives the call's own 4xx,
 /// counted as `result`).
 fn limited(
     endpoint: &'static str,
     result: &'static str,
     limiter: &WebhookLimiter,
-    remote: &RemoteAddr,
+    req: &Request,
 ) -> Option<Response> {
-    let Err(wait) = limiter.refused(remote.as_socket_addr().map(|a| a.ip())) else {
+    let Err(wait) = limiter.refused(client_ip(req)) else {
         metrics::webhook(endpoint, result);
         return None;
     };
@@ -168,22 +170,21 @@ async fn form_or_refuse(
     endpoint: &'static str,
     body: Body,
     limiter: &WebhookLimiter,
-    remote: &RemoteAddr,
+    req: &Request,
 ) -> Result<Vec<(String, String)>, Response> {
     read_form(body)
         .await
-        .map_err(|resp| limited(endpoint, "invalid", limiter, remote).unwrap_or(resp))
+        .map_err(|resp| limited(endpoint, "invalid", limiter, req).unwrap_or(resp))
 }
 
 #[handler]
 pub async fn twilio_sms(
     req: &Request,
     body: Body,
-    remote: &RemoteAddr,
     Data(app): Data<&Arc<App>>,
     Data(limiter): Data<&Arc<WebhookLimiter>>,
 ) -> Response {
-    let params = match form_or_refuse("sms", body, limiter, remote).await {
+    let params = match form_or_refuse("sms", body, limiter, req).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -198,7 +199,7 @@ pub async fn twilio_sms(
             metrics::webhook("sms", result);
             twiml_ok()
         }
-        Err(e) => refuse("sms", e, limiter, remote),
+        Err(e) => refuse("sms", e, limiter, req),
     }
 }
 
@@ -208,11 +209,10 @@ pub async fn twilio_sms(
 pub async fn twilio_status(
     req: &Request,
     body: Body,
-    remote: &RemoteAddr,
     Data(app): Data<&Arc<App>>,
     Data(limiter): Data<&Arc<WebhookLimiter>>,
 ) -> Response {
-    let params = match form_or_refuse("status", body, limiter, remote).await {
+    let params = match form_or_refuse("status", body, limiter, req).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -228,7 +228,7 @@ pub async fn twilio_status(
             metrics::webhook("status", if moved { "updated" } else { "unchanged" });
             twiml_ok()
         }
-        Err(e) => refuse("status", e, limiter, remote),
+        Err(e) => refuse("status", e, limiter, req),
     }
     .into_response()
 }

@@ -46,6 +46,7 @@ pub const ENV_VARS: &[&str] = &[
     "RESEND_API_KEY",
     "RESEND_API_BASE",
     "MAIL_FROM",
+    "CLIENT_IP_HEADER",
 ];
 
 /// How log lines are written.
@@ -85,6 +86,7 @@ struct Raw {
     mail_from: Option<String>,
     redis_url: Option<String>,
     redis_prefix: String,
+    client_ip_header: Option<String>,
 }
 
 impl Default for Raw {
@@ -113,6 +115,7 @@ impl Default for Raw {
             mail_from: None,
             redis_url: None,
             redis_prefix: "sb:".into(),
+            client_ip_header: None,
         }
     }
 }
@@ -202,6 +205,13 @@ pub struct Settings {
     /// `REDIS_PREFIX`: prepended to every key Switchboard writes (default `sb:`), so several
     /// deployments or test runs can share one Redis.
     pub redis_prefix: String,
+    /// `CLIENT_IP_HEADER`: the header a reverse proxy in front of Switchboard puts the
+    /// client's IP address in (`Fly-Client-IP` on Fly.io; its first address when it lists
+    /// several), lower-cased. Unset (the default): the connection's peer address. The
+    /// per-address limits (sign-in attempts, refused webhooks) count by it: behind a proxy
+    /// every peer address is the proxy's, so without it all clients share one limit. Set it
+    /// only behind a proxy that overwrites the header: a client could send any value.
+    pub client_ip_header: Option<String>,
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -397,6 +407,18 @@ impl Raw {
                 "must start with redis:// or rediss://",
             ));
         }
+        let client_ip_header = match self.client_ip_header.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(name) if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+                Some(name.to_ascii_lowercase())
+            }
+            Some(name) => {
+                return Err(invalid(
+                    "CLIENT_IP_HEADER",
+                    format!("{name:?} is not a header name (letters, digits and '-')"),
+                ));
+            }
+        };
         let mail_from = self.mail_from.unwrap_or_else(|| {
             format!(
                 "Switchboard <noreply@{}>",
@@ -493,6 +515,7 @@ impl Raw {
             mail_from,
             redis_url: self.redis_url,
             redis_prefix: self.redis_prefix,
+            client_ip_header,
         })
     }
 }
@@ -622,6 +645,11 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().starts_with("OIDC_ISSUER_URL:"), "{e}");
+        let e =
+            Settings::from_pairs(&with_key(&[("CLIENT_IP_HEADER", "Fly Client IP")])).unwrap_err();
+        assert!(e.to_string().starts_with("CLIENT_IP_HEADER:"), "{e}");
+        let s = Settings::from_pairs(&with_key(&[("CLIENT_IP_HEADER", "Fly-Client-IP")])).unwrap();
+        assert_eq!(s.client_ip_header.as_deref(), Some("fly-client-ip"));
     }
 
     #[test]

@@ -39,6 +39,23 @@ impl Browser {
         }
     }
 
+    /// The same browser sending `name: value` with every request from now on (e.g. the
+    /// client-address header a reverse proxy adds). Cookies start empty.
+    #[must_use]
+    pub fn with_header(self, name: &'static str, value: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(name, value.parse().expect("header value"));
+        Self {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
+                .default_headers(headers)
+                .build()
+                .expect("client"),
+            ..self
+        }
+    }
+
     /// `GET path`, as is.
     pub async fn get(&self, path: &str) -> Response {
         self.client

@@ -584,6 +584,15 @@ async fn live_streams_end_when_their_session_does() {
         "a valid session's stream stays open"
     );
     assert_eq!(staying.get("/conversations").await.status(), StatusCode::OK);
+    // Events lost on the way (a failed Redis PUBLISH, a dropped pub/sub connection) end the
+    // stream at once, so that the page reconnects and reloads what it missed.
+    t.app.events.gap();
+    assert!(
+        ended_within(&mut staying_stream, 2).await.is_some(),
+        "a gap ends the stream"
+    );
+    let resp = staying.get("/events").await;
+    assert_eq!(resp.status(), StatusCode::OK, "and a new one starts");
 }
 
 #[tokio::test]
@@ -632,6 +641,43 @@ async fn sign_in_attempts_are_limited_per_account_with_a_clear_message() {
         .post_form("/login", &[("email", &other), ("password", PASSWORD)])
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+}
+
+/// Behind a reverse proxy every connection comes from the proxy: with `CLIENT_IP_HEADER`
+/// the per-address sign-in limit counts each client's own address (20 at once), so one
+/// client's attempts do not lock everyone else out.
+#[tokio::test]
+async fn behind_a_proxy_the_sign_in_limit_counts_each_clients_address() {
+    let t = switchboard_testkit::spawn_app_with(switchboard_testkit::Options {
+        settings: vec![("CLIENT_IP_HEADER".into(), "Fly-Client-IP".into())],
+        ..Default::default()
+    })
+    .await;
+    let attempt = async |ip: &str, n: usize| {
+        let mut b = t.browser().with_header("fly-client-ip", ip);
+        b.page("/login").await;
+        b.post_form(
+            "/login",
+            &[
+                ("email", &format!("guess{n}@example.com")),
+                ("password", "guess guess guess"),
+            ],
+        )
+        .await
+        .status()
+    };
+    for n in 0..20 {
+        assert_eq!(attempt("203.0.113.7", n).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        attempt("203.0.113.7", 20).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        attempt("198.51.100.4", 21).await,
+        StatusCode::UNAUTHORIZED,
+        "another client behind the same proxy is not locked out"
+    );
 }
 
 async fn sessions_of_email(t: &switchboard_testkit::TestApp, email: &str) -> u64 {

@@ -4,10 +4,10 @@ use maud::{Markup, html};
 use poem::http::{StatusCode, header};
 use std::sync::Arc;
 
-use poem::web::{Data, Form, Query, Redirect, RemoteAddr};
+use poem::web::{Data, Form, Query, Redirect};
 use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
-use switchboard_api::auth::{CookieNames, CsrfToken, SignInLimiter, User, Visitor};
+use switchboard_api::auth::{ClientIp, CookieNames, CsrfToken, SignInLimiter, User, Visitor};
 use switchboard_domain::accounts::{Email, Password};
 use switchboard_services::accounts::{self, NewBusiness, start_session};
 use switchboard_services::oidc;
@@ -132,7 +132,7 @@ pub(crate) async fn login(
     req: &Request,
     app: AppData<'_>,
     limiter: Data<&Arc<SignInLimiter>>,
-    remote: &RemoteAddr,
+    ClientIp(ip): ClientIp,
     Visitor(visitor): Visitor,
     csrf: CsrfToken,
     Form(form): Form<LoginForm>,
@@ -144,7 +144,6 @@ pub(crate) async fn login(
         link: link.as_ref().map(|l| l.email.as_str()),
         reset: false,
     };
-    let ip = remote.as_socket_addr().map(|a| a.ip());
     if let Err(wait) = limiter.check(&form.email, ip) {
         let message = format!(
             "Too many sign-in attempts. For your security, wait {wait} seconds and try again."
