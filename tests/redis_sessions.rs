@@ -92,6 +92,41 @@ async fn an_idle_session_in_redis_is_refused_and_removed() {
     assert!(session_keys(&prefix).await.is_empty());
 }
 
+/// A request past `SESSION_TOUCH_SECS` moves the session's last-seen time and its expiry, and
+/// nothing else: the touch changes the one field inside Redis rather than writing back a
+/// record read earlier, which would undo a tenant switch made in between.
+#[tokio::test]
+#[ignore = "needs Redis (.ci/redis/run)"]
+async fn a_touch_in_redis_moves_only_the_last_seen_time() {
+    let (t, prefix) = app().await;
+    let (b, _, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
+    let key = session_keys(&prefix).await.remove(0);
+    let stored: String = redis().await.get(&key).await.unwrap();
+    let before: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let mut record = before.clone();
+    record["last_seen_at"] =
+        serde_json::json!((chrono::Utc::now() - chrono::Duration::hours(11)).to_rfc3339());
+    let _: () = redis()
+        .await
+        .set_ex(&key, record.to_string(), 3600)
+        .await
+        .unwrap();
+    assert_eq!(b.get("/").await.status(), StatusCode::OK);
+    let stored: String = redis().await.get(&key).await.unwrap();
+    let after: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let seen: chrono::DateTime<chrono::Utc> =
+        after["last_seen_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        chrono::Utc::now() - seen < chrono::Duration::minutes(1),
+        "{after}"
+    );
+    for field in ["user_id", "tenant_id", "created_at", "expires_at"] {
+        assert_eq!(after[field], before[field], "{field}");
+    }
+    let ttl: i64 = redis().await.ttl(&key).await.unwrap();
+    assert!(ttl > 11 * 3600, "the expiry moved with it: {ttl}");
+}
+
 #[tokio::test]
 #[ignore = "needs Redis (.ci/redis/run)"]
 async fn disabling_or_a_reset_ends_every_redis_session() {

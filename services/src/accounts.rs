@@ -433,7 +433,7 @@ async fn look_up_session(
     };
     if seen && now - s.last_seen_at >= Duration::seconds(SESSION_TOUCH_SECS) {
         s.last_seen_at = now;
-        sessions::update(app, &hash, &s).await?;
+        sessions::touch(app, &hash, &s).await?;
     }
     Ok(Some(SignedIn {
         user_id: u.id,

@@ -138,7 +138,7 @@ pub(crate) async fn get(app: &App, hash: &str) -> Result<Option<Record>, Service
     }
 }
 
-/// Replaces the stored record (a touch or a tenant switch), keeping the session's end.
+/// Replaces the stored record (a tenant switch), keeping the session's end.
 pub(crate) async fn update(app: &App, hash: &str, r: &Record) -> Result<(), ServiceError> {
     match &app.sessions {
         Store::Db => {
@@ -160,6 +160,42 @@ pub(crate) async fn update(app: &App, hash: &str, r: &Record) -> Result<(), Serv
             let _: Option<String> = conn
                 .clone()
                 .set_options(&key, json, opts)
+                .await
+                .map_err(redis_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves the session's `last_seen_at` to `r.last_seen_at` (and, in Redis, its expiry with
+/// it), leaving every other field as stored: a touch works from a record read a moment ago,
+/// and writing all of it back would undo a tenant switch made meanwhile.
+pub(crate) async fn touch(app: &App, hash: &str, r: &Record) -> Result<(), ServiceError> {
+    match &app.sessions {
+        Store::Db => {
+            session::Entity::update_many()
+                .filter(session::Column::IdHash.eq(hash))
+                .col_expr(session::Column::LastSeenAt, r.last_seen_at.into())
+                .exec(&app.db.write)
+                .await?;
+        }
+        Store::Redis { conn, prefix } => {
+            // Read, change one field and write back inside Redis, atomically; a session that
+            // ended meanwhile stays ended.
+            const TOUCH: &str = r"
+                local stored = redis.call('GET', KEYS[1])
+                if not stored then return 0 end
+                local record = cjson.decode(stored)
+                record['last_seen_at'] = ARGV[1]
+                redis.call('SET', KEYS[1], cjson.encode(record), 'PXAT', ARGV[2])
+                return 1";
+            let (key, _) = keys(prefix, hash, r.user_id);
+            let seen = serde_json::to_value(r.last_seen_at).expect("a time serializes");
+            let _: i64 = redis::Script::new(TOUCH)
+                .key(key)
+                .arg(seen.as_str().expect("a time serializes as a string"))
+                .arg(r.ends_at().timestamp_millis())
+                .invoke_async(&mut conn.clone())
                 .await
                 .map_err(redis_error)?;
         }
