@@ -7,8 +7,10 @@
 //! worker process handled for another web process's webhook.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use switchboard_domain::{ConversationId, MessageId, TenantId};
-use tokio::sync::{broadcast, mpsc};
+
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +44,9 @@ pub struct EventBus {
     tx: broadcast::Sender<Event>,
     /// To the Redis publisher task, when events cross processes.
     remote: Option<mpsc::UnboundedSender<Event>>,
+    /// Counts the times events may have been lost on the way (a failed Redis `PUBLISH`, a
+    /// lost pub/sub connection): listeners then end their streams, and the pages reload.
+    gaps: Arc<watch::Sender<u64>>,
 }
 
 impl Default for EventBus {
@@ -56,6 +61,7 @@ impl EventBus {
         Self {
             tx: broadcast::channel(BUS_CAPACITY).0,
             remote: None,
+            gaps: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -66,6 +72,7 @@ impl EventBus {
         Self {
             tx: broadcast::channel(BUS_CAPACITY).0,
             remote: Some(remote),
+            gaps: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -88,5 +95,20 @@ impl EventBus {
     /// A new listener; it sees events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// Records that events may have been lost (see [`EventBus::gap_seen`]).
+    pub fn gap(&self) {
+        self.gaps.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves at the first gap after this call: a listener's stream is then incomplete,
+    /// and it should end so that its page reloads what it missed.
+    pub fn gap_seen(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut gaps = self.gaps.subscribe();
+        async move {
+            // An error means the bus is gone: no further events either way.
+            let _ = gaps.changed().await;
+        }
     }
 }

@@ -6,6 +6,9 @@
 //! announcements wake this process's workers of that queue at once (they also poll every
 //! [`crate::jobs::FALLBACK_POLL_SECS`], which covers a dropped connection and delayed
 //! retries). Both reconnect after a Redis failure, waiting [`RECONNECT_SECS`] between tries.
+//! Events lost that way (a failed `PUBLISH`, the time the listener was disconnected) are
+//! recorded as a gap on the bus ([`EventBus::gap`]): the open live streams end, and their
+//! pages reload.
 
 use std::time::Duration;
 
@@ -34,7 +37,7 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let bus = EventBus::relayed(tx);
     let channel = events_channel(prefix);
-    tokio::spawn(publish(conn, channel.clone(), rx));
+    tokio::spawn(publish(conn, channel.clone(), rx, bus.clone()));
     tokio::spawn(listen(client, channel, bus.clone(), jobs));
     bus
 }
@@ -43,6 +46,7 @@ async fn publish(
     mut conn: ConnectionManager,
     channel: String,
     mut rx: mpsc::UnboundedReceiver<Event>,
+    bus: EventBus,
 ) {
     while let Some(event) = rx.recv().await {
         let payload = serde_json::to_string(&event).expect("events serialize");
@@ -52,8 +56,9 @@ async fn publish(
             .query_async(&mut conn)
             .await;
         if let Err(e) = sent {
-            // A live update is a convenience: the page shows the row on its next load.
+            // Nobody, this process included, gets the event: the open pages reload.
             tracing::warn!(error = %e, "live event not published");
+            bus.gap();
         }
     }
 }
@@ -64,6 +69,7 @@ async fn listen(client: redis::Client, channel: String, bus: EventBus, jobs: Job
         .iter()
         .flat_map(|q| [QUEUE_INBOUND, QUEUE_SEND].map(|name| (q.available_channel(name), name)))
         .collect();
+    let mut lost = false;
     loop {
         let mut pubsub = match client.get_async_pubsub().await {
             Ok(p) => p,
@@ -79,6 +85,10 @@ async fn listen(client: redis::Client, channel: String, bus: EventBus, jobs: Job
             tracing::warn!(error = %e, "Redis SUBSCRIBE failed; retrying");
             tokio::time::sleep(Duration::from_secs(RECONNECT_SECS)).await;
             continue;
+        }
+        if lost {
+            // Events published while the connection was down never reach this process.
+            bus.gap();
         }
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
@@ -96,6 +106,7 @@ async fn listen(client: redis::Client, channel: String, bus: EventBus, jobs: Job
                 jobs.notifier(queue).notify();
             }
         }
+        lost = true;
         tracing::warn!("Redis pub/sub connection lost; re-subscribing");
         tokio::time::sleep(Duration::from_secs(RECONNECT_SECS)).await;
     }

@@ -210,6 +210,50 @@ async fn the_simulator_never_reaches_a_real_tenant() {
     assert_eq!(events.status(), 404);
 }
 
+/// The simulator's stream needs no sign-in, so it lasts only while its number is a simulator
+/// number: once the demo business connects its own Twilio account, an open stream ends
+/// within `SESSION_CHECK_SECS` (15 s) and a new one is refused.
+#[tokio::test]
+async fn the_simulator_stream_ends_when_the_number_leaves_the_simulator() {
+    use switchboard_testkit::wiremock::matchers::{method, path};
+    use switchboard_testkit::wiremock::{Mock, ResponseTemplate};
+
+    let t = spawn_app_with(demo()).await;
+    let url = format!("{}/simulator/events?number=%2B15125550100", t.address);
+    let mut stream = t.http.get(&url).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let demo = switchboard_services::tenancy::demo_tenant(&t.app)
+        .await
+        .unwrap()
+        .unwrap();
+    let sid = format!("AC{}", "1".repeat(32));
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "incoming_phone_numbers": [{"phone_number": "+15125550100"}]
+        })))
+        .mount(&t.twilio)
+        .await;
+    switchboard_services::settings::set_twilio(
+        &t.app,
+        &switchboard_services::TenantCtx::for_job(demo.tenant_id()),
+        &sid,
+        "0123456789abcdef0123456789abcdef",
+    )
+    .await
+    .unwrap();
+    let read = async { while stream.chunk().await.unwrap().is_some() {} };
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(25), read)
+            .await
+            .is_ok(),
+        "the stream ended"
+    );
+    assert_eq!(t.http.get(&url).send().await.unwrap().status(), 404);
+}
+
 #[tokio::test]
 async fn a_resubmitted_inbox_form_sends_once() {
     let t = spawn_app_with(demo()).await;

@@ -24,35 +24,43 @@ pub const KEEP_ALIVE_SECS: u64 = 15;
 pub const SESSION_CHECK_SECS: u64 = 15;
 
 /// The tenant's events from `bus` as SSE messages (`event: message_created` etc., data: JSON).
-/// A listener that fell behind gets `event: resync` and reloads.
+/// A listener that fell behind gets `event: resync` and reloads; the stream ends at a gap on
+/// the bus (events lost between processes), and the page reloads when it reconnects.
 fn tenant_events(
     bus: &EventBus,
     tenant: TenantId,
 ) -> impl Stream<Item = SseEvent> + Send + 'static {
-    BroadcastStream::new(bus.subscribe()).filter_map(move |item| {
-        let out = match item {
-            Ok(e) if e.tenant_id == tenant => {
-                let kind = serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                Some(
-                    SseEvent::message(serde_json::to_string(&e).unwrap_or_default())
-                        .event_type(kind),
-                )
-            }
-            Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(_)) => {
-                Some(SseEvent::message("{}").event_type("resync"))
-            }
-        };
-        futures::future::ready(out)
-    })
+    let gap = bus.gap_seen();
+    BroadcastStream::new(bus.subscribe())
+        .take_until(gap)
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(e) if e.tenant_id == tenant => {
+                    let kind = serde_json::to_value(e.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    Some(
+                        SseEvent::message(serde_json::to_string(&e).unwrap_or_default())
+                            .event_type(kind),
+                    )
+                }
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(_)) => {
+                    Some(SseEvent::message("{}").event_type("resync"))
+                }
+            };
+            futures::future::ready(out)
+        })
 }
 
-/// [`tenant_events`] as an SSE response, with keep-alives.
-pub(crate) fn tenant_stream(bus: &EventBus, tenant: TenantId) -> SSE {
-    sse(tenant_events(bus, tenant))
+/// [`tenant_events`] as an SSE response, with keep-alives, until `end` resolves.
+pub(crate) fn tenant_stream(
+    bus: &EventBus,
+    tenant: TenantId,
+    end: impl Future<Output = ()> + Send + 'static,
+) -> SSE {
+    sse(tenant_events(bus, tenant).take_until(end))
 }
 
 fn sse(stream: impl Stream<Item = SseEvent> + Send + 'static) -> SSE {
@@ -68,7 +76,7 @@ fn sse(stream: impl Stream<Item = SseEvent> + Send + 'static) -> SSE {
 #[handler]
 pub(crate) async fn events(app: AppData<'_>, member: Member) -> Result<SSE, PageError> {
     let tenant = member.ctx().tenant_id();
-    let events = tenant_events(&app.events, tenant);
+    let bus = app.events.clone();
     let app = Arc::clone(app.0);
     let revoked = async move {
         let mut tick = tokio::time::interval(Duration::from_secs(SESSION_CHECK_SECS));
@@ -88,5 +96,5 @@ pub(crate) async fn events(app: AppData<'_>, member: Member) -> Result<SSE, Page
             }
         }
     };
-    Ok(sse(events.take_until(revoked)))
+    Ok(tenant_stream(&bus, tenant, revoked))
 }

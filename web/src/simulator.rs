@@ -2,6 +2,9 @@
 //! inbound pipeline as Twilio's webhook (minus the signature); the replies the simulator
 //! provider "delivers" show up here, live.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use maud::{Markup, html};
 use poem::http::StatusCode;
 use poem::web::sse::SSE;
@@ -15,7 +18,7 @@ use switchboard_services::webhooks::{self, WebhookError};
 use switchboard_services::{App, TenantCtx, tenancy};
 
 use crate::layout::{Chrome, page};
-use crate::live::tenant_stream;
+use crate::live::{SESSION_CHECK_SECS, tenant_stream};
 use crate::{AppData, PageError};
 
 /// The customer phone the simulator starts with.
@@ -154,10 +157,28 @@ pub(crate) async fn send(
     Ok(Redirect::see_other(format!("/simulator?{query}")))
 }
 
-/// `GET /simulator/events?number=`: the number's tenant's events (the page reloads its thread).
+/// `GET /simulator/events?number=`: the number's tenant's events (the page reloads its thread),
+/// for as long as the number is a simulator number of that tenant: checked again every
+/// [`SESSION_CHECK_SECS`], since this stream needs no sign-in (the tenant may connect Twilio
+/// meanwhile, and its numbers' events are then its own).
 #[handler]
 pub(crate) async fn events(app: AppData<'_>, Query(q): Query<Handset>) -> Result<SSE, PageError> {
     let number = q.number.unwrap_or_default();
-    let ctx = webhooks::simulator_tenant(app.0, &number).await?;
-    Ok(tenant_stream(&app.events, ctx.tenant_id()))
+    let tenant = webhooks::simulator_tenant(app.0, &number)
+        .await?
+        .tenant_id();
+    let app = Arc::clone(app.0);
+    let bus = app.events.clone();
+    let gone = async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(SESSION_CHECK_SECS));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match webhooks::simulator_tenant(&app, &number).await {
+                Ok(ctx) if ctx.tenant_id() == tenant => {}
+                _ => break,
+            }
+        }
+    };
+    Ok(tenant_stream(&bus, tenant, gone))
 }

@@ -31,12 +31,22 @@
     });
   }
 
+  // A stream that broke (network, server restart, events lost between servers, a switch to
+  // another business, sign-out) may have missed events: when it reconnects the page reloads,
+  // so it shows what it missed, and the business the session now works in. A stream that
+  // cannot reconnect (signed out) reloads after a pause, and the page shows why.
   function listen(url, onEvent) {
     var es = new EventSource(url);
+    var broken = false;
     ["message_created", "message_updated", "conversation_updated"].forEach(function (kind) {
       es.addEventListener(kind, function (ev) { onEvent(kind, JSON.parse(ev.data)); });
     });
     es.addEventListener("resync", function () { location.reload(); });
+    es.addEventListener("open", function () { if (broken) location.reload(); });
+    es.addEventListener("error", function () {
+      broken = true;
+      if (es.readyState === EventSource.CLOSED) setTimeout(function () { location.reload(); }, 5000);
+    });
     return es;
   }
 
