@@ -149,12 +149,6 @@ async fn main() -> anyhow::Result<()> {
                     account_sid: sid,
                     auth_token: SecretString::from(token),
                 });
-            if let Some(t) = &twilio {
-                anyhow::ensure!(
-                    switchboard_domain::signature::twilio::is_account_sid(&t.account_sid),
-                    "--twilio-account-sid: must be AC followed by 32 hex characters"
-                );
-            }
             let app = App::start(Settings {
                 demo_seed: false,
                 ..settings

@@ -8,7 +8,6 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use secrecy::{ExposeSecret, SecretString};
 use switchboard_domain::phone::E164;
-use switchboard_domain::signature::twilio::is_account_sid;
 use switchboard_domain::{ApiKeyId, PhoneNumberId};
 use switchboard_entity::{TenantOwned, TenantTx, api_key, lookup, phone_number, tenant};
 use switchboard_providers::SendError;
@@ -143,19 +142,10 @@ pub async fn set_twilio(
     account_sid: &str,
     auth_token: &str,
 ) -> Result<(), ServiceError> {
-    let sid = account_sid.trim();
-    if !is_account_sid(sid) {
-        return Err(ServiceError::invalid(
-            "account_sid",
-            "must be AC followed by 32 hexadecimal characters (Twilio Console → Account Info)",
-        ));
-    }
+    let sid = tenancy::check_account_sid(account_sid)?;
     let given = auth_token.trim();
-    if !given.is_empty() && (given.len() < 16 || given.len() > 128) {
-        return Err(ServiceError::invalid(
-            "auth_token",
-            "must be the 32-character auth token from Twilio Console",
-        ));
+    if !given.is_empty() {
+        tenancy::check_auth_token(given)?;
     }
     let stored = lookup::tenant_twilio_account(&app.db.read, ctx.tenant_id()).await?;
     let token = match (given, &stored) {

@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use switchboard_domain::accounts::{Email, Password, Role};
 use switchboard_domain::phone::E164;
+use switchboard_domain::signature::twilio::is_account_sid;
 use switchboard_domain::{AgencyId, ApiKeyId, PhoneNumberId, TenantId};
 use switchboard_entity::lookup::{self, NumberOwner};
 pub use switchboard_entity::phone_number::BotKind;
@@ -168,11 +169,61 @@ fn own_account(
     }
 }
 
-/// Creates a tenant with one number and one API key.
+/// Checks a Twilio Account SID: `AC` and 32 hexadecimal characters (surrounding spaces
+/// ignored); returns it trimmed.
 ///
 /// # Errors
-/// [`ServiceError::Conflict`] when the number already belongs to a tenant; database errors.
+/// [`ServiceError::Invalid`] naming `account_sid`.
+pub fn check_account_sid(sid: &str) -> Result<&str, ServiceError> {
+    let sid = sid.trim();
+    if is_account_sid(sid) {
+        Ok(sid)
+    } else {
+        Err(ServiceError::invalid(
+            "account_sid",
+            "must be AC followed by 32 hexadecimal characters (Twilio Console → Account Info)",
+        ))
+    }
+}
+
+/// Checks a Twilio auth token: 16 to 128 characters (Twilio's are 32). An empty or short
+/// token must never be stored: webhooks to the tenant's numbers are verified with it, and an
+/// HMAC with an empty key is one anyone can compute.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `auth_token`.
+pub fn check_auth_token(token: &str) -> Result<(), ServiceError> {
+    if (16..=128).contains(&token.trim().len()) {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "auth_token",
+            "must be the 32-character auth token from Twilio Console",
+        ))
+    }
+}
+
+/// Creates a tenant with one number and one API key (`switchboard admin create-tenant`). The
+/// name, time zone and Twilio credentials are checked as the web forms check them.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `business_name`, `time_zone`, `account_sid` or
+/// `auth_token`; [`ServiceError::Conflict`] when the number already belongs to a tenant;
+/// database errors.
 pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, ServiceError> {
+    let name = crate::accounts::check_business_name(&new.name)?;
+    let time_zone = crate::accounts::check_time_zone(&new.time_zone)?;
+    let twilio = match new.twilio {
+        Some(t) => {
+            let account_sid = check_account_sid(&t.account_sid)?.to_string();
+            check_auth_token(t.auth_token.expose_secret())?;
+            Some(TwilioCredentials {
+                account_sid,
+                auth_token: SecretString::from(t.auth_token.expose_secret().trim()),
+            })
+        }
+        None => None,
+    };
     let now = Utc::now();
     let tenant_id = TenantId::new();
     let phone_number_id = PhoneNumberId::new();
@@ -191,10 +242,10 @@ pub async fn create_tenant(app: &App, new: NewTenant) -> Result<CreatedTenant, S
         &txn,
         tenant_id,
         TenantRow {
-            name: &new.name,
-            time_zone: &new.time_zone,
+            name: &name,
+            time_zone: &time_zone,
             notify_phone: None,
-            twilio: new.twilio.as_ref(),
+            twilio: twilio.as_ref(),
             agency_id: None,
         },
     )

@@ -960,3 +960,50 @@ async fn a_tenant_without_its_own_account_cannot_claim_platform_numbers() {
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
 }
+
+/// `switchboard admin create-tenant` checks what the web forms check. An empty auth token
+/// (an unset shell variable) would otherwise be stored, and every webhook to the number would
+/// be verified with an HMAC key of nothing: anyone could sign one.
+#[tokio::test]
+async fn create_tenant_refuses_what_the_forms_refuse() {
+    use secrecy::SecretString;
+    use switchboard_domain::phone::E164;
+    use switchboard_services::ServiceError;
+    use switchboard_services::tenancy::{self, NewTenant, TwilioCredentials};
+
+    let t = spawn_app().await;
+    let tenants = async || tenant::Entity::find().count(&t.db.read).await.unwrap();
+    let before = tenants().await;
+    let new = |name: &str, time_zone: &str, sid: &str, token: &str| NewTenant {
+        name: name.into(),
+        time_zone: time_zone.into(),
+        number: E164::parse("+14155550161").unwrap(),
+        bot: BotKind::Qualify,
+        twilio: Some(TwilioCredentials {
+            account_sid: sid.into(),
+            auth_token: SecretString::from(token),
+        }),
+    };
+    let sid = format!("AC{}", "c".repeat(32));
+    let token = "0123456789abcdef0123456789abcdef";
+    for (bad, field) in [
+        (new("Acme", "America/Chicago", &sid, ""), "auth_token"),
+        (new("Acme", "America/Chicago", &sid, "short"), "auth_token"),
+        (
+            new("Acme", "America/Chicago", "AC123", token),
+            "account_sid",
+        ),
+        (new("  ", "America/Chicago", &sid, token), "business_name"),
+        (new("Acme", "Mars/Base", &sid, token), "time_zone"),
+    ] {
+        match tenancy::create_tenant(&t.app, bad).await {
+            Err(ServiceError::Invalid { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(tenants().await, before, "nothing stored");
+    tenancy::create_tenant(&t.app, new(" Acme ", "America/Chicago", &sid, token))
+        .await
+        .unwrap();
+    assert_eq!(tenants().await, before + 1);
+}
