@@ -38,6 +38,31 @@ pub enum ApiError {
     Unavailable(Json<ErrorBody>),
 }
 
+/// An error answered before an operation ran (poem-openapi could not read a parameter or
+/// the payload, the API key was refused, the body was too large) in the same JSON shape as
+/// every other error, with its status; its sentence names the parameter or the payload. A
+/// response that is JSON already (an operation's [`ApiError`]) passes unchanged.
+pub async fn as_json(resp: poem::Response) -> poem::Response {
+    let json = resp
+        .content_type()
+        .is_some_and(|t| t.starts_with("application/json"));
+    if json || resp.status().is_success() {
+        return resp;
+    }
+    let status = resp.status();
+    let text = match resp.into_body().into_string().await {
+        Ok(text) if !text.trim().is_empty() && !status.is_server_error() => text,
+        _ => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+    };
+    poem::Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(serde_json::json!({ "error": text }).to_string())
+}
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {

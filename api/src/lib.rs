@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use poem::{
-    EndpointExt, IntoResponse, Response, Route, get, handler, http::StatusCode, post, web::Data,
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, http::StatusCode,
+    post, web::Data,
 };
 use switchboard_services::App;
 
@@ -63,13 +64,39 @@ fn table(app: &App) -> RouteTable {
     let mut t = RouteTable::new(Route::new());
     t.at("/webhooks/twilio/sms", post(webhooks::twilio_sms));
     t.at("/webhooks/twilio/status", post(webhooks::twilio_status));
-    t.nest("/api/v1", api);
+    t.nest("/api/v1", api.around(api_edge));
     t.at("/api/openapi.json", spec);
     t.nest("/api/docs", ui);
     t.at("/health", get(health));
     t.at("/ready", get(ready));
     t.at("/metrics", get(metrics_text));
     t
+}
+
+/// Largest REST API request body, in bytes (64 KiB; a message body is at most 1,600
+/// characters). Larger: 413, read no further.
+pub const MAX_API_BODY_BYTES: usize = 64 * 1024;
+
+/// The REST API's edge: reads the request body up to [`MAX_API_BODY_BYTES`] before the API
+/// sees it (poem-openapi's JSON payload reads a body whole, whatever its size), and answers
+/// every error in the API's JSON error shape ([`error::as_json`]).
+async fn api_edge<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let resp = match req.take_body().into_bytes_limit(MAX_API_BODY_BYTES).await {
+        Ok(bytes) => {
+            req.set_body(bytes);
+            match ep.call(req).await {
+                Ok(resp) => resp.into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_API_BODY_BYTES} bytes"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("unreadable body: {e}")).into_response(),
+    };
+    Ok(error::as_json(resp).await)
 }
 
 /// `GET /metrics`: Prometheus text format (see `switchboard_services::metrics` for the

@@ -154,6 +154,32 @@ pub enum Queued {
     Accepted(Json<Message>),
 }
 
+/// Longest `Idempotency-Key`, in characters (as Stripe's).
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`, checked: 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII
+/// characters. A key outside that is refused rather than ignored: a retry would otherwise send
+/// again (a header value that is not visible ASCII reaches the handler as no key at all), an
+/// empty key would tie every later keyless-looking request to the first, and a very long one
+/// exceeds what the database indexes.
+fn checked_key(parsed: Option<String>, req: &Request) -> Result<Option<String>, ApiError> {
+    let present = req.headers().contains_key("idempotency-key");
+    match parsed {
+        Some(key)
+            if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        None if !present => Ok(None),
+        _ => Err(switchboard_services::ServiceError::invalid(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
+        .into()),
+    }
+}
+
 /// The REST API.
 pub struct Api;
 
@@ -166,6 +192,7 @@ impl Api {
         ApiKey(ctx): ApiKey,
         Data(app): Data<&Arc<App>>,
         /// At most this many (1 to 200, default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
     ) -> Result<Json<Vec<Conversation>>, ApiError> {
         let rows = conversations::list(app, &ctx, limit.0.unwrap_or(50)).await?;
@@ -186,24 +213,21 @@ impl Api {
 
     /// Sends a reply by hand (source `manual`). The bot pauses for this conversation until
     /// it is resumed. Repeating a request with the same `Idempotency-Key` returns the same
-    /// message without sending again.
+    /// message without sending again (and changes nothing else).
     #[oai(path = "/conversations/:id/messages", method = "post")]
     async fn send_message(
         &self,
+        req: &Request,
         ApiKey(ctx): ApiKey,
         Data(app): Data<&Arc<App>>,
         id: Path<Uuid>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// 1 to 255 visible ASCII characters, e.g. a UUID.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<NewMessage>,
     ) -> Result<Queued, ApiError> {
-        let view = messaging::send_manual(
-            app,
-            &ctx,
-            ConversationId(id.0),
-            &body.body,
-            idempotency_key.0,
-        )
-        .await?;
+        let key = checked_key(idempotency_key.0, req)?;
+        let view = messaging::send_manual(app, &ctx, ConversationId(id.0), &body.body, key).await?;
         Ok(Queued::Accepted(Json(Message::from(view))))
     }
 

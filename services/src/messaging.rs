@@ -285,8 +285,10 @@ pub async fn send_manual(
     // Scoped to the conversation: the same key on another conversation is another message.
     let key = idempotency_key.map(|k| format!("manual:{conversation_id}:{k}"));
     let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key, None).await?;
+    // A replayed request (its key made a row before) changes nothing else either: someone
+    // may have resumed the bot since, and its replies must not be withdrawn by a retry.
     let mut withdrawn = Vec::new();
-    if !conversation.bot_paused {
+    if row.created && !conversation.bot_paused {
         withdrawn = set_paused_in(&tx, conversation.id, true).await?;
     }
     let view = commit_and_send(app, ctx, tx, conversation_id, row).await?;

@@ -225,3 +225,114 @@ async fn openapi_document_and_docs_are_served() {
         200
     );
 }
+
+/// An `Idempotency-Key` the API cannot honour is refused, not ignored: a key that is not
+/// visible ASCII would reach the handler as no key (each retry would send again), an empty
+/// one would tie unrelated requests together, and a very long one exceeds the index. A
+/// replayed request changes nothing: a bot resumed since stays resumed.
+#[tokio::test]
+async fn idempotency_keys_are_checked_and_a_replay_changes_nothing() {
+    let t = spawn_app().await;
+    t.text_in("+17135550152", "hello").await;
+    t.wait_for_sends(2).await;
+    let list: serde_json::Value = t.conversations(&t.tenant.api_key).await;
+    let cid = list[0]["id"].as_str().unwrap().to_string();
+    let post = |key: reqwest::header::HeaderValue| {
+        t.api(
+            Method::POST,
+            &format!("/conversations/{cid}/messages"),
+            &t.tenant.api_key,
+        )
+        .header("Idempotency-Key", key)
+        .json(&serde_json::json!({"body": "On our way"}))
+        .send()
+    };
+    let header = |bytes: &[u8]| reqwest::header::HeaderValue::from_bytes(bytes).unwrap();
+    for bad in [
+        "réponse-1".as_bytes().to_vec(),
+        Vec::new(),
+        vec![b'k'; 256],
+        b"two words".to_vec(),
+    ] {
+        let resp = post(header(&bad)).await.unwrap();
+        assert_eq!(resp.status(), 400, "{bad:?}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Idempotency-Key"),
+            "{err}"
+        );
+    }
+    assert_eq!(t.twilio_sends().await.len(), 2, "nothing sent");
+
+    let first: serde_json::Value = post(header(b"reply-1"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cid_typed = switchboard_domain::ConversationId(cid.parse().unwrap());
+    let ctx = switchboard_services::TenantCtx::for_job(t.tenant.tenant_id);
+    switchboard_services::messaging::set_bot_paused(&t.app, &ctx, cid_typed, false)
+        .await
+        .unwrap();
+    let again = post(header(b"reply-1")).await.unwrap();
+    assert_eq!(again.status(), 202);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let list: serde_json::Value = t.conversations(&t.tenant.api_key).await;
+    assert_eq!(
+        list[0]["bot_paused"], false,
+        "the replay did not pause the bot"
+    );
+}
+
+/// Requests the API cannot read get the same JSON error as any other 400, naming what was
+/// wrong; a body past 64 KiB is a 413, read no further; `limit` outside 1 to 200 is a 400.
+#[tokio::test]
+async fn unreadable_requests_get_json_errors_and_bodies_are_limited() {
+    let t = spawn_app().await;
+    t.text_in("+17135550153", "hello").await;
+    t.wait_for_sends(2).await;
+    let list: serde_json::Value = t.conversations(&t.tenant.api_key).await;
+    let cid = list[0]["id"].as_str().unwrap().to_string();
+    let path = format!("/conversations/{cid}/messages");
+    for body in ["{}", "not json"] {
+        let resp = t
+            .api(Method::POST, &path, &t.tenant.api_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert!(err["error"].is_string(), "{err}");
+    }
+    for limit in ["0", "201", "abc"] {
+        let resp = t
+            .api(
+                Method::GET,
+                &format!("/conversations?limit={limit}"),
+                &t.tenant.api_key,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "limit={limit}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert!(err["error"].as_str().unwrap().contains("limit"), "{err}");
+    }
+    let huge = serde_json::json!({"body": "x".repeat(100 * 1024)}).to_string();
+    let resp = t
+        .api(Method::POST, &path, &t.tenant.api_key)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(t.twilio_sends().await.len(), 2, "nothing sent");
+}
