@@ -55,6 +55,36 @@ pub async fn serve(
     Ok(())
 }
 
+/// Runs the job workers until `shutdown` completes (`switchboard worker`), serving
+/// [`switchboard_api::ops_routes`] on `metrics` when given.
+///
+/// # Errors
+/// I/O errors of the listener; a worker that failed to start.
+pub async fn work(
+    app: Arc<App>,
+    metrics: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown.shared();
+    let ops = match metrics {
+        Some(listener) => {
+            let server = Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+                .run_with_graceful_shutdown(
+                    switchboard_api::ops_routes(app.clone()),
+                    shutdown.clone(),
+                    Some(Duration::from_secs(HTTP_SHUTDOWN_SECS)),
+                );
+            Some(tokio::spawn(server))
+        }
+        None => None,
+    };
+    switchboard_worker::run(app, shutdown).await?;
+    if let Some(ops) = ops {
+        ops.await??;
+    }
+    Ok(())
+}
+
 /// Every path [`endpoint`] registers (a nested API as its prefix): the isolation sweep
 /// (`tests/e2e/isolation.rs`) fails on any path it does not cover.
 pub fn route_list(app: &App) -> Vec<&'static str> {

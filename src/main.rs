@@ -37,7 +37,12 @@ enum Command {
         no_worker: bool,
     },
     /// Run only the job workers.
-    Worker,
+    Worker {
+        /// Also serve `/health`, `/ready` and `/metrics` (this process's job and send series)
+        /// on this address, e.g. `0.0.0.0:9091`, for a metrics scraper.
+        #[arg(long)]
+        metrics_bind: Option<std::net::SocketAddr>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Administration commands.
@@ -116,10 +121,17 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("BIND: cannot listen on {bind}"))?;
             switchboard::serve(app, listener, !no_worker, shutdown_signal()).await
         }
-        Command::Worker => {
+        Command::Worker { metrics_bind } => {
             let app = App::start(settings).await?;
-            switchboard_worker::run(app, shutdown_signal()).await?;
-            Ok(())
+            let listener = match metrics_bind {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("--metrics-bind: cannot listen on {addr}"))?,
+                ),
+                None => None,
+            };
+            switchboard::work(app, listener, shutdown_signal()).await
         }
         Command::Migrate => {
             // Opening the database applies pending migrations.

@@ -396,7 +396,12 @@ async fn two_web_and_two_worker_processes_lose_nothing_and_send_nothing_twice() 
         web_processes.push(Process::start(&["serve", "--no-worker"], &env));
         webs.push(format!("http://127.0.0.1:{port}"));
     }
-    let workers: Vec<Process> = (0..2).map(|_| Process::start(&["worker"], &env)).collect();
+    // The second worker (it survives to the end) serves its own metrics.
+    let worker_metrics = format!("127.0.0.1:{}", free_port());
+    let workers = vec![
+        Process::start(&["worker"], &env),
+        Process::start(&["worker", "--metrics-bind", &worker_metrics], &env),
+    ];
     let http = reqwest::Client::new();
     for web in &webs {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -420,6 +425,19 @@ async fn two_web_and_two_worker_processes_lose_nothing_and_send_nothing_twice() 
     wait_until("the first replies", 120, || ledger.sent().len() >= expected).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_exact_replies(&ledger, TEXTS as usize);
+    // A worker's job and send series are on its own /metrics (the web processes run no jobs).
+    let series = http
+        .get(format!("http://{worker_metrics}/metrics"))
+        .send()
+        .await
+        .expect("the worker's metrics answer")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        series.contains("switchboard_jobs_total{") && series.contains("switchboard_send_seconds"),
+        "{series}"
+    );
 
     // 1,000 more while one worker is SIGKILLed mid-run: its jobs come back (orphan recovery)
     // and the outbox check keeps any send from happening twice.

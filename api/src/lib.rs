@@ -143,6 +143,18 @@ pub fn route_list(app: &App) -> Vec<&'static str> {
     table(app).into_parts().1
 }
 
+/// What a `switchboard worker` process serves with `--metrics-bind`: `/health`, `/ready`
+/// and `/metrics` only. Its jobs' and sends' series (`switchboard_jobs_total`,
+/// `switchboard_send_seconds`, `switchboard_provider_errors_total`) are recorded in its own
+/// process, where the web processes' `/metrics` cannot see them.
+pub fn ops_routes(app: Arc<App>) -> impl poem::Endpoint {
+    Route::new()
+        .at("/health", get(health))
+        .at("/ready", get(ready))
+        .at("/metrics", get(metrics_text))
+        .data(app)
+}
+
 /// Attaches the app to any endpoint tree (used by the binary and the test harness).
 pub fn with_app<E: poem::Endpoint + 'static>(ep: E, app: Arc<App>) -> impl poem::Endpoint {
     ep.data(app)

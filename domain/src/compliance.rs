@@ -81,14 +81,30 @@ pub const KEYWORDS: &[Keyword] = &[
 /// Recognises a message that is exactly one keyword, the way carriers and Twilio do.
 ///
 /// Surrounding whitespace, punctuation and symbols (anything not alphanumeric) are trimmed from
-/// both ends; what remains must be a single word matching a keyword ASCII-case-insensitively.
-/// `"Stop!"` and `"  stop. "` match; `"stop please"`, `"stopp"` and `""` do not.
+/// both ends; what remains must be a single word matching a keyword ASCII-case-insensitively,
+/// full-width letters (U+FF21-FF5A, as CJK keyboards type them) read as their ASCII forms: an
+/// opt-out typed that way is still an opt-out. `"Stop!"`, `"  stop. "` and `"ＳＴＯＰ"` match;
+/// `"stop please"`, `"stopp"` and `""` do not.
 pub fn detect(body: &str) -> Option<Keyword> {
     let word = body.trim_matches(|c: char| !c.is_alphanumeric());
     KEYWORDS
         .iter()
-        .find(|k| k.word.eq_ignore_ascii_case(word))
+        .find(|k| {
+            k.word.len() == word.chars().count()
+                && k.word
+                    .chars()
+                    .zip(word.chars().map(fold_full_width))
+                    .all(|(a, b)| a.eq_ignore_ascii_case(&b))
+        })
         .copied()
+}
+
+/// A full-width ASCII form (U+FF01-FF5E) as its ASCII character; anything else unchanged.
+fn fold_full_width(c: char) -> char {
+    match u32::from(c) {
+        full @ 0xFF01..=0xFF5E => char::from_u32(full - 0xFF01 + 0x21).unwrap_or(c),
+        _ => c,
+    }
 }
 
 /// Maps Twilio Advanced Opt-Out's `OptOutType` webhook parameter (`"STOP"`, `"START"`,
@@ -148,7 +164,17 @@ mod tests {
 
     #[test]
     fn detects_single_keywords() {
-        for body in ["Stop!", "  stop. ", "STOP", "\"stop\"", "¡Stop!", "stop 🛑"] {
+        for body in [
+            "Stop!",
+            "  stop. ",
+            "STOP",
+            "\"stop\"",
+            "¡Stop!",
+            "stop 🛑",
+            "ＳＴＯＰ",
+            "ｓｔｏｐ！",
+            "Sｔop",
+        ] {
             assert_eq!(
                 detect(body),
                 Some(Keyword {

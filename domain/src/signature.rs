@@ -50,9 +50,10 @@ pub mod twilio {
     }
 
     /// Whether `signature` (the `X-Twilio-Signature` header) matches [`compute`] for `url` as
-    /// given, or — like Twilio's SDK validators — for `url` with its default port removed
-    /// (`https://h:443/p` → `https://h/p`) or added (`https://h/p` → `https://h:443/p`; 80 for
-    /// `http`). Userinfo, path and query are kept byte for byte.
+    /// given, or — like Twilio's SDK validators — for `url` with its port removed
+    /// (`https://h:443/p` or `https://h:8443/p` → `https://h/p`) or, without one, the default
+    /// port added (`https://h/p` → `https://h:443/p`; 80 for `http`). Userinfo, path and
+    /// query are kept byte for byte.
     pub fn verify(
         auth_token: &str,
         url: &str,
@@ -65,7 +66,7 @@ pub mod twilio {
                 signature.as_bytes(),
             )
         };
-        check(url) || toggle_default_port(url).is_some_and(|u| check(&u))
+        check(url) || toggle_port(url).is_some_and(|u| check(&u))
     }
 
     /// Validates a webhook with a JSON body (Twilio Conversations, Event Streams, etc.): the URL
@@ -91,10 +92,10 @@ pub mod twilio {
             .map(|(_, value)| value.into_owned())
     }
 
-    /// `url` with the scheme's default port (https 443, http 80) removed if it is explicitly
-    /// present, or added if no port is present. `None` for other schemes, other ports, or a
-    /// string without `scheme://`.
-    fn toggle_default_port(url: &str) -> Option<String> {
+    /// `url` with its port removed if one is present (any port: Twilio's SDK validators also
+    /// accept the URL without a non-default one), or the scheme's default port (https 443,
+    /// http 80) added if none is. `None` for other schemes or a string without `scheme://`.
+    fn toggle_port(url: &str) -> Option<String> {
         let (scheme, after_scheme) = url.split_once("://")?;
         let default_port = match scheme.to_ascii_lowercase().as_str() {
             "https" => "443",
@@ -115,11 +116,10 @@ pub mod twilio {
             .rfind(':')
             .filter(|&i| !host_port[i..].contains(']'));
         match port_colon {
-            Some(i) if &host_port[i + 1..] == default_port => {
+            Some(i) => {
                 let colon = authority_start + host_start + i;
                 Some(format!("{}{}", &url[..colon], &url[authority_end..]))
             }
-            Some(_) => None,
             None => Some(format!(
                 "{}:{default_port}{}",
                 &url[..authority_end],
@@ -133,7 +133,7 @@ pub mod twilio {
         use super::*;
 
         #[test]
-        fn toggles_only_the_default_port() {
+        fn removes_any_port_and_adds_the_default_one() {
             let cases = [
                 ("https://h.com/p?q=1", Some("https://h.com:443/p?q=1")),
                 ("https://h.com:443/p?q=1", Some("https://h.com/p?q=1")),
@@ -148,13 +148,13 @@ pub mod twilio {
                 ("https://[::1]/p", Some("https://[::1]:443/p")),
                 ("https://[::1]:443/p", Some("https://[::1]/p")),
                 ("https://h.com#frag", Some("https://h.com:443#frag")),
-                ("https://h.com:8443/p", None),
-                ("http://h.com:443/p", None),
+                ("https://h.com:8443/p", Some("https://h.com/p")),
+                ("http://h.com:443/p", Some("http://h.com/p")),
                 ("ftp://h.com/p", None),
                 ("not a url", None),
             ];
             for (url, expected) in cases {
-                assert_eq!(toggle_default_port(url).as_deref(), expected, "{url}");
+                assert_eq!(toggle_port(url).as_deref(), expected, "{url}");
             }
         }
 
@@ -175,6 +175,9 @@ pub mod twilio {
                 &params,
                 &signed
             ));
+            // APP_URL with a non-default port: signed with or without it.
+            let without = compute("token", "https://h.com/sms", &params);
+            assert!(verify("token", "https://h.com:8443/sms", &params, &without));
         }
 
         #[test]

@@ -190,6 +190,19 @@ async fn call<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, SendError> 
     })
 }
 
+/// A `Retry-After` value as a wait from `now`: delay-seconds, or an HTTP-date (RFC 9110
+/// §10.2.3; IMF-fixdate, which RFC 2822 parsing reads), a date in the past being no wait.
+fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
 /// Classifies a non-success response.
 async fn error_from(resp: reqwest::Response) -> SendError {
     let status = resp.status();
@@ -197,8 +210,7 @@ async fn error_from(resp: reqwest::Response) -> SendError {
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| retry_after(v, Utc::now()));
     let text = resp.text().await.unwrap_or_default();
     let parsed: Option<TwilioError> = serde_json::from_str(&text).ok();
     let code = parsed.as_ref().and_then(|e| e.code);
@@ -340,6 +352,23 @@ mod tests {
                 error_message: None,
             }
         );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after("Mon, 07 Dec 2026 12:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after("Mon, 07 Dec 2026 11:59:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
     }
 
     #[tokio::test]
