@@ -201,3 +201,30 @@ async fn an_agencys_tenant_switch_is_kept_in_the_redis_session() {
             .contains(r#"value="Second Client""#)
     );
 }
+
+/// Live updates travel through Redis pub/sub: while a process's subscription is down, the
+/// events published meanwhile never reach it. When it subscribes again, its open streams end
+/// (the pages reconnect and reload what they missed) instead of going on with a hole.
+#[tokio::test]
+#[ignore = "needs Redis (.ci/redis/run)"]
+async fn live_streams_end_when_the_pubsub_connection_was_lost() {
+    let (t, _) = app().await;
+    let (b, _, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
+    let mut stream = b.get("/events").await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut redis().await)
+        .await
+        .unwrap();
+    let read = async { while stream.chunk().await.unwrap().is_some() {} };
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .is_ok(),
+        "the stream ended once the subscription was back"
+    );
+    assert_eq!(b.get("/events").await.status(), StatusCode::OK);
+}

@@ -8,7 +8,8 @@
 //! retries). Both reconnect after a Redis failure, waiting [`RECONNECT_SECS`] between tries.
 //! Events lost that way (a failed `PUBLISH`, the time the listener was disconnected) are
 //! recorded as a gap on the bus ([`EventBus::gap`]): the open live streams end, and their
-//! pages reload.
+//! pages reload. A failed `PUBLISH` is announced to every process with [`GAP_MARKER`] once
+//! Redis takes it.
 
 use std::time::Duration;
 
@@ -42,23 +43,48 @@ pub fn start(
     bus
 }
 
+/// Published on the events channel once events could not be: every process's listener then
+/// records a gap ([`EventBus::gap`]), so pages served by any process reload what they missed.
+pub const GAP_MARKER: &str = "gap";
+
 async fn publish(
     mut conn: ConnectionManager,
     channel: String,
     mut rx: mpsc::UnboundedReceiver<Event>,
     bus: EventBus,
 ) {
-    while let Some(event) = rx.recv().await {
-        let payload = serde_json::to_string(&event).expect("events serialize");
-        let sent: Result<i64, _> = redis::cmd("PUBLISH")
+    let send = async |conn: &mut ConnectionManager, payload: &str| {
+        redis::cmd("PUBLISH")
             .arg(&channel)
             .arg(payload)
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = sent {
-            // Nobody, this process included, gets the event: the open pages reload.
+            .query_async::<i64>(conn)
+            .await
+    };
+    // True from a failed PUBLISH until the gap marker went out.
+    let mut gap = false;
+    loop {
+        let event = if gap {
+            tokio::select! {
+                event = rx.recv() => event,
+                () = tokio::time::sleep(Duration::from_secs(RECONNECT_SECS)) => {
+                    gap = send(&mut conn, GAP_MARKER).await.is_err();
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(event) = event else { return };
+        if gap {
+            gap = send(&mut conn, GAP_MARKER).await.is_err();
+        }
+        let payload = serde_json::to_string(&event).expect("events serialize");
+        if let Err(e) = send(&mut conn, &payload).await {
+            // Nobody gets the event, this process included: its open pages reload now, every
+            // other process's once the gap marker goes out.
             tracing::warn!(error = %e, "live event not published");
             bus.gap();
+            gap = true;
         }
     }
 }
@@ -94,12 +120,12 @@ async fn listen(client: redis::Client, channel: String, bus: EventBus, jobs: Job
         while let Some(msg) = messages.next().await {
             let name = msg.get_channel_name();
             if name == channel {
-                match msg
-                    .get_payload::<String>()
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| serde_json::from_str::<Event>(&p).map_err(|e| e.to_string()))
-                {
-                    Ok(event) => bus.deliver(event),
+                match msg.get_payload::<String>().map_err(|e| e.to_string()) {
+                    Ok(p) if p == GAP_MARKER => bus.gap(),
+                    Ok(p) => match serde_json::from_str::<Event>(&p) {
+                        Ok(event) => bus.deliver(event),
+                        Err(e) => tracing::warn!(error = %e, "unreadable live event ignored"),
+                    },
                     Err(e) => tracing::warn!(error = %e, "unreadable live event ignored"),
                 }
             } else if let Some((_, queue)) = wake.iter().find(|(c, _)| c == name) {

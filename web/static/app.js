@@ -17,13 +17,17 @@
       var body = new URLSearchParams(new FormData(form));
       var button = form.querySelector("button");
       if (button) button.disabled = true;
+      form.dataset.sending = "1";
       fetch(form.action, { method: "POST", body: body, redirect: "manual" })
         .then(function () {
           var text = form.querySelector("textarea");
           if (text) text.value = "";
           if (after) after();
         })
-        .finally(function () { if (button) button.disabled = false; });
+        .finally(function () {
+          delete form.dataset.sending;
+          if (button) button.disabled = false;
+        });
     });
     var text = form.querySelector("textarea");
     if (text) text.addEventListener("keydown", function (ev) {
@@ -31,22 +35,66 @@
     });
   }
 
+  // sessionStorage, when the browser allows it (it throws when storage is blocked).
+  function stored(key, value) {
+    try {
+      if (value === undefined) return sessionStorage.getItem(key);
+      if (value === null) sessionStorage.removeItem(key); else sessionStorage.setItem(key, value);
+    } catch (e) { return null; }
+    return null;
+  }
+
+  // A reply being typed survives a reload: kept for this tab and page, put back once. Not
+  // while it is being sent (it would come back after it went out).
+  var draftKey = "switchboard:draft:" + location.pathname + location.search;
+  var composeForm = function () { return document.querySelector("form.compose"); };
+  (function restoreDraft() {
+    var saved = stored(draftKey);
+    stored(draftKey, null);
+    var box = composeForm() && composeForm().querySelector("textarea");
+    if (saved && box && !box.value) box.value = saved;
+  })();
+  function reload() {
+    var form = composeForm();
+    var box = form && form.querySelector("textarea");
+    if (box && box.value && !form.dataset.sending) stored(draftKey, box.value);
+    location.reload();
+  }
+  // Reloads now, or once a minute has passed since this tab's last automatic reload: a
+  // stream that keeps breaking does not reload the page over and over.
+  function reloadSoon() {
+    var last = Number(stored("switchboard:auto-reload") || 0);
+    setTimeout(function () {
+      stored("switchboard:auto-reload", String(Date.now()));
+      reload();
+    }, Math.max(0, last + 60000 - Date.now()));
+  }
+
   // A stream that broke (network, server restart, events lost between servers, a switch to
   // another business, sign-out) may have missed events: when it reconnects the page reloads,
-  // so it shows what it missed, and the business the session now works in. A stream that
-  // cannot reconnect (signed out) reloads after a pause, and the page shows why.
+  // so it shows what it missed, and the business the session now works in. A stream the
+  // browser gave up on (its request refused) is asked for again: a server error or no
+  // answer is retried every 30 s (the page stays as it is meanwhile); any other answer
+  // (signed out, removed) reloads the page, which shows why.
   function listen(url, onEvent) {
     var es = new EventSource(url);
     var broken = false;
     ["message_created", "message_updated", "conversation_updated"].forEach(function (kind) {
       es.addEventListener(kind, function (ev) { onEvent(kind, JSON.parse(ev.data)); });
     });
-    es.addEventListener("resync", function () { location.reload(); });
-    es.addEventListener("open", function () { if (broken) location.reload(); });
+    es.addEventListener("resync", reload);
+    es.addEventListener("open", function () { if (broken) reloadSoon(); });
     es.addEventListener("error", function () {
       broken = true;
-      if (es.readyState === EventSource.CLOSED) setTimeout(function () { location.reload(); }, 5000);
+      if (es.readyState === EventSource.CLOSED) setTimeout(probe, 5000);
     });
+    function probe() {
+      var stop = new AbortController();
+      fetch(url, { signal: stop.signal, headers: { Accept: "text/event-stream" } }).then(function (r) {
+        stop.abort();
+        if (r.status >= 500) setTimeout(probe, 30000); else reloadSoon();
+      }, function () { setTimeout(probe, 30000); });
+    }
     return es;
   }
 
