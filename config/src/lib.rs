@@ -344,12 +344,18 @@ impl Raw {
                         "must be AC followed by 32 hex characters",
                     ));
                 }
-                if token.trim().is_empty() {
-                    return Err(invalid("TWILIO_AUTH_TOKEN", "must not be empty"));
+                // Webhooks are verified with it: an empty or short token would be a key
+                // anyone can sign with; a stray newline would make every signature fail.
+                let token = token.trim();
+                if !(16..=128).contains(&token.len()) {
+                    return Err(invalid(
+                        "TWILIO_AUTH_TOKEN",
+                        "must be the 32-character auth token from Twilio Console",
+                    ));
                 }
                 Some(TwilioAccount {
                     account_sid: sid,
-                    auth_token: token.into(),
+                    auth_token: token.to_string().into(),
                 })
             }
             (Some(_), None) => {
@@ -611,6 +617,12 @@ mod tests {
             "TWILIO_ACCOUNT_SID",
             "AC00000000000000000000000000000000",
         )]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("TWILIO_AUTH_TOKEN:"), "{e}");
+        let e = Settings::from_pairs(&with_key(&[
+            ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000"),
+            ("TWILIO_AUTH_TOKEN", "short"),
+        ]))
         .unwrap_err();
         assert!(e.to_string().starts_with("TWILIO_AUTH_TOKEN:"), "{e}");
         let e = Settings::from_pairs(&with_key(&[

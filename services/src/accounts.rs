@@ -79,15 +79,21 @@ const HASHING_AT_ONCE: usize = 4;
 
 static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
 
-/// Runs one Argon2 computation on a blocking thread, within [`HASHING_AT_ONCE`].
+/// Runs one Argon2 computation on a blocking thread, within [`HASHING_AT_ONCE`]. The turn is
+/// held by the computation itself: a request that goes away meanwhile (client gone) does not
+/// free it while the hash still runs.
 async fn argon2_job<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
-    let _turn = HASHING
+    let turn = HASHING
         .acquire()
         .await
         .expect("the semaphore is never closed");
-    tokio::task::spawn_blocking(job).await
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        job()
+    })
+    .await
 }
 
 pub(crate) async fn hash_password(password: &Password) -> Result<String, ServiceError> {
@@ -237,15 +243,7 @@ pub(crate) async fn set_session_tenant(
     user_id: UserId,
     tenant_id: TenantId,
 ) -> Result<(), ServiceError> {
-    let hash = hash_token(session_id);
-    if let Some(mut r) = sessions::get(app, &hash)
-        .await?
-        .filter(|r| r.user_id == user_id)
-    {
-        r.tenant_id = Some(tenant_id);
-        sessions::update(app, &hash, &r).await?;
-    }
-    Ok(())
+    sessions::set_tenant(app, &hash_token(session_id), user_id, tenant_id).await
 }
 
 pub(crate) async fn add_member<C: sea_orm::ConnectionTrait>(

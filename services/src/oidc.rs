@@ -183,6 +183,17 @@ pub async fn link(
     if taken {
         return Ok(false);
     }
-    insert_identity(&app.db.write, user_id, &id).await?;
+    // The provider verified this address (only a verified one is offered for linking), and
+    // the password sign-in proved the account: the address counts as verified from now on,
+    // so a later password reset keeps this identity.
+    let txn = app.db.write.begin().await?;
+    insert_identity(&txn, user_id, &id).await?;
+    user::Entity::update_many()
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::EmailVerifiedAt.is_null())
+        .col_expr(user::Column::EmailVerifiedAt, Some(Utc::now()).into())
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
     Ok(true)
 }

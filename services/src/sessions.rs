@@ -138,38 +138,32 @@ pub(crate) async fn get(app: &App, hash: &str) -> Result<Option<Record>, Service
     }
 }
 
-/// Replaces the stored record (a tenant switch), keeping the session's end.
-pub(crate) async fn update(app: &App, hash: &str, r: &Record) -> Result<(), ServiceError> {
+/// Moves the session to `tenant_id` (a switch), leaving its other fields as stored.
+pub(crate) async fn set_tenant(
+    app: &App,
+    hash: &str,
+    user: UserId,
+    tenant_id: TenantId,
+) -> Result<(), ServiceError> {
     match &app.sessions {
         Store::Db => {
             session::Entity::update_many()
                 .filter(session::Column::IdHash.eq(hash))
-                .filter(session::Column::UserId.eq(r.user_id))
-                .col_expr(session::Column::TenantId, r.tenant_id.into())
-                .col_expr(session::Column::LastSeenAt, r.last_seen_at.into())
+                .filter(session::Column::UserId.eq(user))
+                .col_expr(session::Column::TenantId, Some(tenant_id).into())
                 .exec(&app.db.write)
                 .await?;
         }
         Store::Redis { conn, prefix } => {
-            let (key, _) = keys(prefix, hash, r.user_id);
-            let json = serde_json::to_string(r).expect("a record serializes");
-            // XX: never bring back a session that ended meanwhile.
-            let opts = redis::SetOptions::default()
-                .conditional_set(redis::ExistenceCheck::XX)
-                .with_expiration(redis::SetExpiry::PXAT(r.ends_at().timestamp_millis() as u64));
-            let _: Option<String> = conn
-                .clone()
-                .set_options(&key, json, opts)
-                .await
-                .map_err(redis_error)?;
+            let (key, _) = keys(prefix, hash, user);
+            set_field(conn, key, user, "tenant_id", &tenant_id.to_string(), None).await?;
         }
     }
     Ok(())
 }
 
 /// Moves the session's `last_seen_at` to `r.last_seen_at` (and, in Redis, its expiry with
-/// it), leaving every other field as stored: a touch works from a record read a moment ago,
-/// and writing all of it back would undo a tenant switch made meanwhile.
+/// it), leaving its other fields as stored.
 pub(crate) async fn touch(app: &App, hash: &str, r: &Record) -> Result<(), ServiceError> {
     match &app.sessions {
         Store::Db => {
@@ -180,26 +174,57 @@ pub(crate) async fn touch(app: &App, hash: &str, r: &Record) -> Result<(), Servi
                 .await?;
         }
         Store::Redis { conn, prefix } => {
-            // Read, change one field and write back inside Redis, atomically; a session that
-            // ended meanwhile stays ended.
-            const TOUCH: &str = r"
-                local stored = redis.call('GET', KEYS[1])
-                if not stored then return 0 end
-                local record = cjson.decode(stored)
-                record['last_seen_at'] = ARGV[1]
-                redis.call('SET', KEYS[1], cjson.encode(record), 'PXAT', ARGV[2])
-                return 1";
             let (key, _) = keys(prefix, hash, r.user_id);
             let seen = serde_json::to_value(r.last_seen_at).expect("a time serializes");
-            let _: i64 = redis::Script::new(TOUCH)
-                .key(key)
-                .arg(seen.as_str().expect("a time serializes as a string"))
-                .arg(r.ends_at().timestamp_millis())
-                .invoke_async(&mut conn.clone())
-                .await
-                .map_err(redis_error)?;
+            let seen = seen.as_str().expect("a time serializes as a string");
+            set_field(
+                conn,
+                key,
+                r.user_id,
+                "last_seen_at",
+                seen,
+                Some(r.ends_at()),
+            )
+            .await?;
         }
     }
+    Ok(())
+}
+
+/// Sets one string field of `user`'s session record at `key` inside Redis, atomically, and
+/// its expiry to `expires` (else the expiry stays): a touch and a tenant switch each change
+/// their own field, so neither undoes the other by writing back a record read earlier. A
+/// session that ended meanwhile stays ended.
+async fn set_field(
+    conn: &ConnectionManager,
+    key: String,
+    user: UserId,
+    field: &str,
+    value: &str,
+    expires: Option<DateTime<Utc>>,
+) -> Result<(), ServiceError> {
+    const SET_FIELD: &str = r"
+        local stored = redis.call('GET', KEYS[1])
+        if not stored then return 0 end
+        local record = cjson.decode(stored)
+        if record['user_id'] ~= ARGV[4] then return 0 end
+        record[ARGV[1]] = ARGV[2]
+        if ARGV[3] == '' then
+            redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+        else
+            redis.call('SET', KEYS[1], cjson.encode(record), 'PXAT', ARGV[3])
+        end
+        return 1";
+    let expires = expires.map_or(String::new(), |at| at.timestamp_millis().to_string());
+    let _: i64 = redis::Script::new(SET_FIELD)
+        .key(key)
+        .arg(field)
+        .arg(value)
+        .arg(expires)
+        .arg(user.to_string())
+        .invoke_async(&mut conn.clone())
+        .await
+        .map_err(redis_error)?;
     Ok(())
 }
 

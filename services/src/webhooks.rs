@@ -255,7 +255,7 @@ pub async fn receive_sms(
     };
     let sms = parse_inbound(params)?;
     tracing::Span::current().record("message_sid", sms.message_sid.as_str());
-    match app.ingest.submit(new_inbound(&route, sms.clone())).await? {
+    match app.ingest.submit(new_inbound(&route, sms)).await? {
         // The cached route's number was removed meanwhile (by another process: this one
         // forgets at once), perhaps taken by another tenant on the same Twilio account. Read
         // the route again, once: a text to a number nobody holds now is a 404.
@@ -265,7 +265,11 @@ pub async fn receive_sms(
                 .await?
                 .ok_or(WebhookError::Unknown)?;
             check(&fresh)?;
-            match app.ingest.submit(new_inbound(&fresh, sms)).await? {
+            match app
+                .ingest
+                .submit(new_inbound(&fresh, parse_inbound(params)?))
+                .await?
+            {
                 Written::Released => Err(WebhookError::Unknown),
                 written => Ok(written),
             }
@@ -400,8 +404,9 @@ pub async fn receive_status(
     let (tenant_id, message_id) = found.ok_or(WebhookError::Unknown)?;
     // Signed by the account that sent the message, which may not be the tenant's account
     // now: a text sent through the platform's account before the tenant connected its own
-    // (or the reverse) reports its status signed with the platform's token. The callback's
-    // `AccountSid` says which; a token is only ever one we hold for this tenant.
+    // reports its status signed with the platform's token. The callback's `AccountSid` says
+    // which; a token is only ever one we hold for this tenant. (A text sent through an
+    // account the tenant has since replaced cannot be verified: its token is gone.)
     let own = lookup::tenant_twilio_account(&app.db.read, tenant_id)
         .await
         .map_err(ServiceError::from)?;

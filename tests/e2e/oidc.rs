@@ -241,6 +241,14 @@ async fn a_verified_email_links_to_a_local_account_only_after_its_password_sign_
         .unwrap()
         .expect("linked after the password sign-in");
     assert_eq!(linked.user_id, owner_id);
+    // The provider verified the address, the password proved the account: verified now, so
+    // a later password reset keeps this sign-in.
+    let owner = user::Entity::find_by_id(owner_id)
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(owner.email_verified_at.is_some());
 
     // From now on the provider signs this account in directly.
     let other = t.browser();

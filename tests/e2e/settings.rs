@@ -891,7 +891,10 @@ async fn a_tenant_without_its_own_account_cannot_claim_platform_numbers() {
     let t = spawn_app_with(Options {
         settings: vec![
             ("TWILIO_ACCOUNT_SID".into(), format!("AC{}", "0".repeat(32))),
-            ("TWILIO_AUTH_TOKEN".into(), "platform-token".into()),
+            (
+                "TWILIO_AUTH_TOKEN".into(),
+                "platform-token-0123456789".into(),
+            ),
         ],
         ..Options::default()
     })

@@ -385,7 +385,10 @@ async fn a_status_callback_from_the_platform_account_is_verified_with_its_token(
     let t = spawn_app_with(Options {
         settings: vec![
             ("TWILIO_ACCOUNT_SID".into(), platform_sid.clone()),
-            ("TWILIO_AUTH_TOKEN".into(), "platform-token".into()),
+            (
+                "TWILIO_AUTH_TOKEN".into(),
+                "platform-token-0123456789".into(),
+            ),
         ],
         ..Options::default()
     })
@@ -419,7 +422,7 @@ async fn a_status_callback_from_the_platform_account_is_verified_with_its_token(
         "names the platform, signed by another"
     );
     let resp = t
-        .post_signed(&path, "platform-token", &callback("delivered"))
+        .post_signed(&path, "platform-token-0123456789", &callback("delivered"))
         .await;
     assert_eq!(resp.status(), 200);
     let now = t

@@ -223,6 +223,10 @@ pub(crate) async fn reset(
     let password = match Password::parse(&f.password) {
         Ok(p) => p,
         Err(e) => {
+            // The form goes back with the token in its action: only for a live link.
+            if !recovery::link_live(app.0, &token, Link::Reset).await? {
+                return Err(dead_link());
+            }
             let page = reset_form(&csrf, &token, Some(&format!("password: {e}")));
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }

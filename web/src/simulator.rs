@@ -159,8 +159,9 @@ pub(crate) async fn send(
 
 /// `GET /simulator/events?number=`: the number's tenant's events (the page reloads its thread),
 /// for as long as the number is a simulator number of that tenant: checked again every
-/// [`SESSION_CHECK_SECS`], since this stream needs no sign-in (the tenant may connect Twilio
-/// meanwhile, and its numbers' events are then its own).
+/// [`SESSION_CHECK_SECS`] (through the route cache, so a change made by another process
+/// shows up to `ROUTE_TTL_SECS` later), since this stream needs no sign-in (the tenant may
+/// connect Twilio meanwhile, and its numbers' events are then its own).
 #[handler]
 pub(crate) async fn events(app: AppData<'_>, Query(q): Query<Handset>) -> Result<SSE, PageError> {
     let number = q.number.unwrap_or_default();
