@@ -4,9 +4,9 @@
 
 use sea_orm::{EntityTrait, PaginatorTrait};
 use sqlx::{Connection, Executor, PgConnection};
-use switchboard_entity::tenancy::{APP_ROLE, SET_TENANT};
+use switchboard_entity::tenancy::{APP_ROLE, LOOKUP_ROLE, SET_TENANT};
 use switchboard_entity::{TenantTx, message};
-use switchboard_migration::postgres::TENANT_TABLES;
+use switchboard_migration::postgres::{LOOKUP_TABLES, TENANT_TABLES};
 use switchboard_services::tenancy::BotKind;
 use switchboard_testkit::{TestApp, create_tenant, spawn_app};
 
@@ -165,6 +165,39 @@ async fn without_a_tenant_every_tenant_table_reads_empty_and_writes_fail() {
     // Everything is still there (the test's own connection bypasses row-level security).
     let all = message::Entity::find().count(&t.db.read).await.unwrap();
     assert_eq!(all, mine);
+
+    // The lookup role reads across tenants, but only the tables the lookups need.
+    let mut lookup = PgConnection::connect(&t.app.settings.database_url)
+        .await
+        .unwrap();
+    lookup
+        .execute(sqlx::AssertSqlSafe(format!("SET ROLE {LOOKUP_ROLE}")))
+        .await
+        .unwrap();
+    for table in LOOKUP_TABLES {
+        assert!(
+            count(&mut lookup, table).await > 0,
+            "{table}: the lookups read it"
+        );
+    }
+    for table in [
+        "contacts",
+        "conversations",
+        "users",
+        "sessions",
+        "email_tokens",
+    ] {
+        let err = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM {table} LIMIT 1"
+        )))
+        .fetch_optional(&mut lookup)
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{table}: {err}"
+        );
+    }
 }
 
 /// One `switchboard` process of the multi-process test.

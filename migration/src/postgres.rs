@@ -9,8 +9,9 @@
 //!   its tenant column equals the transaction's `app.tenant_id` ([`SET_TENANT`]). With no
 //!   tenant set, every such table reads as empty, `INSERT` fails and `UPDATE`/`DELETE` touch
 //!   nothing.
-//! - [`LOOKUP_ROLE`] may `SELECT` every row of those tables: only `entity::lookup` takes it,
-//!   inside its own read-only transaction (which number or API key belongs to which tenant).
+//! - [`LOOKUP_ROLE`] may `SELECT` every row of the tables in [`LOOKUP_TABLES`] and nothing
+//!   else: only `entity::lookup` takes it, inside its own read-only transaction (which number
+//!   or API key belongs to which tenant).
 //!
 //! [`SET_TENANT`]: switchboard_entity::tenancy::SET_TENANT
 
@@ -28,6 +29,19 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
     ("messages", "tenant_id"),
     ("memberships", "tenant_id"),
     ("invites", "tenant_id"),
+];
+
+/// The tables `entity::lookup` reads across tenants, the only ones [`LOOKUP_ROLE`] may read:
+/// numbers, tenants, API keys, memberships and invites (who owns what), and messages (by
+/// MessageSid, and the maintenance sweep). Contacts, conversations, users, sessions and the
+/// rest stay out of its reach.
+pub const LOOKUP_TABLES: &[&str] = &[
+    "tenants",
+    "phone_numbers",
+    "api_keys",
+    "memberships",
+    "invites",
+    "messages",
 ];
 
 /// Tables with a `tenant_id` column that are not tenant data: `sessions` belongs to a user
@@ -89,7 +103,9 @@ async fn secure_once(db: &DatabaseConnection) -> Result<(), DbErr> {
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}; \
          REVOKE INSERT, UPDATE, DELETE ON seaql_migrations FROM {APP_ROLE}; \
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}; \
-         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {LOOKUP_ROLE};"
+         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {LOOKUP_ROLE}; \
+         GRANT SELECT ON {} TO {LOOKUP_ROLE};",
+        LOOKUP_TABLES.join(", ")
     ))
     .await?;
     for (table, column) in TENANT_TABLES {
@@ -105,13 +121,21 @@ async fn secure_once(db: &DatabaseConnection) -> Result<(), DbErr> {
                  CREATE POLICY tenant_isolation ON {table} FOR ALL TO {APP_ROLE} \
                    USING ({column} = {CURRENT_TENANT}) WITH CHECK ({column} = {CURRENT_TENANT}); \
                END IF; \
-               IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = 'public' \
-                              AND tablename = '{table}' AND policyname = 'tenant_lookup') THEN \
-                 CREATE POLICY tenant_lookup ON {table} FOR SELECT TO {LOOKUP_ROLE} USING (true); \
-               END IF; \
              END $$"
         ))
         .await?;
+        let lookup_policy = if LOOKUP_TABLES.contains(table) {
+            format!(
+                "IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = 'public' \
+                   AND tablename = '{table}' AND policyname = 'tenant_lookup') THEN \
+                   CREATE POLICY tenant_lookup ON {table} FOR SELECT TO {LOOKUP_ROLE} USING (true); \
+                 END IF;"
+            )
+        } else {
+            format!("DROP POLICY IF EXISTS tenant_lookup ON {table};")
+        };
+        db.execute_unprepared(&format!("DO $$ BEGIN {lookup_policy} END $$"))
+            .await?;
     }
     Ok(())
 }
