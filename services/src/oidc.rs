@@ -188,12 +188,7 @@ pub async fn link(
     // so a later password reset keeps this identity.
     let txn = app.db.write.begin().await?;
     insert_identity(&txn, user_id, &id).await?;
-    user::Entity::update_many()
-        .filter(user::Column::Id.eq(user_id))
-        .filter(user::Column::EmailVerifiedAt.is_null())
-        .col_expr(user::Column::EmailVerifiedAt, Some(Utc::now()).into())
-        .exec(&txn)
-        .await?;
+    crate::recovery::mark_verified(&txn, user_id).await?;
     txn.commit().await?;
     Ok(true)
 }

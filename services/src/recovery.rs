@@ -113,13 +113,22 @@ pub async fn verify_email(app: &App, token: &str) -> Result<(), ServiceError> {
     let user_id = take(&txn, token, Link::Verify)
         .await?
         .ok_or(ServiceError::NotFound)?;
+    mark_verified(&txn, user_id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Records `user_id`'s address as verified now, unless it already was.
+pub(crate) async fn mark_verified<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    user_id: UserId,
+) -> Result<(), ServiceError> {
     user::Entity::update_many()
         .filter(user::Column::Id.eq(user_id))
         .filter(user::Column::EmailVerifiedAt.is_null())
         .col_expr(user::Column::EmailVerifiedAt, Some(Utc::now()).into())
-        .exec(&txn)
+        .exec(db)
         .await?;
-    txn.commit().await?;
     Ok(())
 }
 

@@ -641,6 +641,18 @@ impl TestApp {
             .expect("messages")
     }
 
+    /// One message row, by id (any tenant's).
+    ///
+    /// # Panics
+    /// When there is no such message.
+    pub async fn message(&self, id: switchboard_domain::MessageId) -> message::Model {
+        message::Entity::find_by_id(id)
+            .one(&self.db.read)
+            .await
+            .expect("message")
+            .expect("the message exists")
+    }
+
     /// Waits until `check` holds for the tenant's messages (at most [`WAIT_SECS`]); returns them.
     ///
     /// # Panics

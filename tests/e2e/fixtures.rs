@@ -48,20 +48,10 @@ async fn every_status_sample_is_applied_in_order() {
             .post_signed("/webhooks/twilio/status", &t.tenant.auth_token, &post(name))
             .await;
         assert_eq!(resp.status(), 200, "{name}");
-        let now = t
-            .messages(t.tenant.tenant_id)
-            .await
-            .into_iter()
-            .find(|m| m.id == reply.id)
-            .unwrap();
+        let now = t.message(reply.id).await;
         assert_eq!(now.status, expected, "{name}");
     }
-    let now = t
-        .messages(t.tenant.tenant_id)
-        .await
-        .into_iter()
-        .find(|m| m.id == reply.id)
-        .unwrap();
+    let now = t.message(reply.id).await;
     assert_eq!(now.error_code, Some(30007), "ErrorCode kept");
 
     // A callback for a MessageSid we never sent is a 404, and writes nothing.

@@ -71,18 +71,6 @@ async fn queued(
         .id
 }
 
-/// Message `id` as stored now.
-async fn stored(
-    t: &switchboard_testkit::TestApp,
-    id: switchboard_domain::MessageId,
-) -> switchboard_entity::message::Model {
-    t.messages(t.tenant.tenant_id)
-        .await
-        .into_iter()
-        .find(|m| m.id == id)
-        .expect("the message")
-}
-
 fn post_count(requests: &[switchboard_testkit::wiremock::Request]) -> usize {
     requests
         .iter()
@@ -354,12 +342,7 @@ async fn a_status_callback_that_outruns_the_create_answer_is_not_overwritten() {
         200
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let now = t
-        .messages(t.tenant.tenant_id)
-        .await
-        .into_iter()
-        .find(|m| m.id == reply.id)
-        .unwrap();
+    let now = t.message(reply.id).await;
     assert_eq!(
         now.status,
         MessageStatus::Delivered,
@@ -402,12 +385,7 @@ async fn a_delivered_callback_clears_the_note_of_an_attempt_that_timed_out() {
             .status(),
         200
     );
-    let now = t
-        .messages(t.tenant.tenant_id)
-        .await
-        .into_iter()
-        .find(|m| m.id == reply.id)
-        .unwrap();
+    let now = t.message(reply.id).await;
     assert_eq!(now.status, MessageStatus::Delivered);
     assert_eq!((now.error_code, now.error_message), (None, None));
 }
@@ -578,7 +556,7 @@ async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
 
     let requests = t.twilio.received_requests().await.unwrap();
     assert_eq!(post_count(&requests), 0, "Twilio had it: no create call");
-    let row = stored(&t, reply).await;
+    let row = t.message(reply).await;
     assert_eq!(row.provider_sid.as_deref(), Some(sid));
     assert_eq!(row.status, MessageStatus::Sending);
     assert_eq!(row.attempts, 1);
@@ -612,7 +590,7 @@ async fn held_bot_question(
 
 /// Bot reply `id` was withdrawn by a person taking over, visibly.
 async fn assert_withdrawn(t: &switchboard_testkit::TestApp, id: switchboard_domain::MessageId) {
-    let row = stored(t, id).await;
+    let row = t.message(id).await;
     assert_eq!(row.status, MessageStatus::Suppressed);
     assert_eq!(
         row.error_message.as_deref(),
@@ -709,7 +687,7 @@ async fn a_reply_whose_credentials_cannot_be_read_fails_with_the_reason() {
         Delivery::Done
     );
     for id in [first, second] {
-        let row = stored(&t, id).await;
+        let row = t.message(id).await;
         assert_eq!(row.status, MessageStatus::Failed);
         assert!(
             row.error_message.as_deref().is_some_and(
@@ -775,7 +753,7 @@ async fn a_failure_found_at_twilio_keeps_its_error_code() {
         .status_callback(reply.id, sid, "undelivered", &[("ErrorCode", "30005")])
         .await;
     assert_eq!(callback.status(), 200);
-    let now = stored(&t, reply.id).await;
+    let now = t.message(reply.id).await;
     assert_eq!(now.status, MessageStatus::Undelivered);
     assert_eq!(now.error_code, Some(30005));
 }
@@ -842,7 +820,7 @@ async fn a_refused_reply_is_sent_again_once_as_a_new_message() {
         .await;
     let again = rows.iter().find(|m| m.id.to_string() == again_id).unwrap();
     assert_eq!(again.in_reply_to, Some(help.id));
-    let before = stored(&t, refused.id).await;
+    let before = t.message(refused.id).await;
     assert_eq!(before.status, MessageStatus::Failed);
     assert_eq!(before.error_code, Some(21612), "the refusal keeps its code");
 

@@ -321,6 +321,17 @@ async fn a_number_moved_to_another_tenant_by_another_process_routes_to_the_new_o
         200,
         "route cached"
     );
+    let release_numbers_of = async |tenant| {
+        phone_number::Entity::update_many()
+            .col_expr(
+                phone_number::Column::ReleasedAt,
+                Some(chrono::Utc::now()).into(),
+            )
+            .filter(phone_number::Column::TenantId.eq(tenant))
+            .exec(&t.db.write)
+            .await
+            .unwrap();
+    };
     // What another process does: A removes the number, B (on A's Twilio account) adds it.
     tenant::Entity::update_many()
         .col_expr(
@@ -335,15 +346,7 @@ async fn a_number_moved_to_another_tenant_by_another_process_routes_to_the_new_o
         .exec(&t.db.write)
         .await
         .unwrap();
-    phone_number::Entity::update_many()
-        .col_expr(
-            phone_number::Column::ReleasedAt,
-            Some(chrono::Utc::now()).into(),
-        )
-        .filter(phone_number::Column::TenantId.eq(t.tenant.tenant_id))
-        .exec(&t.db.write)
-        .await
-        .unwrap();
+    release_numbers_of(t.tenant.tenant_id).await;
     phone_number::Entity::update_many()
         .col_expr(phone_number::Column::E164, t.tenant.number.clone().into())
         .filter(phone_number::Column::TenantId.eq(b.tenant_id))
@@ -359,15 +362,7 @@ async fn a_number_moved_to_another_tenant_by_another_process_routes_to_the_new_o
     assert_eq!(bodies(t.messages(b.tenant_id).await), ["to B"]);
 
     // Released and held by nobody: a 404, nothing stored.
-    phone_number::Entity::update_many()
-        .col_expr(
-            phone_number::Column::ReleasedAt,
-            Some(chrono::Utc::now()).into(),
-        )
-        .filter(phone_number::Column::TenantId.eq(b.tenant_id))
-        .exec(&t.db.write)
-        .await
-        .unwrap();
+    release_numbers_of(b.tenant_id).await;
     assert_eq!(t.text_in(customer, "to nobody").await.status(), 404);
     assert_eq!(bodies(t.messages(b.tenant_id).await), ["to B"]);
 }
@@ -425,11 +420,6 @@ async fn a_status_callback_from_the_platform_account_is_verified_with_its_token(
         .post_signed(&path, "platform-token-0123456789", &callback("delivered"))
         .await;
     assert_eq!(resp.status(), 200);
-    let now = t
-        .messages(t.tenant.tenant_id)
-        .await
-        .into_iter()
-        .find(|m| m.id == reply.id)
-        .unwrap();
+    let now = t.message(reply.id).await;
     assert_eq!(now.status, MessageStatus::Delivered);
 }
