@@ -226,25 +226,25 @@ impl WebGuard {
         if header("sec-fetch-site") == Some("cross-site") {
             return Some("This request came from another site and was refused.");
         }
-        let submitted = match header(CSRF_HEADER) {
-            Some(v) => Some(v.to_string()),
-            None if is_form(req) => {
-                let body = req.take_body().into_bytes_limit(MAX_FORM_BYTES).await;
-                let Ok(body) = body else {
-                    return Some("This form is too large.");
-                };
-                let field = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-                    .ok()
-                    .and_then(|fields| {
-                        fields
-                            .into_iter()
-                            .find(|(k, _)| k == CSRF_FIELD)
-                            .map(|(_, v)| v)
-                    });
-                req.set_body(body);
-                field
-            }
-            None => None,
+        let from_header = header(CSRF_HEADER).map(str::to_string);
+        // A form is read here, within MAX_FORM_BYTES, token in a header or not: the form
+        // extractor behind this reads whatever it is given.
+        let submitted = if is_form(req) {
+            let Ok(body) = req.take_body().into_bytes_limit(MAX_FORM_BYTES).await else {
+                return Some("This form is too large.");
+            };
+            let field = || {
+                serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+                    .ok()?
+                    .into_iter()
+                    .find(|(k, _)| k == CSRF_FIELD)
+                    .map(|(_, v)| v)
+            };
+            let submitted = from_header.or_else(field);
+            req.set_body(body);
+            submitted
+        } else {
+            from_header
         };
         match submitted {
             Some(s) if bool::from(s.as_bytes().ct_eq(token.as_bytes())) => None,

@@ -154,29 +154,20 @@ pub enum Queued {
     Accepted(Json<Message>),
 }
 
-/// Longest `Idempotency-Key`, in characters (as Stripe's).
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// The request's `Idempotency-Key`, checked: 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII
-/// characters. A key outside that is refused rather than ignored: a retry would otherwise send
-/// again (a header value that is not visible ASCII reaches the handler as no key at all), an
-/// empty key would tie every later keyless-looking request to the first, and a very long one
-/// exceeds what the database indexes.
+/// The request's `Idempotency-Key`, checked ([`messaging::check_idempotency_key`]). A header
+/// value that is not visible ASCII reaches the handler as no key at all: refused too, not
+/// taken for none (each retry would send again).
 fn checked_key(parsed: Option<String>, req: &Request) -> Result<Option<String>, ApiError> {
-    let present = req.headers().contains_key("idempotency-key");
+    const HEADER: &str = "Idempotency-Key";
     match parsed {
-        Some(key)
-            if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
-                && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
+        Some(key) => {
+            messaging::check_idempotency_key(HEADER, &key)?;
             Ok(Some(key))
         }
-        None if !present => Ok(None),
-        _ => Err(switchboard_services::ServiceError::invalid(
-            "Idempotency-Key",
-            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-        )
-        .into()),
+        None if req.headers().contains_key(HEADER) => {
+            Err(messaging::bad_idempotency_key(HEADER).into())
+        }
+        None => Ok(None),
     }
 }
 

@@ -42,12 +42,19 @@ pub struct NewBusiness {
     pub notify_phone: Option<E164>,
 }
 
-/// Checks a business name: 1 to 100 characters after trimming.
+/// Checks a business name: 1 to 100 characters after trimming, no control characters (it
+/// goes into every compliance reply; Postgres refuses NUL in text).
 ///
 /// # Errors
 /// [`ServiceError::Invalid`] naming `business_name`.
 pub fn check_business_name(name: &str) -> Result<String, ServiceError> {
     let name = name.trim();
+    if name.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            "business_name",
+            "must not contain control characters",
+        ));
+    }
     match name.chars().count() {
         0 => Err(ServiceError::invalid("business_name", "must not be empty")),
         1..=100 => Ok(name.to_string()),

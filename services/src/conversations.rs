@@ -301,11 +301,15 @@ pub struct SearchResults {
 /// Most rows of each kind a search returns.
 pub const MAX_SEARCH: u64 = 25;
 
+/// Longest search, in characters (a phone number, a name, words of a message).
+pub const MAX_SEARCH_CHARS: usize = 200;
+
 /// Searches `ctx`'s contacts (name, phone) and messages (text), case-insensitively. A query
 /// under 2 characters finds nothing.
 ///
 /// # Errors
-/// Database errors.
+/// [`ServiceError::Invalid`] naming `q` past [`MAX_SEARCH_CHARS`] or with control
+/// characters; database errors.
 pub async fn search(
     app: &App,
     ctx: &TenantCtx,
@@ -315,6 +319,12 @@ pub async fn search(
     let q = query.trim().to_lowercase();
     if q.chars().count() < 2 {
         return Ok(SearchResults::default());
+    }
+    if q.chars().count() > MAX_SEARCH_CHARS || q.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            "q",
+            format!("must be at most {MAX_SEARCH_CHARS} characters, without control characters"),
+        ));
     }
     // `%`, `_` and the escape itself are literal in the user's text.
     let escaped: String = q

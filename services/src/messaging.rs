@@ -70,12 +70,15 @@ pub fn recheck_delay(attempts: i32, age: Duration) -> Duration {
     (age / 4).clamp(backoff(attempts), Duration::from_secs(MAX_BACKOFF_SECS))
 }
 
-/// Checks an outbound body: 1 to [`MAX_BODY_CHARS`] characters after trimming.
+/// Checks an outbound body: 1 to [`MAX_BODY_CHARS`] characters after trimming, line breaks
+/// counted once (a browser's textarea sends `\r\n` for each, and counts it as one against
+/// its `maxlength`; the body is stored with `\n`), and no control characters but line
+/// breaks and tabs (Postgres refuses NUL in text).
 ///
 /// # Errors
 /// [`ServiceError::Invalid`] naming the field `body`.
 pub fn check_body(body: &str) -> Result<String, ServiceError> {
-    let body = body.trim();
+    let body = body.trim().replace("\r\n", "\n");
     if body.is_empty() {
         return Err(ServiceError::invalid("body", "must not be empty"));
     }
@@ -85,7 +88,42 @@ pub fn check_body(body: &str) -> Result<String, ServiceError> {
             format!("must be at most {MAX_BODY_CHARS} characters"),
         ));
     }
-    Ok(body.to_string())
+    if body
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ServiceError::invalid(
+            "body",
+            "must not contain control characters",
+        ));
+    }
+    Ok(body)
+}
+
+/// Longest idempotency key, in characters (as Stripe's).
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Checks an idempotency key (the API's `Idempotency-Key`, the inbox form's `key`): 1 to
+/// [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters. One outside that is refused, not
+/// ignored: an empty key would tie unrelated replies together, and a very long one exceeds
+/// what the database indexes.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `field`.
+pub fn check_idempotency_key(field: &'static str, key: &str) -> Result<(), ServiceError> {
+    if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(bad_idempotency_key(field))
+    }
+}
+
+/// The error [`check_idempotency_key`] gives for `field`.
+pub fn bad_idempotency_key(field: &'static str) -> ServiceError {
+    ServiceError::invalid(
+        field,
+        format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+    )
 }
 
 /// An outbox row written inside a unit of work.
@@ -285,6 +323,20 @@ pub async fn send_manual(
     // Scoped to the conversation: the same key on another conversation is another message.
     let key = idempotency_key.map(|k| format!("manual:{conversation_id}:{k}"));
     let row = insert_outbound(&tx, &conversation, &body, Source::Manual, key, None).await?;
+    if !row.created {
+        // A replay must be the same reply: a key reused for another text (a page that kept
+        // its form's key for a second reply) would otherwise drop that text silently.
+        let first = message::Entity::by_id(tx.tenant(), row.id)
+            .one(tx.conn())
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if first.body != body {
+            return Err(ServiceError::Conflict(
+                "this idempotency key was used for another message; send this one with a new key"
+                    .into(),
+            ));
+        }
+    }
     // A replayed request (its key made a row before) changes nothing else either: someone
     // may have resumed the bot since, and its replies must not be withdrawn by a retry.
     let mut withdrawn = Vec::new();

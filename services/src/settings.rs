@@ -488,15 +488,18 @@ pub async fn api_keys(app: &App, ctx: &TenantCtx) -> Result<Vec<ApiKeyView>, Ser
 /// Creates a named API key; the key itself is returned once and stored only as a hash.
 ///
 /// # Errors
-/// [`ServiceError::Invalid`] naming `name` (1 to 60 characters).
+/// [`ServiceError::Invalid`] naming `name` (1 to 60 characters, no control characters).
 pub async fn create_api_key(
     app: &App,
     ctx: &TenantCtx,
     name: &str,
 ) -> Result<SecretString, ServiceError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 60 {
-        return Err(ServiceError::invalid("name", "must be 1 to 60 characters"));
+    if name.is_empty() || name.chars().count() > 60 || name.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            "name",
+            "must be 1 to 60 characters, without control characters",
+        ));
     }
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let key = tenancy::insert_api_key(tx.conn(), tx.tenant(), name).await?;

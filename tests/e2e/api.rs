@@ -287,6 +287,19 @@ async fn idempotency_keys_are_checked_and_a_replay_changes_nothing() {
         list[0]["bot_paused"], false,
         "the replay did not pause the bot"
     );
+    // The same key with another text is refused, not taken for a repeat.
+    let other = t
+        .api(
+            Method::POST,
+            &format!("/conversations/{cid}/messages"),
+            &t.tenant.api_key,
+        )
+        .header("Idempotency-Key", "reply-1")
+        .json(&serde_json::json!({"body": "Something else"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
 }
 
 /// Requests the API cannot read get the same JSON error as any other 400, naming what was

@@ -293,6 +293,42 @@ async fn a_resubmitted_inbox_form_sends_once() {
         rows.iter().filter(|m| m.source == Source::Manual).count(),
         1
     );
+
+    // The same key with another text (a page that kept its form's key for a second reply)
+    // is refused, not dropped as a repeat; an empty key is refused too.
+    let mut send = async |body: &str, key: &str| {
+        owner
+            .post_form(
+                &format!("/conversations/{cid}/messages"),
+                &[("body", body), ("key", key)],
+            )
+            .await
+    };
+    let resp = send("Running late, 10 minutes", &key).await;
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("idempotency key"));
+    let resp = send("Running late, 10 minutes", "").await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("key:"));
+    // Line breaks count once, as the textarea counted them; control characters are refused.
+    let long = format!("{}{}", "a".repeat(1590), "\r\nb".repeat(5));
+    let resp = send(&long, "k-long").await;
+    assert_eq!(resp.status(), 303, "1,600 characters with its line breaks");
+    let resp = send("nul\u{0}byte", "k-nul").await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("body:"));
+    let manual: Vec<String> = t
+        .messages(demo.tenant_id())
+        .await
+        .into_iter()
+        .filter(|m| m.source == Source::Manual)
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(manual.len(), 2, "{manual:?}");
+    assert_eq!(manual[1].chars().count(), 1600);
+    assert!(!manual[1].contains('\r'));
 }
 
 #[tokio::test]

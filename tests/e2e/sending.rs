@@ -309,31 +309,43 @@ async fn a_5xx_whose_message_never_reached_twilio_is_sent_again() {
     );
 }
 
-#[tokio::test]
-async fn a_status_callback_that_outruns_the_create_answer_is_not_overwritten() {
-    let t = spawn_app_with(bare()).await;
-    let sid = "SMbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-    // Twilio takes its time answering the create call...
+/// Twilio creates every message as `sid`, answering the create call only after `delay`; the
+/// HELP reply is then awaited until `ready` holds for it.
+async fn slow_created_help_reply(
+    t: &switchboard_testkit::TestApp,
+    sid: &str,
+    delay: Duration,
+    ready: impl Fn(&switchboard_entity::message::Model) -> bool,
+) -> switchboard_entity::message::Model {
     Mock::given(method("POST"))
         .and(path_regex(MESSAGES_PATH))
         .respond_with(
             ResponseTemplate::new(201)
                 .set_body_json(serde_json::json!({"sid": sid, "status": "queued"}))
-                .set_delay(Duration::from_millis(800)),
+                .set_delay(delay),
         )
         .mount(&t.twilio)
         .await;
-    help_reply(&t).await;
-    let rows = t
-        .wait_messages(t.tenant.tenant_id, |m| {
-            m.iter()
-                .any(|m| m.source == Source::Compliance && m.status == MessageStatus::Sending)
-        })
-        .await;
-    let reply = rows
-        .iter()
-        .find(|m| m.source == Source::Compliance)
-        .unwrap();
+    help_reply(t).await;
+    let is_reply = |m: &switchboard_entity::message::Model| m.source == Source::Compliance;
+    t.wait_messages(t.tenant.tenant_id, |m| {
+        m.iter().any(|m| is_reply(m) && ready(m))
+    })
+    .await
+    .into_iter()
+    .find(is_reply)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_status_callback_that_outruns_the_create_answer_is_not_overwritten() {
+    let t = spawn_app_with(bare()).await;
+    let sid = "SMbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    // Twilio takes its time answering the create call...
+    let reply = slow_created_help_reply(&t, sid, Duration::from_millis(800), |m| {
+        m.status == MessageStatus::Sending
+    })
+    .await;
     // ...while its "delivered" callback arrives first (found through ?m=<id>).
     assert_eq!(
         t.status_callback(reply.id, sid, "delivered", &[])
@@ -358,26 +370,11 @@ async fn a_status_callback_that_outruns_the_create_answer_is_not_overwritten() {
 async fn a_delivered_callback_clears_the_note_of_an_attempt_that_timed_out() {
     let t = spawn_app_with(bare()).await;
     let sid = "SMcccccccccccccccccccccccccccccccc";
-    Mock::given(method("POST"))
-        .and(path_regex(MESSAGES_PATH))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(serde_json::json!({"sid": sid, "status": "queued"}))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .mount(&t.twilio)
-        .await;
-    help_reply(&t).await;
-    let rows = t
-        .wait_messages(t.tenant.tenant_id, |m| {
-            m.iter()
-                .any(|m| m.source == Source::Compliance && m.error_message.is_some())
-        })
-        .await;
-    let reply = rows
-        .iter()
-        .find(|m| m.source == Source::Compliance)
-        .unwrap();
+    // Past the tests' 1 s Twilio timeout.
+    let reply = slow_created_help_reply(&t, sid, Duration::from_millis(1500), |m| {
+        m.error_message.is_some()
+    })
+    .await;
     assert!(reply.error_message.as_deref().unwrap().contains("retrying"));
     assert_eq!(
         t.status_callback(reply.id, sid, "delivered", &[])

@@ -234,6 +234,9 @@ pub(crate) async fn send(
     Form(form): Form<Compose>,
 ) -> Result<Redirect, PageError> {
     let ctx = *member.ctx();
+    if let Some(key) = &form.key {
+        messaging::check_idempotency_key("key", key)?;
+    }
     messaging::send_manual(app.0, &ctx, ConversationId(id), &form.body, form.key).await?;
     Ok(Redirect::see_other(format!("/conversations?c={id}")))
 }

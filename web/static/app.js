@@ -10,20 +10,57 @@
   var meta = document.querySelector('meta[name="csrf-token"]');
   var csrfHeaders = { "X-CSRF-Token": meta ? meta.content : "" };
 
-  // Submit a compose form with fetch; the SSE stream then shows the result.
+  // A fresh idempotency key (the form's `key`): 32 hex characters from the browser's CSPRNG
+  // (crypto.getRandomValues works on plain http too, where randomUUID does not).
+  function newKey() {
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+  }
+
+  // What a refused request's page says, as one line of text.
+  function refusal(r) {
+    return r.text().then(function (html) {
+      var text = new DOMParser().parseFromString(html, "text/html").body.textContent || "";
+      text = text.replace(/\s+/g, " ").trim();
+      return "Not sent (" + r.status + "): " + (text.slice(0, 300) || "try again");
+    });
+  }
+
+  // Submit a compose form with fetch; the SSE stream then shows the result. A sent reply
+  // clears the box and gives the form a new key, so the next reply is a new message (one
+  // key per reply: a repeat of the same request sends once). A refused one keeps the text
+  // and says why.
   function backgroundSubmit(form, after) {
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var body = new URLSearchParams(new FormData(form));
       var button = form.querySelector("button");
+      var text = form.querySelector("textarea");
+      var key = form.querySelector('input[name="key"]');
+      var error = form.querySelector(".form-error");
+      var show = function (message) {
+        if (!error) {
+          error = document.createElement("p");
+          error.className = "form-error";
+          error.setAttribute("role", "alert");
+          form.insertBefore(error, form.firstChild);
+        }
+        error.textContent = message;
+      };
       if (button) button.disabled = true;
       form.dataset.sending = "1";
       fetch(form.action, { method: "POST", body: body, redirect: "manual" })
-        .then(function () {
-          var text = form.querySelector("textarea");
-          if (text) text.value = "";
-          if (after) after();
-        })
+        .then(function (r) {
+          if (r.type === "opaqueredirect" || r.ok) {
+            if (text) text.value = "";
+            if (key) key.value = newKey();
+            if (error) error.remove();
+            if (after) after();
+            return;
+          }
+          return refusal(r).then(show);
+        }, function () { show("Not sent: no answer from the server. Try again."); })
         .finally(function () {
           delete form.dataset.sending;
           if (button) button.disabled = false;
