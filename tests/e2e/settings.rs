@@ -1010,3 +1010,50 @@ async fn create_tenant_refuses_what_the_forms_refuse() {
         .unwrap();
     assert_eq!(tenants().await, before + 1);
 }
+
+/// A refused settings form comes back with what was typed in it, not the stored values or an
+/// empty field, beside the error naming the field.
+#[tokio::test]
+async fn a_refused_settings_form_keeps_what_was_typed() {
+    let t = spawn_app().await;
+    let mut owner = t.owner().await;
+    owner.page("/settings").await;
+    let cases: [(&str, Vec<(&str, &str)>, &str, &str); 4] = [
+        (
+            "/settings/profile",
+            vec![
+                ("business_name", "Renamed Co"),
+                ("time_zone", "Mars/Olympus"),
+            ],
+            "time_zone:",
+            r#"value="Renamed Co""#,
+        ),
+        (
+            "/settings/invites",
+            vec![("email", "kept@example.com"), ("role", "boss")],
+            "role:",
+            r#"value="kept@example.com""#,
+        ),
+        (
+            "/settings/numbers",
+            vec![("e164", "+1555")],
+            "e164:",
+            r#"value="+1555""#,
+        ),
+        (
+            "/settings/api-keys",
+            vec![(
+                "name",
+                "a key name that is far too long for the sixty character limit",
+            )],
+            "name:",
+            r#"value="a key name that is far too long for the sixty character limit""#,
+        ),
+    ];
+    for (path, fields, error, kept) in cases {
+        let resp = owner.post_form(path, &fields).await;
+        let html = body_of(resp, StatusCode::BAD_REQUEST).await;
+        assert!(html.contains(error), "{path}: {error}");
+        assert!(html.contains(kept), "{path}: {kept}");
+    }
+}

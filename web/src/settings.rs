@@ -28,6 +28,20 @@ struct Flash {
     error: Option<String>,
     /// A key created just now, shown once.
     new_key: Option<String>,
+    /// What the user typed into the form that failed, shown again in place of the stored
+    /// values (or the empty field).
+    typed: Typed,
+}
+
+/// A refused form's fields as typed (the auth token is never sent back).
+#[derive(Default)]
+struct Typed {
+    /// Business name, time zone, notification phone.
+    profile: Option<(String, String, String)>,
+    account_sid: Option<String>,
+    e164: Option<String>,
+    invite_email: Option<String>,
+    key_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -82,24 +96,32 @@ async fn render(
             @if !manage {
                 p.card.empty { "You are an agent here: settings are read-only for you." }
             }
-            (profile_section(&chrome, &profile, manage))
+            (profile_section(&chrome, &profile, &flash.typed, manage))
             (webhooks_section(&sms_url, &status_url))
-            (twilio_section(&chrome, &profile, manage))
-            (members_section(&chrome, &members, &pending, member, manage))
-            (keys_section(&chrome, &keys, manage))
+            (twilio_section(&chrome, &profile, &flash.typed, manage))
+            (members_section(&chrome, &members, &pending, &flash.typed, member, manage))
+            (keys_section(&chrome, &keys, &flash.typed, manage))
         }
     };
     Ok((status, page(&chrome, "Settings", Some("/settings"), body)).into_response())
 }
 
-fn profile_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
+fn profile_section(chrome: &Chrome, p: &Profile, typed: &Typed, manage: bool) -> Markup {
+    let (name, time_zone, notify) = match &typed.profile {
+        Some((name, tz, notify)) => (name.as_str(), tz.as_str(), notify.as_str()),
+        None => (
+            p.name.as_str(),
+            p.time_zone.as_str(),
+            p.notify_phone.as_deref().unwrap_or(""),
+        ),
+    };
     html! {
         section.card id="profile" {
             h2 { "Business profile" }
             form.stack method="post" action="/settings/profile" {
                 (chrome.csrf_field())
                 fieldset disabled[!manage] {
-                    (business_fields(&p.name, &p.time_zone, p.notify_phone.as_deref().unwrap_or("")))
+                    (business_fields(name, time_zone, notify))
                     @if manage { button type="submit" { "Save profile" } }
                 }
             }
@@ -119,7 +141,12 @@ fn webhooks_section(sms_url: &str, status_url: &str) -> Markup {
     }
 }
 
-fn twilio_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
+fn twilio_section(chrome: &Chrome, p: &Profile, typed: &Typed, manage: bool) -> Markup {
+    let account_sid = typed
+        .account_sid
+        .as_deref()
+        .or(p.twilio_account_sid.as_deref())
+        .unwrap_or("");
     html! {
         section.card id="twilio" {
             h2 { "Twilio connection" }
@@ -138,7 +165,7 @@ fn twilio_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
             @if manage {
                 form.stack method="post" action="/settings/twilio" {
                     (chrome.csrf_field())
-                    label { "Account SID" input name="account_sid" value=(p.twilio_account_sid.as_deref().unwrap_or("")) placeholder="AC…" pattern="AC[0-9a-fA-F]{32}" required; }
+                    label { "Account SID" input name="account_sid" value=(account_sid) placeholder="AC…" pattern="AC[0-9a-fA-F]{32}" required; }
                     label { "Auth token " small { "(stored encrypted; leave empty to keep the current one)" }
                         input type="password" name="auth_token" autocomplete="off";
                     }
@@ -186,7 +213,7 @@ fn twilio_section(chrome: &Chrome, p: &Profile, manage: bool) -> Markup {
             } @else if manage {
                 form.row method="post" action="/settings/numbers" {
                     (chrome.csrf_field())
-                    input type="tel" name="e164" placeholder="+15125550123" required aria-label="Number in E.164";
+                    input type="tel" name="e164" value=[typed.e164.as_deref()] placeholder="+15125550123" required aria-label="Number in E.164";
                     button type="submit" { "Add number" }
                 }
             }
@@ -198,6 +225,7 @@ fn members_section(
     chrome: &Chrome,
     members: &[accounts::MemberView],
     pending: &[invites::InviteView],
+    typed: &Typed,
     me: &Member,
     manage: bool,
 ) -> Markup {
@@ -241,7 +269,7 @@ fn members_section(
             @if manage {
                 form.row method="post" action="/settings/invites" {
                     (chrome.csrf_field())
-                    input type="email" name="email" placeholder="colleague@example.com" required aria-label="Email to invite";
+                    input type="email" name="email" value=[typed.invite_email.as_deref()] placeholder="colleague@example.com" required aria-label="Email to invite";
                     select name="role" aria-label="Role" {
                         @for r in Role::ALL.into_iter().rev() { option value=(r.as_str()) { (r.as_str()) } }
                     }
@@ -252,7 +280,12 @@ fn members_section(
     }
 }
 
-fn keys_section(chrome: &Chrome, keys: &[settings::ApiKeyView], manage: bool) -> Markup {
+fn keys_section(
+    chrome: &Chrome,
+    keys: &[settings::ApiKeyView],
+    typed: &Typed,
+    manage: bool,
+) -> Markup {
     html! {
         section.card id="api-keys" {
             h2 { "API keys" }
@@ -276,7 +309,7 @@ fn keys_section(chrome: &Chrome, keys: &[settings::ApiKeyView], manage: bool) ->
             @if manage {
                 form.row method="post" action="/settings/api-keys" {
                     (chrome.csrf_field())
-                    input name="name" placeholder="Key name, e.g. Zapier" maxlength="60" required aria-label="Key name";
+                    input name="name" value=[typed.key_name.as_deref()] placeholder="Key name, e.g. Zapier" maxlength="60" required aria-label="Key name";
                     button type="submit" { "Create key" }
                 }
             }
@@ -308,6 +341,18 @@ async fn outcome(
     result: Result<(), ServiceError>,
     done: &str,
 ) -> Result<Response, PageError> {
+    outcome_typed(app, member, csrf, result, done, Typed::default()).await
+}
+
+/// [`outcome`], the page again showing what the user `typed` when the change was refused.
+async fn outcome_typed(
+    app: &App,
+    member: &Member,
+    csrf: &CsrfToken,
+    result: Result<(), ServiceError>,
+    done: &str,
+    typed: Typed,
+) -> Result<Response, PageError> {
     let e = match result {
         Ok(()) => {
             return Ok(Redirect::see_other(format!("/settings?done={done}")).into_response());
@@ -323,6 +368,7 @@ async fn outcome(
     };
     let flash = Flash {
         error: Some(e.to_string()),
+        typed,
         ..Flash::default()
     };
     render(app, member, csrf, flash, status).await
@@ -344,6 +390,14 @@ pub(crate) async fn save_profile(
     Form(f): Form<ProfileForm>,
 ) -> Result<Response, PageError> {
     member.must_manage()?;
+    let typed = Typed {
+        profile: Some((
+            f.business_name.clone(),
+            f.time_zone.clone(),
+            f.notify_phone.clone().unwrap_or_default(),
+        )),
+        ..Typed::default()
+    };
     let result = async {
         let notify_phone = optional_phone("notify_phone", f.notify_phone.as_deref())?;
         let new = NewBusiness {
@@ -354,7 +408,7 @@ pub(crate) async fn save_profile(
         settings::update_profile(app.0, member.ctx(), new).await
     }
     .await;
-    outcome(app.0, &member, &csrf, result, "profile").await
+    outcome_typed(app.0, &member, &csrf, result, "profile", typed).await
 }
 
 #[derive(Deserialize)]
@@ -374,7 +428,11 @@ pub(crate) async fn save_twilio(
 ) -> Result<Response, PageError> {
     member.must_manage()?;
     let result = settings::set_twilio(app.0, member.ctx(), &f.account_sid, &f.auth_token).await;
-    outcome(app.0, &member, &csrf, result, "twilio").await
+    let typed = Typed {
+        account_sid: Some(f.account_sid),
+        ..Typed::default()
+    };
+    outcome_typed(app.0, &member, &csrf, result, "twilio", typed).await
 }
 
 /// `POST /settings/twilio/disconnect`.
@@ -436,7 +494,11 @@ pub(crate) async fn add_number(
             .map(|_| ())
     }
     .await;
-    outcome(app.0, &member, &csrf, result, "number").await
+    let typed = Typed {
+        e164: Some(f.e164),
+        ..Typed::default()
+    };
+    outcome_typed(app.0, &member, &csrf, result, "number", typed).await
 }
 
 /// `POST /settings/numbers/:id/remove`.
@@ -475,7 +537,13 @@ pub(crate) async fn create_key(
             };
             render(app.0, &member, &csrf, flash, StatusCode::OK).await
         }
-        Err(e) => outcome(app.0, &member, &csrf, Err(e), "").await,
+        Err(e) => {
+            let typed = Typed {
+                key_name: Some(f.name),
+                ..Typed::default()
+            };
+            outcome_typed(app.0, &member, &csrf, Err(e), "", typed).await
+        }
     }
 }
 
@@ -524,7 +592,11 @@ pub(crate) async fn invite(
         .await
     }
     .await;
-    outcome(app.0, &member, &csrf, result, "invited").await
+    let typed = Typed {
+        invite_email: Some(f.email),
+        ..Typed::default()
+    };
+    outcome_typed(app.0, &member, &csrf, result, "invited", typed).await
 }
 
 /// `POST /settings/invites/:id/revoke`.
