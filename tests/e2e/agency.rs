@@ -61,6 +61,19 @@ async fn an_agency_creates_sub_accounts_and_switches_between_them() {
     );
     let html = b.page("/agency").await;
     assert!(html.contains("Northwind Marketing") && html.contains("Rivera HVAC"));
+    // A refused sub-account form comes back with what was typed.
+    let resp = b
+        .post_form(
+            "/agency/sub-accounts",
+            &[
+                ("business_name", "Lopez Dental"),
+                ("time_zone", "Mars/Base"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("time_zone:") && html.contains(r#"value="Lopez Dental""#));
 
     let resp = b
         .post_form(

@@ -14,12 +14,23 @@ use uuid::Uuid;
 use crate::layout::{Chrome, business_fields, page};
 use crate::{AppData, PageError, optional_phone};
 
+/// The agency page; after a refused sub-account form, its `error` and the fields as typed
+/// (business name, time zone, notification phone).
 async fn render(
     app: &App,
     member: &Member,
     csrf: &CsrfToken,
-    error: Option<&str>,
+    refused: Option<(&str, &SubAccountForm)>,
 ) -> Result<maud::Markup, PageError> {
+    let error = refused.map(|(e, _)| e);
+    let (name, time_zone, notify) = match refused {
+        Some((_, f)) => (
+            f.business_name.as_str(),
+            f.time_zone.as_str(),
+            f.notify_phone.as_deref().unwrap_or(""),
+        ),
+        None => ("", "America/Chicago", ""),
+    };
     let chrome = Chrome::member(app, member, csrf).await?;
     let Some(agency) = &chrome.reach.agency else {
         return Err(ServiceError::Forbidden("This page is for agency admins.".into()).into());
@@ -55,7 +66,7 @@ async fn render(
                 h2 { "New sub-account" }
                 form.stack method="post" action="/agency/sub-accounts" {
                     (chrome.csrf_field())
-                    (business_fields("", "America/Chicago", ""))
+                    (business_fields(name, time_zone, notify))
                     button type="submit" { "Create sub-account" }
                 }
             }
@@ -92,8 +103,8 @@ pub(crate) async fn create(
     let result = async {
         let notify_phone = optional_phone("notify_phone", f.notify_phone.as_deref())?;
         let new = NewBusiness {
-            name: f.business_name,
-            time_zone: f.time_zone,
+            name: f.business_name.clone(),
+            time_zone: f.time_zone.clone(),
             notify_phone,
         };
         agency::create_sub_account(app.0, &member.session_id, member.user_id, new).await
@@ -102,7 +113,7 @@ pub(crate) async fn create(
     match result {
         Ok(_) => Ok(Redirect::see_other("/").into_response()),
         Err(e @ ServiceError::Invalid { .. }) => {
-            let page = render(app.0, &member, &csrf, Some(&e.to_string())).await?;
+            let page = render(app.0, &member, &csrf, Some((&e.to_string(), &f))).await?;
             Ok((StatusCode::BAD_REQUEST, page).into_response())
         }
         Err(e) => Err(e.into()),
