@@ -42,13 +42,7 @@ pub async fn serve(
     let shutdown = shutdown.shared();
     let worker =
         workers.then(|| tokio::spawn(switchboard_worker::run(app.clone(), shutdown.clone())));
-    Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
-        .run_with_graceful_shutdown(
-            endpoint(app),
-            shutdown,
-            Some(Duration::from_secs(HTTP_SHUTDOWN_SECS)),
-        )
-        .await?;
+    http(listener, endpoint(app), shutdown).await?;
     if let Some(worker) = worker {
         worker.await??;
     }
@@ -66,22 +60,27 @@ pub async fn work(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
-    let ops = match metrics {
-        Some(listener) => {
-            let server = Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
-                .run_with_graceful_shutdown(
-                    switchboard_api::ops_routes(app.clone()),
-                    shutdown.clone(),
-                    Some(Duration::from_secs(HTTP_SHUTDOWN_SECS)),
-                );
-            Some(tokio::spawn(server))
-        }
-        None => None,
-    };
+    let ops = metrics.map(|listener| {
+        let ops = switchboard_api::ops_routes(app.clone());
+        tokio::spawn(http(listener, ops, shutdown.clone()))
+    });
     switchboard_worker::run(app, shutdown).await?;
     if let Some(ops) = ops {
         ops.await??;
     }
+    Ok(())
+}
+
+/// Serves `ep` on `listener` until `shutdown`, then lets in-flight requests finish for up to
+/// [`HTTP_SHUTDOWN_SECS`].
+async fn http(
+    listener: tokio::net::TcpListener,
+    ep: impl Endpoint + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+        .run_with_graceful_shutdown(ep, shutdown, Some(Duration::from_secs(HTTP_SHUTDOWN_SECS)))
+        .await?;
     Ok(())
 }
 

@@ -347,7 +347,7 @@ impl Raw {
                 // Webhooks are verified with it: an empty or short token would be a key
                 // anyone can sign with; a stray newline would make every signature fail.
                 let token = token.trim();
-                if !(16..=128).contains(&token.len()) {
+                if !switchboard_domain::signature::twilio::is_auth_token(token) {
                     return Err(invalid(
                         "TWILIO_AUTH_TOKEN",
                         "must be the 32-character auth token from Twilio Console",

@@ -19,6 +19,13 @@ pub mod twilio {
         sid.len() == 34 && sid.starts_with("AC") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
     }
 
+    /// What we accept as an auth token (trimmed): 16 to 128 characters; Twilio's are 32.
+    /// Webhooks are verified with it, so an empty or short one, a key anyone can compute or
+    /// guess, is never taken.
+    pub fn is_auth_token(token: &str) -> bool {
+        (16..=128).contains(&token.len())
+    }
+
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use sha1::Sha1;

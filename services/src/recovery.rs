@@ -34,20 +34,24 @@ impl Link {
             Self::Reset => "reset",
         }
     }
+
+    /// How long a link of this kind works, in seconds.
+    fn lifetime_secs(self) -> i64 {
+        match self {
+            Self::Verify => VERIFY_SECS,
+            Self::Reset => RESET_SECS,
+        }
+    }
 }
 
 async fn issue(app: &App, user_id: UserId, kind: Link) -> Result<String, ServiceError> {
-    let secs = match kind {
-        Link::Verify => VERIFY_SECS,
-        Link::Reset => RESET_SECS,
-    };
     let (token, hash) = new_token();
     let now = Utc::now();
     email_token::ActiveModel {
         token_hash: Set(hash),
         user_id: Set(user_id),
         purpose: Set(kind.purpose().to_string()),
-        expires_at: Set(now + Duration::seconds(secs)),
+        expires_at: Set(now + Duration::seconds(kind.lifetime_secs())),
         used_at: Set(None),
         created_at: Set(now),
     }

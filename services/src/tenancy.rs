@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use switchboard_domain::accounts::{Email, Password, Role};
 use switchboard_domain::phone::E164;
-use switchboard_domain::signature::twilio::is_account_sid;
+use switchboard_domain::signature::twilio::{self, is_account_sid};
 use switchboard_domain::{AgencyId, ApiKeyId, PhoneNumberId, TenantId};
 use switchboard_entity::lookup::{self, NumberOwner};
 pub use switchboard_entity::phone_number::BotKind;
@@ -186,14 +186,14 @@ pub fn check_account_sid(sid: &str) -> Result<&str, ServiceError> {
     }
 }
 
-/// Checks a Twilio auth token: 16 to 128 characters (Twilio's are 32). An empty or short
-/// token must never be stored: webhooks to the tenant's numbers are verified with it, and an
-/// HMAC with an empty key is one anyone can compute.
+/// Checks a Twilio auth token ([`twilio::is_auth_token`], after trimming): webhooks to the
+/// tenant's numbers are verified with it, and an HMAC with an empty key is one anyone can
+/// compute.
 ///
 /// # Errors
 /// [`ServiceError::Invalid`] naming `auth_token`.
 pub fn check_auth_token(token: &str) -> Result<(), ServiceError> {
-    if (16..=128).contains(&token.trim().len()) {
+    if twilio::is_auth_token(token.trim()) {
         Ok(())
     } else {
         Err(ServiceError::invalid(

@@ -235,41 +235,34 @@ pub async fn receive_sms(
             signature,
         )
     };
+    // The route may come from the cache, up to ROUTE_TTL_SECS old: another process may have
+    // saved a new auth token, or removed the number (perhaps another tenant on the same
+    // Twilio account took it). Where the cached route fails, it is read again, once.
+    let reread = async || {
+        app.routes.forget(to.as_str());
+        let fresh = tenancy::route(app, &to)
+            .await?
+            .ok_or(WebhookError::Unknown)?;
+        check(&fresh)?;
+        Ok::<_, WebhookError>(fresh)
+    };
     let route = tenancy::route(app, &to)
         .await?
         .ok_or(WebhookError::Unknown)?;
     let route = match check(&route) {
         Ok(()) => route,
-        // The route may come from the cache, up to ROUTE_TTL_SECS old: another process may
-        // have saved a new auth token, or the number moved to another tenant. Read it again
-        // once before refusing.
-        Err(WebhookError::Forbidden) if signature.is_some() => {
-            app.routes.forget(to.as_str());
-            let fresh = tenancy::route(app, &to)
-                .await?
-                .ok_or(WebhookError::Unknown)?;
-            check(&fresh)?;
-            fresh
-        }
+        Err(WebhookError::Forbidden) if signature.is_some() => reread().await?,
         Err(e) => return Err(e),
     };
     let sms = parse_inbound(params)?;
     tracing::Span::current().record("message_sid", sms.message_sid.as_str());
     match app.ingest.submit(new_inbound(&route, sms)).await? {
-        // The cached route's number was removed meanwhile (by another process: this one
-        // forgets at once), perhaps taken by another tenant on the same Twilio account. Read
-        // the route again, once: a text to a number nobody holds now is a 404.
+        // The number was removed since the route was read: a text to a number nobody holds
+        // now is a 404.
         Written::Released => {
-            app.routes.forget(to.as_str());
-            let fresh = tenancy::route(app, &to)
-                .await?
-                .ok_or(WebhookError::Unknown)?;
-            check(&fresh)?;
-            match app
-                .ingest
-                .submit(new_inbound(&fresh, parse_inbound(params)?))
-                .await?
-            {
+            let fresh = reread().await?;
+            let sms = parse_inbound(params)?;
+            match app.ingest.submit(new_inbound(&fresh, sms)).await? {
                 Written::Released => Err(WebhookError::Unknown),
                 written => Ok(written),
             }

@@ -514,9 +514,19 @@ impl TestApp {
             ("AccountSid".to_string(), self.tenant.account_sid.clone()),
         ];
         params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let path = format!("/webhooks/twilio/status?m={message_id}");
-        self.post_signed(&path, &self.tenant.auth_token, &params)
+        self.status_callback_from(message_id, &params, &self.tenant.auth_token)
             .await
+    }
+
+    /// A status callback for `message_id` with exactly `params`, signed with `token`.
+    pub async fn status_callback_from(
+        &self,
+        message_id: switchboard_domain::MessageId,
+        params: &[(String, String)],
+        token: &str,
+    ) -> reqwest::Response {
+        let path = format!("/webhooks/twilio/status?m={message_id}");
+        self.post_signed(&path, token, params).await
     }
 
     /// A signed inbound webhook for tenant A.

@@ -400,7 +400,6 @@ async fn a_status_callback_from_the_platform_account_is_verified_with_its_token(
         .find(|m| m.direction == Direction::Outbound)
         .unwrap();
     let sid = reply.provider_sid.clone().unwrap();
-    let path = format!("/webhooks/twilio/status?m={}", reply.id);
     let callback = |status: &str| {
         vec![
             ("MessageSid".to_string(), sid.clone()),
@@ -409,7 +408,7 @@ async fn a_status_callback_from_the_platform_account_is_verified_with_its_token(
         ]
     };
     let forged = t
-        .post_signed(&path, &t.tenant.auth_token, &callback("failed"))
+        .status_callback_from(reply.id, &callback("failed"), &t.tenant.auth_token)
         .await;
     assert_eq!(
         forged.status(),
@@ -417,7 +416,11 @@ async fn a_status_callback_from_the_platform_account_is_verified_with_its_token(
         "names the platform, signed by another"
     );
     let resp = t
-        .post_signed(&path, "platform-token-0123456789", &callback("delivered"))
+        .status_callback_from(
+            reply.id,
+            &callback("delivered"),
+            "platform-token-0123456789",
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let now = t.message(reply.id).await;
