@@ -29,46 +29,72 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint + 'static {
 }
 
 /// Serves HTTP on `listener` and, when `workers` is true, runs the job workers in the same
-/// process, until `shutdown` completes.
+/// process, until `shutdown` completes or the store fails
+/// ([`switchboard_services::db::StoreHealth`]).
 ///
 /// # Errors
-/// I/O errors of the listener.
+/// I/O errors of the listener; the store's failure, after a graceful stop, so that the
+/// process exits non-zero and its supervisor restarts it.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     workers: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shutdown = shutdown.shared();
+    let shutdown = until_failed(&app, shutdown);
     let worker =
         workers.then(|| tokio::spawn(switchboard_worker::run(app.clone(), shutdown.clone())));
-    http(listener, endpoint(app), shutdown).await?;
+    http(listener, endpoint(app.clone()), shutdown).await?;
     if let Some(worker) = worker {
         worker.await??;
     }
-    Ok(())
+    unless_failed(&app)
 }
 
-/// Runs the job workers until `shutdown` completes (`switchboard worker`), serving
-/// [`switchboard_api::ops_routes`] on `metrics` when given.
+/// `shutdown`, or the failure of `app`'s store, whichever comes first.
+fn until_failed(
+    app: &App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> futures::future::Shared<futures::future::BoxFuture<'static, ()>> {
+    let health = app.health.clone();
+    async move {
+        tokio::select! {
+            () = shutdown => {}
+            reason = health.failed() => tracing::error!(%reason, "stopping: the store failed"),
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+/// The process's exit after a graceful stop: an error if the store failed.
+fn unless_failed(app: &App) -> anyhow::Result<()> {
+    match app.health.failure() {
+        Some(reason) => anyhow::bail!("the store failed ({reason}); restart to recover it"),
+        None => Ok(()),
+    }
+}
+
+/// Runs the job workers until `shutdown` completes or the store fails (`switchboard
+/// worker`), serving [`switchboard_api::ops_routes`] on `metrics` when given.
 ///
 /// # Errors
-/// I/O errors of the listener; a worker that failed to start.
+/// I/O errors of the listener; a worker that failed to start; the store's failure.
 pub async fn work(
     app: Arc<App>,
     metrics: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shutdown = shutdown.shared();
+    let shutdown = until_failed(&app, shutdown);
     let ops = metrics.map(|listener| {
         let ops = switchboard_api::ops_routes(app.clone());
         tokio::spawn(http(listener, ops, shutdown.clone()))
     });
-    switchboard_worker::run(app, shutdown).await?;
+    switchboard_worker::run(app.clone(), shutdown).await?;
     if let Some(ops) = ops {
         ops.await??;
     }
-    Ok(())
+    unless_failed(&app)
 }
 
 /// Serves `ep` on `listener` until `shutdown`, then lets in-flight requests finish for up to

@@ -160,16 +160,32 @@ pub fn with_app<E: poem::Endpoint + 'static>(ep: E, app: Arc<App>) -> impl poem:
     ep.data(app)
 }
 
-/// `GET /health`: the process is up.
+/// `GET /health`: the process is up and its store can be trusted; 503 naming the failure
+/// once it cannot ([`switchboard_services::db::StoreHealth`]: a failed WAL sync or a
+/// panicked inbound writer), so that a supervisor restarts it.
 #[handler]
-fn health() -> &'static str {
-    "ok"
+fn health(Data(app): Data<&Arc<App>>) -> Response {
+    match store_failure(app) {
+        Some(failed) => failed,
+        None => "ok".into_response(),
+    }
 }
 
-/// `GET /ready`: the database (which also holds the job queue) and the session store
-/// (Redis, when configured) answer. 503 naming the one that does not.
+/// The 503 of a store that failed, if it has.
+fn store_failure(app: &App) -> Option<Response> {
+    let reason = app.health.failure()?;
+    let text = format!("unhealthy: {reason}; restart the process");
+    Some((StatusCode::SERVICE_UNAVAILABLE, text).into_response())
+}
+
+/// `GET /ready`: the store has not failed (see `/health`), and the database (which also
+/// holds the job queue) and the session store (Redis, when configured) answer. 503 naming
+/// the one that does not.
 #[handler]
 async fn ready(Data(app): Data<&Arc<App>>) -> Response {
+    if let Some(failed) = store_failure(app) {
+        return failed;
+    }
     if let Err(e) = app.db.read.ping().await {
         tracing::warn!(error = %e, "readiness check failed: database");
         return (

@@ -83,17 +83,34 @@ pub const KEYWORDS: &[Keyword] = &[
 /// Surrounding whitespace, punctuation and symbols (anything not alphanumeric) are trimmed from
 /// both ends; what remains must be a single word matching a keyword ASCII-case-insensitively,
 /// full-width letters (U+FF21-FF5A, as CJK keyboards type them) read as their ASCII forms: an
-/// opt-out typed that way is still an opt-out. `"Stop!"`, `"  stop. "` and `"ＳＴＯＰ"` match;
-/// `"stop please"`, `"stopp"` and `""` do not.
+/// opt-out typed that way is still an opt-out. OPTOUT and STOPALL may also be written as two
+/// words joined by one space, hyphen or underscore: the FCC's revocation order (FCC 24-24,
+/// 47 CFR 64.1200(a)(10)) names "opt out" itself. `"Stop!"`, `"  stop. "`, `"ＳＴＯＰ"` and
+/// `"Opt-out"` match; `"stop please"`, `"stopp"`, `"opt out now"` and `""` do not.
 pub fn detect(body: &str) -> Option<Keyword> {
-    let word = body.trim_matches(|c: char| !c.is_alphanumeric());
+    let text = body.trim_matches(|c: char| !c.is_alphanumeric());
+    if let Some(keyword) = keyword_spelled(text, "") {
+        return Some(keyword);
+    }
+    let (first, second) = text.split_once([' ', '-', '_'])?;
+    keyword_spelled(first, second).filter(|k| TWO_WORDS.contains(&k.word))
+}
+
+/// The keywords that may be written as two words (see [`detect`]).
+const TWO_WORDS: &[&str] = &["OPTOUT", "STOPALL"];
+
+/// The keyword spelled by `first` followed by `second`.
+fn keyword_spelled(first: &str, second: &str) -> Option<Keyword> {
+    let spelled = || first.chars().chain(second.chars()).map(fold_full_width);
+    // Counting stops past the longest keyword (UNSUBSCRIBE, 11), so a long text costs nothing.
+    let len = spelled().take(16).count();
     KEYWORDS
         .iter()
         .find(|k| {
-            k.word.len() == word.chars().count()
+            k.word.len() == len
                 && k.word
                     .chars()
-                    .zip(word.chars().map(fold_full_width))
+                    .zip(spelled())
                     .all(|(a, b)| a.eq_ignore_ascii_case(&b))
         })
         .copied()
@@ -187,6 +204,11 @@ mod tests {
         assert_eq!(detect("unsubscribe").unwrap().word, "UNSUBSCRIBE");
         assert_eq!(detect("OptOut").unwrap().kind, KeywordKind::OptOut);
         assert_eq!(detect("revoke").unwrap().kind, KeywordKind::OptOut);
+        for body in ["opt out", "Opt-Out.", "OPT_OUT", "ｏｐｔ ｏｕｔ"] {
+            assert_eq!(detect(body).unwrap().word, "OPTOUT", "{body:?}");
+        }
+        assert_eq!(detect("stop all").unwrap().word, "STOPALL");
+        assert_eq!(detect("stop-all").unwrap().word, "STOPALL");
         assert_eq!(detect("Yes.").unwrap().kind, KeywordKind::OptIn);
         assert_eq!(detect("unstop").unwrap().kind, KeywordKind::OptIn);
         assert_eq!(detect("info?").unwrap().kind, KeywordKind::Help);
@@ -202,8 +224,11 @@ mod tests {
             "!!!",
             "don't stop",
             "s t o p",
-            "stop-all",
-            "opt out",
+            "opt out now",
+            "opt-out-now",
+            "opt  out",
+            "opt - out",
+            "stop-stop",
             "ſtop",
         ] {
             assert_eq!(detect(body), None, "{body:?}");

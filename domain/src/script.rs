@@ -418,6 +418,26 @@ impl Script {
         }
     }
 
+    /// Asks the current question again without taking any input as its answer, for when the
+    /// customer cannot be answering it: the last message they got from us in the thread was
+    /// not this question (a person wrote since, the question was withdrawn by a takeover or
+    /// suppressed by an opt-out, or a STOP/START/HELP reply came after it). Retries are not
+    /// used up. A finished (or out-of-range) state yields no replies and stays finished.
+    pub fn ask_again(&self, state: &ScriptState) -> Turn {
+        let mut state = state.clone();
+        let prompt = match self.steps.get(state.step) {
+            Some(step) if !state.finished => Some(step.prompt.clone()),
+            _ => None,
+        };
+        state.finished |= prompt.is_none();
+        Turn {
+            replies: prompt.into_iter().collect(),
+            finished: state.finished,
+            state,
+            captured: None,
+        }
+    }
+
     /// The prompt for `state.step`, or the rendered summary (marking the state finished).
     fn next_message(&self, state: &mut ScriptState) -> String {
         match self.steps.get(state.step) {
@@ -495,6 +515,22 @@ mod tests {
         assert!(after.replies.is_empty());
         assert!(after.finished);
         assert_eq!(after.state, turn.state);
+    }
+
+    #[test]
+    fn asking_again_keeps_the_step_and_its_retries() {
+        let script = Script::qualification("Acme");
+        let state = run(&script, &["1", "whenever works"]).state;
+        assert_eq!((state.step, state.retries), (1, 1));
+        let turn = script.ask_again(&state);
+        assert_eq!(turn.replies, vec![script.steps[1].prompt.clone()]);
+        assert_eq!(turn.state, state);
+        assert_eq!(turn.captured, None);
+        assert!(!turn.finished);
+        let done = run(&script, &["1", "today", "78701", "evening", "skip"]).state;
+        let turn = script.ask_again(&done);
+        assert!(turn.replies.is_empty() && turn.finished);
+        assert_eq!(turn.state, done);
     }
 
     #[test]

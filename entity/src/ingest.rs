@@ -16,7 +16,7 @@
 //! Values are stored exactly as sqlx/sea-orm store them (UUIDs as 16-byte blobs, times as
 //! RFC 3339 text), so the rest of the application reads these rows like any other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -67,6 +67,16 @@ pub enum Written {
     /// perhaps by another process, and perhaps taken by another tenant since: nothing
     /// written. The caller reads the route again.
     Released,
+}
+
+/// The answer for a second copy of a text in one batch (a Twilio retry that came while the
+/// first was queued): a duplicate of a stored text, but `Released` like its first copy when
+/// that one was not stored, so neither copy is answered 200 for a text nobody stored.
+fn copy_of(first: &Written) -> Written {
+    match first {
+        Written::Released => Written::Released,
+        Written::Stored { .. } | Written::Duplicate => Written::Duplicate,
+    }
 }
 
 /// Characters of a message kept as the conversation's preview.
@@ -173,7 +183,7 @@ pub fn write_batch(
     rows: &mut RowCache,
 ) -> rusqlite::Result<Vec<Written>> {
     let mut results = vec![Written::Duplicate; items.len()];
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     let mut stored_sid = tx.prepare_cached("SELECT 1 FROM messages WHERE provider_sid = ?1")?;
     let mut number_live =
         tx.prepare_cached("SELECT 1 FROM phone_numbers WHERE id = ?1 AND released_at IS NULL")?;
@@ -216,7 +226,12 @@ pub fn write_batch(
     let mut contacts: HashMap<(TenantId, &str), (ContactId, bool)> = HashMap::new();
 
     for (i, it) in items.iter().enumerate() {
-        if !seen.insert(it.provider_sid.as_str()) || stored_sid.exists([&it.provider_sid])? {
+        if let Some(&first) = seen.get(it.provider_sid.as_str()) {
+            results[i] = copy_of(&results[first]);
+            continue;
+        }
+        seen.insert(it.provider_sid.as_str(), i);
+        if stored_sid.exists([&it.provider_sid])? {
             continue;
         }
         let live = match numbers.get(&it.phone_number_id) {
@@ -394,14 +409,16 @@ pub async fn write_batch_pg(
     items: &[NewInbound],
 ) -> Result<Vec<Written>, sqlx::Error> {
     let mut results = vec![Written::Duplicate; items.len()];
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     let mut contacts: HashMap<(TenantId, &str), (ContactId, bool)> = HashMap::new();
     let mut numbers: HashMap<PhoneNumberId, bool> = HashMap::new();
     let mut bound: Option<TenantId> = None;
     for (i, it) in items.iter().enumerate() {
-        if !seen.insert(it.provider_sid.as_str()) {
+        if let Some(&first) = seen.get(it.provider_sid.as_str()) {
+            results[i] = copy_of(&results[first]);
             continue;
         }
+        seen.insert(it.provider_sid.as_str(), i);
         if bound != Some(it.tenant_id) {
             crate::tenancy::bind_tenant_pg(&mut *tx, it.tenant_id).await?;
             bound = Some(it.tenant_id);

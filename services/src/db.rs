@@ -306,11 +306,16 @@ pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Db, DbOpen
 }
 
 /// Opens the SQLite database at `url` and applies pending migrations. `wakers` get their
-/// hooks on the write connection, so committing a job wakes the workers.
+/// hooks on the write connection, so committing a job wakes the workers; the WAL syncer
+/// reports to `health`.
 ///
 /// # Errors
 /// [`DbOpenError`] naming what failed.
-pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> {
+pub async fn open_sqlite(
+    url: &str,
+    wakers: &Wakers,
+    health: &StoreHealth,
+) -> Result<Db, DbOpenError> {
     let options = sqlite_options(url)?;
     if options.get_filename().as_os_str() == ":memory:" || url.contains("mode=memory") {
         return Err(DbOpenError::InMemory);
@@ -347,7 +352,7 @@ pub async fn open_sqlite(url: &str, wakers: &Wakers) -> Result<Db, DbOpenError> 
     let write = DatabaseConnection::from(writer);
     switchboard_migration::run(&write).await?;
     spawn_checkpointer(options.clone(), write.get_sqlite_connection_pool().clone()).await?;
-    wakers.set_wal(WalSyncer::start(options.get_filename())?);
+    wakers.set_wal(WalSyncer::start(options.get_filename(), health)?);
     let readers = SqlitePoolOptions::new()
         .max_connections(SQLITE_READERS)
         .min_connections(1)
@@ -478,6 +483,74 @@ async fn spawn_checkpointer(
     Ok(())
 }
 
+/// Whether this process's store can still be trusted with a text, shared by the WAL syncers
+/// and the inbound writers; [`App::health`](crate::App::health).
+///
+/// It fails for good on the first failed WAL sync: on Linux a writeback error is reported
+/// once per open file and the pages may already be marked clean, so later syncs can succeed
+/// over frames that never reached the disk, and a crash would then lose every commit chained
+/// after them. It also fails when an inbound writer or syncer panics. From then on, no WAL
+/// sync is attempted, no commit is answered, no text is taken (so no Twilio retry is answered
+/// 200 for a text that may not be on disk), `/health` and `/ready` answer 503, and
+/// `switchboard serve` exits non-zero so its supervisor restarts it: only reopening the
+/// database recovers what is really on disk (the same stance as Postgres' PANIC on a failed
+/// fsync).
+#[derive(Clone, Debug)]
+pub struct StoreHealth(std::sync::Arc<tokio::sync::watch::Sender<Option<std::sync::Arc<str>>>>);
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::watch::Sender::new(None)))
+    }
+}
+
+impl StoreHealth {
+    /// Marks the store failed with `reason`, unless it already is (the first reason stays).
+    pub fn fail(&self, reason: impl Into<String>) {
+        let reason: String = reason.into();
+        let first = self.0.send_if_modified(|failure| {
+            failure.is_none() && {
+                *failure = Some(reason.as_str().into());
+                true
+            }
+        });
+        if first {
+            tracing::error!(%reason, "the store failed: no more texts are taken; restart the process");
+        }
+    }
+
+    /// Why the store failed, if it has.
+    pub fn failure(&self) -> Option<std::sync::Arc<str>> {
+        self.0.borrow().clone()
+    }
+
+    /// Returns once the store has failed, with the reason.
+    pub async fn failed(&self) -> std::sync::Arc<str> {
+        let mut failure = self.0.subscribe();
+        let reason = failure
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender lives in self");
+        reason.clone().expect("waited for Some")
+    }
+
+    /// A guard that marks the store failed if the thread or task holding it panics.
+    pub(crate) fn fail_on_panic(&self, what: &'static str) -> FailOnPanic {
+        FailOnPanic(self.clone(), what)
+    }
+}
+
+/// See [`StoreHealth::fail_on_panic`].
+pub(crate) struct FailOnPanic(StoreHealth, &'static str);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(format!("the {} panicked", self.1));
+        }
+    }
+}
+
 /// Group `fdatasync` of the SQLite database's WAL, on a thread of its own, for commits of the
 /// write pool that must be on disk before their caller acts but need not hold the write
 /// connection while the disk works ([`crate::group`]'s synced units commit unsynced, give the
@@ -503,16 +576,18 @@ impl WalSyncer {
     /// # Errors
     /// [`DbOpenError::File`] when the WAL file cannot be opened, [`DbOpenError::Thread`] when
     /// the thread cannot start.
-    pub fn start(path: &std::path::Path) -> Result<Self, DbOpenError> {
+    pub fn start(path: &std::path::Path, health: &StoreHealth) -> Result<Self, DbOpenError> {
         let wal = open_wal(path)?;
+        let health = health.clone();
         let (requests, waiting) =
             std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
         std::thread::Builder::new()
             .name("wal-sync".into())
             .spawn(move || {
+                let _guard = health.fail_on_panic("WAL syncer");
                 while let Ok(first) = waiting.recv() {
                     let group: Vec<_> = std::iter::once(first).chain(waiting.try_iter()).collect();
-                    let synced = wal.sync_data().map_err(|e| e.to_string());
+                    let synced = sync_unless_failed(&wal, &health);
                     GROUP_SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     for caller in group {
                         let _ = caller.send(synced.clone());
@@ -536,6 +611,35 @@ impl WalSyncer {
         let (done, synced) = tokio::sync::oneshot::channel();
         self.requests.send(done).map_err(|_| STOPPED.to_string())?;
         synced.await.map_err(|_| STOPPED.to_string())?
+    }
+}
+
+/// `fdatasync` of `wal`, unless `health` has failed (then not tried: see [`StoreHealth`]); a
+/// failed sync fails `health`.
+///
+/// # Errors
+/// The reason the commits before this call are not known to be on disk.
+pub(crate) fn sync_unless_failed(wal: &impl SyncData, health: &StoreHealth) -> Result<(), String> {
+    if let Some(failure) = health.failure() {
+        return Err(format!("not synced: {failure}"));
+    }
+    wal.sync_data().map_err(|e| {
+        let reason = format!("WAL sync failed: {e}");
+        health.fail(reason.clone());
+        reason
+    })
+}
+
+/// What the WAL syncers need of the WAL file: `fdatasync`. A trait so that tests can make it
+/// fail.
+pub(crate) trait SyncData {
+    /// Flushes the file's data to the disk.
+    fn sync_data(&self) -> std::io::Result<()>;
+}
+
+impl SyncData for std::fs::File {
+    fn sync_data(&self) -> std::io::Result<()> {
+        std::fs::File::sync_data(self)
     }
 }
 
@@ -616,7 +720,9 @@ mod tests {
     async fn every_pooled_sqlite_connection_keeps_its_plans_and_maps_nothing() {
         let dir = std::env::temp_dir().join(format!("plans-{}", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}/app.db", dir.display());
-        let db = open_sqlite(&url, &Wakers::default()).await.expect("opened");
+        let db = open_sqlite(&url, &Wakers::default(), &StoreHealth::default())
+            .await
+            .expect("opened");
         for (pool, name) in [(&db.write, "write"), (&db.read, "read")] {
             let mut conn = pool
                 .get_sqlite_connection_pool()
@@ -686,7 +792,9 @@ mod tests {
     async fn no_write_connection_cuts_the_wal_below_what_it_grows_to() {
         let dir = std::env::temp_dir().join(format!("wal-{}", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}/app.db", dir.display());
-        let db = open_sqlite(&url, &Wakers::default()).await.expect("opened");
+        let db = open_sqlite(&url, &Wakers::default(), &StoreHealth::default())
+            .await
+            .expect("opened");
         let limit = "PRAGMA journal_size_limit";
         let kept = sqlx::query_scalar::<_, i64>(limit)
             .fetch_one(db.write.get_sqlite_connection_pool())

@@ -282,7 +282,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("group-{}.db", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let wakers = crate::jobs::Wakers::default();
-        let db = crate::db::open_sqlite(&url, &wakers)
+        let db = crate::db::open_sqlite(&url, &wakers, &crate::db::StoreHealth::default())
             .await
             .expect("database");
         db.write

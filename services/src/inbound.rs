@@ -7,15 +7,18 @@
 //! 2. the sender is opted out -> nothing (the text stays in the inbox);
 //! 3. a person took over the conversation (bot paused) -> nothing;
 //! 4. the number's bot: the built-in qualification script, its state kept on the conversation
-//!    and the answers it collects written to the contact.
+//!    and the answers it collects written to the contact. A text is taken as the answer to
+//!    the current question only when the bot's question was the last thing we sent; after a
+//!    person's reply, a withdrawn or refused question, or a compliance reply, the bot asks
+//!    again. A picture without words gets no bot reply.
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
 use switchboard_domain::compliance::{self, KeywordKind};
-use switchboard_domain::message::{Direction, Source};
+use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::script::{Script, ScriptState, Turn, UNKNOWN};
 use switchboard_domain::{ConversationId, MessageId};
 use switchboard_entity::phone_number::BotKind;
@@ -156,10 +159,27 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
             BotKind::None => Decision::NoBot,
             BotKind::Qualify => {
                 let business = tenancy::tenant_name(tx.conn(), ctx).await?;
-                let t = qualify_turn(&business, conversation.bot_state.as_ref(), &msg.body);
-                replies.extend(t.replies.iter().map(|r| (Source::Bot, r.clone())));
-                let n = t.replies.len();
-                turn = Some(t);
+                let script = Script::qualification(&business);
+                let state = conversation
+                    .bot_state
+                    .as_ref()
+                    .and_then(|s| serde_json::from_value::<ScriptState>(s.clone()).ok());
+                let t = match state {
+                    None => Some(script.start()),
+                    // A picture without words answers no question; a person sees it in the inbox.
+                    Some(_) if msg.body.trim().is_empty() && msg.media.is_some() => None,
+                    Some(state) if last_word_was_the_bots(&tx, &conversation).await? => {
+                        Some(script.advance(&state, &msg.body))
+                    }
+                    Some(state) => Some(script.ask_again(&state)),
+                };
+                let n = t.as_ref().map_or(0, |t| t.replies.len());
+                replies.extend(
+                    t.iter()
+                        .flat_map(|t| &t.replies)
+                        .map(|r| (Source::Bot, r.clone())),
+                );
+                turn = t;
                 Decision::Bot(n)
             }
         }
@@ -272,19 +292,34 @@ impl Unit for Claim {
     }
 }
 
-/// Runs the built-in script on `body`: starts it on the first text of a conversation (greeting
-/// and first question), otherwise takes `body` as the answer to the current question.
-fn qualify_turn(business: &str, state: Option<&serde_json::Value>, body: &str) -> Turn {
-    let script = Script::qualification(business);
-    match state.and_then(|s| serde_json::from_value::<ScriptState>(s.clone()).ok()) {
-        None => script.start(),
-        Some(state) => script.advance(&state, body),
-    }
+/// Whether the last message we sent in the conversation is the bot's and was not withdrawn or
+/// refused (`suppressed`, `failed`, `undelivered`): only then can the customer's text be the
+/// answer to the bot's current question. After a person's reply, a STOP/START/HELP reply, or
+/// a question that never reached the customer, [`Script::ask_again`] asks it again instead.
+async fn last_word_was_the_bots(
+    tx: &TenantTx,
+    conversation: &conversation::Model,
+) -> Result<bool, ServiceError> {
+    let last = message::Entity::scoped(tx.tenant())
+        .filter(message::Column::ConversationId.eq(conversation.id))
+        .filter(message::Column::Direction.eq(Direction::Outbound))
+        .order_by_desc(message::Column::Id)
+        .one(tx.conn())
+        .await?;
+    Ok(last.is_some_and(|m| {
+        m.source == Source::Bot
+            && !matches!(
+                m.status,
+                MessageStatus::Suppressed | MessageStatus::Failed | MessageStatus::Undelivered
+            )
+    }))
 }
 
 /// Stores the script state on the conversation, unless the bot was paused meanwhile (then
 /// returns false and writes nothing), and a captured answer on the contact (`name` also fills
-/// the contact's name; finishing marks the contact `qualified`).
+/// the contact's name; finishing marks the contact `qualified`). The contact's fields are
+/// read again, locked (Postgres), in this transaction: an answer saved meanwhile by the
+/// contact's conversation with another of the tenant's numbers is kept.
 async fn save_bot_state(
     tx: &TenantTx,
     conversation: &conversation::Model,
@@ -307,27 +342,37 @@ async fn save_bot_state(
     if !stored {
         return Ok(false);
     }
-    if captured.is_none() && !state.finished {
+    let was_finished = conversation
+        .bot_state
+        .as_ref()
+        .and_then(|s| serde_json::from_value::<ScriptState>(s.clone()).ok())
+        .is_some_and(|s| s.finished);
+    let finished_now = state.finished && !was_finished;
+    if captured.is_none() && !finished_now {
         return Ok(true);
     }
-    let mut fields: BTreeMap<String, String> = contact
-        .fields
-        .as_ref()
-        .and_then(|f| serde_json::from_value(f.clone()).ok())
-        .unwrap_or_default();
     let mut am = contact::ActiveModel {
         ..Default::default()
     };
     if let Some((field, value)) = captured {
+        let fresh = contact::Entity::by_id(tx.tenant(), contact.id)
+            .lock_exclusive()
+            .one(tx.conn())
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let mut fields: BTreeMap<String, String> = fresh
+            .fields
+            .and_then(|f| serde_json::from_value(f).ok())
+            .unwrap_or_default();
         if field == "name" && value != UNKNOWN {
             am.name = Set(Some(value.clone()));
         }
         fields.insert(field, value);
+        am.fields = Set(Some(
+            serde_json::to_value(&fields).expect("fields serialize"),
+        ));
     }
-    am.fields = Set(Some(
-        serde_json::to_value(&fields).expect("fields serialize"),
-    ));
-    if state.finished {
+    if finished_now {
         am.status = Set("qualified".into());
     }
     am.updated_at = Set(now);

@@ -32,7 +32,7 @@ use switchboard_entity::ingest::{NewInbound, RowCache, Written, write_batch, wri
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServiceError;
-use crate::db::InboundDb;
+use crate::db::{InboundDb, StoreHealth, SyncData, sync_unless_failed};
 use crate::events::{Event, EventBus, EventKind};
 use crate::jobs::{self, Enqueue, HandleInbound, InboundText, Job, JobQueue};
 
@@ -61,6 +61,7 @@ pub struct Ingestor {
     /// Webhooks submitted and not yet answered.
     in_flight: Arc<AtomicUsize>,
     counters: Arc<Counters>,
+    health: StoreHealth,
 }
 
 /// Running totals of one [`Ingestor`] (all its writers) since it started, from
@@ -120,47 +121,82 @@ impl Ingestor {
     /// Starts the SQLite writer thread on `db` (its own connection to the database file),
     /// taking `lock` (the write pool, whose one connection is the process's write lock) for
     /// each run of batches, and its syncer thread.
-    pub fn start_sqlite(db: InboundDb, lock: SqlitePool, events: EventBus, jobs: JobQueue) -> Self {
+    /// and its syncer thread. A failed WAL sync or a panic of either thread fails `health`.
+    pub fn start_sqlite(
+        db: InboundDb,
+        lock: SqlitePool,
+        events: EventBus,
+        jobs: JobQueue,
+        health: &StoreHealth,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (committed, to_sync) = mpsc::unbounded_channel();
         let in_tx = jobs.sqlite_pool().is_some();
         let InboundDb { conn, wal } = db;
         let counters = Arc::new(Counters::default());
-        on_own_thread(
-            "inbound-sync",
-            run_syncer(wal, events, jobs, in_tx, to_sync, counters.clone()),
+        let syncer = run_syncer(
+            wal,
+            events,
+            jobs,
+            in_tx,
+            to_sync,
+            counters.clone(),
+            health.clone(),
         );
-        on_own_thread(
-            "inbound-writer",
-            run_sqlite(conn, lock, in_tx, rx, committed, counters.clone()),
-        );
-        Self::new(vec![tx], counters)
+        let guard = health.fail_on_panic("inbound syncer");
+        on_own_thread("inbound-sync", async move {
+            let _guard = guard;
+            syncer.await
+        });
+        let writer = run_sqlite(conn, lock, in_tx, rx, committed, counters.clone());
+        let guard = health.fail_on_panic("inbound writer");
+        on_own_thread("inbound-writer", async move {
+            let _guard = guard;
+            writer.await
+        });
+        Self::new(vec![tx], counters, health)
     }
 
-    /// Starts [`PG_WRITERS`] Postgres writer tasks on `pool`, each with its own queue.
-    pub fn start_postgres(pool: PgPool, events: EventBus, jobs: JobQueue) -> Self {
+    /// Starts [`PG_WRITERS`] Postgres writer tasks on `pool`, each with its own queue; a
+    /// panic of one fails `health`.
+    pub fn start_postgres(
+        pool: PgPool,
+        events: EventBus,
+        jobs: JobQueue,
+        health: &StoreHealth,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let queues = (0..PG_WRITERS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE_DEPTH / PG_WRITERS);
-                tokio::spawn(run_postgres(
+                let writer = run_postgres(
                     pool.clone(),
                     events.clone(),
                     jobs.clone(),
                     rx,
                     counters.clone(),
-                ));
+                );
+                let guard = health.fail_on_panic("inbound writer");
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    writer.await
+                });
                 tx
             })
             .collect();
-        Self::new(queues, counters)
+        Self::new(queues, counters, health)
     }
 
-    fn new(queues: Vec<mpsc::Sender<Pending>>, counters: Arc<Counters>) -> Self {
+    fn new(
+        queues: Vec<mpsc::Sender<Pending>>,
+        counters: Arc<Counters>,
+        health: &StoreHealth,
+    ) -> Self {
         Self {
             queues: queues.into(),
             in_flight: Arc::default(),
             counters,
+            health: health.clone(),
         }
     }
 
@@ -187,8 +223,12 @@ impl Ingestor {
     ///
     /// # Errors
     /// Database errors (the webhook answers 500; nothing is stored), or
-    /// [`ServiceError::WriterGone`] while shutting down.
+    /// [`ServiceError::WriterGone`] while shutting down or once the store has failed
+    /// ([`StoreHealth`]).
     pub async fn submit(&self, item: NewInbound) -> Result<Written, ServiceError> {
+        if self.health.failure().is_some() {
+            return Err(ServiceError::WriterGone);
+        }
         let _counted = InFlight::enter(&self.in_flight);
         let (reply, rx) = oneshot::channel();
         self.queues[shard_of(&item, self.queues.len())]
@@ -272,23 +312,26 @@ const MAX_SYNC_GROUP: usize = 1024;
 /// process's readers, whose own writes sync the WAL before any effect outside it (a send job
 /// syncs its claim first).
 ///
-/// A failed sync fails the webhooks of its commits (500: Twilio retries; a text that did
-/// reach the disk is then a duplicate, answered 200).
+/// A failed sync fails the webhooks of its commits (500: Twilio retries) and `health`, for
+/// good: every later commit fails too, unsynced, and [`Ingestor::submit`] takes no more
+/// texts, until the process restarts and SQLite recovers the WAL from what is on disk (a
+/// text that did reach it is then a duplicate, answered 200).
 async fn run_syncer(
-    wal: std::fs::File,
+    wal: impl SyncData,
     events: EventBus,
     jobs: JobQueue,
     in_tx: bool,
     mut to_sync: mpsc::UnboundedReceiver<Committed>,
     counters: Arc<Counters>,
+    health: StoreHealth,
 ) {
     let mut group = Vec::with_capacity(MAX_SYNC_GROUP);
     while to_sync.recv_many(&mut group, MAX_SYNC_GROUP).await > 0 {
         let started = Instant::now();
-        let synced = wal.sync_data();
+        let synced = sync_unless_failed(&wal, &health);
         counters.synced(started);
         if let Err(e) = &synced {
-            tracing::error!(error = %e, commits = group.len(), "WAL sync failed; their webhooks fail");
+            tracing::error!(error = %e, commits = group.len(), "WAL not synced; their webhooks fail");
         }
         for Committed {
             items,
@@ -300,7 +343,7 @@ async fn run_syncer(
                 Ok(()) => answer(&events, &jobs, in_tx, &items, replies, results).await,
                 Err(e) => {
                     for reply in replies {
-                        let _ = reply.send(Err(ServiceError::WalSync(e.to_string())));
+                        let _ = reply.send(Err(ServiceError::WalSync(e.clone())));
                     }
                 }
             }
@@ -549,9 +592,30 @@ mod tests {
         (committed, answer)
     }
 
+    /// A WAL whose syncs fail while `failing` is set, counting the syncs tried.
+    #[derive(Default)]
+    struct Disk {
+        failing: std::sync::atomic::AtomicBool,
+        tried: AtomicUsize,
+    }
+
+    impl SyncData for &Disk {
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.tried.fetch_add(1, Ordering::Relaxed);
+            if self.failing.load(Ordering::Relaxed) {
+                Err(std::io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                Ok(())
+            }
+        }
+    }
+
     /// Runs the syncer on `wal` for one commit; returns the webhook's answer (the sync is
-    /// counted whether it succeeded or failed).
-    async fn answer_after_sync(wal: std::fs::File) -> Result<Written, ServiceError> {
+    /// counted whether it succeeded, failed or was not tried).
+    async fn answer_after_sync(
+        wal: &'static Disk,
+        health: &StoreHealth,
+    ) -> Result<Written, ServiceError> {
         // Never connected: the syncer only wakes the (absent) workers through it.
         let pool = SqlitePool::connect_lazy("sqlite::memory:").expect("pool");
         let jobs = JobQueue::sqlite(pool, crate::jobs::Wakers::default());
@@ -564,6 +628,7 @@ mod tests {
             true,
             to_sync,
             counters.clone(),
+            health.clone(),
         ));
         let (committed, answer) = one_commit();
         assert!(to_syncer.send(committed).is_ok(), "syncer running");
@@ -578,21 +643,104 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_commit_is_answered_after_its_wal_sync_and_failed_when_the_sync_fails() {
-        let path = std::env::temp_dir().join(format!("sync-{}.db-wal", uuid::Uuid::new_v4()));
-        let file = std::fs::File::create(&path).expect("a file");
+    async fn after_a_failed_wal_sync_no_commit_is_answered_and_no_text_taken() {
+        let disk: &'static Disk = Box::leak(Box::default());
+        let health = StoreHealth::default();
         assert_eq!(
-            answer_after_sync(file).await.expect("synced"),
+            answer_after_sync(disk, &health).await.expect("synced"),
             Written::Duplicate
         );
-        let _ = std::fs::remove_file(&path);
 
-        // A pipe cannot be synced (fdatasync: EINVAL): the webhook fails, so Twilio retries.
-        let (pipe, _writer) = std::io::pipe().expect("pipe");
-        let pipe = std::fs::File::from(std::os::fd::OwnedFd::from(pipe));
-        match answer_after_sync(pipe).await {
-            Err(ServiceError::WalSync(reason)) => assert!(!reason.is_empty()),
+        // EIO: the webhook fails, so Twilio retries, and the store fails.
+        disk.failing.store(true, Ordering::Relaxed);
+        match answer_after_sync(disk, &health).await {
+            Err(ServiceError::WalSync(reason)) => assert!(reason.contains("WAL sync failed")),
             other => panic!("expected a WAL sync error, got {other:?}"),
         }
+        assert!(
+            health
+                .failure()
+                .is_some_and(|f| f.contains("WAL sync failed"))
+        );
+
+        // The disk answers again, but what the failed sync covered may be lost: a retried
+        // webhook found as a duplicate is still not answered 200, and nothing is synced.
+        disk.failing.store(false, Ordering::Relaxed);
+        match answer_after_sync(disk, &health).await {
+            Err(ServiceError::WalSync(reason)) => assert!(reason.starts_with("not synced")),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            disk.tried.load(Ordering::Relaxed),
+            2,
+            "no sync tried once failed"
+        );
+
+        let (queue, mut queued) = mpsc::channel(1);
+        let ingestor = Ingestor::new(vec![queue], Arc::default(), &health);
+        let (committed, _) = one_commit();
+        assert!(matches!(
+            ingestor.submit(committed.items[0].clone()).await,
+            Err(ServiceError::WriterGone)
+        ));
+        assert!(queued.try_recv().is_err(), "nothing reached the writer");
+    }
+
+    #[tokio::test]
+    async fn a_second_copy_of_a_text_to_a_released_number_is_not_answered_as_stored() {
+        let dir = std::env::temp_dir().join(format!("released-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let url = format!("sqlite://{}", dir.join("switchboard.db").display());
+        let health = StoreHealth::default();
+        let _db = crate::db::open_sqlite(&url, &crate::jobs::Wakers::default(), &health)
+            .await
+            .expect("opened");
+        let mut writer = crate::db::open_inbound_writer(&url).expect("writer");
+        let (copy, _) = one_commit();
+        let text = copy.items[0].clone();
+        let tx = writer.conn.transaction().expect("transaction");
+        tx.execute(
+            "INSERT INTO tenants (id, name, time_zone, created_at) VALUES (?1, 'Old owner', 'UTC', '2026-01-01')",
+            [text.tenant_id.uuid().as_bytes()],
+        )
+        .expect("tenant");
+        tx.execute(
+            "INSERT INTO phone_numbers (id, tenant_id, e164, bot, created_at, released_at) \
+             VALUES (?1, ?2, '+15125550100', 'none', '2026-01-01', '2026-01-02')",
+            [
+                text.phone_number_id.uuid().as_bytes(),
+                text.tenant_id.uuid().as_bytes(),
+            ],
+        )
+        .expect("a released number");
+        // A Twilio retry that arrived while the first copy was queued: the same batch.
+        let written =
+            write_batch(&tx, &[text.clone(), text], &mut RowCache::default()).expect("written");
+        assert_eq!(written, [Written::Released, Written::Released]);
+        drop(tx);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_panicking_writer_fails_the_store() {
+        let health = StoreHealth::default();
+        let guard = health.fail_on_panic("inbound writer");
+        let _ = std::thread::spawn(move || {
+            let _guard = guard;
+            panic!("a bug");
+        })
+        .join();
+        assert_eq!(
+            health.failure().as_deref(),
+            Some("the inbound writer panicked")
+        );
+
+        let clean = StoreHealth::default();
+        drop(clean.fail_on_panic("inbound writer"));
+        assert_eq!(
+            clean.failure(),
+            None,
+            "a writer that ends at shutdown is no failure"
+        );
     }
 }

@@ -173,6 +173,9 @@ pub struct App {
     pub events: events::EventBus,
     pub jobs: jobs::JobQueue,
     pub ingest: ingest::Ingestor,
+    /// Fails for good on a failed WAL sync or a panicked inbound writer: the process must
+    /// restart (`/health` answers 503, `switchboard serve` exits; see [`db::StoreHealth`]).
+    pub health: db::StoreHealth,
     pub sealer: crypto::Sealer,
     pub providers: Providers,
     /// Sign-in through `OIDC_ISSUER_URL`, when configured.
@@ -226,10 +229,11 @@ impl App {
         }
         let wakers = jobs::Wakers::default();
         let hooks = wakers.clone();
+        let health = db::StoreHealth::default();
         let db = if postgres {
             db::open_postgres(url, settings.database_max_connections).await?
         } else {
-            db::open_sqlite(url, &wakers).await?
+            db::open_sqlite(url, &wakers, &health).await?
         };
         let (jobs, events) = match redis {
             Some((client, conn)) => {
@@ -244,13 +248,14 @@ impl App {
         };
         let ingest = if postgres {
             let pool = db.write.get_postgres_connection_pool().clone();
-            ingest::Ingestor::start_postgres(pool, events.clone(), jobs.clone())
+            ingest::Ingestor::start_postgres(pool, events.clone(), jobs.clone(), &health)
         } else {
             ingest::Ingestor::start_sqlite(
                 db::open_inbound_writer(url)?,
                 db.write.get_sqlite_connection_pool().clone(),
                 events.clone(),
                 jobs.clone(),
+                &health,
             )
         };
         let app = Arc::new(App {
@@ -268,6 +273,7 @@ impl App {
             events,
             jobs,
             ingest,
+            health,
             routes: tenancy::RouteCache::default(),
         });
         if app.settings.demo_seed

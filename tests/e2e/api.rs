@@ -183,6 +183,22 @@ async fn a_manual_reply_pauses_the_bot_until_resumed() {
         rows.iter()
             .all(|m| m.source != Source::Manual || m.status != MessageStatus::Failed)
     );
+
+    // Resumed, the bot does not take the next text for the answer to the question it asked
+    // before the person wrote: it asks again, then goes on.
+    let ctx = switchboard_services::TenantCtx::for_job(t.tenant.tenant_id);
+    let id = cid.parse().unwrap();
+    switchboard_services::messaging::set_bot_paused(&t.app, &ctx, id, false)
+        .await
+        .unwrap();
+    t.text_in(from, "ok").await;
+    let sends = t.wait_for_sends(4).await;
+    assert!(param(&sends[3], "Body").unwrap().contains("1 for Repair"));
+    assert_eq!(t.contact(from).await.fields, None, "'ok' is no answer");
+    t.text_in(from, "1").await;
+    let sends = t.wait_for_sends(5).await;
+    assert!(param(&sends[4], "Body").unwrap().contains("How soon"));
+    assert_eq!(t.contact(from).await.fields.unwrap()["service"], "Repair");
 }
 
 #[tokio::test]

@@ -58,6 +58,40 @@ async fn stop_confirms_once_then_every_send_is_suppressed_until_start() {
     assert!(param(&sends[3], "Body").unwrap().contains("resubscribed"));
 }
 
+/// After STOP and START the bot asks its question again rather than take the next text for
+/// its answer: the customer last heard a confirmation, not the question.
+#[tokio::test]
+async fn after_stop_and_start_the_bot_asks_its_question_again() {
+    let t = spawn_app().await;
+    let from = "+17135550135";
+    t.text_in(from, "hi").await;
+    t.wait_for_sends(2).await;
+    t.text_in(from, "STOP").await;
+    t.wait_for_sends(3).await;
+    t.text_in(from, "START").await;
+    t.wait_for_sends(4).await;
+    t.text_in(from, "hello?").await;
+    let sends = t.wait_for_sends(5).await;
+    assert!(param(&sends[4], "Body").unwrap().contains("1 for Repair"));
+    assert_eq!(t.contact(from).await.fields, None);
+}
+
+/// The FCC's revocation order names "opt out", two words: it opts out like OPTOUT.
+#[tokio::test]
+async fn opt_out_in_two_words_opts_out() {
+    let t = spawn_app().await;
+    let from = "+17135550134";
+    t.text_in(from, "hi").await;
+    t.wait_for_sends(2).await;
+    t.text_in(from, "Opt out").await;
+    let sends = t.wait_for_sends(3).await;
+    assert!(param(&sends[2], "Body").unwrap().contains("unsubscribed"));
+    let contact = t.contact(from).await;
+    assert!(contact.opted_out_at.is_some());
+    assert_eq!(contact.opt_out_keyword.as_deref(), Some("OPTOUT"));
+    assert_eq!(contact.fields, None, "not taken for an answer");
+}
+
 #[tokio::test]
 async fn help_answers_with_the_business_name_and_how_to_stop() {
     let t = spawn_app().await;

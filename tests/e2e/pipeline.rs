@@ -146,6 +146,88 @@ async fn mms_keeps_every_media_url_and_type() {
     );
 }
 
+/// A picture without words answers no question: no "didn't catch that", no retry used up.
+#[tokio::test]
+async fn a_picture_without_words_mid_script_gets_no_bot_reply() {
+    let t = spawn_app().await;
+    let mut params = switchboard_testkit::twilio_fixture("inbound_mms");
+    switchboard_testkit::set(&mut params, "To", &t.tenant.number);
+    let from = switchboard_testkit::param(&params, "From")
+        .unwrap()
+        .to_string();
+    t.text_in(&from, "hi").await;
+    t.wait_for_sends(2).await;
+    switchboard_testkit::set(&mut params, "Body", "");
+    assert_eq!(t.post_sms(&params).await.status(), 200);
+    t.wait_messages(t.tenant.tenant_id, |m| {
+        m.iter()
+            .any(|m| m.media.is_some() && m.handled_at.is_some())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.twilio_sends().await.len(), 2, "no reply to the picture");
+    t.text_in(&from, "1").await;
+    let sends = t.wait_for_sends(3).await;
+    assert!(param(&sends[2], "Body").unwrap().contains("How soon"));
+    assert_eq!(t.contact(&from).await.fields.unwrap()["service"], "Repair");
+}
+
+/// A customer answering two of a business's numbers at once: both answers stay on the one
+/// contact (each turn reads the contact's fields again when it saves its answer).
+#[tokio::test]
+async fn answers_to_two_numbers_at_once_both_land_on_the_contact() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    use switchboard_entity::phone_number;
+    use switchboard_services::{TenantCtx, inbound};
+
+    let t = switchboard_testkit::spawn_app_without_workers().await;
+    let second = "+14155550101";
+    phone_number::ActiveModel {
+        id: Set(switchboard_domain::PhoneNumberId::new()),
+        tenant_id: Set(t.tenant.tenant_id),
+        e164: Set(second.into()),
+        label: Set(None),
+        bot: Set(phone_number::BotKind::Qualify),
+        created_at: Set(chrono::Utc::now()),
+        released_at: Set(None),
+    }
+    .insert(&t.db.write)
+    .await
+    .unwrap();
+    let ctx = TenantCtx::for_job(t.tenant.tenant_id);
+    let from = "+17135550141";
+    let to = |number: &str, body: &str| {
+        switchboard_testkit::inbound(&t.tenant.account_sid, from, number, body)
+    };
+    let handle_all = async || {
+        let unhandled: Vec<_> = t
+            .messages(t.tenant.tenant_id)
+            .await
+            .into_iter()
+            .filter(|m| m.direction == Direction::Inbound && m.handled_at.is_none())
+            .map(|m| m.id)
+            .collect();
+        futures::future::join_all(
+            unhandled
+                .iter()
+                .map(|id| inbound::handle(&t.app, &ctx, *id)),
+        )
+        .await
+    };
+    for (number, body) in [(&*t.tenant.number, "hi"), (second, "hi"), (second, "1")] {
+        assert_eq!(t.post_sms(&to(number, body)).await.status(), 200);
+        handle_all().await;
+    }
+    assert_eq!(t.post_sms(&to(&t.tenant.number, "2")).await.status(), 200);
+    assert_eq!(t.post_sms(&to(second, "today")).await.status(), 200);
+    for handled in handle_all().await {
+        handled.unwrap();
+    }
+    let fields = t.contact(from).await.fields.unwrap();
+    assert_eq!(fields["service"], "Install", "{fields}");
+    assert_eq!(fields["urgency"], "Today", "{fields}");
+}
+
 #[tokio::test]
 async fn texts_sent_back_to_back_are_answered_in_order() {
     let t = spawn_app().await;
