@@ -47,6 +47,13 @@ pub const RATE_LIMITED_HOURS: i64 = 24;
 pub const UNKNOWN_OUTCOME_HOURS: i64 = 24;
 /// Longest wait between attempts, in seconds (a provider's `Retry-After` included).
 pub const MAX_BACKOFF_SECS: u64 = 300;
+/// Longest time from a send's claim to the start of its provider request, in milliseconds.
+/// Other jobs leave a claimed message alone for [`crate::Providers::in_flight`] from the claim
+/// (the provider timeout plus 2 s), then ask the provider and send again if it has nothing; a
+/// request started later than this after its claim (a slow WAL sync or group commit) could
+/// reach the provider after such a check, and the text would go out twice. It is not made:
+/// the message stays claimed with an unknown outcome, and its next attempt asks first.
+pub const MAX_CLAIM_TO_SEND_MS: i64 = 1500;
 
 /// Wait before attempt `attempt + 1` (1 s, 2 s, 4 s, … capped at [`MAX_BACKOFF_SECS`]).
 pub fn backoff(attempt: i32) -> Duration {
@@ -665,6 +672,8 @@ struct Outgoing {
     blocked: bool,
     /// The conversation's number was removed ([`phone_number::Model::released_at`]).
     number_released: bool,
+    /// A person has taken the conversation over ([`conversation::Model::bot_paused`]).
+    bot_paused: bool,
 }
 
 impl FromQueryResult for Outgoing {
@@ -679,6 +688,7 @@ impl FromQueryResult for Outgoing {
             sealed_token: row.try_get(pre, "sealed_token")?,
             blocked: row.try_get(pre, "blocked")?,
             number_released: row.try_get(pre, "number_released")?,
+            bot_paused: row.try_get(pre, "bot_paused")?,
         })
     }
 }
@@ -752,6 +762,7 @@ impl Outgoing {
             .column_as(tenant::Column::TwilioAccountSid, "account_sid")
             .column_as(tenant::Column::TwilioAuthTokenSealed, "sealed_token")
             .column_as(Expr::exists(older_waiting), "blocked")
+            .column_as(conversation::Column::BotPaused, "bot_paused")
             .column_as(
                 Expr::col((phone_number::Entity, phone_number::Column::ReleasedAt)).is_not_null(),
                 "number_released",
@@ -919,6 +930,13 @@ async fn attempt_one(
         }
         match reconcile(app, provider.as_ref(), &sms, &msg).await {
             Ok(Some(found)) => return record_accepted(app, ctx, &msg, found).await,
+            // It never reached the provider, and a person took over since: withdrawn, as the
+            // takeover withdrew the bot's queued replies (the person's reply waits behind it).
+            Ok(None) if msg.source == Source::Bot && out.bot_paused => {
+                let reason = WITHDRAWN_BY_TAKEOVER.to_string();
+                settle_unsent(app, ctx, &msg, MessageStatus::Suppressed, reason).await?;
+                return Ok(Delivery::Done.into());
+            }
             Ok(None) => {} // It never reached the provider: send it below.
             Err(e)
                 if Utc::now() - msg.created_at > chrono::Duration::hours(UNKNOWN_OUTCOME_HOURS) =>
@@ -1084,6 +1102,10 @@ async fn attempt(
     sms: &OutboundSms,
     msg: message::Model,
 ) -> Result<Step, ServiceError> {
+    if Utc::now() - msg.updated_at > chrono::Duration::milliseconds(MAX_CLAIM_TO_SEND_MS) {
+        tracing::warn!(message_id = %msg.id, claimed_at = %msg.updated_at, "claimed too long ago to send safely; asking the provider first");
+        return retry(app, ctx, &msg, app.providers.in_flight()).await;
+    }
     let started = std::time::Instant::now();
     let sent = provider.send(sms).await;
     crate::metrics::send(provider.name(), started.elapsed().as_secs_f64());

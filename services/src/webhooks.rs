@@ -97,11 +97,23 @@ pub struct InboundSms {
     pub message_sid: String,
     pub from: E164,
     pub to: E164,
+    /// `Body`, U+0000 kept as U+FFFD (see `body_text`).
     pub body: String,
     /// `MediaUrlN` / `MediaContentTypeN` for N in 0..`NumMedia`.
     pub media: Vec<Media>,
     /// Advanced Opt-Out's `OptOutType` (`STOP`, `START`, `HELP`): Twilio already replied.
     pub opt_out_type: Option<KeywordKind>,
+}
+
+/// A text's body as stored: as sent, except that U+0000, which a Postgres `text` cannot
+/// hold, is kept as U+FFFD (the replacement character) on either database: the text is a
+/// customer's, so it is stored rather than refused.
+fn body_text(body: &str) -> String {
+    if body.contains('\0') {
+        body.replace('\0', "\u{FFFD}")
+    } else {
+        body.to_string()
+    }
 }
 
 /// Parses the inbound webhook's form. Does not check the signature.
@@ -150,7 +162,7 @@ pub fn parse_inbound(params: &Params) -> Result<InboundSms, WebhookError> {
         message_sid: message_sid.to_string(),
         from,
         to,
-        body: param(params, "Body").unwrap_or("").to_string(),
+        body: body_text(param(params, "Body").unwrap_or("")),
         media,
         opt_out_type,
     })

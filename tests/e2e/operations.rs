@@ -225,3 +225,67 @@ async fn the_sweep_re_enqueues_only_recent_work_left_untouched_past_its_longest_
         "older than the window"
     );
 }
+
+/// Once the store failed (a failed WAL sync, a panicked inbound writer), no text is taken,
+/// `/health` and `/ready` say why with a 503, and `switchboard serve` stops with an error so
+/// that its supervisor restarts it.
+#[tokio::test]
+async fn a_failed_store_takes_no_text_answers_503_and_stops_the_server() {
+    let t = spawn_app().await;
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_url = format!("http://{}", ops.local_addr().unwrap());
+    tokio::spawn(
+        poem::Server::new_with_acceptor(poem::listener::TcpAcceptor::from_tokio(ops).unwrap())
+            .run(switchboard_api::ops_routes(t.app.clone())),
+    );
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serving = tokio::spawn(switchboard::serve(
+        t.app.clone(),
+        web,
+        false,
+        std::future::pending(),
+    ));
+    let get = async |path: &str| t.http.get(format!("{ops_url}{path}")).send().await.unwrap();
+    assert_eq!(get("/health").await.status(), 200);
+
+    t.app
+        .health
+        .fail("WAL sync failed: Input/output error (os error 5)");
+    for path in ["/health", "/ready"] {
+        let resp = get(path).await;
+        assert_eq!(resp.status(), 503, "{path}");
+        assert!(
+            resp.text().await.unwrap().contains("WAL sync failed"),
+            "{path}"
+        );
+    }
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), serving)
+        .await
+        .expect("serve stops")
+        .unwrap();
+    assert!(
+        stopped
+            .unwrap_err()
+            .to_string()
+            .contains("the store failed")
+    );
+    let item = switchboard_entity::ingest::NewInbound {
+        tenant_id: t.tenant.tenant_id,
+        phone_number_id: switchboard_domain::PhoneNumberId::new(),
+        from: "+17135550160".into(),
+        provider_sid: switchboard_testkit::message_sid(),
+        body: "hi".into(),
+        media: None,
+        segments: 1,
+        encoding: "gsm7",
+        received_at: chrono::Utc::now(),
+        keyword: None,
+        provider_replied: false,
+        request_id: None,
+    };
+    assert!(matches!(
+        t.app.ingest.submit(item).await,
+        Err(switchboard_services::ServiceError::WriterGone)
+    ));
+    assert_eq!(t.counts(t.tenant.tenant_id).await.0, 0, "nothing stored");
+}

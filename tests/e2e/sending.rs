@@ -487,6 +487,58 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
     assert_eq!(second.attempts, 2);
 }
 
+/// A bot reply whose attempt had an unknown outcome, in a conversation a person took over
+/// since: once Twilio says it never got it, it is withdrawn, not sent ahead of the person's
+/// reply.
+#[tokio::test]
+async fn a_bot_reply_twilio_never_got_is_withdrawn_after_a_takeover() {
+    use switchboard_entity::message;
+    use switchboard_services::inbound;
+
+    let (t, ctx, conversation) = conversation_without_workers("+17135550172").await;
+    let tenant = t.tenant.tenant_id;
+    let hi = t.messages(tenant).await[0].id;
+    inbound::handle(&t.app, &ctx, hi).await.unwrap();
+    let greeting = t
+        .messages(tenant)
+        .await
+        .into_iter()
+        .find(|m| m.source == Source::Bot)
+        .unwrap()
+        .id;
+    // Its attempt timed out an hour ago (Twilio's answer never came).
+    message::Entity::update_many()
+        .col_expr(
+            message::Column::Status,
+            MessageStatus::Sending.as_str().into(),
+        )
+        .col_expr(message::Column::Attempts, 1.into())
+        .col_expr(
+            message::Column::UpdatedAt,
+            (chrono::Utc::now() - chrono::Duration::hours(1)).into(),
+        )
+        .filter(message::Column::Id.eq(greeting))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    let reply = queued(&t, &ctx, conversation, "Sam here, I'll take it from here").await;
+
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, greeting).await.unwrap(),
+        Delivery::Done
+    );
+    let greeting = t.message(greeting).await;
+    assert_eq!(greeting.status, MessageStatus::Suppressed);
+    messaging::deliver(&t.app, &ctx, reply).await.unwrap();
+    let bodies: Vec<String> = t
+        .twilio_sends()
+        .await
+        .iter()
+        .map(|s| switchboard_testkit::param(s, "Body").unwrap().to_string())
+        .collect();
+    assert_eq!(bodies, ["Sam here, I'll take it from here"]);
+}
+
 /// Two jobs for one reply whose last attempt timed out: job B reads the row and asks Twilio
 /// (slowly); job A, reading the same row, asks Twilio, finds the text there (still `queued`
 /// at Twilio) and records its MessageSid, leaving the row `sending`. Job B's answer then lists

@@ -426,3 +426,18 @@ async fn a_status_callback_from_the_platform_account_is_verified_with_its_token(
     let now = t.message(reply.id).await;
     assert_eq!(now.status, MessageStatus::Delivered);
 }
+
+/// A body with U+0000 (which a Postgres `text` cannot hold) is stored with U+FFFD in its
+/// place, on either database, rather than failing the webhook and losing the text.
+#[tokio::test]
+async fn a_body_with_a_nul_character_is_stored() {
+    let t = spawn_app_without_workers().await;
+    assert_eq!(
+        t.text_in("+17135550161", "leak\0 in the attic")
+            .await
+            .status(),
+        200
+    );
+    let rows = t.messages(t.tenant.tenant_id).await;
+    assert_eq!(rows[0].body, "leak\u{FFFD} in the attic");
+}
