@@ -622,3 +622,46 @@ async fn redis_jobs_run_to_done_without_a_task_lock() {
         }
     }
 }
+
+/// Thousands of retries due at once (the workers were down while Twilio failed) do not stop
+/// the Redis send queue: apalis-redis' fetch would promote them all in one Lua `unpack`
+/// ("too many results to unpack") and fail at every fetch; the worker promotes them in
+/// chunks before its first fetch and then every `PROMOTE_DUE_MS`.
+#[tokio::test]
+#[ignore = "needs Postgres + Redis (.ci/postgres/run)"]
+async fn thousands_of_due_retries_do_not_stop_the_redis_queue() {
+    use std::time::Duration;
+    use switchboard_domain::MessageId;
+    use switchboard_services::jobs::{Enqueue, Job, SendMessage};
+
+    assert!(switchboard_testkit::postgres_requested());
+    let t = switchboard_testkit::spawn_app_without_workers().await;
+    assert!(t.app.jobs.redis_queues().is_some(), "jobs on Redis");
+    let stale: Vec<Enqueue> = (0..9_000)
+        .map(|i| {
+            let job = Job::SendMessage(SendMessage {
+                tenant_id: t.tenant.tenant_id,
+                message_id: MessageId::new(),
+                request_id: None,
+            });
+            Enqueue::after(job, format!("stale-retry:{i}"), Duration::from_millis(1))
+        })
+        .collect();
+    for chunk in stale.chunks(1_000) {
+        t.app.jobs.push(chunk).await.unwrap();
+    }
+    // Due by apalis-redis' whole-second scores.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(t.text_in("+17135550172", "HELP").await.status(), 200);
+    let worker = tokio::spawn(switchboard_worker::run(
+        t.app.clone(),
+        std::future::pending(),
+    ));
+    let sends = t.wait_for_sends(1).await;
+    assert!(
+        switchboard_testkit::param(&sends[0], "Body")
+            .unwrap()
+            .contains("STOP")
+    );
+    worker.abort();
+}

@@ -84,7 +84,7 @@ pub const KEYWORDS: &[Keyword] = &[
 /// both ends; what remains must be a single word matching a keyword ASCII-case-insensitively,
 /// full-width letters (U+FF21-FF5A, as CJK keyboards type them) read as their ASCII forms: an
 /// opt-out typed that way is still an opt-out. OPTOUT and STOPALL may also be written as two
-/// words joined by one space, hyphen or underscore: the FCC's revocation order (FCC 24-24,
+/// words joined by one space (ideographic included), hyphen or underscore: the FCC's revocation order (FCC 24-24,
 /// 47 CFR 64.1200(a)(10)) names "opt out" itself. `"Stop!"`, `"  stop. "`, `"ＳＴＯＰ"` and
 /// `"Opt-out"` match; `"stop please"`, `"stopp"`, `"opt out now"` and `""` do not.
 pub fn detect(body: &str) -> Option<Keyword> {
@@ -92,12 +92,17 @@ pub fn detect(body: &str) -> Option<Keyword> {
     if let Some(keyword) = keyword_spelled(text, "") {
         return Some(keyword);
     }
-    let (first, second) = text.split_once([' ', '-', '_'])?;
-    keyword_spelled(first, second).filter(|k| TWO_WORDS.contains(&k.word))
+    let (first, second) = text.split_once([' ', '\u{3000}', '-', '_'])?;
+    let keyword = keyword_spelled(first, second)?;
+    TWO_WORDS
+        .iter()
+        .any(|&(word, split)| word == keyword.word && first.chars().count() == split)
+        .then_some(keyword)
 }
 
-/// The keywords that may be written as two words (see [`detect`]).
-const TWO_WORDS: &[&str] = &["OPTOUT", "STOPALL"];
+/// The keywords that may be written as two words (see [`detect`]), and the length of their
+/// first word: OPT OUT, STOP ALL.
+const TWO_WORDS: &[(&str, usize)] = &[("OPTOUT", 3), ("STOPALL", 4)];
 
 /// The keyword spelled by `first` followed by `second`.
 fn keyword_spelled(first: &str, second: &str) -> Option<Keyword> {
@@ -204,7 +209,13 @@ mod tests {
         assert_eq!(detect("unsubscribe").unwrap().word, "UNSUBSCRIBE");
         assert_eq!(detect("OptOut").unwrap().kind, KeywordKind::OptOut);
         assert_eq!(detect("revoke").unwrap().kind, KeywordKind::OptOut);
-        for body in ["opt out", "Opt-Out.", "OPT_OUT", "ｏｐｔ ｏｕｔ"] {
+        for body in [
+            "opt out",
+            "Opt-Out.",
+            "OPT_OUT",
+            "ｏｐｔ ｏｕｔ",
+            "ｏｐｔ\u{3000}ｏｕｔ",
+        ] {
             assert_eq!(detect(body).unwrap().word, "OPTOUT", "{body:?}");
         }
         assert_eq!(detect("stop all").unwrap().word, "STOPALL");
@@ -229,6 +240,8 @@ mod tests {
             "opt  out",
             "opt - out",
             "stop-stop",
+            "op tout",
+            "st opall",
             "ſtop",
         ] {
             assert_eq!(detect(body), None, "{body:?}");

@@ -106,6 +106,12 @@ pub enum MessageStatus {
     Received,
 }
 
+/// A text that is only a picture (or other media): nothing but whitespace in its body. Its
+/// inbox preview is a media marker, and it answers no question of the bot.
+pub fn is_media_only(body: &str, has_media: bool) -> bool {
+    has_media && body.trim().is_empty()
+}
+
 impl Direction {
     /// The lower-case name stored in the database.
     pub fn as_str(self) -> &'static str {

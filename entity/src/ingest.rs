@@ -84,7 +84,7 @@ pub const PREVIEW_CHARS: usize = 120;
 
 /// The inbox preview of a body: its first [`PREVIEW_CHARS`] characters, or a media marker.
 pub fn preview(body: &str, has_media: bool) -> String {
-    if body.trim().is_empty() && has_media {
+    if switchboard_domain::message::is_media_only(body, has_media) {
         return "[media]".to_string();
     }
     body.chars().take(PREVIEW_CHARS).collect()

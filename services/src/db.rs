@@ -489,12 +489,15 @@ async fn spawn_checkpointer(
 /// It fails for good on the first failed WAL sync: on Linux a writeback error is reported
 /// once per open file and the pages may already be marked clean, so later syncs can succeed
 /// over frames that never reached the disk, and a crash would then lose every commit chained
-/// after them. It also fails when an inbound writer or syncer panics. From then on, no WAL
-/// sync is attempted, no commit is answered, no text is taken (so no Twilio retry is answered
+/// after them. It also fails when an inbound writer or syncer panics. From then on no WAL
+/// sync is attempted: no inbound commit is answered and no synced group-commit unit (a send's
+/// claim, its recorded acceptance) returns, no text is taken (so no Twilio retry is answered
 /// 200 for a text that may not be on disk), `/health` and `/ready` answer 503, and
-/// `switchboard serve` exits non-zero so its supervisor restarts it: only reopening the
-/// database recovers what is really on disk (the same stance as Postgres' PANIC on a failed
-/// fsync).
+/// `switchboard serve` and `worker` stop gracefully and exit non-zero so that their
+/// supervisor restarts them: only reopening the database recovers what is really on disk (the
+/// stance Postgres takes with its PANIC on a failed fsync). Commits that SQLite syncs itself
+/// (a status callback, a setting) are not stopped in the seconds the stop takes, and a failed
+/// sync inside such a commit is that request's error, not noticed here.
 #[derive(Clone, Debug)]
 pub struct StoreHealth(std::sync::Arc<tokio::sync::watch::Sender<Option<std::sync::Arc<str>>>>);
 

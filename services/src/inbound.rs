@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
 use switchboard_domain::compliance::{self, KeywordKind};
-use switchboard_domain::message::{Direction, MessageStatus, Source};
+use switchboard_domain::message::{Direction, MessageStatus, Source, is_media_only};
 use switchboard_domain::script::{Script, ScriptState, Turn, UNKNOWN};
 use switchboard_domain::{ConversationId, MessageId};
 use switchboard_entity::phone_number::BotKind;
@@ -160,15 +160,11 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
             BotKind::Qualify => {
                 let business = tenancy::tenant_name(tx.conn(), ctx).await?;
                 let script = Script::qualification(&business);
-                let state = conversation
-                    .bot_state
-                    .as_ref()
-                    .and_then(|s| serde_json::from_value::<ScriptState>(s.clone()).ok());
-                let t = match state {
+                let t = match script_state(&conversation) {
                     None => Some(script.start()),
                     // A picture without words answers no question; a person sees it in the inbox.
-                    Some(_) if msg.body.trim().is_empty() && msg.media.is_some() => None,
-                    Some(state) if last_word_was_the_bots(&tx, &conversation).await? => {
+                    Some(_) if is_media_only(&msg.body, msg.media.is_some()) => None,
+                    Some(state) if last_word_was_the_bots(&tx, &conversation, msg.id).await? => {
                         Some(script.advance(&state, &msg.body))
                     }
                     Some(state) => Some(script.ask_again(&state)),
@@ -292,22 +288,41 @@ impl Unit for Claim {
     }
 }
 
+/// The conversation's progress through the bot's script, if the bot has started it.
+fn script_state(conversation: &conversation::Model) -> Option<ScriptState> {
+    let state = conversation.bot_state.clone()?;
+    serde_json::from_value(state).ok()
+}
+
 /// Whether the last message we sent in the conversation is the bot's and was not withdrawn or
-/// refused (`suppressed`, `failed`, `undelivered`): only then can the customer's text be the
-/// answer to the bot's current question. After a person's reply, a STOP/START/HELP reply, or
+/// refused (`suppressed`, `failed`, `undelivered`), with no STOP/START/HELP from the customer
+/// after it and before the text `before` (one that Twilio's Advanced Opt-Out answered leaves
+/// no reply of ours): only then can that text be the answer to the bot's current question.
+/// The bot's replies to an earlier text count even when written after this text arrived (a
+/// customer who answers before the question is sent). After a person's reply, a keyword, or
 /// a question that never reached the customer, [`Script::ask_again`] asks it again instead.
 async fn last_word_was_the_bots(
     tx: &TenantTx,
     conversation: &conversation::Model,
+    before: MessageId,
 ) -> Result<bool, ServiceError> {
     let last = message::Entity::scoped(tx.tenant())
         .filter(message::Column::ConversationId.eq(conversation.id))
-        .filter(message::Column::Direction.eq(Direction::Outbound))
+        .filter(
+            Condition::any()
+                .add(message::Column::Direction.eq(Direction::Outbound))
+                .add(
+                    Condition::all()
+                        .add(message::Column::Compliance.is_not_null())
+                        .add(message::Column::Id.lt(before)),
+                ),
+        )
         .order_by_desc(message::Column::Id)
         .one(tx.conn())
         .await?;
     Ok(last.is_some_and(|m| {
-        m.source == Source::Bot
+        m.direction == Direction::Outbound
+            && m.source == Source::Bot
             && !matches!(
                 m.status,
                 MessageStatus::Suppressed | MessageStatus::Failed | MessageStatus::Undelivered
@@ -342,11 +357,7 @@ async fn save_bot_state(
     if !stored {
         return Ok(false);
     }
-    let was_finished = conversation
-        .bot_state
-        .as_ref()
-        .and_then(|s| serde_json::from_value::<ScriptState>(s.clone()).ok())
-        .is_some_and(|s| s.finished);
+    let was_finished = script_state(conversation).is_some_and(|s| s.finished);
     let finished_now = state.finished && !was_finished;
     if captured.is_none() && !finished_now {
         return Ok(true);

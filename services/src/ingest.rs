@@ -120,8 +120,8 @@ fn nanos_since(started: Instant) -> u64 {
 impl Ingestor {
     /// Starts the SQLite writer thread on `db` (its own connection to the database file),
     /// taking `lock` (the write pool, whose one connection is the process's write lock) for
-    /// each run of batches, and its syncer thread.
-    /// and its syncer thread. A failed WAL sync or a panic of either thread fails `health`.
+    /// each run of batches, and its syncer thread. A failed WAL sync or a panic of either
+    /// thread fails `health`.
     pub fn start_sqlite(
         db: InboundDb,
         lock: SqlitePool,

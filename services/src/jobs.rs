@@ -148,6 +148,15 @@ impl Enqueue {
         }
     }
 
+    /// Run after `delay` (a backoff), deduplicated by `key`.
+    pub fn after(job: Job, key: impl Into<String>, delay: Duration) -> Self {
+        Self {
+            job,
+            key: key.into(),
+            run_at: Some(SystemTime::now() + delay),
+        }
+    }
+
     /// The apalis task, with `id` when given (else the backend picks one).
     fn task(&self, id: Option<&str>) -> SqliteTask {
         let mut b = TaskBuilder::new(self.job.args())
@@ -545,6 +554,33 @@ static PROMOTE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(||
     )
 });
 
+/// Due retries moved from a queue's scheduled set to its active list per round trip of
+/// [`RedisQueues::promote_due`].
+pub const PROMOTE_DUE_CHUNK: usize = 1000;
+
+/// Milliseconds between two runs of [`RedisQueues::promote_due`] in a worker process.
+pub const PROMOTE_DUE_MS: u64 = 250;
+
+/// Moves up to ARGV[2] jobs due at ARGV[1] (Unix seconds, apalis-redis' scores) from the
+/// scheduled set to the active list, and signals the workers when it moved any. KEYS:
+/// scheduled set, active list, signal list. Returns how many moved.
+static PROMOTE_DUE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local due = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+        for _, id in ipairs(due) do
+            redis.call('zrem', KEYS[1], id)
+            redis.call('rpush', KEYS[2], id)
+        end
+        if #due > 0 then
+            redis.call('del', KEYS[3])
+            redis.call('lpush', KEYS[3], 1)
+        end
+        return #due
+        ",
+    )
+});
+
 /// How long apalis-redis remembers an idempotency key, in seconds (keys carry the message id
 /// and the attempt or sweep bucket, so a later, legitimate job never reuses one).
 pub const REDIS_IDEMPOTENCY_TTL_SECS: u64 = 3600;
@@ -640,6 +676,45 @@ impl RedisQueues {
                 .map_err(|e| ServiceError::Redis(e.to_string()))?;
         }
         Ok(total)
+    }
+
+    /// Moves every due retry of both queues from the scheduled set to the active list,
+    /// [`PROMOTE_DUE_CHUNK`] per round trip; returns how many moved.
+    ///
+    /// apalis-redis' fetch promotes all due jobs with one Lua `unpack`, which fails ("too many
+    /// results to unpack") once some 8,000 are due at once, and then fails at every fetch:
+    /// the queue stops for every tenant. That many come due together when the workers were
+    /// down while a provider incident scheduled retries (each send retries after a backoff).
+    /// A worker process runs this before its workers start and every [`PROMOTE_DUE_MS`], so a
+    /// fetch finds at most what came due since.
+    ///
+    /// # Errors
+    /// [`ServiceError::Redis`] when Redis fails.
+    pub async fn promote_due(&self) -> Result<u64, ServiceError> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut moved = 0;
+        for queue in [QUEUE_INBOUND, QUEUE_SEND] {
+            let config = self.config(queue);
+            loop {
+                let n: u64 = PROMOTE_DUE
+                    .key(config.scheduled_jobs_set())
+                    .key(config.active_jobs_list())
+                    .key(config.signal_list())
+                    .arg(now)
+                    .arg(PROMOTE_DUE_CHUNK)
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+                    .map_err(|e| ServiceError::Redis(e.to_string()))?;
+                moved += n;
+                if n < PROMOTE_DUE_CHUNK as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// Jobs waiting in `queue`: ready to run plus scheduled (a retry's backoff).
@@ -820,12 +895,7 @@ impl JobQueue {
         key: String,
         delay: Duration,
     ) -> Result<(), ServiceError> {
-        self.push(&[Enqueue {
-            job,
-            key,
-            run_at: Some(SystemTime::now() + delay),
-        }])
-        .await
+        self.push(&[Enqueue::after(job, key, delay)]).await
     }
 }
 

@@ -83,11 +83,13 @@ pub enum ServiceError {
     /// the stored credentials; the message says which.
     #[error("{0}")]
     Provider(String),
-    /// 500: the inbound writer's WAL could not be synced to disk; its texts may be stored
-    /// (a retried webhook then finds them: a duplicate).
+    /// 500: the WAL could not be synced to disk (or was not, the store having failed: see
+    /// [`db::StoreHealth`]); the texts may be on disk after all (a webhook retried after the
+    /// restart then finds them: a duplicate).
     #[error("database: syncing the WAL: {0}")]
     WalSync(String),
-    /// 503: the inbound writer stopped (shutting down).
+    /// 503: the inbound writer stopped (shutting down), or the store failed
+    /// ([`db::StoreHealth`]) and takes no more texts.
     #[error("the inbound writer is not running")]
     WriterGone,
 }

@@ -52,7 +52,8 @@ pub const MAX_BACKOFF_SECS: u64 = 300;
 /// (the provider timeout plus 2 s), then ask the provider and send again if it has nothing; a
 /// request started later than this after its claim (a slow WAL sync or group commit) could
 /// reach the provider after such a check, and the text would go out twice. It is not made:
-/// the message stays claimed with an unknown outcome, and its next attempt asks first.
+/// the message stays claimed with an unknown outcome (the attempt given back), and its next
+/// attempt asks first. Clocks of the processes must agree to well within the 0.5 s left.
 pub const MAX_CLAIM_TO_SEND_MS: i64 = 1500;
 
 /// Wait before attempt `attempt + 1` (1 s, 2 s, 4 s, … capped at [`MAX_BACKOFF_SECS`]).
@@ -590,6 +591,27 @@ async fn set_status(
     Ok(())
 }
 
+/// Gives back the attempt `msg`'s claim counted but [`attempt`] did not make, unless another
+/// job has claimed it since: it stays `sending` from its claim's time, so its next attempt
+/// waits out [`crate::Providers::in_flight`], asks the provider, and sends only if the
+/// provider has nothing, without having used up one of [`MAX_SEND_ATTEMPTS`].
+async fn give_back_attempt(
+    app: &App,
+    ctx: &TenantCtx,
+    msg: &message::Model,
+) -> Result<(), ServiceError> {
+    let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
+    message::Entity::by_id_update(tx.tenant(), msg.id)
+        .filter(message::Column::Status.eq(MessageStatus::Sending))
+        .filter(message::Column::Attempts.eq(msg.attempts))
+        .filter(message::Column::ProviderSid.is_null())
+        .col_expr(message::Column::Attempts, (msg.attempts - 1).into())
+        .exec(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Settles `msg` for good without sending it (`status`, with `reason` on it for the thread),
 /// and starts the conversation's next reply, which no longer waits for it.
 async fn settle_unsent(
@@ -1104,6 +1126,7 @@ async fn attempt(
 ) -> Result<Step, ServiceError> {
     if Utc::now() - msg.updated_at > chrono::Duration::milliseconds(MAX_CLAIM_TO_SEND_MS) {
         tracing::warn!(message_id = %msg.id, claimed_at = %msg.updated_at, "claimed too long ago to send safely; asking the provider first");
+        give_back_attempt(app, ctx, &msg).await?;
         return retry(app, ctx, &msg, app.providers.in_flight()).await;
     }
     let started = std::time::Instant::now();

@@ -76,6 +76,24 @@ async fn after_stop_and_start_the_bot_asks_its_question_again() {
     assert_eq!(t.contact(from).await.fields, None);
 }
 
+/// A HELP that Twilio's Advanced Opt-Out answered (no reply of ours in the thread) still
+/// interrupts the script: the bot asks its question again.
+#[tokio::test]
+async fn after_a_help_twilio_answered_the_bot_asks_its_question_again() {
+    let t = spawn_app().await;
+    let from = "+17135550136";
+    t.text_in(from, "hi").await;
+    t.wait_for_sends(2).await;
+    let mut help =
+        switchboard_testkit::inbound(&t.tenant.account_sid, from, &t.tenant.number, "HELP");
+    set(&mut help, "OptOutType", "HELP");
+    assert_eq!(t.post_sms(&help).await.status(), 200);
+    t.text_in(from, "1").await;
+    let sends = t.wait_for_sends(3).await;
+    assert!(param(&sends[2], "Body").unwrap().contains("1 for Repair"));
+    assert_eq!(t.contact(from).await.fields, None);
+}
+
 /// The FCC's revocation order names "opt out", two words: it opts out like OPTOUT.
 #[tokio::test]
 async fn opt_out_in_two_words_opts_out() {

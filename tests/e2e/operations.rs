@@ -269,9 +269,17 @@ async fn a_failed_store_takes_no_text_answers_503_and_stops_the_server() {
             .to_string()
             .contains("the store failed")
     );
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_entity::phone_number;
+    let number = phone_number::Entity::find()
+        .filter(phone_number::Column::TenantId.eq(t.tenant.tenant_id))
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
     let item = switchboard_entity::ingest::NewInbound {
         tenant_id: t.tenant.tenant_id,
-        phone_number_id: switchboard_domain::PhoneNumberId::new(),
+        phone_number_id: number.id,
         from: "+17135550160".into(),
         provider_sid: switchboard_testkit::message_sid(),
         body: "hi".into(),

@@ -208,6 +208,11 @@ pub async fn run(
         })
         .shutdown_timeout(Duration::from_secs(SHUTDOWN_GRACE_SECS));
 
+    if let Some(queues) = app.jobs.redis_queues() {
+        // Before the first fetch: see `promote_forever`.
+        promote(queues).await;
+    }
+    let promoter = tokio::spawn(promote_forever(app.clone()));
     let sweeper = tokio::spawn(sweep_forever(app));
     let result = monitor
         .run_with_signal(async move {
@@ -216,7 +221,29 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+    promoter.abort();
     result
+}
+
+/// Every [`jobs::PROMOTE_DUE_MS`], move the Redis queues' due retries to their active lists
+/// in chunks, so that apalis-redis' fetch, which would promote them all in one Lua `unpack`,
+/// never finds the thousands that fail it (see [`RedisQueues::promote_due`]).
+async fn promote_forever(app: Arc<App>) {
+    let Some(queues) = app.jobs.redis_queues() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(jobs::PROMOTE_DUE_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        promote(queues).await;
+    }
+}
+
+async fn promote(queues: &RedisQueues) {
+    if let Err(e) = queues.promote_due().await {
+        tracing::error!(error = %e, "due retries not promoted");
+    }
 }
 
 /// Every [`sweep::INTERVAL_SECS`], re-enqueue work that lost its job (see [`sweep::run`]).
