@@ -665,3 +665,73 @@ async fn thousands_of_due_retries_do_not_stop_the_redis_queue() {
     );
     worker.abort();
 }
+
+/// Finished Redis jobs are purged page by page (`SSCAN` of the done set, a short script per
+/// page) instead of apalis-redis' `HGETALL` of every job: an hour-old finished job loses its
+/// data, metadata and done-set entry; a recent one keeps them.
+#[tokio::test]
+#[ignore = "needs Postgres + Redis (.ci/postgres/run)"]
+async fn old_finished_redis_jobs_are_purged_and_recent_ones_kept() {
+    use std::time::{Duration, Instant};
+    use switchboard_services::jobs::{QUEUE_INBOUND, QUEUE_SEND};
+    use switchboard_services::sweep;
+    let t = app_on_postgres().await;
+    let queues = t.app.jobs.redis_queues().expect("jobs on Redis");
+    assert_eq!(t.text_in("+17135550173", "HELP").await.status(), 200);
+    t.wait_for_sends(1).await;
+    let mut conn = queues.conn().clone();
+    let done = async |queue: &str, conn: &mut redis::aio::ConnectionManager| -> Vec<String> {
+        redis::cmd("SMEMBERS")
+            .arg(queues.config(queue).done_jobs_set())
+            .query_async(conn)
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done(QUEUE_INBOUND, &mut conn).await.is_empty()
+        || done(QUEUE_SEND, &mut conn).await.is_empty()
+    {
+        assert!(Instant::now() < deadline, "both jobs finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let old = done(QUEUE_INBOUND, &mut conn).await;
+    let inbound = queues.config(QUEUE_INBOUND);
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 3600;
+    for id in &old {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{}:{id}", inbound.job_meta_hash()))
+            .arg("done_at")
+            .arg(long_ago)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let recent = done(QUEUE_SEND, &mut conn).await;
+
+    sweep::run(&t.app).await.unwrap();
+    for id in &old {
+        let (data, meta): (bool, bool) = redis::pipe()
+            .hexists(inbound.job_data_hash(), id)
+            .exists(format!("{}:{id}", inbound.job_meta_hash()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!data && !meta, "old job {id} purged");
+    }
+    assert!(done(QUEUE_INBOUND, &mut conn).await.is_empty());
+    let send = queues.config(QUEUE_SEND);
+    for id in &recent {
+        let data: bool = redis::cmd("HEXISTS")
+            .arg(send.job_data_hash())
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(data, "recent job {id} kept");
+    }
+    assert_eq!(done(QUEUE_SEND, &mut conn).await, recent);
+}

@@ -240,7 +240,10 @@ pub struct Stuck {
 
 /// Across tenants (a maintenance sweep): of the messages with an id from `since` on (made
 /// since then: a primary-key range), inbound ones not yet handled and outbound ones the
-/// provider does not have yet, untouched since `before`; least recently touched first.
+/// provider does not have yet, untouched since `before`; least recently touched first. Of a
+/// conversation's waiting replies only the oldest counts: the others wait their turn (never
+/// touched meanwhile, so they would sort first and crowd out work whose job was really lost),
+/// and the send job of the oldest goes on with them.
 ///
 /// # Errors
 /// Database errors.
@@ -251,6 +254,7 @@ pub async fn stuck_messages(
     limit: u64,
 ) -> Result<Vec<Stuck>, DbErr> {
     lookup(db, async |db| {
+        use sea_orm::sea_query::ExprTrait;
         use sea_orm::{Condition, QueryOrder};
         use switchboard_domain::message::Direction;
         let rows = message::Entity::find()
@@ -266,7 +270,8 @@ pub async fn stuck_messages(
                     .add(
                         Condition::all()
                             .add(message::Column::Direction.eq(Direction::Outbound))
-                            .add(message::awaiting_provider()),
+                            .add(message::awaiting_provider())
+                            .add(message::older_reply_awaiting_provider().not()),
                     ),
             )
             .order_by_asc(message::Column::UpdatedAt)

@@ -67,6 +67,33 @@ impl TenantOwned for Entity {
     }
 }
 
+/// `EXISTS` an older outbound message of the same tenant and conversation as the `messages`
+/// row of the outer query that the provider does not have yet ([`awaiting_provider`]): a
+/// reply behind it waits its turn (replies of a conversation go out in order).
+pub fn older_reply_awaiting_provider() -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+    let e = Alias::new("earlier");
+    let col = |c: Column| Expr::col((e.clone(), c));
+    let older_waiting = Query::select()
+        .expr(Expr::val(1))
+        .from_as(Entity, e.clone())
+        .and_where(col(Column::TenantId).equals((Entity, Column::TenantId)))
+        .and_where(col(Column::ConversationId).equals((Entity, Column::ConversationId)))
+        .and_where(col(Column::Direction).eq(Direction::Outbound.as_str()))
+        .and_where(col(Column::Id).lt(Expr::col((Entity, Column::Id))))
+        .cond_where(
+            sea_orm::Condition::any()
+                .add(col(Column::Status).eq(MessageStatus::Queued.as_str()))
+                .add(
+                    col(Column::Status)
+                        .eq(MessageStatus::Sending.as_str())
+                        .and(col(Column::ProviderSid).is_null()),
+                ),
+        )
+        .to_owned();
+    Expr::exists(older_waiting)
+}
+
 /// Outbound rows the provider does not have yet: `queued`, or `sending` without a MessageSid
 /// (see `services::messaging::awaits_provider`). A filter for any message query.
 pub fn awaiting_provider() -> sea_orm::Condition {

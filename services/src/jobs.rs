@@ -554,6 +554,34 @@ static PROMOTE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(||
     )
 });
 
+/// Ids asked of Redis per `SSCAN` page of [`RedisQueues`]' vacuum.
+const VACUUM_PAGE_SIZE: usize = 500;
+
+/// Of the finished jobs ARGV[2..] (ids from the set KEYS[1], the done or dead set), deletes
+/// those finished at or before ARGV[1] (Unix seconds; apalis-redis' `done_at`): their data
+/// (KEYS[2]), result (KEYS[3] .. ':result'), metadata (KEYS[3] .. ':' .. id) and set entry.
+/// An id without metadata is only dropped from the set. Returns how many were deleted.
+static VACUUM_PAGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local deleted = 0
+        for i = 2, #ARGV do
+            local id = ARGV[i]
+            local meta = KEYS[3] .. ':' .. id
+            local done_at = redis.call('hget', meta, 'done_at')
+            if not done_at or tonumber(done_at) <= tonumber(ARGV[1]) then
+                redis.call('hdel', KEYS[2], id)
+                redis.call('hdel', KEYS[3] .. ':result', id)
+                redis.call('del', meta)
+                redis.call('srem', KEYS[1], id)
+                deleted = deleted + 1
+            end
+        end
+        return deleted
+        ",
+    )
+});
+
 /// Due retries moved from a queue's scheduled set to its active list per round trip of
 /// [`RedisQueues::promote_due`].
 pub const PROMOTE_DUE_CHUNK: usize = 1000;
@@ -655,25 +683,56 @@ impl RedisQueues {
         Ok(())
     }
 
-    /// Deletes the data of jobs finished more than `age` ago (apalis-redis' `vacuum_before`),
-    /// and the ids in each queue's done set, which only its dashboard reads and which would
-    /// otherwise grow by one id per job forever. Returns how many jobs were deleted.
+    /// Deletes the data of jobs finished (done, or dead after their last attempt) more than
+    /// `age` ago, and their ids from the queue's done and dead sets. Returns how many jobs were
+    /// deleted.
+    ///
+    /// apalis-redis' own `vacuum_before` reads the whole job-data hash (`HGETALL`) in one Lua
+    /// script: with finished jobs kept an hour, that is every job of the last hour, and Redis,
+    /// which also holds the sessions and takes the webhooks' job pushes, does nothing else
+    /// meanwhile. Here the done and dead sets are walked with `SSCAN`, and each page of ids is
+    /// checked and deleted by one short script ([`VACUUM_PAGE`]).
     async fn vacuum(&self, age: Duration) -> Result<u64, ServiceError> {
-        use apalis_core::backend::Vacuum;
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let redis_err = |e: redis::RedisError| ServiceError::Redis(e.to_string());
+        let mut conn = self.conn.clone();
         let mut total = 0;
         for queue in [QUEUE_INBOUND, QUEUE_SEND] {
             let config = self.config(queue);
-            let mut storage = apalis_redis::RedisStorage::<()>::new(self.conn.clone())
-                .with_config(config.clone());
-            total += storage
-                .vacuum_before(age)
-                .await
-                .map_err(|e| ServiceError::Queue(e.to_string()))? as u64;
-            let _: () = redis::cmd("DEL")
-                .arg(config.done_jobs_set())
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(|e| ServiceError::Redis(e.to_string()))?;
+            for set in [config.done_jobs_set(), config.dead_jobs_set()] {
+                let mut cursor = 0u64;
+                loop {
+                    let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                        .arg(&set)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(VACUUM_PAGE_SIZE)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_err)?;
+                    if !ids.is_empty() {
+                        let deleted: u64 = VACUUM_PAGE
+                            .key(&set)
+                            .key(config.job_data_hash())
+                            .key(config.job_meta_hash())
+                            .arg(cutoff)
+                            .arg(&ids)
+                            .invoke_async(&mut conn)
+                            .await
+                            .map_err(redis_err)?;
+                        total += deleted;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
         }
         Ok(total)
     }
@@ -855,7 +914,8 @@ impl JobQueue {
     /// Deletes jobs that finished (`Done`, `Killed`, or `Failed` with no attempts left) more
     /// than `age` ago, at most `limit` rows per call (short write transactions). The outcome
     /// of the work itself lives on our own rows (a message's status), not in `Jobs`. On Redis
-    /// apalis-redis' own vacuum removes finished jobs older than `age`.
+    /// one call removes every finished job older than `age`, in short steps of its own
+    /// (`limit` does not apply; see `RedisQueues::vacuum`).
     ///
     /// # Errors
     /// Database errors.

@@ -721,27 +721,6 @@ impl Outgoing {
     async fn load(tx: &TenantTx, message_id: MessageId) -> Result<Option<Self>, ServiceError> {
         use message::Column as M;
         use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-        // EXISTS (an older outbound message of the conversation the provider lacks).
-        let e = Alias::new("earlier");
-        let col = |c: M| Expr::col((e.clone(), c));
-        let outer = |c: M| Expr::col((message::Entity, c));
-        let older_waiting = Query::select()
-            .expr(Expr::val(1))
-            .from_as(message::Entity, e.clone())
-            .and_where(col(M::TenantId).equals((message::Entity, M::TenantId)))
-            .and_where(col(M::ConversationId).equals((message::Entity, M::ConversationId)))
-            .and_where(col(M::Direction).eq(Direction::Outbound.as_str()))
-            .and_where(col(M::Id).lt(outer(M::Id)))
-            .cond_where(
-                Condition::any()
-                    .add(col(M::Status).eq(MessageStatus::Queued.as_str()))
-                    .add(
-                        col(M::Status)
-                            .eq(MessageStatus::Sending.as_str())
-                            .and(col(M::ProviderSid).is_null()),
-                    ),
-            )
-            .to_owned();
         // The receipt time of the text this reply answers.
         let a = Alias::new("answered");
         let answered_at = Query::select()
@@ -783,7 +762,7 @@ impl Outgoing {
             .column_as(phone_number::Column::E164, "from_number")
             .column_as(tenant::Column::TwilioAccountSid, "account_sid")
             .column_as(tenant::Column::TwilioAuthTokenSealed, "sealed_token")
-            .column_as(Expr::exists(older_waiting), "blocked")
+            .column_as(message::older_reply_awaiting_provider(), "blocked")
             .column_as(conversation::Column::BotPaused, "bot_paused")
             .column_as(
                 Expr::col((phone_number::Entity, phone_number::Column::ReleasedAt)).is_not_null(),

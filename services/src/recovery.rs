@@ -241,3 +241,21 @@ pub async fn reset_password(
     crate::sessions::delete_user(app, user_id).await?;
     Ok(user_id)
 }
+
+/// Days a mailed link's row is kept after it expired (for a support question about it);
+/// then [`purge_expired`] deletes it.
+pub const KEEP_EXPIRED_LINK_DAYS: i64 = 7;
+
+/// Deletes mailed links expired more than [`KEEP_EXPIRED_LINK_DAYS`] ago (anyone may ask for
+/// a reset link, so their rows would otherwise only grow). Returns how many were deleted.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn purge_expired(app: &App) -> Result<u64, ServiceError> {
+    let before = Utc::now() - Duration::days(KEEP_EXPIRED_LINK_DAYS);
+    Ok(email_token::Entity::delete_many()
+        .filter(email_token::Column::ExpiresAt.lt(before))
+        .exec(&app.db.write)
+        .await?
+        .rows_affected)
+}

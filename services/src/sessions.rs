@@ -249,6 +249,29 @@ pub(crate) async fn delete(app: &App, hash: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Deletes the database store's sessions that have ended (idle past
+/// [`SESSION_IDLE_SECS`] or past their absolute end) and that nobody signed out of: a refused
+/// session is removed when it comes back, an abandoned one would stay forever. Redis expires
+/// its keys itself. Returns how many were deleted.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn purge_ended(app: &App) -> Result<u64, ServiceError> {
+    if !matches!(app.sessions, Store::Db) {
+        return Ok(0);
+    }
+    let now = Utc::now();
+    let idle_since = now - chrono::Duration::seconds(SESSION_IDLE_SECS);
+    let ended = sea_orm::Condition::any()
+        .add(session::Column::ExpiresAt.lt(now))
+        .add(session::Column::LastSeenAt.lt(idle_since));
+    Ok(session::Entity::delete_many()
+        .filter(ended)
+        .exec(&app.db.write)
+        .await?
+        .rows_affected)
+}
+
 /// Ends every session of `user`.
 pub(crate) async fn delete_user(app: &App, user: UserId) -> Result<(), ServiceError> {
     match &app.sessions {

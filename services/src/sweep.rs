@@ -36,8 +36,8 @@ pub const KEEP_FINISHED_JOBS_SECS: u64 = 3600;
 /// write connection).
 pub const PURGE_CHUNK: i64 = 2_000;
 
-/// One sweep: re-enqueues stuck messages and purges old finished jobs. Returns how many jobs
-/// were (re-)enqueued.
+/// One sweep: re-enqueues stuck messages, and purges old finished jobs, ended sign-in
+/// sessions and long-expired mailed links. Returns how many jobs were (re-)enqueued.
 ///
 /// # Errors
 /// Database errors.
@@ -75,13 +75,23 @@ pub async fn run(app: &App) -> Result<usize, ServiceError> {
     loop {
         let n = app.jobs.purge_finished(keep, PURGE_CHUNK).await?;
         purged += n;
-        if n < PURGE_CHUNK as u64 {
+        // Redis purges everything in one call, in steps of its own.
+        if n < PURGE_CHUNK as u64 || app.jobs.redis_queues().is_some() {
             break;
         }
         tokio::task::yield_now().await;
     }
     if purged > 0 {
         tracing::debug!(purged, "purged finished jobs");
+    }
+    let sessions = crate::sessions::purge_ended(app).await?;
+    let links = crate::recovery::purge_expired(app).await?;
+    if sessions + links > 0 {
+        tracing::debug!(
+            sessions,
+            links,
+            "purged ended sessions and expired mailed links"
+        );
     }
     Ok(jobs.len())
 }

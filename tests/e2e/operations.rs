@@ -297,3 +297,118 @@ async fn a_failed_store_takes_no_text_answers_503_and_stops_the_server() {
     ));
     assert_eq!(t.counts(t.tenant.tenant_id).await.0, 0, "nothing stored");
 }
+
+/// Of a conversation's replies waiting for Twilio, the sweep re-enqueues only the oldest: the
+/// others wait their turn (untouched meanwhile, they would sort first and could fill every
+/// sweep), and the oldest's send job goes on with them.
+#[tokio::test]
+async fn the_sweep_re_enqueues_only_the_oldest_waiting_reply_of_a_conversation() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use switchboard_domain::message::MessageStatus;
+    use switchboard_entity::message;
+    use switchboard_services::sweep::{self, STUCK_AFTER_SECS};
+    use switchboard_services::{TenantCtx, messaging};
+    use switchboard_testkit::spawn_app_without_workers;
+
+    let t = spawn_app_without_workers().await;
+    assert_eq!(t.text_in("+17135550152", "hi").await.status(), 200);
+    let text = t.messages(t.tenant.tenant_id).await[0].clone();
+    let ctx = TenantCtx::for_job(t.tenant.tenant_id);
+    let head = messaging::send_manual(&t.app, &ctx, text.conversation_id, "first", None)
+        .await
+        .unwrap()
+        .id;
+    let behind = messaging::send_manual(&t.app, &ctx, text.conversation_id, "second", None)
+        .await
+        .unwrap()
+        .id;
+    let age = async |id, secs_ago: i64, status: MessageStatus| {
+        message::Entity::update_many()
+            .col_expr(message::Column::Status, status.as_str().into())
+            .col_expr(
+                message::Column::UpdatedAt,
+                (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).into(),
+            )
+            .filter(message::Column::Id.eq(id))
+            .exec(&t.db.write)
+            .await
+            .unwrap();
+    };
+    // The text was handled; the head's attempt is being checked with Twilio (touched just
+    // now); the reply behind it has waited untouched for long.
+    message::Entity::update_many()
+        .col_expr(message::Column::HandledAt, Some(chrono::Utc::now()).into())
+        .filter(message::Column::Id.eq(text.id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    age(head, 0, MessageStatus::Sending).await;
+    age(behind, STUCK_AFTER_SECS + 60, MessageStatus::Queued).await;
+    assert_eq!(sweep::run(&t.app).await.unwrap(), 0, "it waits its turn");
+
+    age(head, STUCK_AFTER_SECS + 5, MessageStatus::Sending).await;
+    assert_eq!(
+        sweep::run(&t.app).await.unwrap(),
+        1,
+        "the head, whose job was lost"
+    );
+}
+
+/// The sweep deletes sign-in sessions that ended without a sign-out (idle or past their end)
+/// from the database store (Redis expires its own keys), and mailed links a week after they
+/// expired: anyone may ask for a reset link, so neither table may only grow.
+#[tokio::test]
+async fn the_sweep_purges_ended_sessions_and_long_expired_links() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+    use switchboard_domain::accounts::Role;
+    use switchboard_entity::email_token;
+    use switchboard_services::recovery::KEEP_EXPIRED_LINK_DAYS;
+    use switchboard_services::{sessions, sweep};
+    use switchboard_testkit::SessionTime;
+
+    let t = switchboard_testkit::spawn_app_without_workers().await;
+    let (_idle, idle, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let (_ended, ended, _) = t.member(t.tenant.tenant_id, Role::Agent).await;
+    let (_live, live, _) = t.member(t.tenant.tenant_id, Role::Owner).await;
+    t.age_sessions(idle, SessionTime::LastSeen, chrono::Duration::hours(13))
+        .await;
+    t.age_sessions(ended, SessionTime::Expires, chrono::Duration::minutes(1))
+        .await;
+    let link = async |hash: &str, expired_days_ago: i64| {
+        let expires = chrono::Utc::now() - chrono::Duration::days(expired_days_ago);
+        email_token::ActiveModel {
+            token_hash: Set(hash.into()),
+            user_id: Set(live),
+            purpose: Set("reset".into()),
+            expires_at: Set(expires),
+            used_at: Set(None),
+            created_at: Set(expires - chrono::Duration::hours(1)),
+        }
+        .insert(&t.db.write)
+        .await
+        .unwrap();
+    };
+    link("old", KEEP_EXPIRED_LINK_DAYS + 1).await;
+    link("recent", 1).await;
+    link("live", -1).await;
+
+    sweep::run(&t.app).await.unwrap();
+    let mut kept: Vec<String> = email_token::Entity::find()
+        .all(&t.db.read)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.token_hash)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["live", "recent"]);
+    if matches!(t.app.sessions, sessions::Store::Db) {
+        let users: Vec<_> = t
+            .stored_sessions()
+            .await
+            .into_iter()
+            .map(|(_, r)| r.user_id)
+            .collect();
+        assert_eq!(users, [live]);
+    }
+}
