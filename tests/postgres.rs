@@ -712,7 +712,12 @@ async fn old_finished_redis_jobs_are_purged_and_recent_ones_kept() {
     }
     let recent = done(QUEUE_SEND, &mut conn).await;
 
-    sweep::run(&t.app).await.unwrap();
+    let keep = Duration::from_secs(sweep::KEEP_FINISHED_JOBS_SECS);
+    t.app
+        .jobs
+        .purge_finished(keep, sweep::PURGE_CHUNK)
+        .await
+        .unwrap();
     for id in &old {
         let (data, meta): (bool, bool) = redis::pipe()
             .hexists(inbound.job_data_hash(), id)

@@ -559,8 +559,9 @@ const VACUUM_PAGE_SIZE: usize = 500;
 
 /// Of the finished jobs ARGV[2..] (ids from the set KEYS[1], the done or dead set), deletes
 /// those finished at or before ARGV[1] (Unix seconds; apalis-redis' `done_at`): their data
-/// (KEYS[2]), result (KEYS[3] .. ':result'), metadata (KEYS[3] .. ':' .. id) and set entry.
-/// An id without metadata is only dropped from the set. Returns how many were deleted.
+/// (a field of KEYS[2]), metadata (the hash KEYS[3] .. ':' .. id, which holds the result too)
+/// and set entry. An id without metadata is only dropped from the set. Returns how many ids
+/// left the set (an id `SSCAN` returned twice counts once).
 static VACUUM_PAGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -571,10 +572,8 @@ static VACUUM_PAGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
             local done_at = redis.call('hget', meta, 'done_at')
             if not done_at or tonumber(done_at) <= tonumber(ARGV[1]) then
                 redis.call('hdel', KEYS[2], id)
-                redis.call('hdel', KEYS[3] .. ':result', id)
                 redis.call('del', meta)
-                redis.call('srem', KEYS[1], id)
-                deleted = deleted + 1
+                deleted = deleted + redis.call('srem', KEYS[1], id)
             end
         end
         return deleted
@@ -590,7 +589,8 @@ pub const PROMOTE_DUE_CHUNK: usize = 1000;
 pub const PROMOTE_DUE_MS: u64 = 250;
 
 /// Moves up to ARGV[2] jobs due at ARGV[1] (Unix seconds, apalis-redis' scores) from the
-/// scheduled set to the active list, and signals the workers when it moved any. KEYS:
+/// scheduled set to the active list and, when it moved any, announces them on the channel
+/// ARGV[3] (the workers' wake-up) and in the signal list, as [`PROMOTE`] does. KEYS:
 /// scheduled set, active list, signal list. Returns how many moved.
 static PROMOTE_DUE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -603,6 +603,7 @@ static PROMOTE_DUE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
         if #due > 0 then
             redis.call('del', KEYS[3])
             redis.call('lpush', KEYS[3], 1)
+            redis.call('publish', ARGV[3], #due)
         end
         return #due
         ",
@@ -750,10 +751,13 @@ impl RedisQueues {
     /// # Errors
     /// [`ServiceError::Redis`] when Redis fails.
     pub async fn promote_due(&self) -> Result<u64, ServiceError> {
-        let now = SystemTime::now()
+        // One second ahead: apalis-redis' fetch sees a job due from the start of its second,
+        // and a burst due in one second must be moved before a fetch in that second finds it.
+        let horizon = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
-            .as_secs();
+            .as_secs()
+            + 1;
         let mut moved = 0;
         for queue in [QUEUE_INBOUND, QUEUE_SEND] {
             let config = self.config(queue);
@@ -762,8 +766,9 @@ impl RedisQueues {
                     .key(config.scheduled_jobs_set())
                     .key(config.active_jobs_list())
                     .key(config.signal_list())
-                    .arg(now)
+                    .arg(horizon)
                     .arg(PROMOTE_DUE_CHUNK)
+                    .arg(self.available_channel(queue))
                     .invoke_async(&mut self.conn.clone())
                     .await
                     .map_err(|e| ServiceError::Redis(e.to_string()))?;

@@ -53,7 +53,8 @@ pub const MAX_BACKOFF_SECS: u64 = 300;
 /// request started later than this after its claim (a slow WAL sync or group commit) could
 /// reach the provider after such a check, and the text would go out twice. It is not made:
 /// the message stays claimed with an unknown outcome (the attempt given back), and its next
-/// attempt asks first. Clocks of the processes must agree to well within the 0.5 s left.
+/// attempt asks first; after [`UNKNOWN_OUTCOME_HOURS`] of this it fails. Clocks of the
+/// processes must agree to well within the 0.5 s left.
 pub const MAX_CLAIM_TO_SEND_MS: i64 = 1500;
 
 /// Wait before attempt `attempt + 1` (1 s, 2 s, 4 s, … capped at [`MAX_BACKOFF_SECS`]).
@@ -1104,6 +1105,13 @@ async fn attempt(
     msg: message::Model,
 ) -> Result<Step, ServiceError> {
     if Utc::now() - msg.updated_at > chrono::Duration::milliseconds(MAX_CLAIM_TO_SEND_MS) {
+        if Utc::now() - msg.created_at > chrono::Duration::hours(UNKNOWN_OUTCOME_HOURS) {
+            let reason = format!(
+                "not sent: for {UNKNOWN_OUTCOME_HOURS} h no attempt could start soon enough after its claim"
+            );
+            settle_unsent(app, ctx, &msg, MessageStatus::Failed, reason).await?;
+            return Ok(Delivery::Done.into());
+        }
         tracing::warn!(message_id = %msg.id, claimed_at = %msg.updated_at, "claimed too long ago to send safely; asking the provider first");
         give_back_attempt(app, ctx, &msg).await?;
         return retry(app, ctx, &msg, app.providers.in_flight()).await;

@@ -32,6 +32,9 @@ const _: () = assert!(
 pub const MAX_PER_SWEEP: u64 = 1000;
 /// Finished jobs are kept this long (seconds) for inspection, then purged.
 pub const KEEP_FINISHED_JOBS_SECS: u64 = 3600;
+/// On Redis, finished jobs are purged every this many sweeps (each purge walks the finished
+/// jobs of the last [`KEEP_FINISHED_JOBS_SECS`]); they are kept up to that many minutes more.
+pub const REDIS_PURGE_EVERY: i64 = 10;
 /// Finished jobs deleted per write transaction (keeps each one short: webhooks share the
 /// write connection).
 pub const PURGE_CHUNK: i64 = 2_000;
@@ -72,14 +75,21 @@ pub async fn run(app: &App) -> Result<usize, ServiceError> {
     }
     let keep = std::time::Duration::from_secs(KEEP_FINISHED_JOBS_SECS);
     let mut purged = 0;
-    loop {
-        let n = app.jobs.purge_finished(keep, PURGE_CHUNK).await?;
-        purged += n;
-        // Redis purges everything in one call, in steps of its own.
-        if n < PURGE_CHUNK as u64 || app.jobs.redis_queues().is_some() {
-            break;
+    // Redis walks every finished job of the last hour to find the old ones (in one call, in
+    // steps of its own): not at every sweep.
+    if app.jobs.redis_queues().is_some() {
+        if bucket % REDIS_PURGE_EVERY == 0 {
+            purged = app.jobs.purge_finished(keep, PURGE_CHUNK).await?;
         }
-        tokio::task::yield_now().await;
+    } else {
+        loop {
+            let n = app.jobs.purge_finished(keep, PURGE_CHUNK).await?;
+            purged += n;
+            if n < PURGE_CHUNK as u64 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
     }
     if purged > 0 {
         tracing::debug!(purged, "purged finished jobs");

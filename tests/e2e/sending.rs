@@ -58,6 +58,29 @@ async fn conversation_without_workers(
     (t, ctx, conversation)
 }
 
+/// Marks `id` as claimed for its first attempt an hour ago, with no answer from Twilio: an
+/// attempt whose outcome is unknown, its in-flight wait long over.
+async fn timed_out_an_hour_ago(
+    t: &switchboard_testkit::TestApp,
+    id: switchboard_domain::MessageId,
+) {
+    use switchboard_entity::message;
+    message::Entity::update_many()
+        .col_expr(
+            message::Column::Status,
+            MessageStatus::Sending.as_str().into(),
+        )
+        .col_expr(message::Column::Attempts, 1.into())
+        .col_expr(
+            message::Column::UpdatedAt,
+            (chrono::Utc::now() - chrono::Duration::hours(1)).into(),
+        )
+        .filter(message::Column::Id.eq(id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+}
+
 /// A person's reply `body` queued in `conversation` (its send job not run): its id.
 async fn queued(
     t: &switchboard_testkit::TestApp,
@@ -457,20 +480,7 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
         .exec(&t.db.write)
         .await
         .unwrap();
-    message::Entity::update_many()
-        .col_expr(
-            message::Column::Status,
-            MessageStatus::Sending.as_str().into(),
-        )
-        .col_expr(message::Column::Attempts, 1.into())
-        .col_expr(
-            message::Column::UpdatedAt,
-            (chrono::Utc::now() - chrono::Duration::hours(1)).into(),
-        )
-        .filter(message::Column::Id.eq(second))
-        .exec(&t.db.write)
-        .await
-        .unwrap();
+    timed_out_an_hour_ago(&t, second).await;
 
     // Its job runs again (orphan recovery): the first reply is settled, so it goes on with
     // the second, asks Twilio whether it has it, and sends it once.
@@ -492,7 +502,6 @@ async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() 
 /// reply.
 #[tokio::test]
 async fn a_bot_reply_twilio_never_got_is_withdrawn_after_a_takeover() {
-    use switchboard_entity::message;
     use switchboard_services::inbound;
 
     let (t, ctx, conversation) = conversation_without_workers("+17135550172").await;
@@ -506,21 +515,7 @@ async fn a_bot_reply_twilio_never_got_is_withdrawn_after_a_takeover() {
         .find(|m| m.source == Source::Bot)
         .unwrap()
         .id;
-    // Its attempt timed out an hour ago (Twilio's answer never came).
-    message::Entity::update_many()
-        .col_expr(
-            message::Column::Status,
-            MessageStatus::Sending.as_str().into(),
-        )
-        .col_expr(message::Column::Attempts, 1.into())
-        .col_expr(
-            message::Column::UpdatedAt,
-            (chrono::Utc::now() - chrono::Duration::hours(1)).into(),
-        )
-        .filter(message::Column::Id.eq(greeting))
-        .exec(&t.db.write)
-        .await
-        .unwrap();
+    timed_out_an_hour_ago(&t, greeting).await;
     let reply = queued(&t, &ctx, conversation, "Sam here, I'll take it from here").await;
 
     assert_eq!(
