@@ -84,9 +84,10 @@ pub const KEYWORDS: &[Keyword] = &[
 /// both ends; what remains must be a single word matching a keyword ASCII-case-insensitively,
 /// full-width letters (U+FF21-FF5A, as CJK keyboards type them) read as their ASCII forms: an
 /// opt-out typed that way is still an opt-out. OPTOUT and STOPALL may also be written as two
-/// words joined by one space (ideographic included), hyphen or underscore: the FCC's revocation order (FCC 24-24,
-/// 47 CFR 64.1200(a)(10)) names "opt out" itself. `"Stop!"`, `"  stop. "`, `"ＳＴＯＰ"` and
-/// `"Opt-out"` match; `"stop please"`, `"stopp"`, `"opt out now"` and `""` do not.
+/// words (OPT OUT, STOP ALL) joined by one space (ideographic included), hyphen or
+/// underscore: the FCC's revocation order (FCC 24-24, 47 CFR 64.1200(a)(10)) names "opt out"
+/// itself. `"Stop!"`, `"  stop. "`, `"ＳＴＯＰ"` and `"Opt-out"` match; `"stop please"`,
+/// `"stopp"`, `"opt out now"`, `"op tout"` and `""` do not.
 pub fn detect(body: &str) -> Option<Keyword> {
     let text = body.trim_matches(|c: char| !c.is_alphanumeric());
     if let Some(keyword) = keyword_spelled(text, "") {
