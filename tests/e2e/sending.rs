@@ -541,25 +541,10 @@ async fn a_bot_reply_twilio_never_got_is_withdrawn_after_a_takeover() {
 /// send the text again.
 #[tokio::test]
 async fn a_reply_found_at_twilio_by_one_job_is_not_sent_again_by_another() {
-    use switchboard_entity::message;
-
     let (t, ctx, conversation) = conversation_without_workers("+17135550171").await;
     let reply = queued(&t, &ctx, conversation, "on our way").await;
     // Its one attempt timed out an hour ago; Twilio has it, queued.
-    message::Entity::update_many()
-        .col_expr(
-            message::Column::Status,
-            MessageStatus::Sending.as_str().into(),
-        )
-        .col_expr(message::Column::Attempts, 1.into())
-        .col_expr(
-            message::Column::UpdatedAt,
-            (chrono::Utc::now() - chrono::Duration::hours(1)).into(),
-        )
-        .filter(message::Column::Id.eq(reply))
-        .exec(&t.db.write)
-        .await
-        .unwrap();
+    timed_out_an_hour_ago(&t, reply).await;
     t.twilio.reset().await;
     let sid = "SMcccccccccccccccccccccccccccccccc";
     let listed = serde_json::json!({"messages": [{
