@@ -419,7 +419,7 @@ async fn look_up_session(
         return Ok(None);
     };
     let now = Utc::now();
-    if now >= s.expires_at || now - s.last_seen_at >= Duration::seconds(SESSION_IDLE_SECS) {
+    if now >= s.ends_at() {
         sessions::delete(app, &hash).await?;
         return Ok(None);
     }

@@ -541,6 +541,19 @@ impl StoreHealth {
     pub(crate) fn fail_on_panic(&self, what: &'static str) -> FailOnPanic {
         FailOnPanic(self.clone(), what)
     }
+
+    /// `task`, marking the store failed if it panics (named `what` in the reason).
+    pub(crate) fn watching<F: Future>(
+        &self,
+        what: &'static str,
+        task: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
+        let guard = self.fail_on_panic(what);
+        async move {
+            let _guard = guard;
+            task.await
+        }
+    }
 }
 
 /// See [`StoreHealth::fail_on_panic`].

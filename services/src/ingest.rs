@@ -143,17 +143,9 @@ impl Ingestor {
             counters.clone(),
             health.clone(),
         );
-        let guard = health.fail_on_panic("inbound syncer");
-        on_own_thread("inbound-sync", async move {
-            let _guard = guard;
-            syncer.await
-        });
+        on_own_thread("inbound-sync", health.watching("inbound syncer", syncer));
         let writer = run_sqlite(conn, lock, in_tx, rx, committed, counters.clone());
-        let guard = health.fail_on_panic("inbound writer");
-        on_own_thread("inbound-writer", async move {
-            let _guard = guard;
-            writer.await
-        });
+        on_own_thread("inbound-writer", health.watching("inbound writer", writer));
         Self::new(vec![tx], counters, health)
     }
 
@@ -176,11 +168,7 @@ impl Ingestor {
                     rx,
                     counters.clone(),
                 );
-                let guard = health.fail_on_panic("inbound writer");
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    writer.await
-                });
+                tokio::spawn(health.watching("inbound writer", writer));
                 tx
             })
             .collect();

@@ -202,6 +202,7 @@ impl Enqueue {
     }
 }
 
+/// The time now in Unix seconds (apalis' `run_at` and `done_at`, apalis-redis' scores).
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -678,8 +679,7 @@ impl RedisQueues {
                 .arg(self.available_channel(queue))
                 .arg(&now)
                 .invoke_async(&mut conn)
-                .await
-                .map_err(|e| ServiceError::Redis(e.to_string()))?;
+                .await?;
         }
         Ok(())
     }
@@ -694,13 +694,7 @@ impl RedisQueues {
     /// meanwhile. Here the done and dead sets are walked with `SSCAN`, and each page of ids is
     /// checked and deleted by one short script ([`VACUUM_PAGE`]).
     async fn vacuum(&self, age: Duration) -> Result<u64, ServiceError> {
-        let cutoff = SystemTime::now()
-            .checked_sub(age)
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let redis_err = |e: redis::RedisError| ServiceError::Redis(e.to_string());
+        let cutoff = now_secs().saturating_sub(age.as_secs());
         let mut conn = self.conn.clone();
         let mut total = 0;
         for queue in [QUEUE_INBOUND, QUEUE_SEND] {
@@ -714,8 +708,7 @@ impl RedisQueues {
                         .arg("COUNT")
                         .arg(VACUUM_PAGE_SIZE)
                         .query_async(&mut conn)
-                        .await
-                        .map_err(redis_err)?;
+                        .await?;
                     if !ids.is_empty() {
                         let deleted: u64 = VACUUM_PAGE
                             .key(&set)
@@ -724,8 +717,7 @@ impl RedisQueues {
                             .arg(cutoff)
                             .arg(&ids)
                             .invoke_async(&mut conn)
-                            .await
-                            .map_err(redis_err)?;
+                            .await?;
                         total += deleted;
                     }
                     if next == 0 {
@@ -753,11 +745,7 @@ impl RedisQueues {
     pub async fn promote_due(&self) -> Result<u64, ServiceError> {
         // One second ahead: apalis-redis' fetch sees a job due from the start of its second,
         // and a burst due in one second must be moved before a fetch in that second finds it.
-        let horizon = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            + 1;
+        let horizon = now_secs() + 1;
         let mut moved = 0;
         for queue in [QUEUE_INBOUND, QUEUE_SEND] {
             let config = self.config(queue);
@@ -770,8 +758,7 @@ impl RedisQueues {
                     .arg(PROMOTE_DUE_CHUNK)
                     .arg(self.available_channel(queue))
                     .invoke_async(&mut self.conn.clone())
-                    .await
-                    .map_err(|e| ServiceError::Redis(e.to_string()))?;
+                    .await?;
                 moved += n;
                 if n < PROMOTE_DUE_CHUNK as u64 {
                     break;
@@ -788,8 +775,7 @@ impl RedisQueues {
             .llen(config.active_jobs_list())
             .zcard(config.scheduled_jobs_set())
             .query_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| ServiceError::Redis(e.to_string()))?;
+            .await?;
         Ok(ready + scheduled)
     }
 }
@@ -927,11 +913,7 @@ impl JobQueue {
     pub async fn purge_finished(&self, age: Duration, limit: i64) -> Result<u64, ServiceError> {
         match &self.backend {
             Backend::Sqlite(pool) => {
-                let before = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
-                let before = before
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs() as i64;
+                let before = now_secs().saturating_sub(age.as_secs()) as i64;
                 let deleted = sqlx::query(
                     // Spelled so the partial index on finished jobs (status IN (…) AND done_at
                     // IS NOT NULL) serves it.

@@ -73,7 +73,8 @@ pub enum ServiceError {
     /// 503: the job queue refused a job.
     #[error("job queue: {0}")]
     Queue(String),
-    /// 503: Redis (the session store) failed or cannot be reached.
+    /// 503: Redis (the session store, the job queues, the live bus) failed or cannot be
+    /// reached.
     #[error("redis: {0}")]
     Redis(String),
     /// 503: the mail provider refused or could not be reached.
@@ -202,8 +203,10 @@ pub enum StartError {
     RedisRequired,
 }
 
-fn redis_error(e: redis::RedisError) -> ServiceError {
-    ServiceError::Redis(e.to_string())
+impl From<redis::RedisError> for ServiceError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e.to_string())
+    }
 }
 
 impl App {
@@ -217,8 +220,11 @@ impl App {
         metrics::install();
         let redis = match &settings.redis_url {
             Some(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
-                let conn = client.get_connection_manager().await.map_err(redis_error)?;
+                let client = redis::Client::open(url.as_str()).map_err(ServiceError::from)?;
+                let conn = client
+                    .get_connection_manager()
+                    .await
+                    .map_err(ServiceError::from)?;
                 Some((client, conn))
             }
             None => None,

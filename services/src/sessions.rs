@@ -33,7 +33,7 @@ pub struct Record {
 
 impl Record {
     /// When the session ends if nothing happens: idle timeout or absolute end.
-    fn ends_at(&self) -> DateTime<Utc> {
+    pub(crate) fn ends_at(&self) -> DateTime<Utc> {
         (self.last_seen_at + chrono::Duration::seconds(SESSION_IDLE_SECS)).min(self.expires_at)
     }
 }
@@ -48,10 +48,6 @@ pub enum Store {
         conn: ConnectionManager,
         prefix: String,
     },
-}
-
-fn redis_error(e: redis::RedisError) -> ServiceError {
-    ServiceError::Redis(e.to_string())
 }
 
 impl Store {
@@ -107,8 +103,7 @@ pub(crate) async fn insert(app: &App, hash: &str, r: &Record) -> Result<(), Serv
                 .sadd(&set, hash)
                 .pexpire_at(&set, r.expires_at.timestamp_millis())
                 .exec_async(&mut conn.clone())
-                .await
-                .map_err(redis_error)?;
+                .await?;
         }
     }
     Ok(())
@@ -128,11 +123,7 @@ pub(crate) async fn get(app: &App, hash: &str) -> Result<Option<Record>, Service
                 expires_at: s.expires_at,
             })),
         Store::Redis { conn, prefix } => {
-            let json: Option<String> = conn
-                .clone()
-                .get(format!("{prefix}session:{hash}"))
-                .await
-                .map_err(redis_error)?;
+            let json: Option<String> = conn.clone().get(format!("{prefix}session:{hash}")).await?;
             Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
         }
     }
@@ -223,8 +214,7 @@ async fn set_field(
         .arg(expires)
         .arg(user.to_string())
         .invoke_async(&mut conn.clone())
-        .await
-        .map_err(redis_error)?;
+        .await?;
     Ok(())
 }
 
@@ -239,10 +229,10 @@ pub(crate) async fn delete(app: &App, hash: &str) -> Result<(), ServiceError> {
         Store::Redis { conn, prefix } => {
             let mut conn = conn.clone();
             let key = format!("{prefix}session:{hash}");
-            let json: Option<String> = conn.get_del(&key).await.map_err(redis_error)?;
+            let json: Option<String> = conn.get_del(&key).await?;
             if let Some(r) = json.and_then(|j| serde_json::from_str::<Record>(&j).ok()) {
                 let (_, set) = keys(prefix, hash, r.user_id);
-                let _: () = conn.srem(set, hash).await.map_err(redis_error)?;
+                let _: () = conn.srem(set, hash).await?;
             }
         }
     }
@@ -284,16 +274,13 @@ pub(crate) async fn delete_user(app: &App, user: UserId) -> Result<(), ServiceEr
         Store::Redis { conn, prefix } => {
             let set = format!("{prefix}user_sessions:{user}");
             let mut conn = conn.clone();
-            let hashes: Vec<String> = conn.smembers(&set).await.map_err(redis_error)?;
+            let hashes: Vec<String> = conn.smembers(&set).await?;
             let mut pipe = redis::pipe();
             pipe.atomic();
             for h in &hashes {
                 pipe.del(format!("{prefix}session:{h}"));
             }
-            pipe.del(&set)
-                .exec_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
+            pipe.del(&set).exec_async(&mut conn).await?;
         }
     }
     Ok(())
@@ -313,14 +300,10 @@ pub async fn count_for_user(app: &App, user: UserId) -> Result<u64, ServiceError
             let mut conn = conn.clone();
             let hashes: Vec<String> = conn
                 .smembers(format!("{prefix}user_sessions:{user}"))
-                .await
-                .map_err(redis_error)?;
+                .await?;
             let mut live = 0;
             for h in hashes {
-                let exists: bool = conn
-                    .exists(format!("{prefix}session:{h}"))
-                    .await
-                    .map_err(redis_error)?;
+                let exists: bool = conn.exists(format!("{prefix}session:{h}")).await?;
                 live += u64::from(exists);
             }
             Ok(live)
@@ -336,10 +319,7 @@ pub async fn ping(app: &App) -> Result<(), ServiceError> {
     match &app.sessions {
         Store::Db => Ok(app.db.read.ping().await?),
         Store::Redis { conn, .. } => {
-            let _: String = redis::cmd("PING")
-                .query_async(&mut conn.clone())
-                .await
-                .map_err(redis_error)?;
+            let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await?;
             Ok(())
         }
     }
