@@ -50,6 +50,9 @@ pub struct Model {
     /// Outbound: the inbound text this reply answers (bot and compliance replies); `None` for
     /// inbound texts and manual sends.
     pub in_reply_to: Option<MessageId>,
+    /// Outbound: no attempt before this time. Set when the provider rate-limited the last
+    /// attempt (Twilio error 20429), to its `Retry-After` or our backoff; `None` otherwise.
+    pub not_before: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

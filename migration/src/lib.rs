@@ -14,6 +14,7 @@ mod m20261121_000004_mail;
 mod m20261206_000005_outbox_key_index;
 mod m20261207_000006_in_reply_to;
 mod m20261207_000007_released_numbers;
+mod m20261207_000008_not_before;
 pub mod postgres;
 
 /// Our sea-orm migrations, in order.
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_outbox_key_index::Migration),
             Box::new(m20261207_000006_in_reply_to::Migration),
             Box::new(m20261207_000007_released_numbers::Migration),
+            Box::new(m20261207_000008_not_before::Migration),
         ]
     }
 }

@@ -56,6 +56,10 @@ pub const MAX_BACKOFF_SECS: u64 = 300;
 /// attempt asks first; after [`UNKNOWN_OUTCOME_HOURS`] of this it fails. Clocks of the
 /// processes must agree to well within the 0.5 s left.
 pub const MAX_CLAIM_TO_SEND_MS: i64 = 1500;
+/// How long before a reply's `not_before` a job may still attempt it, in milliseconds. The
+/// queues run a delayed job up to this much early (run times in whole seconds; Redis promotes
+/// due jobs one second ahead), and the retry job scheduled for `not_before` must find it due.
+pub const EARLY_RUN_MS: i64 = 2000;
 
 /// Wait before attempt `attempt + 1` (1 s, 2 s, 4 s, … capped at [`MAX_BACKOFF_SECS`]).
 pub fn backoff(attempt: i32) -> Duration {
@@ -67,6 +71,13 @@ pub fn backoff(attempt: i32) -> Duration {
 /// sweep counts on it, see `sweep::STUCK_AFTER_SECS`).
 fn capped(retry_after: Duration) -> Duration {
     retry_after.min(Duration::from_secs(MAX_BACKOFF_SECS))
+}
+
+/// How long `msg` is still held back by the provider's rate limit (its `not_before`, less
+/// [`EARLY_RUN_MS`]) at `now`; `None` when it may be attempted.
+fn held_back(msg: &message::Model, now: chrono::DateTime<Utc>) -> Option<Duration> {
+    let wait = msg.not_before? - now;
+    (wait > chrono::Duration::milliseconds(EARLY_RUN_MS)).then(|| wait.to_std().unwrap_or_default())
 }
 
 /// Wait before asking the provider again whether it has a text whose last attempt's outcome
@@ -185,6 +196,7 @@ pub(crate) async fn insert_outbound(
         updated_at: Set(now),
         sent_at: Set(None),
         in_reply_to: Set(in_reply_to),
+        not_before: Set(None),
     })
     .on_conflict(
         // The partial unique index `ux_messages_idempotency`: keyed rows only.
@@ -774,12 +786,13 @@ impl Outgoing {
             .await?)
     }
 
-    /// Plainly due as read: an outbound reply still in the outbox, nothing older of its
-    /// conversation waiting, the recipient not opted out, attempts left. Everything else
-    /// goes through the checks of [`attempt_one`].
+    /// Plainly due as read: an outbound reply still in the outbox, not held back by a rate
+    /// limit, nothing older of its conversation waiting, the recipient not opted out, attempts
+    /// left. Everything else goes through the checks of [`attempt_one`].
     fn due(&self) -> bool {
         self.msg.direction == Direction::Outbound
             && self.msg.status == MessageStatus::Queued
+            && held_back(&self.msg, Utc::now()).is_none()
             && !self.blocked
             && !self.suppressed()
             && !self.number_released
@@ -990,6 +1003,13 @@ async fn attempt_one(
         return Ok(Delivery::Done.into());
     }
 
+    // The provider asked us to wait (`Retry-After`), and this job came early: the re-run of
+    // the job of the reply before it, or a second job of this message.
+    if let Some(wait) = held_back(&msg, Utc::now()) {
+        tracing::debug!(%message_id, ?wait, "held back by the provider's rate limit");
+        return retry(app, ctx, &msg, wait).await;
+    }
+
     // Claim the attempt: only one job can move the row from what we read to `sending`.
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let claimed = claim(&tx, &msg).await?;
@@ -1135,20 +1155,17 @@ async fn attempt(
         Ok(accepted) => record_accepted(app, ctx, &msg, accepted).await,
         Err(SendError::RateLimited { retry_after }) => {
             // Nothing was created by this call, and the provider had nothing before it: back
-            // to the outbox.
+            // to the outbox, held back until the wait is over.
+            let wait = retry_after.map_or_else(|| backoff(msg.attempts), capped);
+            let not_before = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
             set_status(app, ctx, &msg, |m| {
                 m.status = Set(MessageStatus::Queued);
                 m.error_code = Set(Some(SendError::TWILIO_RATE_LIMITED));
                 m.error_message = Set(Some("rate limited by the provider; retrying".into()));
+                m.not_before = Set(Some(not_before));
             })
             .await?;
-            retry(
-                app,
-                ctx,
-                &msg,
-                retry_after.map_or_else(|| backoff(msg.attempts), capped),
-            )
-            .await
+            retry(app, ctx, &msg, wait).await
         }
         Err(SendError::Rejected {
             code,

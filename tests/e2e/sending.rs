@@ -460,6 +460,61 @@ async fn a_reply_held_back_before_stop_is_not_sent_after_it() {
     );
 }
 
+/// A reply Twilio rate-limited with a `Retry-After` is not attempted again before then,
+/// whichever job reaches it first (here a second job of the same message): that job leaves
+/// it for later, and once the wait is over it goes out.
+#[tokio::test]
+async fn a_rate_limited_reply_waits_out_retry_after_whichever_job_reaches_it() {
+    use switchboard_entity::message;
+
+    let (t, ctx, conversation) = conversation_without_workers("+17135550174").await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "60")
+                .set_body_json(serde_json::json!({"code": 20429, "message": "Too Many Requests"})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&t.twilio)
+        .await;
+    let reply = queued(&t, &ctx, conversation, "We can come tomorrow at 9").await;
+    let before = chrono::Utc::now();
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, reply).await.unwrap(),
+        Delivery::RetryAfter(Duration::from_secs(60))
+    );
+    let row = t.message(reply).await;
+    assert_eq!(row.status, MessageStatus::Queued);
+    assert_eq!(row.error_code, Some(20429));
+    let not_before = row.not_before.expect("the wait is on the row");
+    assert!(not_before >= before + chrono::Duration::seconds(60), "{not_before}");
+
+    let Delivery::RetryAfter(wait) = messaging::deliver(&t.app, &ctx, reply).await.unwrap() else {
+        panic!("a job reaching it early sends nothing and comes back later");
+    };
+    assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(60), "{wait:?}");
+    assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 1);
+    assert_eq!(t.message(reply).await.attempts, 1);
+
+    // The wait is over.
+    message::Entity::update_many()
+        .col_expr(
+            message::Column::NotBefore,
+            Some(chrono::Utc::now() - chrono::Duration::seconds(1)).into(),
+        )
+        .filter(message::Column::Id.eq(reply))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+    messaging::deliver(&t.app, &ctx, reply).await.unwrap();
+    let row = t.message(reply).await;
+    assert!(row.provider_sid.is_some(), "{:?}", row.error_message);
+    assert_eq!(row.attempts, 2);
+    assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 2);
+}
+
 #[tokio::test]
 async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() {
     use switchboard_entity::message;
