@@ -333,6 +333,7 @@ pub async fn open_sqlite(
             let hooks = hooks.clone();
             Box::pin(async move {
                 plan_once(conn).await?;
+                check_walbuf_settings(conn).await?;
                 hooks.install(conn).await
             })
         })
@@ -345,6 +346,7 @@ pub async fn open_sqlite(
                         .expect("ASCII name"),
                 )
                 .synchronous(SqliteSynchronous::Full)
+                .pragma("cache_spill", "OFF") // see walbuf::NO_CACHE_SPILL
                 .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
                 .pragma("wal_autocheckpoint", "0"),
         )
@@ -366,6 +368,27 @@ pub async fn open_sqlite(
         read: DatabaseConnection::from(readers),
         write,
     })
+}
+
+/// Checks that the write pool's connection has the settings its VFS needs
+/// ([`crate::walbuf::settings_problem`]): they come from the connect options, and anything
+/// that changed them would let a commit be published before it is written.
+///
+/// # Errors
+/// The settings cannot be read, or one is wrong.
+async fn check_walbuf_settings(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    let settings = sqlx::query_as(crate::walbuf::SETTINGS_QUERY)
+        .fetch_one(&mut *conn)
+        .await?;
+    match crate::walbuf::settings_problem(&mode, settings) {
+        None => Ok(()),
+        Some(problem) => Err(sqlx::Error::Configuration(
+            format!("the write connection {problem}").into(),
+        )),
+    }
 }
 
 /// Turns on SQLite's query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`) for a

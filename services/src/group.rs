@@ -229,7 +229,9 @@ fn release<U: Unit>(lanes: &mut HashMap<TenantId, Lane<U>>, tenant: TenantId) {
 }
 
 /// A committer's slot, given back on a panic too (the units it held are dropped, and their
-/// callers get an error), so the lane never counts a committer that is gone.
+/// callers get an error), so the lane never counts a committer that is gone. When units
+/// still wait, a new committer takes the slot over: with every slot's committer gone they
+/// would otherwise wait until the tenant's next unit arrived.
 struct Slot<'a, U: Unit> {
     groups: &'a Groups<U>,
     tenant: TenantId,
@@ -238,9 +240,19 @@ struct Slot<'a, U: Unit> {
 
 impl<U: Unit> Drop for Slot<'_, U> {
     fn drop(&mut self) {
-        if self.held
-            && let Ok(mut lanes) = self.groups.lanes.lock()
+        if !self.held {
+            return;
+        }
+        let Ok(mut lanes) = self.groups.lanes.lock() else {
+            return;
+        };
+        if lanes
+            .get(&self.tenant)
+            .is_some_and(|lane| !lane.waiting.is_empty())
         {
+            drop(lanes);
+            tokio::spawn(self.groups.clone().committer(self.tenant));
+        } else {
             release(&mut lanes, self.tenant);
         }
     }
@@ -339,6 +351,76 @@ mod tests {
             "lane closed"
         );
         drop(groups);
+        db.write.close_by_ref().await.ok();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// [`Mark`], or a panic, once `gate` has a permit for it.
+    struct Gated {
+        n: i64,
+        panics: bool,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Unit for Gated {
+        type Output = i64;
+
+        async fn run(&self, tx: &TenantTx) -> Result<i64, ServiceError> {
+            self.gate.acquire().await.expect("gate").forget();
+            assert!(!self.panics, "unit {} panics", self.n);
+            Mark {
+                n: self.n,
+                fail: false,
+            }
+            .run(tx)
+            .await
+        }
+    }
+
+    /// When every committer of a lane panics, the units still waiting in it are committed
+    /// all the same, by a committer started in the place of a gone one.
+    #[tokio::test]
+    async fn units_waiting_behind_panicking_committers_still_commit() {
+        use std::time::Duration;
+        let (path, db, wakers) = marks_db().await;
+        let groups = Groups::new(db.clone(), wakers);
+        let tenant = TenantId::new();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let lane = |groups: &Groups<Gated>| {
+            let lanes = groups.lanes.lock().expect("lanes");
+            lanes
+                .get(&tenant)
+                .map_or((0, 0), |l| (l.committing, l.waiting.len()))
+        };
+        let until = |state: (usize, usize)| {
+            let groups = groups.clone();
+            async move {
+                while lane(&groups) != state {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        let start = |n: i64, panics: bool| {
+            let (groups, gate) = (groups.clone(), gate.clone());
+            tokio::spawn(async move { groups.run(tenant, Gated { n, panics, gate }).await })
+        };
+        // Every slot taken by a committer whose unit will panic, one more unit waiting.
+        let mut panicking = Vec::new();
+        for n in 0..SLOTS as i64 {
+            panicking.push(start(n, true));
+            until((n as usize + 1, 0)).await;
+        }
+        let waiting = start(100, false);
+        until((SLOTS, 1)).await;
+        gate.add_permits(SLOTS + 1);
+        let committed = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the waiting unit is committed, not left waiting")
+            .expect("task");
+        assert_eq!(committed.expect("committed"), 100);
+        for task in panicking {
+            assert!(task.await.expect("task").is_err(), "a panicked unit fails");
+        }
         db.write.close_by_ref().await.ok();
         let _ = std::fs::remove_file(&path);
     }

@@ -20,6 +20,10 @@
 //!   so the file always reads as SQLite wrote it;
 //! - once [`MAX_BUFFER_BYTES`] have collected.
 //!
+//! Both connections run with cache spilling off, so every WAL write but the header's is a
+//! commit's and ends in that commit's `xSync`, under the write lock: nothing collected
+//! outlives a rollback (see `NO_CACHE_SPILL`).
+//!
 //! What the `xSync` that ends a commit does besides writing depends on the VFS the
 //! connection opened (see [`CommitSync`]):
 //! - [`VFS_NAME`] (the inbound writer's connection): it does not sync. The writer's syncer
@@ -147,18 +151,46 @@ fn open_with(path: &Path, vfs: &CStr) -> rusqlite::Result<rusqlite::Connection> 
     let conn =
         rusqlite::Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    conn.execute_batch("PRAGMA synchronous = FULL")?;
-    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") || synchronous != 2 {
-        return Err(rusqlite::Error::SqliteFailure(
+    conn.execute_batch(&format!("PRAGMA synchronous = FULL; {NO_CACHE_SPILL}"))?;
+    let settings = conn.query_row(SETTINGS_QUERY, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    match settings_problem(&mode, settings) {
+        None => Ok(conn),
+        Some(problem) => Err(rusqlite::Error::SqliteFailure(
             ffi::Error::new(ffi::SQLITE_MISUSE),
-            Some(format!(
-                "{}: needs journal_mode WAL and synchronous FULL, got {mode} and {synchronous}",
-                vfs.to_string_lossy()
-            )),
-        ));
+            Some(format!("{}: {problem}", vfs.to_string_lossy())),
+        )),
     }
-    Ok(conn)
+}
+
+/// Turns off cache spilling, which a connection through our VFSes must not do. With it, a
+/// transaction larger than the page cache writes pages to the WAL before its commit, with
+/// no `xSync` after them, and a rollback only forgets them in the WAL index: bytes still
+/// collected here would go out at the connection's next read of the WAL, after it let go of
+/// the write lock, over frames another connection committed since (the database then reads
+/// as "file is not a database"). Without spilling, the only WAL writes are a commit's, which
+/// end in its `xSync` under the lock; the page cache grows past `cache_size` for as long as
+/// such a transaction lasts.
+pub(crate) const NO_CACHE_SPILL: &str = "PRAGMA cache_spill = OFF";
+
+/// Reads what [`settings_problem`] checks: `(synchronous, cache_spill)`.
+pub(crate) const SETTINGS_QUERY: &str =
+    "SELECT synchronous, cache_spill FROM pragma_synchronous, pragma_cache_spill";
+
+/// What is wrong with a connection through our VFSes whose journal mode is `mode` and whose
+/// [`SETTINGS_QUERY`] read `(synchronous, cache_spill)`, if anything: it needs WAL (else
+/// the VFS buffers nothing), `synchronous = FULL` (else a commit's frames could be
+/// published before the `xSync` that writes them out) and no cache spilling
+/// ([`NO_CACHE_SPILL`]).
+pub(crate) fn settings_problem(
+    mode: &str,
+    (synchronous, cache_spill): (i64, i64),
+) -> Option<String> {
+    (!mode.eq_ignore_ascii_case("wal") || synchronous != 2 || cache_spill != 0).then(|| {
+        format!(
+            "needs journal_mode WAL, synchronous FULL (2) and cache_spill off (0), got \
+             {mode}, {synchronous} and {cache_spill}"
+        )
+    })
 }
 
 /// The app data of each of our VFSes: the default VFS and what a commit's `xSync` does.
@@ -434,14 +466,17 @@ unsafe extern "C" fn wal_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_
 
 unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     unsafe {
+        // What this sync is, decided before the write-out: a write that fails must not leave
+        // the marks (or the commit's skip) to a later sync, such as a checkpoint's, which
+        // would then pass for a commit's and skip.
+        let pending = pending(file);
+        let ends_commit = pending.wrote && !pending.header;
+        pending.wrote = false;
+        pending.header = false;
+        // Taken whatever the mode, so a value set for a commit never reaches another.
+        let skip = ends_commit && SKIP_COMMIT_SYNC.with(|s| s.replace(false));
         after_flush(file, || {
-            let pending = pending(file);
-            let ends_commit = pending.wrote && !pending.header;
-            pending.wrote = false;
-            pending.header = false;
             if ends_commit {
-                // Taken whatever the mode, so a value set for a commit never reaches another.
-                let skip = SKIP_COMMIT_SYNC.with(|s| s.replace(false));
                 match (*file.cast::<WalFile>()).commit_sync {
                     // The syncer thread syncs the commit before any of its webhooks is answered.
                     CommitSync::Deferred => return ffi::SQLITE_OK,
@@ -557,9 +592,8 @@ mod tests {
                 assert_eq!(busy, 0, "restart not blocked");
             }
         }
-        // One transaction larger than the writer's page cache: SQLite writes frames before the
-        // commit and rewrites some of them in place, i.e. before the end of the collected
-        // bytes, which must go out first (without that, the reader finds a corrupt file).
+        // One transaction larger than the writer's page cache: with spilling off (see
+        // `NO_CACHE_SPILL`) its pages stay in memory and go out at the commit, all at once.
         writer
             .execute_batch("PRAGMA cache_size = 10")
             .expect("small cache");
@@ -592,6 +626,64 @@ mod tests {
             .expect("count");
         assert_eq!(count, expected);
         drop(again);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A transaction larger than the page cache that rolls back leaves no WAL writes behind.
+    /// With cache spilling, SQLite writes such a transaction's pages to the WAL before its
+    /// commit and, on rollback, only forgets them: bytes still collected here would go out at
+    /// the connection's next read, after it let go of the write lock, over the frames another
+    /// connection committed since. [`open`] turns spilling off.
+    #[test]
+    fn a_rolled_back_transaction_larger_than_the_cache_leaves_no_wal_writes_behind() {
+        let path = std::env::temp_dir().join(format!("walrb-{}.db", uuid::Uuid::new_v4()));
+        let a = open(&path).expect("open through the VFS");
+        a.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = 10; \
+             CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+        )
+        .expect("schema");
+        // Nothing in the WAL: the rollback reads the pages it reloads from the database file,
+        // so no read of the WAL writes out the collected bytes while it still holds the lock.
+        a.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+        let b = open(&path).expect("a second connection through the VFS");
+        let insert = |conn: &rusqlite::Connection, seed: u8, rows: u32| {
+            // The table only grows at its end: pages spilled to the WAL are not read back
+            // within the transaction.
+            for i in 0..rows {
+                let mut body = vec![seed; 600];
+                body[1..5].copy_from_slice(&i.to_be_bytes());
+                conn.execute("INSERT INTO t (body) VALUES (?1)", [body])
+                    .expect("insert");
+            }
+        };
+        a.execute_batch("BEGIN").expect("begin");
+        insert(&a, 1, 300);
+        a.execute_batch("ROLLBACK").expect("roll back");
+        b.execute_batch("BEGIN").expect("begin");
+        // More frames than the rolled-back transaction wrote: they cover its offsets.
+        insert(&b, 2, 1500);
+        b.execute_batch("COMMIT").expect("commit");
+        let seen: i64 = a
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("read after the other's commit");
+        assert_eq!(seen, 1500);
+        drop((a, b));
+        let plain = rusqlite::Connection::open(&path).expect("plain connection");
+        let check: String = plain
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity check");
+        assert_eq!(check, "ok");
+        let firsts: i64 = plain
+            .query_row(
+                "SELECT count(*) FROM t WHERE substr(body, 1, 1) = x'02'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count the committed rows");
+        assert!(firsts > 0);
+        drop(plain);
         let _ = std::fs::remove_file(&path);
     }
 

@@ -489,12 +489,18 @@ async fn a_rate_limited_reply_waits_out_retry_after_whichever_job_reaches_it() {
     assert_eq!(row.status, MessageStatus::Queued);
     assert_eq!(row.error_code, Some(20429));
     let not_before = row.not_before.expect("the wait is on the row");
-    assert!(not_before >= before + chrono::Duration::seconds(60), "{not_before}");
+    assert!(
+        not_before >= before + chrono::Duration::seconds(60),
+        "{not_before}"
+    );
 
     let Delivery::RetryAfter(wait) = messaging::deliver(&t.app, &ctx, reply).await.unwrap() else {
         panic!("a job reaching it early sends nothing and comes back later");
     };
-    assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(60), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
     assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 1);
     assert_eq!(t.message(reply).await.attempts, 1);
 
