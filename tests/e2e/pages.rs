@@ -88,6 +88,42 @@ async fn the_simulator_feeds_the_pipeline_and_the_inbox_shows_it_live() {
     );
 }
 
+/// A phone typed as people write it is the customer its texts are stored under: the
+/// handset, its redirect and its live refresh all use the E.164 form. One that is no phone
+/// number is a 400 naming the field.
+#[tokio::test]
+async fn the_simulator_handset_finds_a_phone_typed_with_spaces_and_dashes() {
+    let t = spawn_app_with(demo()).await;
+    let resp = t
+        .simulate("+1 (555) 555-0199", "my water heater is leaking")
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"],
+        "/simulator?number=%2B15125550100&phone=%2B15555550199"
+    );
+    let get = |query: &str| t.http.get(format!("{}/simulator{query}", t.address)).send();
+    let page = get("?number=%2B1+512+555+0100&phone=%2B1+%28555%29+555-0199")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("my water heater is leaking"), "{page}");
+    assert!(page.contains(r#"data-phone="+15555550199""#));
+    assert!(page.contains(r#"data-number="+15125550100""#));
+    let thread = get("/thread?number=%2B15125550100&phone=%2B1-555-555-0199")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(thread.contains("my water heater is leaking"), "{thread}");
+    let refused = get("?phone=call+me").await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("phone"));
+}
+
 #[tokio::test]
 async fn replying_from_the_inbox_sends_a_manual_message_and_pauses_the_bot() {
     let t = spawn_app_with(demo()).await;

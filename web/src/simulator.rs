@@ -13,6 +13,7 @@ use poem::{IntoResponse, Response, handler};
 use serde::Deserialize;
 use switchboard_api::auth::CsrfToken;
 use switchboard_domain::message::Direction;
+use switchboard_domain::phone::E164;
 use switchboard_services::conversations::{self, MessageView};
 use switchboard_services::webhooks::{self, WebhookError};
 use switchboard_services::{App, TenantCtx, tenancy};
@@ -43,18 +44,26 @@ impl From<WebhookError> for PageError {
     }
 }
 
+/// `value` of form or query field `field` in E.164 (`+1 (555) 555-0199` is `+15555550199`),
+/// as stored; a 400 naming the field when it is no phone number.
+fn e164(field: &str, value: &str) -> Result<String, PageError> {
+    E164::parse(value)
+        .map(|n| n.to_string())
+        .map_err(|e| PageError(StatusCode::BAD_REQUEST, format!("{field}: {e}")))
+}
+
+/// The handset's business number and customer phone, in E.164 (the number defaults to the
+/// first simulator number, the phone to [`DEFAULT_CUSTOMER`]), and the number's tenant.
 async fn resolve(app: &App, q: &Handset) -> Result<(String, String, Option<TenantCtx>), PageError> {
     let numbers = tenancy::simulator_numbers(app).await?;
-    let number = q
-        .number
-        .clone()
-        .or_else(|| numbers.first().map(|n| n.e164.clone()))
-        .unwrap_or_default();
-    let phone = q
-        .phone
-        .clone()
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_CUSTOMER.into());
+    let number = match q.number.as_deref() {
+        Some(n) => e164("number", n)?,
+        None => numbers.first().map(|n| n.e164.clone()).unwrap_or_default(),
+    };
+    let phone = match q.phone.as_deref().filter(|p| !p.trim().is_empty()) {
+        Some(p) => e164("phone", p)?,
+        None => DEFAULT_CUSTOMER.into(),
+    };
     let ctx = if number.is_empty() {
         None
     } else {
@@ -152,8 +161,11 @@ pub(crate) async fn send(
     Form(form): Form<SimText>,
 ) -> Result<Redirect, PageError> {
     webhooks::simulate_sms(app.0, &form.to, &form.from, &form.body).await?;
-    let query = serde_urlencoded::to_string([("number", &form.to), ("phone", &form.from)])
-        .unwrap_or_default();
+    let query = serde_urlencoded::to_string([
+        ("number", e164("to", &form.to)?),
+        ("phone", e164("from", &form.from)?),
+    ])
+    .unwrap_or_default();
     Ok(Redirect::see_other(format!("/simulator?{query}")))
 }
 

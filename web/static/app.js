@@ -34,6 +34,9 @@
   function backgroundSubmit(form, after) {
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
+      // Enter pressed again while the text is on its way (requestSubmit does not look at
+      // the disabled button): the same text would go out twice.
+      if (form.dataset.sending) return;
       var body = new URLSearchParams(new FormData(form));
       var button = form.querySelector("button");
       var text = form.querySelector("textarea");
@@ -70,6 +73,30 @@
     if (text) text.addEventListener("keydown", function (ev) {
       if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); form.requestSubmit(); }
     });
+  }
+
+  // `load` (a function returning a promise) run for a burst of events one at a time: an
+  // event that comes while it runs makes it run once more afterwards, so what is shown last
+  // comes from a request made after the last event, whatever order the answers arrive in.
+  function serially(load) {
+    var running = false, again = false;
+    return function run() {
+      if (running) { again = true; return; }
+      running = true;
+      Promise.resolve().then(load).catch(function () {}).then(function () {
+        running = false;
+        if (again) { again = false; run(); }
+      });
+    };
+  }
+
+  // `serially` per key (a message id): one runner for each.
+  function seriallyBy(load) {
+    var runners = {};
+    return function (key) {
+      if (!runners[key]) runners[key] = serially(function () { return load(key); });
+      runners[key]();
+    };
   }
 
   // sessionStorage, when the browser allows it (it throws when storage is blocked).
@@ -156,16 +183,22 @@
         });
       }, 150);
     };
-    var upsert = function (mid) {
-      fetch("/conversations/" + cid + "/messages/" + mid).then(function (r) {
+    // A message's row, replaced, or put in its place by id (ids grow with time), so two
+    // new messages whose answers cross still read in order.
+    var upsert = seriallyBy(function (mid) {
+      return fetch("/conversations/" + cid + "/messages/" + mid).then(function (r) {
         if (!r.ok) return;
         return r.text().then(function (html) {
           var existing = document.getElementById("m-" + mid);
-          if (existing) { existing.outerHTML = html; }
+          if (existing) { existing.outerHTML = html; return; }
+          var later = Array.prototype.find.call(messages.children, function (el) {
+            return el.id.indexOf("m-") === 0 && el.id > "m-" + mid;
+          });
+          if (later) later.insertAdjacentHTML("beforebegin", html);
           else { messages.insertAdjacentHTML("beforeend", html); scrollDown(messages); }
         });
       });
-    };
+    });
     listen("/events", function (kind, e) {
       refreshList();
       if (cid && e.conversation_id === cid && e.message_id) {
@@ -181,12 +214,11 @@
   if (dashboard) {
     var table = document.getElementById("activity");
     // A new message slides in at the top; a status change replaces its row.
-    listen("/events", function (kind, e) {
-      if (!e.message_id || kind === "conversation_updated") return;
-      fetch("/activity/" + e.message_id).then(function (r) {
+    var activity = seriallyBy(function (mid) {
+      return fetch("/activity/" + mid).then(function (r) {
         if (!r.ok) return;
         return r.text().then(function (html) {
-          var existing = document.getElementById("a-" + e.message_id);
+          var existing = document.getElementById("a-" + mid);
           if (existing) { existing.outerHTML = html; return; }
           table.insertAdjacentHTML("afterbegin", html);
           var row = table.firstElementChild;
@@ -194,6 +226,9 @@
           while (table.children.length > 20) table.removeChild(table.lastElementChild);
         });
       });
+    });
+    listen("/events", function (kind, e) {
+      if (e.message_id && kind !== "conversation_updated") activity(e.message_id);
     });
   }
 
@@ -210,15 +245,16 @@
   if (sim && sim.dataset.number) {
     var query = "number=" + encodeURIComponent(sim.dataset.number) + "&phone=" + encodeURIComponent(sim.dataset.phone);
     var handset = function () { return document.getElementById("handset"); };
-    var reload = function () {
-      fetch("/simulator/thread?" + query).then(function (r) {
+    // Not named `reload`: that is the page reload `listen` falls back on.
+    var refreshHandset = serially(function () {
+      return fetch("/simulator/thread?" + query).then(function (r) {
         if (!r.ok) return;
         return r.text().then(function (html) { handset().outerHTML = html; scrollDown(handset()); });
       });
-    };
+    });
     scrollDown(handset());
-    listen("/simulator/events?" + query, reload);
+    listen("/simulator/events?" + query, refreshHandset);
     var simCompose = sim.querySelector("form.compose");
-    if (simCompose) backgroundSubmit(simCompose, reload);
+    if (simCompose) backgroundSubmit(simCompose, refreshHandset);
   }
 })();
