@@ -8,7 +8,7 @@
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use switchboard_domain::{AgencyId, ApiKeyId, MessageId, PhoneNumberId, TenantId, UserId};
 
@@ -74,6 +74,26 @@ pub async fn number_owner(
             twilio_account_sid: t.twilio_account_sid,
             twilio_auth_token_sealed: t.twilio_auth_token_sealed,
         }))
+    })
+    .await
+}
+
+/// The tenant `e164` was first added to (its oldest row, released or not), or `None` when no
+/// tenant ever had it.
+///
+/// # Errors
+/// Database errors.
+pub async fn first_holder(db: &DatabaseConnection, e164: &str) -> Result<Option<TenantId>, DbErr> {
+    lookup(db, async |db| {
+        phone_number::Entity::find()
+            .select_only()
+            .column(phone_number::Column::TenantId)
+            .filter(phone_number::Column::E164.eq(e164))
+            .order_by_asc(phone_number::Column::CreatedAt)
+            .order_by_asc(phone_number::Column::Id)
+            .into_tuple::<TenantId>()
+            .one(db)
+            .await
     })
     .await
 }

@@ -393,8 +393,10 @@ pub async fn seed_demo(app: &App) -> Result<Option<SeededDemo>, ServiceError> {
     }))
 }
 
-/// The demo tenant (the simulator texts it): the tenant that owns [`DEMO_NUMBER`], when
-/// `DEMO_SEED` is on.
+/// The demo tenant (the simulator texts it), when `DEMO_SEED` is on: the tenant
+/// [`DEMO_NUMBER`] was seeded for, its first holder. Not whoever holds it now: a business
+/// that added the number after the demo released it would otherwise become the demo, its
+/// threads readable on the public simulator page.
 ///
 /// # Errors
 /// Database errors.
@@ -402,9 +404,9 @@ pub async fn demo_tenant(app: &App) -> Result<Option<TenantCtx>, ServiceError> {
     if !app.settings.demo_seed {
         return Ok(None);
     }
-    Ok(lookup::number_owner(&app.db.read, DEMO_NUMBER)
+    Ok(lookup::first_holder(&app.db.read, DEMO_NUMBER)
         .await?
-        .map(|o| TenantCtx::new(o.tenant_id)))
+        .map(TenantCtx::new))
 }
 
 /// A number shown on the simulator page.

@@ -246,6 +246,63 @@ async fn the_simulator_never_reaches_a_real_tenant() {
     assert_eq!(events.status(), 404);
 }
 
+/// The demo is the tenant its number was seeded for: a business that adds that number after
+/// the demo released it does not become the demo, and its threads stay off the public
+/// simulator.
+#[tokio::test]
+async fn a_business_taking_over_the_released_demo_number_is_not_the_demo() {
+    use switchboard_services::tenancy::{self, BotKind, NewTenant};
+    use switchboard_services::{TenantCtx, settings};
+
+    let t = spawn_app_with(demo()).await;
+    let demo = tenancy::demo_tenant(&t.app).await.unwrap().unwrap();
+    let number = switchboard_entity::lookup::number_owner(&t.db.read, tenancy::DEMO_NUMBER)
+        .await
+        .unwrap()
+        .unwrap()
+        .phone_number_id;
+    settings::remove_number(&t.app, &demo, number)
+        .await
+        .unwrap();
+    let clinic = tenancy::create_tenant(
+        &t.app,
+        NewTenant {
+            name: "Private Clinic".into(),
+            time_zone: "America/Chicago".into(),
+            number: switchboard_domain::phone::E164::parse("+14155550178").unwrap(),
+            bot: BotKind::Qualify,
+            twilio: None,
+        },
+    )
+    .await
+    .unwrap();
+    let clinic = TenantCtx::for_job(clinic.tenant_id);
+    let demo_number = switchboard_domain::phone::E164::parse(tenancy::DEMO_NUMBER).unwrap();
+    settings::add_number(&t.app, &clinic, &demo_number, BotKind::Qualify)
+        .await
+        .unwrap();
+    assert_eq!(
+        tenancy::demo_tenant(&t.app)
+            .await
+            .unwrap()
+            .map(|c| c.tenant_id()),
+        Some(demo.tenant_id())
+    );
+    let page = t.browser().page("/simulator").await;
+    assert!(!page.contains("Private Clinic"), "{page}");
+    assert!(!page.contains("+14155550178"));
+    let thread = t
+        .http
+        .get(format!(
+            "{}/simulator/thread?number=%2B15125550100&phone=%2B15555550123",
+            t.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thread.status(), 404);
+}
+
 /// The simulator's stream needs no sign-in, so it lasts only while its number is a simulator
 /// number: once the demo business connects its own Twilio account, an open stream ends
 /// within `SESSION_CHECK_SECS` (15 s) and a new one is refused.
