@@ -71,6 +71,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => Self::Conflict(body(m)),
             ServiceError::Forbidden(m) => Self::Forbidden(body(m)),
             ServiceError::Queue(_)
+            | ServiceError::Unavailable(_)
             | ServiceError::WriterGone
             | ServiceError::Mail(_)
             | ServiceError::Provider(_)

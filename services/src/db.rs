@@ -485,11 +485,7 @@ async fn spawn_checkpointer(
                     tracing::warn!(error = %e, "database file sync before the WAL restart failed");
                 }
                 let restarted = match lock.acquire().await {
-                    Ok(mut writer) => {
-                        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
-                            .fetch_one(&mut *writer)
-                            .await
-                    }
+                    Ok(writer) => restart_wal(writer).await,
                     Err(e) => Err(e),
                 };
                 match restarted {
@@ -504,6 +500,39 @@ async fn spawn_checkpointer(
         }
     });
     Ok(())
+}
+
+/// Longest a WAL restart waits for readers still on the WAL, in milliseconds: it holds the
+/// write lock meanwhile, so every writer waits with it. A reader that takes longer (a search
+/// over a large inbox) makes this RESTART busy instead, and the next tick tries again.
+pub const RESTART_BUSY_MS: u64 = 250;
+
+/// `PRAGMA wal_checkpoint(RESTART)` on the write pool's connection `writer` (the write lock),
+/// waiting at most [`RESTART_BUSY_MS`] for readers instead of the connection's busy timeout;
+/// its columns (busy flag, WAL pages, pages copied). A connection whose busy timeout could
+/// not be put back is closed, so the pool opens a new one with its own settings.
+///
+/// # Errors
+/// The database's.
+async fn restart_wal(
+    mut writer: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+) -> Result<(i64, i64, i64), sqlx::Error> {
+    // Only our own constants go into the text.
+    let busy = |ms: u64| sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {ms}"));
+    sqlx::query(busy(RESTART_BUSY_MS))
+        .execute(&mut *writer)
+        .await?;
+    let restarted = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+        .fetch_one(&mut *writer)
+        .await;
+    if let Err(e) = sqlx::query(busy(SQLITE_BUSY_TIMEOUT_SECS * 1000))
+        .execute(&mut *writer)
+        .await
+    {
+        tracing::warn!(error = %e, "restoring the write connection's busy timeout failed; closing it");
+        writer.close_on_drop();
+    }
+    restarted
 }
 
 /// Whether this process's store can still be trusted with a text, shared by the WAL syncers
@@ -850,6 +879,49 @@ mod tests {
             WAL_SIZE_LIMIT_BYTES,
             "the inbound writer"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A WAL restart waits for a reader still on the WAL for [`RESTART_BUSY_MS`], not the
+    /// busy timeout of the write connection it holds (every writer waits with it); that
+    /// connection keeps its own busy timeout afterwards.
+    #[tokio::test]
+    async fn a_wal_restart_waits_briefly_for_a_long_reader() {
+        use sea_orm::ConnectionTrait;
+        let dir = std::env::temp_dir().join(format!("restart-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/app.db", dir.display());
+        let db = open_sqlite(&url, &Wakers::default(), &StoreHealth::default())
+            .await
+            .expect("opened");
+        db.write
+            .execute_unprepared("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1)")
+            .await
+            .expect("a commit in the WAL");
+        // A search over a large inbox: a read transaction on the WAL's frames.
+        let reader = rusqlite::Connection::open(dir.join("app.db")).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let n: i64 = reader
+            .query_row("SELECT n FROM t", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(n, 1);
+
+        let pool = db.write.get_sqlite_connection_pool();
+        let writer = pool.acquire().await.expect("the write lock");
+        let restarted = tokio::time::timeout(Duration::from_secs(5), restart_wal(writer))
+            .await
+            .expect("given up on the reader well within the busy timeout")
+            .expect("checkpoint");
+        assert_eq!(restarted.0, 1, "busy: the reader is still on the WAL");
+        let kept = sqlx::query_scalar::<_, i64>("PRAGMA busy_timeout")
+            .fetch_one(pool)
+            .await
+            .expect("busy timeout");
+        assert_eq!(kept, SQLITE_BUSY_TIMEOUT_SECS as i64 * 1000);
+
+        reader.execute_batch("COMMIT").expect("the reader is done");
+        let writer = pool.acquire().await.expect("the write lock");
+        let restarted = restart_wal(writer).await.expect("checkpoint");
+        assert_eq!(restarted.0, 0, "no reader left: restarted");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -171,6 +171,13 @@ impl<U: Unit> Groups<U> {
             Err(e) if units.len() == 1 => {
                 let _ = done.into_iter().next().expect("one").send(Err(e));
             }
+            // Not one unit's fault, and each alone would wait out the same timeout.
+            Err(e) if e.is_database_unavailable() => {
+                tracing::warn!(error = %e, units = units.len(), "shared transaction failed; the database is unavailable");
+                for done in done {
+                    let _ = done.send(Err(ServiceError::Unavailable(e.to_string())));
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, units = units.len(), "shared transaction failed; each unit runs alone");
                 for (unit, done) in units.iter().zip(done) {

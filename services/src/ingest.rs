@@ -379,6 +379,7 @@ async fn run_sqlite(
         match write_sqlite(&mut conn, &items, in_tx, &mut rows, &counters) {
             Ok(results) => commit(items, replies, results),
             Err(e) if items.len() == 1 => fail(replies.into_iter().next().expect("one reply"), e),
+            Err(e) if e.is_database_unavailable() => fail_all(replies, &e),
             Err(e) => {
                 // One bad item must not fail the others: write them one by one.
                 tracing::warn!(error = %e, size = items.len(), "inbound batch failed; retrying one by one");
@@ -430,6 +431,7 @@ async fn run_postgres(
             batch.drain(..).map(|p| (p.item, p.reply)).unzip();
         match write_postgres(&pool, &items, &counters).await {
             Ok(results) => answer(&events, &jobs, false, &items, replies, results).await,
+            Err(e) if e.is_database_unavailable() => fail_all(replies, &e),
             Err(e) => {
                 if items.len() > 1 {
                     tracing::warn!(error = %e, size = items.len(), "inbound batch failed; retrying one by one");
@@ -506,6 +508,15 @@ fn handle_jobs(items: &[NewInbound], results: &[Written], per_tenant: bool) -> V
 fn fail(reply: Reply, e: ServiceError) {
     tracing::error!(error = %e, "inbound write failed");
     let _ = reply.send(Err(e));
+}
+
+/// Fails every webhook of a batch the database could not take
+/// ([`ServiceError::is_database_unavailable`]): Twilio retries each later.
+fn fail_all(replies: Vec<Reply>, e: &ServiceError) {
+    tracing::error!(error = %e, size = replies.len(), "inbound batch failed; the database is unavailable");
+    for reply in replies {
+        let _ = reply.send(Err(ServiceError::Unavailable(e.to_string())));
+    }
 }
 
 /// After the commit (on SQLite, after its WAL sync): push the jobs (unless they were
@@ -706,6 +717,71 @@ mod tests {
             write_batch(&tx, &[text.clone(), text], &mut RowCache::default()).expect("written");
         assert_eq!(written, [Written::Released, Written::Released]);
         drop(tx);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Calls of the busy handler of the writer in the test below.
+    static BUSY_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A busy handler that gives up at once, counting its calls.
+    fn give_up_when_busy(_: i32) -> bool {
+        BUSY_CALLS.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// While another process holds SQLite's write lock, a batch fails as a whole after one
+    /// wait for the lock: its texts are not tried one by one, each waiting out the busy
+    /// timeout again while every other writer waits. Each webhook gets an error (Twilio
+    /// retries it).
+    #[tokio::test]
+    async fn a_batch_the_busy_database_refuses_fails_after_one_wait() {
+        let dir = std::env::temp_dir().join(format!("busy-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let url = format!("sqlite://{}", dir.join("switchboard.db").display());
+        let db = crate::db::open_sqlite(
+            &url,
+            &crate::jobs::Wakers::default(),
+            &StoreHealth::default(),
+        )
+        .await
+        .expect("opened");
+        let writer = crate::db::open_inbound_writer(&url).expect("writer");
+        writer
+            .conn
+            .busy_handler(Some(give_up_when_busy))
+            .expect("busy handler");
+        let other =
+            rusqlite::Connection::open(dir.join("switchboard.db")).expect("another process");
+        other
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("holds the write lock");
+
+        let (queue, queued) = mpsc::channel(8);
+        let mut answers = Vec::new();
+        for n in 0..3 {
+            let (mut pending, answer) = one_commit();
+            let mut item = pending.items.remove(0);
+            item.provider_sid = format!("SM0000000000000000000000000000000{n}");
+            let reply = pending.replies.remove(0);
+            assert!(queue.send(Pending { item, reply }).await.is_ok());
+            answers.push(answer);
+        }
+        drop(queue);
+        let (committed, _to_sync) = mpsc::unbounded_channel();
+        let lock = db.write.get_sqlite_connection_pool().clone();
+        run_sqlite(writer.conn, lock, false, queued, committed, Arc::default()).await;
+        for answer in answers {
+            match answer.await.expect("answered") {
+                Err(e) => assert!(e.to_string().contains("locked"), "{e}"),
+                Ok(written) => panic!("stored while the lock was held elsewhere: {written:?}"),
+            }
+        }
+        assert_eq!(
+            BUSY_CALLS.load(Ordering::Relaxed),
+            1,
+            "one wait for the lock, for the whole batch"
+        );
+        drop(other);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

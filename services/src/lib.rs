@@ -89,6 +89,11 @@ pub enum ServiceError {
     /// restart then finds them: a duplicate).
     #[error("database: syncing the WAL: {0}")]
     WalSync(String),
+    /// 503: the database could not take a batch of work
+    /// ([`ServiceError::is_database_unavailable`]): what each caller of the batch gets, with
+    /// the database's message.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// 503: the inbound writer stopped (shutting down), or the store failed
     /// ([`db::StoreHealth`]) and takes no more texts.
     #[error("the inbound writer is not running")]
@@ -102,6 +107,60 @@ impl ServiceError {
             field,
             reason: reason.into(),
         }
+    }
+
+    /// True when the database could not take the work at all, rather than refusing one
+    /// item of it: busy or locked past the busy timeout (another process holds SQLite's
+    /// write lock), no connection in time, out of memory, read-only, an I/O error, a full
+    /// disk, a lost Postgres connection. The items of a batch that failed this way are not
+    /// retried one by one: each would wait out the same timeout, holding up every writer.
+    pub fn is_database_unavailable(&self) -> bool {
+        use sea_orm::{DbErr, RuntimeErr};
+        match self {
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                sqlite_unavailable(e.extended_code)
+            }
+            Self::Sqlx(e) => sqlx_unavailable(e),
+            Self::Db(DbErr::ConnectionAcquire(_)) => true,
+            Self::Db(
+                DbErr::Conn(RuntimeErr::SqlxError(e))
+                | DbErr::Exec(RuntimeErr::SqlxError(e))
+                | DbErr::Query(RuntimeErr::SqlxError(e)),
+            ) => sqlx_unavailable(e),
+            Self::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// SQLite result codes (`extended` & 0xff, the primary code) of a database that could not
+/// take the work: BUSY (5), LOCKED (6), NOMEM (7), READONLY (8), IOERR (10), FULL (13),
+/// CANTOPEN (14).
+fn sqlite_unavailable(extended: i32) -> bool {
+    matches!(extended & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
+}
+
+/// [`ServiceError::is_database_unavailable`] for an sqlx error: the pool, the connection's
+/// I/O, SQLite's codes above, or Postgres SQLSTATE classes 08 (connection exception), 53
+/// (insufficient resources) and 57P (operator intervention: shutting down).
+fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                code.parse().is_ok_and(sqlite_unavailable)
+            } else {
+                ["08", "53", "57P"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }
+        }
+        _ => false,
     }
 }
 
