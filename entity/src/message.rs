@@ -50,8 +50,10 @@ pub struct Model {
     /// Outbound: the inbound text this reply answers (bot and compliance replies); `None` for
     /// inbound texts and manual sends.
     pub in_reply_to: Option<MessageId>,
-    /// Outbound: no attempt before this time. Set when the provider rate-limited the last
-    /// attempt (Twilio error 20429), to its `Retry-After` or our backoff; `None` otherwise.
+    /// Outbound: no attempt, and no asking the provider about an earlier one, before this
+    /// time: the end of the wait the provider's last rate limit (Twilio error 20429) set, its
+    /// `Retry-After` or our backoff. `None` for a reply never rate-limited; in the past once
+    /// the wait is over.
     pub not_before: Option<DateTimeUtc>,
 }
 

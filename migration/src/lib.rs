@@ -1,5 +1,9 @@
 //! Switchboard's schema. One migration per file, each runs on SQLite and Postgres.
 //!
+//! On SQLite the migrations run on the write connection, which runs without cache spilling
+//! (`services::walbuf`): a transaction's dirty pages stay in memory until its commit. A
+//! migration that rewrites a large table must do it in chunks of its own transactions.
+//!
 //! [`run`] applies everything a database needs: our tables (sea-orm migrations, tracked in
 //! `seaql_migrations`) and, on SQLite, the job queue's tables (apalis-sqlite's own migrations,
 //! tracked in `_sqlx_migrations`).

@@ -13,7 +13,9 @@
 //! A unit's output reaches its caller only after the transaction committed. When the shared
 //! transaction fails (a statement error aborts a Postgres transaction for everyone in it, and
 //! a deadlock with another process aborts it too), it is rolled back and every unit runs
-//! again alone, in a transaction of its own, so one unit's error is only its own.
+//! again alone, in a transaction of its own, so one unit's error is only its own; unless the
+//! database could not take the work at all ([`ServiceError::is_database_unavailable`]): then
+//! every unit fails at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -152,7 +154,8 @@ impl<U: Unit> Groups<U> {
         }
     }
 
-    /// Runs `group` in one transaction, or, when that fails, each unit alone.
+    /// Runs `group` in one transaction, or, when that fails, each unit alone (unless the
+    /// database is unavailable: then all fail).
     async fn commit(&self, tenant: TenantId, group: Vec<Waiting<U>>) {
         let (units, done): (Vec<U>, Vec<_>) = group.into_iter().unzip();
         match self.transaction(tenant, &units).await {
@@ -258,6 +261,8 @@ impl<U: Unit> Drop for Slot<'_, U> {
             .is_some_and(|lane| !lane.waiting.is_empty())
         {
             drop(lanes);
+            // Each panic took its group with it, so this cannot spin; when the runtime is
+            // shutting down, the new task is dropped unrun, and so are the waiting units.
             tokio::spawn(self.groups.clone().committer(self.tenant));
         } else {
             release(&mut lanes, self.tenant);

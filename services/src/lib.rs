@@ -89,9 +89,9 @@ pub enum ServiceError {
     /// restart then finds them: a duplicate).
     #[error("database: syncing the WAL: {0}")]
     WalSync(String),
-    /// 503: the database could not take a batch of work
-    /// ([`ServiceError::is_database_unavailable`]): what each caller of the batch gets, with
-    /// the database's message.
+    /// 503 from the API, 500 on pages and webhooks: the database could not take a batch of
+    /// work ([`ServiceError::is_database_unavailable`]); what each caller of the batch gets,
+    /// with the database's message.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// 503: the inbound writer stopped (shutting down), or the store failed
@@ -245,6 +245,8 @@ pub struct App {
     /// Where sign-in sessions live (the database, or Redis with `REDIS_URL`).
     pub sessions: sessions::Store,
     pub(crate) routes: tenancy::RouteCache,
+    /// The demo tenant, once found ([`tenancy::demo_tenant`]; it never changes).
+    pub(crate) demo: std::sync::OnceLock<switchboard_domain::TenantId>,
     /// Group commit of the send jobs' claims and acceptances.
     pub(crate) sends: messaging::SendGroups,
     /// Group commit of the inbound texts' claims (bot decisions).
@@ -342,6 +344,7 @@ impl App {
             ingest,
             health,
             routes: tenancy::RouteCache::default(),
+            demo: std::sync::OnceLock::new(),
         });
         if app.settings.demo_seed
             && let Some(demo) = tenancy::seed_demo(&app).await?

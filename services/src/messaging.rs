@@ -56,10 +56,11 @@ pub const MAX_BACKOFF_SECS: u64 = 300;
 /// attempt asks first; after [`UNKNOWN_OUTCOME_HOURS`] of this it fails. Clocks of the
 /// processes must agree to well within the 0.5 s left.
 pub const MAX_CLAIM_TO_SEND_MS: i64 = 1500;
-/// How long before a reply's `not_before` a job may still attempt it, in milliseconds. The
-/// queues run a delayed job up to this much early (run times in whole seconds; Redis promotes
-/// due jobs one second ahead), and the retry job scheduled for `not_before` must find it due.
-pub const EARLY_RUN_MS: i64 = 2000;
+/// Longest a send job waits out a reply's `not_before` itself, in milliseconds, rather than
+/// scheduling another job for it: the queues run a delayed job up to this much early (run
+/// times in whole seconds; Redis promotes due jobs one second ahead), so the retry job
+/// scheduled for `not_before` finds a moment left to wait.
+pub const SHORT_WAIT_MS: u64 = 2000;
 
 /// Wait before attempt `attempt + 1` (1 s, 2 s, 4 s, … capped at [`MAX_BACKOFF_SECS`]).
 pub fn backoff(attempt: i32) -> Duration {
@@ -73,11 +74,18 @@ fn capped(retry_after: Duration) -> Duration {
     retry_after.min(Duration::from_secs(MAX_BACKOFF_SECS))
 }
 
-/// How long `msg` is still held back by the provider's rate limit (its `not_before`, less
-/// [`EARLY_RUN_MS`]) at `now`; `None` when it may be attempted.
+/// How long `msg` is still held back by the provider's rate limit (its `not_before`) at
+/// `now`; `None` when it may be attempted.
 fn held_back(msg: &message::Model, now: chrono::DateTime<Utc>) -> Option<Duration> {
-    let wait = msg.not_before? - now;
-    (wait > chrono::Duration::milliseconds(EARLY_RUN_MS)).then(|| wait.to_std().unwrap_or_default())
+    (msg.not_before? - now)
+        .to_std()
+        .ok()
+        .filter(|wait| !wait.is_zero())
+}
+
+/// The time `wait` from now.
+fn after(wait: Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
 }
 
 /// Wait before asking the provider again whether it has a text whose last attempt's outcome
@@ -929,6 +937,17 @@ async fn attempt_one(
         tracing::debug!(%message_id, "an older reply goes first");
         return Ok(Delivery::Waiting.into());
     }
+    // The provider asked us to wait (`Retry-After`), and this job came early: its own retry
+    // job a moment early, the re-run of the job of the reply before it, a second job.
+    if let Some(wait) = held_back(&msg, Utc::now()) {
+        if wait > Duration::from_millis(SHORT_WAIT_MS) {
+            tracing::debug!(%message_id, ?wait, "held back by the provider's rate limit");
+            return retry(app, ctx, &msg, wait).await;
+        }
+        // Then read it again: a STOP may have come meanwhile.
+        tokio::time::sleep(wait).await;
+        return Ok(Step::Next(message_id));
+    }
     // `sending` here: an earlier attempt whose outcome is unknown.
     let provider = match provider_for(app, ctx, &out, msg.status == MessageStatus::Sending).await? {
         ControlFlow::Continue(provider) => provider,
@@ -968,14 +987,19 @@ async fn attempt_one(
                 tracing::warn!(error = %e, "cannot tell yet whether the last attempt was sent");
                 let age = (Utc::now() - msg.created_at).to_std().unwrap_or_default();
                 let delay = recheck_delay(msg.attempts, age);
-                let delay = match e {
-                    SendError::RateLimited {
-                        retry_after: Some(d),
-                    } => capped(d).max(delay),
-                    _ => delay,
+                let (delay, not_before) = match e {
+                    // Asking was rate-limited too: no job asks again before then.
+                    SendError::RateLimited { retry_after } => {
+                        let delay = retry_after.map_or(delay, |d| capped(d).max(delay));
+                        (delay, Some(after(delay)))
+                    }
+                    _ => (delay, None),
                 };
                 set_status(app, ctx, &msg, |m| {
-                    m.error_message = Set(Some(format!("{e}; checking again")))
+                    m.error_message = Set(Some(format!("{e}; checking again")));
+                    if not_before.is_some() {
+                        m.not_before = Set(not_before);
+                    }
                 })
                 .await?;
                 return retry(app, ctx, &msg, delay).await;
@@ -1001,13 +1025,6 @@ async fn attempt_one(
         let reason = format!("gave up after {} attempts", msg.attempts);
         settle_unsent(app, ctx, &msg, MessageStatus::Failed, reason).await?;
         return Ok(Delivery::Done.into());
-    }
-
-    // The provider asked us to wait (`Retry-After`), and this job came early: the re-run of
-    // the job of the reply before it, or a second job of this message.
-    if let Some(wait) = held_back(&msg, Utc::now()) {
-        tracing::debug!(%message_id, ?wait, "held back by the provider's rate limit");
-        return retry(app, ctx, &msg, wait).await;
     }
 
     // Claim the attempt: only one job can move the row from what we read to `sending`.
@@ -1157,12 +1174,11 @@ async fn attempt(
             // Nothing was created by this call, and the provider had nothing before it: back
             // to the outbox, held back until the wait is over.
             let wait = retry_after.map_or_else(|| backoff(msg.attempts), capped);
-            let not_before = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
             set_status(app, ctx, &msg, |m| {
                 m.status = Set(MessageStatus::Queued);
                 m.error_code = Set(Some(SendError::TWILIO_RATE_LIMITED));
                 m.error_message = Set(Some("rate limited by the provider; retrying".into()));
-                m.not_before = Set(Some(not_before));
+                m.not_before = Set(Some(after(wait)));
             })
             .await?;
             retry(app, ctx, &msg, wait).await

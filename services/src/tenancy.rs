@@ -396,7 +396,8 @@ pub async fn seed_demo(app: &App) -> Result<Option<SeededDemo>, ServiceError> {
 /// The demo tenant (the simulator texts it), when `DEMO_SEED` is on: the tenant
 /// [`DEMO_NUMBER`] was seeded for, its first holder. Not whoever holds it now: a business
 /// that added the number after the demo released it would otherwise become the demo, its
-/// threads readable on the public simulator page.
+/// threads readable on the public simulator page. Found once, then kept: the first holder
+/// of a number never changes.
 ///
 /// # Errors
 /// Database errors.
@@ -404,9 +405,11 @@ pub async fn demo_tenant(app: &App) -> Result<Option<TenantCtx>, ServiceError> {
     if !app.settings.demo_seed {
         return Ok(None);
     }
-    Ok(lookup::first_holder(&app.db.read, DEMO_NUMBER)
-        .await?
-        .map(TenantCtx::new))
+    if let Some(&tenant) = app.demo.get() {
+        return Ok(Some(TenantCtx::new(tenant)));
+    }
+    let found = lookup::first_holder(&app.db.read, DEMO_NUMBER).await?;
+    Ok(found.map(|tenant| TenantCtx::new(*app.demo.get_or_init(|| tenant))))
 }
 
 /// A number shown on the simulator page.

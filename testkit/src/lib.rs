@@ -603,7 +603,20 @@ impl TestApp {
     /// # Panics
     /// On timeout.
     pub async fn wait_for_sends(&self, n: usize) -> Vec<Vec<(String, String)>> {
-        let deadline = Instant::now() + Duration::from_secs(WAIT_SECS);
+        self.wait_for_sends_within(n, Duration::from_secs(WAIT_SECS))
+            .await
+    }
+
+    /// [`Self::wait_for_sends`], waiting at most `limit`.
+    ///
+    /// # Panics
+    /// On timeout.
+    pub async fn wait_for_sends_within(
+        &self,
+        n: usize,
+        limit: Duration,
+    ) -> Vec<Vec<(String, String)>> {
+        let deadline = Instant::now() + limit;
         loop {
             let sends = self.twilio_sends().await;
             if sends.len() >= n {

@@ -521,6 +521,38 @@ async fn a_rate_limited_reply_waits_out_retry_after_whichever_job_reaches_it() {
     assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 2);
 }
 
+/// A short wait (here Twilio's `Retry-After: 1`) is waited out by a job that comes early,
+/// not skipped: the reply goes out once the wait is over, not before.
+#[tokio::test]
+async fn a_job_that_comes_early_waits_out_a_short_retry_after() {
+    let (t, ctx, conversation) = conversation_without_workers("+17135550175").await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&t.twilio)
+        .await;
+    let reply = queued(&t, &ctx, conversation, "See you at 9").await;
+    assert_eq!(
+        messaging::deliver(&t.app, &ctx, reply).await.unwrap(),
+        Delivery::RetryAfter(Duration::from_secs(1))
+    );
+    let not_before = t
+        .message(reply)
+        .await
+        .not_before
+        .expect("the wait is on the row");
+    messaging::deliver(&t.app, &ctx, reply).await.unwrap();
+    assert!(
+        chrono::Utc::now() >= not_before,
+        "sent before the wait was over"
+    );
+    let row = t.message(reply).await;
+    assert!(row.provider_sid.is_some(), "{:?}", row.error_message);
+    assert_eq!(post_count(&t.twilio.received_requests().await.unwrap()), 2);
+}
+
 #[tokio::test]
 async fn a_re_run_send_job_goes_on_with_the_reply_its_dead_worker_had_claimed() {
     use switchboard_entity::message;

@@ -56,7 +56,7 @@ fn e164(field: &str, value: &str) -> Result<String, PageError> {
 /// first simulator number, the phone to [`DEFAULT_CUSTOMER`]), and the number's tenant.
 async fn resolve(app: &App, q: &Handset) -> Result<(String, String, Option<TenantCtx>), PageError> {
     let numbers = tenancy::simulator_numbers(app).await?;
-    let number = match q.number.as_deref() {
+    let number = match q.number.as_deref().filter(|n| !n.trim().is_empty()) {
         Some(n) => e164("number", n)?,
         None => numbers.first().map(|n| n.e164.clone()).unwrap_or_default(),
     };
@@ -160,12 +160,10 @@ pub(crate) async fn send(
     app: AppData<'_>,
     Form(form): Form<SimText>,
 ) -> Result<Redirect, PageError> {
-    webhooks::simulate_sms(app.0, &form.to, &form.from, &form.body).await?;
-    let query = serde_urlencoded::to_string([
-        ("number", e164("to", &form.to)?),
-        ("phone", e164("from", &form.from)?),
-    ])
-    .unwrap_or_default();
+    let (to, from) = (e164("to", &form.to)?, e164("from", &form.from)?);
+    webhooks::simulate_sms(app.0, &to, &from, &form.body).await?;
+    let query =
+        serde_urlencoded::to_string([("number", &to), ("phone", &from)]).unwrap_or_default();
     Ok(Redirect::see_other(format!("/simulator?{query}")))
 }
 

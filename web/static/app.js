@@ -75,28 +75,35 @@
     });
   }
 
-  // `load` (a function returning a promise) run for a burst of events one at a time: an
-  // event that comes while it runs makes it run once more afterwards, so what is shown last
-  // comes from a request made after the last event, whatever order the answers arrive in.
-  function serially(load) {
-    var running = false, again = false;
-    return function run() {
-      if (running) { again = true; return; }
-      running = true;
-      Promise.resolve().then(load).catch(function () {}).then(function () {
-        running = false;
-        if (again) { again = false; run(); }
-      });
-    };
-  }
-
-  // `serially` per key (a message id): one runner for each.
+  // `load(key)` (a promise) run for a burst of events about one key (a message id) one at
+  // a time: an event that comes while it runs makes it run once more afterwards, so what is
+  // shown last comes from a request made after the last event, whatever order the answers
+  // arrive in. A key's runner is forgotten once idle.
   function seriallyBy(load) {
     var runners = {};
     return function (key) {
-      if (!runners[key]) runners[key] = serially(function () { return load(key); });
-      runners[key]();
+      var runner = runners[key];
+      if (runner) { runner.again = true; return; }
+      runner = runners[key] = { again: false };
+      (function run() {
+        Promise.resolve(key).then(load).catch(function () {}).then(function () {
+          if (runner.again) { runner.again = false; run(); } else delete runners[key];
+        });
+      })();
     };
+  }
+
+  // `seriallyBy` for one thing (a whole thread).
+  function serially(load) {
+    var run = seriallyBy(load);
+    return function () { run(""); };
+  }
+
+  // A GET that gives up after 20 s: a request that never ends would hold its runner.
+  function get(url) {
+    var stop = new AbortController();
+    var timer = setTimeout(function () { stop.abort(); }, 20000);
+    return fetch(url, { signal: stop.signal }).finally(function () { clearTimeout(timer); });
   }
 
   // sessionStorage, when the browser allows it (it throws when storage is blocked).
@@ -186,7 +193,7 @@
     // A message's row, replaced, or put in its place by id (ids grow with time), so two
     // new messages whose answers cross still read in order.
     var upsert = seriallyBy(function (mid) {
-      return fetch("/conversations/" + cid + "/messages/" + mid).then(function (r) {
+      return get("/conversations/" + cid + "/messages/" + mid).then(function (r) {
         if (!r.ok) return;
         return r.text().then(function (html) {
           var existing = document.getElementById("m-" + mid);
@@ -213,22 +220,31 @@
   var dashboard = document.querySelector('[data-live="dashboard"]');
   if (dashboard) {
     var table = document.getElementById("activity");
-    // A new message slides in at the top; a status change replaces its row.
+    // A row replaced, or a new message's row put in its place by id (newest first, ids
+    // grow with time); a change to a message no longer shown brings nothing back.
+    var created = {};
     var activity = seriallyBy(function (mid) {
-      return fetch("/activity/" + mid).then(function (r) {
+      var existing = function () { return document.getElementById("a-" + mid); };
+      if (!existing() && !created[mid]) return;
+      return get("/activity/" + mid).then(function (r) {
         if (!r.ok) return;
         return r.text().then(function (html) {
-          var existing = document.getElementById("a-" + mid);
-          if (existing) { existing.outerHTML = html; return; }
-          table.insertAdjacentHTML("afterbegin", html);
-          var row = table.firstElementChild;
+          if (existing()) { existing().outerHTML = html; return; }
+          var older = Array.prototype.find.call(table.children, function (el) {
+            return el.id.indexOf("a-") === 0 && el.id < "a-" + mid;
+          });
+          if (older) older.insertAdjacentHTML("beforebegin", html);
+          else table.insertAdjacentHTML("beforeend", html);
+          var row = existing();
           if (row) row.classList.add("slide-in");
           while (table.children.length > 20) table.removeChild(table.lastElementChild);
         });
-      });
+      }).finally(function () { delete created[mid]; });
     });
     listen("/events", function (kind, e) {
-      if (e.message_id && kind !== "conversation_updated") activity(e.message_id);
+      if (!e.message_id || kind === "conversation_updated") return;
+      if (kind === "message_created") created[e.message_id] = true;
+      activity(e.message_id);
     });
   }
 
@@ -247,7 +263,7 @@
     var handset = function () { return document.getElementById("handset"); };
     // Not named `reload`: that is the page reload `listen` falls back on.
     var refreshHandset = serially(function () {
-      return fetch("/simulator/thread?" + query).then(function (r) {
+      return get("/simulator/thread?" + query).then(function (r) {
         if (!r.ok) return;
         return r.text().then(function (html) { handset().outerHTML = html; scrollDown(handset()); });
       });
