@@ -60,6 +60,10 @@ async fn twilio_client_requests_match_twilios_openapi_spec() {
         .holds_number("+14155550100")
         .await
         .expect("list incoming phone numbers accepted by Prism");
+    client
+        .fetch_account()
+        .await
+        .expect("fetch account accepted by Prism");
 
     let violations = request_violations(&log);
     assert!(

@@ -192,23 +192,33 @@ async fn pages_of_another_tenants_conversation_are_404() {
     );
 }
 
-#[tokio::test]
-async fn the_simulator_never_reaches_a_real_tenant() {
-    let t = spawn_app_with(demo()).await;
-    // A real tenant without its own Twilio account also sends through the simulator provider.
+/// A real tenant, "Private Clinic", on `number`, without a Twilio account of its own (so it
+/// sends through the simulator provider too).
+async fn private_clinic(
+    t: &switchboard_testkit::TestApp,
+    number: &str,
+) -> switchboard_services::TenantCtx {
     use switchboard_services::tenancy::{self, BotKind, NewTenant};
-    tenancy::create_tenant(
+    let created = tenancy::create_tenant(
         &t.app,
         NewTenant {
             name: "Private Clinic".into(),
             time_zone: "America/Chicago".into(),
-            number: switchboard_domain::phone::E164::parse("+14155550177").unwrap(),
+            number: switchboard_domain::phone::E164::parse(number).unwrap(),
             bot: BotKind::Qualify,
             twilio: None,
         },
     )
     .await
     .unwrap();
+    switchboard_services::TenantCtx::for_job(created.tenant_id)
+}
+
+#[tokio::test]
+async fn the_simulator_never_reaches_a_real_tenant() {
+    let t = spawn_app_with(demo()).await;
+    // A real tenant without its own Twilio account also sends through the simulator provider.
+    private_clinic(&t, "+14155550177").await;
     let mut visitor = t.browser();
     let page = visitor.page("/simulator").await;
     assert!(page.contains("+15125550100"));
@@ -251,8 +261,8 @@ async fn the_simulator_never_reaches_a_real_tenant() {
 /// simulator.
 #[tokio::test]
 async fn a_business_taking_over_the_released_demo_number_is_not_the_demo() {
-    use switchboard_services::tenancy::{self, BotKind, NewTenant};
-    use switchboard_services::{TenantCtx, settings};
+    use switchboard_services::settings;
+    use switchboard_services::tenancy::{self, BotKind};
 
     let t = spawn_app_with(demo()).await;
     let demo = tenancy::demo_tenant(&t.app).await.unwrap().unwrap();
@@ -264,19 +274,7 @@ async fn a_business_taking_over_the_released_demo_number_is_not_the_demo() {
     settings::remove_number(&t.app, &demo, number)
         .await
         .unwrap();
-    let clinic = tenancy::create_tenant(
-        &t.app,
-        NewTenant {
-            name: "Private Clinic".into(),
-            time_zone: "America/Chicago".into(),
-            number: switchboard_domain::phone::E164::parse("+14155550178").unwrap(),
-            bot: BotKind::Qualify,
-            twilio: None,
-        },
-    )
-    .await
-    .unwrap();
-    let clinic = TenantCtx::for_job(clinic.tenant_id);
+    let clinic = private_clinic(&t, "+14155550178").await;
     let demo_number = switchboard_domain::phone::E164::parse(tenancy::DEMO_NUMBER).unwrap();
     settings::add_number(&t.app, &clinic, &demo_number, BotKind::Qualify)
         .await
