@@ -56,6 +56,12 @@ pub const MAX_BACKOFF_SECS: u64 = 300;
 /// attempt asks first; after [`UNKNOWN_OUTCOME_HOURS`] of this it fails. Clocks of the
 /// processes must agree to well within the 0.5 s left.
 pub const MAX_CLAIM_TO_SEND_MS: i64 = 1500;
+/// Why a compliance reply to an opted-out contact that Twilio refused with error 21610 is
+/// suppressed, not failed: Twilio's default opt-out handling (on for a number outside a
+/// Messaging Service with Advanced Opt-Out) answers STOP and HELP itself, and then refuses
+/// every text from the number to the contact.
+pub const TWILIO_ANSWERED: &str =
+    "Twilio answered the keyword itself (its default opt-out handling; error 21610)";
 /// Longest a send job waits out a reply's `not_before` itself, in milliseconds, rather than
 /// scheduling another job for it: the queues run a delayed job up to this much early (run
 /// times in whole seconds; Redis promotes due jobs one second ahead), so the retry job
@@ -665,25 +671,26 @@ fn announce_update(
     });
 }
 
-/// Records that the contact opted out at the provider (Twilio error 21610).
+/// Records that the contact opted out at the provider (Twilio error 21610); true when it had
+/// not opted out with us before.
 async fn opt_out_from_provider(
     app: &App,
     ctx: &TenantCtx,
     contact_id: switchboard_domain::ContactId,
-) -> Result<(), ServiceError> {
+) -> Result<bool, ServiceError> {
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
-    opt_out_in(&tx, contact_id).await?;
+    let newly = opt_out_in(&tx, contact_id).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(newly)
 }
 
 /// [`opt_out_from_provider`] inside the caller's write transaction.
 async fn opt_out_in(
     tx: &TenantTx,
     contact_id: switchboard_domain::ContactId,
-) -> Result<(), ServiceError> {
+) -> Result<bool, ServiceError> {
     let now = Utc::now();
-    contact::Entity::by_id_update(tx.tenant(), contact_id)
+    Ok(contact::Entity::by_id_update(tx.tenant(), contact_id)
         .filter(contact::Column::OptedOutAt.is_null())
         .col_expr(contact::Column::OptedOutAt, Some(now).into())
         .col_expr(
@@ -692,8 +699,9 @@ async fn opt_out_in(
         )
         .col_expr(contact::Column::UpdatedAt, now.into())
         .exec(tx.conn())
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected
+        == 1)
 }
 
 /// A reply as the send job needs it, read in one statement: the row, its recipient, the
@@ -1188,8 +1196,22 @@ async fn attempt(
             message,
             status,
         }) => {
-            if code == Some(SendError::TWILIO_UNSUBSCRIBED) {
-                opt_out_from_provider(app, ctx, msg.contact_id).await?;
+            if code == Some(SendError::TWILIO_UNSUBSCRIBED)
+                && !opt_out_from_provider(app, ctx, msg.contact_id).await?
+                && msg.source == Source::Compliance
+            {
+                // Our confirmation of an opt-out the contact made with us (or our answer to a
+                // HELP since): Twilio's default opt-out handling answered the keyword itself
+                // and blocks the number's texts to the contact. Nothing failed.
+                let reason = format!("not sent: {TWILIO_ANSWERED}");
+                set_status(app, ctx, &msg, |m| {
+                    m.status = Set(MessageStatus::Suppressed);
+                    m.error_code = Set(code);
+                    m.error_message = Set(Some(reason));
+                })
+                .await?;
+                release_next(app, ctx, &msg).await?;
+                return Ok(Delivery::Done.into());
             }
             set_status(app, ctx, &msg, |m| {
                 m.status = Set(MessageStatus::Failed);

@@ -227,6 +227,51 @@ async fn error_21610_opts_the_contact_out_and_is_not_retried() {
     );
 }
 
+/// With Twilio's default opt-out handling (no Advanced Opt-Out, so no `OptOutType`), Twilio
+/// answers STOP itself and refuses our own confirmation with 21610. The contact had opted out
+/// with us already, so that refusal is no failure: the confirmation is suppressed, with why,
+/// and the contact's own opt-out record stays as it was.
+#[tokio::test]
+async fn our_stop_confirmation_twilio_refused_because_it_answered_stop_itself_is_no_failure() {
+    let t = spawn_app_with(bare()).await;
+    Mock::given(method("POST"))
+        .and(path_regex(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
+        })))
+        .mount(&t.twilio)
+        .await;
+    let from = "+17135550141";
+    assert_eq!(t.text_in(from, "STOP").await.status(), 200);
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter().any(|m| {
+                m.source == Source::Compliance
+                    && matches!(m.status, MessageStatus::Suppressed | MessageStatus::Failed)
+            })
+        })
+        .await;
+    let confirmation = rows
+        .iter()
+        .find(|m| m.source == Source::Compliance)
+        .unwrap();
+    assert_eq!(
+        confirmation.status,
+        MessageStatus::Suppressed,
+        "{:?}",
+        confirmation.error_message
+    );
+    assert_eq!(confirmation.error_code, Some(21610));
+    assert_eq!(
+        confirmation.error_message.as_deref(),
+        Some(format!("not sent: {}", messaging::TWILIO_ANSWERED).as_str())
+    );
+    assert_eq!(
+        t.contact(from).await.opt_out_keyword.as_deref(),
+        Some("STOP")
+    );
+}
+
 #[tokio::test]
 async fn other_client_errors_fail_with_their_code() {
     let t = spawn_app_with(bare()).await;
