@@ -377,13 +377,10 @@ pub async fn open_sqlite(
 /// # Errors
 /// The settings cannot be read, or one is wrong.
 async fn check_walbuf_settings(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await?;
     let settings = sqlx::query_as(crate::walbuf::SETTINGS_QUERY)
         .fetch_one(&mut *conn)
         .await?;
-    match crate::walbuf::settings_problem(&mode, settings) {
+    match crate::walbuf::settings_problem(settings) {
         None => Ok(()),
         Some(problem) => Err(sqlx::Error::Configuration(
             format!("the write connection {problem}").into(),

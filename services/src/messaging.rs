@@ -1194,28 +1194,25 @@ async fn attempt(
         Err(SendError::Rejected {
             code,
             message,
-            status,
+            status: status_code,
         }) => {
-            if code == Some(SendError::TWILIO_UNSUBSCRIBED)
+            // Our confirmation of an opt-out the contact made with us (or our answer to a HELP
+            // since), refused because Twilio's default opt-out handling answered the keyword
+            // itself and blocks the number's texts to the contact: nothing failed.
+            let answered_by_twilio = code == Some(SendError::TWILIO_UNSUBSCRIBED)
                 && !opt_out_from_provider(app, ctx, msg.contact_id).await?
-                && msg.source == Source::Compliance
-            {
-                // Our confirmation of an opt-out the contact made with us (or our answer to a
-                // HELP since): Twilio's default opt-out handling answered the keyword itself
-                // and blocks the number's texts to the contact. Nothing failed.
-                let reason = format!("not sent: {TWILIO_ANSWERED}");
-                set_status(app, ctx, &msg, |m| {
-                    m.status = Set(MessageStatus::Suppressed);
-                    m.error_code = Set(code);
-                    m.error_message = Set(Some(reason));
-                })
-                .await?;
-                release_next(app, ctx, &msg).await?;
-                return Ok(Delivery::Done.into());
-            }
+                && msg.source == Source::Compliance;
+            let (status, message) = if answered_by_twilio {
+                (
+                    MessageStatus::Suppressed,
+                    format!("not sent: {TWILIO_ANSWERED}"),
+                )
+            } else {
+                (MessageStatus::Failed, message)
+            };
             set_status(app, ctx, &msg, |m| {
-                m.status = Set(MessageStatus::Failed);
-                m.error_code = Set(code.or(Some(i32::from(status))));
+                m.status = Set(status);
+                m.error_code = Set(code.or(Some(i32::from(status_code))));
                 m.error_message = Set(Some(message));
             })
             .await?;

@@ -150,10 +150,12 @@ fn open_with(path: &Path, vfs: &CStr) -> rusqlite::Result<rusqlite::Connection> 
     register()?;
     let conn =
         rusqlite::Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch(&format!("PRAGMA synchronous = FULL; {NO_CACHE_SPILL}"))?;
-    let settings = conn.query_row(SETTINGS_QUERY, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    match settings_problem(&mode, settings) {
+    let settings = conn.query_row(SETTINGS_QUERY, [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    match settings_problem(settings) {
         None => Ok(conn),
         Some(problem) => Err(rusqlite::Error::SqliteFailure(
             ffi::Error::new(ffi::SQLITE_MISUSE),
@@ -172,18 +174,16 @@ fn open_with(path: &Path, vfs: &CStr) -> rusqlite::Result<rusqlite::Connection> 
 /// such a transaction lasts.
 pub(crate) const NO_CACHE_SPILL: &str = "PRAGMA cache_spill = OFF";
 
-/// Reads what [`settings_problem`] checks: `(synchronous, cache_spill)`.
-pub(crate) const SETTINGS_QUERY: &str =
-    "SELECT synchronous, cache_spill FROM pragma_synchronous, pragma_cache_spill";
+/// Reads what [`settings_problem`] checks: `(journal_mode, synchronous, cache_spill)`.
+pub(crate) const SETTINGS_QUERY: &str = "SELECT journal_mode, synchronous, cache_spill \
+     FROM pragma_journal_mode, pragma_synchronous, pragma_cache_spill";
 
-/// What is wrong with a connection through our VFSes whose journal mode is `mode` and whose
-/// [`SETTINGS_QUERY`] read `(synchronous, cache_spill)`, if anything: it needs WAL (else
-/// the VFS buffers nothing), `synchronous = FULL` (else a commit's frames could be
-/// published before the `xSync` that writes them out) and no cache spilling
-/// ([`NO_CACHE_SPILL`]).
+/// What is wrong with a connection through our VFSes whose [`SETTINGS_QUERY`] read
+/// `(journal_mode, synchronous, cache_spill)`, if anything: it needs WAL (else the VFS
+/// buffers nothing), `synchronous = FULL` (else a commit's frames could be published before
+/// the `xSync` that writes them out) and no cache spilling ([`NO_CACHE_SPILL`]).
 pub(crate) fn settings_problem(
-    mode: &str,
-    (synchronous, cache_spill): (i64, i64),
+    (mode, synchronous, cache_spill): (String, i64, i64),
 ) -> Option<String> {
     (!mode.eq_ignore_ascii_case("wal") || synchronous != 2 || cache_spill != 0).then(|| {
         format!(
@@ -684,6 +684,28 @@ mod tests {
             .expect("count the committed rows");
         assert!(firsts > 0);
         drop(plain);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Our connections open with the settings the VFS needs, and any other is refused.
+    #[test]
+    fn only_wal_with_full_sync_and_no_spilling_is_accepted() {
+        let path = std::env::temp_dir().join(format!("walset-{}.db", uuid::Uuid::new_v4()));
+        let conn = open(&path).expect("open through the VFS");
+        let read = conn
+            .query_row(SETTINGS_QUERY, [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("settings");
+        assert_eq!(settings_problem(read), None);
+        for wrong in [("delete", 2, 0), ("wal", 1, 0), ("wal", 2, 1)] {
+            let (mode, synchronous, spill) = wrong;
+            assert!(
+                settings_problem((mode.into(), synchronous, spill)).is_some(),
+                "{wrong:?} accepted"
+            );
+        }
+        drop(conn);
         let _ = std::fs::remove_file(&path);
     }
 

@@ -103,21 +103,12 @@ async fn the_simulator_handset_finds_a_phone_typed_with_spaces_and_dashes() {
         "/simulator?number=%2B15125550100&phone=%2B15555550199"
     );
     let get = |query: &str| t.http.get(format!("{}/simulator{query}", t.address)).send();
-    let page = get("?number=%2B1+512+555+0100&phone=%2B1+%28555%29+555-0199")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = async |query: &str| get(query).await.unwrap().text().await.unwrap();
+    let page = text("?number=%2B1+512+555+0100&phone=%2B1+%28555%29+555-0199").await;
     assert!(page.contains("my water heater is leaking"), "{page}");
     assert!(page.contains(r#"data-phone="+15555550199""#));
     assert!(page.contains(r#"data-number="+15125550100""#));
-    let thread = get("/thread?number=%2B15125550100&phone=%2B1-555-555-0199")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let thread = text("/thread?number=%2B15125550100&phone=%2B1-555-555-0199").await;
     assert!(thread.contains("my water heater is leaking"), "{thread}");
     let refused = get("?phone=call+me").await.unwrap();
     assert_eq!(refused.status(), 400);

@@ -185,8 +185,9 @@ async fn a_reply_rate_limited_past_the_attempt_limit_is_still_sent() {
     );
 }
 
-#[tokio::test]
-async fn error_21610_opts_the_contact_out_and_is_not_retried() {
+/// An app whose Twilio refuses every create call with error 21610 (the recipient
+/// unsubscribed at Twilio).
+async fn refused_as_unsubscribed() -> switchboard_testkit::TestApp {
     let t = spawn_app_with(bare()).await;
     Mock::given(method("POST"))
         .and(path_regex(MESSAGES_PATH))
@@ -195,6 +196,12 @@ async fn error_21610_opts_the_contact_out_and_is_not_retried() {
         })))
         .mount(&t.twilio)
         .await;
+    t
+}
+
+#[tokio::test]
+async fn error_21610_opts_the_contact_out_and_is_not_retried() {
+    let t = refused_as_unsubscribed().await;
     help_reply(&t).await;
     let rows = t
         .wait_messages(t.tenant.tenant_id, |m| {
@@ -233,14 +240,7 @@ async fn error_21610_opts_the_contact_out_and_is_not_retried() {
 /// and the contact's own opt-out record stays as it was.
 #[tokio::test]
 async fn our_stop_confirmation_twilio_refused_because_it_answered_stop_itself_is_no_failure() {
-    let t = spawn_app_with(bare()).await;
-    Mock::given(method("POST"))
-        .and(path_regex(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
-        })))
-        .mount(&t.twilio)
-        .await;
+    let t = refused_as_unsubscribed().await;
     let from = "+17135550141";
     assert_eq!(t.text_in(from, "STOP").await.status(), 200);
     let rows = t

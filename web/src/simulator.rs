@@ -53,9 +53,13 @@ fn e164(field: &str, value: &str) -> Result<String, PageError> {
 }
 
 /// The handset's business number and customer phone, in E.164 (the number defaults to the
-/// first simulator number, the phone to [`DEFAULT_CUSTOMER`]), and the number's tenant.
-async fn resolve(app: &App, q: &Handset) -> Result<(String, String, Option<TenantCtx>), PageError> {
-    let numbers = tenancy::simulator_numbers(app).await?;
+/// first of `numbers`, the simulator's, the phone to [`DEFAULT_CUSTOMER`]), and the number's
+/// tenant.
+async fn resolve(
+    app: &App,
+    q: &Handset,
+    numbers: &[tenancy::SimulatorNumber],
+) -> Result<(String, String, Option<TenantCtx>), PageError> {
     let number = match q.number.as_deref().filter(|n| !n.trim().is_empty()) {
         Some(n) => e164("number", n)?,
         None => numbers.first().map(|n| n.e164.clone()).unwrap_or_default(),
@@ -94,7 +98,7 @@ pub(crate) async fn page_handler(
     Query(q): Query<Handset>,
 ) -> Result<Response, PageError> {
     let numbers = tenancy::simulator_numbers(app.0).await?;
-    let (number, phone, ctx) = resolve(app.0, &q).await?;
+    let (number, phone, ctx) = resolve(app.0, &q, &numbers).await?;
     let messages = match &ctx {
         Some(ctx) => conversations::handset_thread(app.0, ctx, &number, &phone).await?,
         None => Vec::new(),
@@ -139,7 +143,8 @@ pub(crate) async fn thread_fragment(
     app: AppData<'_>,
     Query(q): Query<Handset>,
 ) -> Result<Markup, PageError> {
-    let (number, phone, ctx) = resolve(app.0, &q).await?;
+    // The live refresh always names its number: no default needed.
+    let (number, phone, ctx) = resolve(app.0, &q, &[]).await?;
     let messages = match &ctx {
         Some(ctx) => conversations::handset_thread(app.0, ctx, &number, &phone).await?,
         None => Vec::new(),
