@@ -95,7 +95,7 @@ pub struct Message {
     pub conversation_id: Uuid,
     /// `inbound` or `outbound`.
     pub direction: String,
-    /// `customer`, `bot`, `manual` or `compliance`.
+    /// `customer`, `bot`, `manual`, `compliance` or `alert` (a lead alert to the owner).
     pub source: String,
     pub body: String,
     pub media: Vec<MediaItem>,

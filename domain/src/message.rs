@@ -56,6 +56,10 @@ pub enum Source {
     /// An automatic compliance reply (STOP/START/HELP confirmations).
     #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "compliance"))]
     Compliance,
+    /// A lead alert to the business owner's notification phone
+    /// ([`crate::script::OwnerAlert`]), in the owner's own conversation with the number.
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "alert"))]
+    Alert,
 }
 
 /// Delivery status of a message.
@@ -130,6 +134,7 @@ impl Source {
             Self::Bot => "bot",
             Self::Manual => "manual",
             Self::Compliance => "compliance",
+            Self::Alert => "alert",
         }
     }
 }

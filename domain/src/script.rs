@@ -40,6 +40,24 @@ pub struct Script {
     /// Invalid answers re-asked per step before giving up on it; each step consumes at most
     /// `max_retries + 1` inputs.
     pub max_retries: u8,
+    /// The text the business owner gets about the lead, if any (absent in scripts stored
+    /// before it existed).
+    #[serde(default)]
+    pub owner_alert: Option<OwnerAlert>,
+}
+
+/// A text to the business owner once a lead is worth a call back: seed 001 (CallbackCloser)
+/// texts the owner "a summary SMS + lead link" after the ZIP is collected, to the owner's
+/// notification phone. Sent once per run of the script, when it moves past [`Self::after`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerAlert {
+    /// The [`Step::field`] whose step, once answered, skipped or given up on, triggers the
+    /// alert (`zip` in [`Script::qualification`]). A field no step has never triggers it.
+    pub after: String,
+    /// A [`template::render`] template: the answers so far by field (missing ones render
+    /// empty), `{phone}` (the customer's E.164 number) and `{link}` (the conversation's
+    /// address in the inbox); tidied like [`Script::summary`].
+    pub text: String,
 }
 
 /// One question of a [`Script`].
@@ -117,6 +135,10 @@ pub struct Turn {
     pub captured: Option<(String, String)>,
     /// Same as `state.finished`.
     pub finished: bool,
+    /// Whether this turn moved past the [`OwnerAlert::after`] step: the caller sends the
+    /// owner [`Script::render_owner_alert`].
+    #[serde(default)]
+    pub alert_owner: bool,
 }
 
 /// How one reply was understood.
@@ -247,7 +269,9 @@ impl Script {
     /// description), `urgency` (Emergency / Today / This week / Just a quote), `zip` (US ZIP),
     /// `best_time` (Morning / Afternoon / Evening), optional `name` (max 40 chars), and a
     /// summary that thanks the customer, lists the answers and says the business will follow
-    /// up. Numbered replies ("1", "2", ...) work for every choice. `max_retries` is 2.
+    /// up. Numbered replies ("1", "2", ...) work for every choice. `max_retries` is 2. Once
+    /// the ZIP is answered (or given up on), the owner alert lists the customer's number,
+    /// service, urgency and ZIP, and the link to the conversation.
     pub fn qualification(business_name: &str) -> Script {
         let business = business_name.trim();
         let (greeting_intro, follow_up) = if business.is_empty() {
@@ -347,6 +371,12 @@ impl Script {
                  ZIP: {{zip}}\nBest time: {{best_time}}\n{follow_up} will follow up shortly."
             ),
             max_retries: 2,
+            owner_alert: Some(OwnerAlert {
+                after: "zip".to_owned(),
+                text:
+                    "New lead {phone}\nService: {service}\nUrgency: {urgency}\nZIP: {zip}\n{link}"
+                        .to_owned(),
+            }),
         }
     }
 
@@ -360,6 +390,7 @@ impl Script {
             finished: state.finished,
             state,
             captured: None,
+            alert_owner: false,
         }
     }
 
@@ -385,6 +416,7 @@ impl Script {
                 state,
                 captured: None,
                 finished: true,
+                alert_owner: false,
             };
         };
         let outcome = match step.answer.interpret(input) {
@@ -395,6 +427,7 @@ impl Script {
                     state,
                     captured: None,
                     finished: false,
+                    alert_owner: false,
                 };
             }
             Outcome::Invalid => step.answer.give_up(),
@@ -415,6 +448,10 @@ impl Script {
             finished: state.finished,
             state,
             captured,
+            alert_owner: self
+                .owner_alert
+                .as_ref()
+                .is_some_and(|a| a.after == step.field),
         }
     }
 
@@ -435,6 +472,7 @@ impl Script {
             finished: state.finished,
             state,
             captured: None,
+            alert_owner: false,
         }
     }
 
@@ -454,6 +492,22 @@ impl Script {
         tidy(&template::render(&self.summary, |name| {
             answers.get(name).cloned()
         }))
+    }
+
+    /// The [`OwnerAlert`] text with `answers`, the customer's `phone` and the conversation's
+    /// `link` filled in; `None` when the script has no owner alert.
+    pub fn render_owner_alert(
+        &self,
+        answers: &BTreeMap<String, String>,
+        phone: &str,
+        link: &str,
+    ) -> Option<String> {
+        let alert = self.owner_alert.as_ref()?;
+        Some(tidy(&template::render(&alert.text, |name| match name {
+            "phone" => Some(phone.to_owned()),
+            "link" => Some(link.to_owned()),
+            _ => answers.get(name).cloned(),
+        })))
     }
 }
 
@@ -481,6 +535,67 @@ mod tests {
         assert_eq!(turn.state, ScriptState::default());
         assert!(!turn.finished);
         assert_eq!(turn.captured, None);
+    }
+
+    #[test]
+    fn the_owner_is_alerted_once_the_zip_is_in_with_the_lead_so_far() {
+        let script = Script::qualification("Acme Plumbing");
+        let mut turn = script.start();
+        assert!(!turn.alert_owner);
+        for input in ["2", "today"] {
+            turn = script.advance(&turn.state, input);
+            assert!(!turn.alert_owner, "{input}");
+        }
+        // Invalid ZIPs re-ask without alerting; the ZIP moves the script on and alerts.
+        turn = script.advance(&turn.state, "not sure");
+        assert!(!turn.alert_owner);
+        turn = script.advance(&turn.state, "78701");
+        assert!(turn.alert_owner);
+        let text = script
+            .render_owner_alert(
+                &turn.state.answers,
+                "+15125550111",
+                "https://sb.example/c?c=1",
+            )
+            .expect("the qualification script alerts the owner");
+        assert_eq!(
+            text,
+            "New lead +15125550111\nService: Install\nUrgency: Today\nZIP: 78701\nhttps://sb.example/c?c=1"
+        );
+        for input in ["evening", "Sam"] {
+            turn = script.advance(&turn.state, input);
+            assert!(!turn.alert_owner, "{input}");
+        }
+        assert!(turn.finished);
+
+        // Giving up on the ZIP alerts too: the owner can still call the customer back.
+        let mut turn = script.start();
+        for input in ["1", "1", "no", "no", "no"] {
+            turn = script.advance(&turn.state, input);
+        }
+        assert!(turn.alert_owner);
+        assert_eq!(
+            turn.state.answers.get("zip").map(String::as_str),
+            Some(UNKNOWN)
+        );
+
+        let without = Script {
+            owner_alert: None,
+            ..script
+        };
+        assert_eq!(
+            without.render_owner_alert(&BTreeMap::new(), "+1", "x"),
+            None
+        );
+        assert!(!run(&without, &["1", "1", "78701"]).alert_owner);
+    }
+
+    #[test]
+    fn a_script_stored_before_owner_alerts_still_loads() {
+        let mut json = serde_json::to_value(Script::qualification("Acme")).expect("json");
+        json.as_object_mut().expect("object").remove("owner_alert");
+        let script: Script = serde_json::from_value(json).expect("loads");
+        assert_eq!(script.owner_alert, None);
     }
 
     #[test]
@@ -687,9 +802,14 @@ mod tests {
             let script = Script { max_retries, ..Script::qualification("Acme") };
             let bound = script.steps.len() * (usize::from(max_retries) + 1);
             let mut turn = script.start();
+            let mut alerts = 0;
             for (i, input) in inputs.iter().enumerate() {
                 let was_finished = turn.finished;
                 turn = script.advance(&turn.state, input);
+                if turn.alert_owner {
+                    alerts += 1;
+                    prop_assert!(turn.state.answers.contains_key("zip"), "alerted before the ZIP");
+                }
                 prop_assert_eq!(turn.finished, turn.state.finished);
                 if was_finished {
                     prop_assert!(turn.replies.is_empty() && turn.finished);
@@ -700,6 +820,8 @@ mod tests {
                     prop_assert!(turn.finished, "not finished after {} inputs", i + 1);
                 }
             }
+            prop_assert!(alerts <= 1, "the owner alerted {} times", alerts);
+            prop_assert!(!turn.finished || alerts == 1, "finished without alerting the owner");
             for (field, value) in &turn.state.answers {
                 let step = script.steps.iter().find(|s| &s.field == field);
                 prop_assert!(step.is_some(), "unknown field {}", field);

@@ -10,7 +10,9 @@
 //!    and the answers it collects written to the contact. A text is taken as the answer to
 //!    the current question only when the bot's question was the last thing we sent; after a
 //!    person's reply, a withdrawn or refused question, or a compliance reply, the bot asks
-//!    again. A picture without words gets no bot reply.
+//!    again. A picture without words gets no bot reply. Once the script moves past its
+//!    [`OwnerAlert`](switchboard_domain::script::OwnerAlert) step (the ZIP), the business
+//!    owner's notification phone, if set, gets the lead alert ([`Alert`]).
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,7 @@ use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
 use switchboard_domain::compliance::{self, KeywordKind};
 use switchboard_domain::message::{Direction, MessageStatus, Source, is_media_only};
 use switchboard_domain::script::{Script, ScriptState, Turn, UNKNOWN};
-use switchboard_domain::{ConversationId, MessageId};
+use switchboard_domain::{ContactId, ConversationId, MessageId};
 use switchboard_entity::phone_number::BotKind;
 use switchboard_entity::{TenantOwned, TenantTx, contact, conversation, message, phone_number};
 
@@ -132,6 +134,7 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
     // Decide.
     let mut replies: Vec<(Source, String)> = Vec::new();
     let mut turn = None;
+    let mut alert = None;
     let decision = if let Some(kind) = msg.compliance {
         if msg.provider_replied {
             Decision::AnsweredByProvider(kind)
@@ -158,8 +161,8 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
             _ if number.released_at.is_some() => Decision::NumberReleased,
             BotKind::None => Decision::NoBot,
             BotKind::Qualify => {
-                let business = tenancy::tenant_name(tx.conn(), ctx).await?;
-                let script = Script::qualification(&business);
+                let tenant = tenancy::tenant_of(tx.conn(), ctx).await?;
+                let script = Script::qualification(&tenant.name);
                 let t = match script_state(&conversation) {
                     None => Some(script.start()),
                     // A picture without words answers no question; a person sees it in the inbox.
@@ -169,6 +172,18 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
                     }
                     Some(state) => Some(script.ask_again(&state)),
                 };
+                // Never from the number to itself: Twilio refuses that (error 21266).
+                if let (Some(t), Some(owner)) = (&t, tenant.notify_phone)
+                    && t.alert_owner
+                    && owner != number.e164
+                {
+                    let link = app
+                        .settings
+                        .public_url(&format!("/conversations?c={}", conversation.id));
+                    alert = script
+                        .render_owner_alert(&t.state.answers, &contact.phone, &link)
+                        .map(|text| Alert { owner, text });
+                }
                 let n = t.as_ref().map_or(0, |t| t.replies.len());
                 replies.extend(
                     t.iter()
@@ -191,6 +206,7 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
         contact,
         turn,
         replies,
+        alert,
         decision,
     };
     match app.handles.run(ctx.tenant_id(), claim).await? {
@@ -199,8 +215,12 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
             decision,
             rows,
             later,
+            alert,
         } => {
             dispatch(app, ctx, conversation_id, &rows, later).await;
+            if let Some((thread, row)) = alert {
+                dispatch(app, ctx, thread, &[row], Vec::new()).await;
+            }
             Ok(Step::Handled {
                 id: msg.id,
                 decision,
@@ -222,18 +242,34 @@ pub(crate) struct Claim {
     contact: contact::Model,
     turn: Option<Turn>,
     replies: Vec<(Source, String)>,
+    alert: Option<Alert>,
     decision: Decision,
+}
+
+/// A lead alert for the business owner (seed 001: "a summary SMS + lead link"): an outbound
+/// message of source `alert` from the lead's number to the tenant's notification phone, in
+/// the owner's conversation with that number (made for it, with the bot paused, so an
+/// answer from the owner is never taken for a lead's). It goes through the outbox like any
+/// reply, under the key `alert:{text id}`: sent once, re-checked for an opt-out at send time,
+/// retried and shown like any other.
+struct Alert {
+    /// The owner's phone, E.164 (`tenants.notify_phone`).
+    owner: String,
+    /// [`Script::render_owner_alert`]'s text.
+    text: String,
 }
 
 /// What a [`Claim`] did.
 pub(crate) enum Claimed {
     /// Another job claimed the text first: nothing written.
     Lost,
-    /// Claimed; `rows` and `later` are for [`dispatch`] after the commit.
+    /// Claimed; `rows` and `later` are for [`dispatch`] after the commit, and so is the
+    /// owner alert written in another conversation (its send job is in `later`).
     Done {
         decision: Decision,
         rows: Vec<Outboxed>,
         later: Vec<Enqueue>,
+        alert: Option<(ConversationId, Outboxed)>,
     },
 }
 
@@ -258,6 +294,7 @@ impl Unit for Claim {
             return Ok(Claimed::Lost);
         }
         let mut replies = self.replies.as_slice();
+        let mut alert = self.alert.as_ref();
         let mut decision = self.decision.clone();
         if let Some(turn) = &self.turn
             && !save_bot_state(
@@ -271,22 +308,115 @@ impl Unit for Claim {
         {
             // A person took over between our read and this write: the bot stays quiet.
             replies = &[];
+            alert = None;
             decision = Decision::BotPaused;
         }
-        let mut rows: Vec<Outboxed> = Vec::with_capacity(replies.len());
+        let mut rows: Vec<Outboxed> = Vec::with_capacity(replies.len() + 1);
+        let mut elsewhere = None;
+        if let Some(a) = alert {
+            let thread = owner_thread(tx, &a.owner, &self.conversation).await?;
+            let key = format!("alert:{}", self.message_id);
+            let row = insert_outbound(tx, &thread, &a.text, Source::Alert, Some(key), None).await?;
+            // An owner trying the bot from their own phone gets the alert in that thread,
+            // before the bot's next question (whose answer is then still taken as one).
+            if thread.id == self.conversation.id {
+                rows.push(row);
+            } else {
+                elsewhere = Some((thread.id, row));
+            }
+        }
         for (n, (source, text)) in replies.iter().enumerate() {
             let key = format!("reply:{}:{n}", self.message_id);
             let id = Some(self.message_id);
             rows.push(insert_outbound(tx, &self.conversation, text, *source, Some(key), id).await?);
         }
-        let later = messaging::stage_send(&self.jobs, tx, &rows, self.request_id.clone()).await?;
+        let request_id = self.request_id.clone();
+        let mut later = messaging::stage_send(&self.jobs, tx, &rows, request_id.clone()).await?;
+        if let Some((_, row)) = &elsewhere {
+            later.extend(messaging::stage_send(&self.jobs, tx, &[*row], request_id).await?);
+        }
         Ok(Claimed::Done {
             decision,
             rows,
             later,
+            alert: elsewhere,
         })
     }
 }
+
+/// The conversation of `owner` (an E.164 phone) with the number of `lead`: found, or made
+/// with the bot paused (and the contact with it, named [`OWNER_CONTACT_NAME`]). The
+/// lead's own conversation when the owner is the one texting.
+///
+/// # Errors
+/// Database errors.
+async fn owner_thread(
+    tx: &TenantTx,
+    owner: &str,
+    lead: &conversation::Model,
+) -> Result<conversation::Model, ServiceError> {
+    use sea_orm::EntityTrait;
+    use sea_orm::sea_query::OnConflict;
+    let now = Utc::now();
+    contact::Entity::insert(contact::ActiveModel {
+        id: Set(ContactId::new()),
+        tenant_id: Set(tx.tenant()),
+        phone: Set(owner.to_owned()),
+        name: Set(Some(OWNER_CONTACT_NAME.to_owned())),
+        status: Set("new".to_owned()),
+        fields: Set(None),
+        opted_out_at: Set(None),
+        opt_out_keyword: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([contact::Column::TenantId, contact::Column::Phone])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(tx.conn())
+    .await?;
+    let contact = contact::Entity::scoped(tx.tenant())
+        .filter(contact::Column::Phone.eq(owner))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    conversation::Entity::insert(conversation::ActiveModel {
+        id: Set(ConversationId::new()),
+        tenant_id: Set(tx.tenant()),
+        contact_id: Set(contact.id),
+        phone_number_id: Set(lead.phone_number_id),
+        status: Set("open".to_owned()),
+        bot_paused: Set(true),
+        bot_state: Set(None),
+        unread_count: Set(0),
+        last_message_at: Set(now),
+        last_message_preview: Set(String::new()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            conversation::Column::TenantId,
+            conversation::Column::ContactId,
+            conversation::Column::PhoneNumberId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(tx.conn())
+    .await?;
+    conversation::Entity::scoped(tx.tenant())
+        .filter(conversation::Column::ContactId.eq(contact.id))
+        .filter(conversation::Column::PhoneNumberId.eq(lead.phone_number_id))
+        .one(tx.conn())
+        .await?
+        .ok_or(ServiceError::NotFound)
+}
+
+/// The name given to a contact made for the owner's lead alerts ([`owner_thread`]).
+pub const OWNER_CONTACT_NAME: &str = "Owner (lead alerts)";
 
 /// The conversation's progress through the bot's script, if the bot has started it.
 fn script_state(conversation: &conversation::Model) -> Option<ScriptState> {

@@ -462,9 +462,19 @@ pub async fn tenant_name<C: sea_orm::ConnectionTrait>(
     db: &C,
     ctx: &TenantCtx,
 ) -> Result<String, ServiceError> {
+    Ok(tenant_of(db, ctx).await?.name)
+}
+
+/// The row of `ctx`'s tenant.
+///
+/// # Errors
+/// [`ServiceError::NotFound`] when the tenant is gone; database errors.
+pub async fn tenant_of<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    ctx: &TenantCtx,
+) -> Result<tenant::Model, ServiceError> {
     tenant::Entity::find_by_id(ctx.tenant_id())
         .one(db)
         .await?
-        .map(|t| t.name)
         .ok_or(ServiceError::NotFound)
 }

@@ -1,7 +1,11 @@
 //! The main job: signed inbound -> stored -> bot reply -> Twilio -> status callback.
 
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
-use switchboard_testkit::{param, spawn_app};
+use switchboard_entity::{conversation, tenant};
+use switchboard_services::inbound::OWNER_CONTACT_NAME;
+use switchboard_testkit::{TestApp, param, spawn_app};
 
 #[tokio::test]
 async fn signed_inbound_is_stored_answered_by_the_bot_and_delivered() {
@@ -111,6 +115,126 @@ async fn the_bot_walks_the_script_and_fills_the_contact() {
     assert_eq!(fields["urgency"], "Emergency");
     assert_eq!(fields["service"], "Install");
     assert_eq!(fields["best_time"], "Evening");
+}
+
+/// Sets the tenant's notification phone (the settings page's field).
+async fn notify(t: &TestApp, owner: &str) {
+    tenant::Entity::update_many()
+        .col_expr(tenant::Column::NotifyPhone, Expr::value(owner))
+        .filter(tenant::Column::Id.eq(t.tenant.tenant_id))
+        .exec(&t.db.write)
+        .await
+        .unwrap();
+}
+
+/// Texts `answers` in from `from`, one at a time, each after the replies before it reached
+/// Twilio; `sends` is how many sends there are after each.
+async fn converse(
+    t: &TestApp,
+    from: &str,
+    answers: &[(&str, usize)],
+) -> Vec<Vec<(String, String)>> {
+    let mut sends = Vec::new();
+    for (text, n) in answers {
+        assert_eq!(t.text_in(from, text).await.status(), 200);
+        sends = t.wait_for_sends(*n).await;
+    }
+    sends
+}
+
+#[tokio::test]
+async fn the_owner_gets_one_lead_alert_once_the_zip_is_in() {
+    let t = spawn_app().await;
+    let (owner, lead) = ("+13035550142", "+17135550126");
+    notify(&t, owner).await;
+    let to = |sends: &[Vec<(String, String)>], phone: &str| {
+        sends
+            .iter()
+            .filter(|s| param(s, "To") == Some(phone))
+            .map(|s| param(s, "Body").unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let sends = converse(&t, lead, &[("hi", 2), ("2", 3), ("1", 4)]).await;
+    assert!(to(&sends, owner).is_empty(), "no alert before the ZIP");
+
+    // The ZIP: the lead's next question, and the alert from the same number to the owner.
+    let sends = converse(&t, lead, &[("78701", 6)]).await;
+    let alerts: Vec<_> = sends
+        .iter()
+        .filter(|s| param(s, "To") == Some(owner))
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(param(alerts[0], "From"), Some(t.tenant.number.as_str()));
+    let rows = t.messages(t.tenant.tenant_id).await;
+    let lead_thread = rows[0].conversation_id;
+    assert_eq!(
+        param(alerts[0], "Body").unwrap(),
+        format!(
+            "New lead {lead}\nService: Install\nUrgency: Emergency\nZIP: 78701\n{}/conversations?c={lead_thread}",
+            t.address
+        )
+    );
+    let alert = rows.iter().find(|m| m.source == Source::Alert).unwrap();
+    assert_eq!(alert.direction, Direction::Outbound);
+    assert_ne!(alert.conversation_id, lead_thread);
+    let zip = rows.iter().find(|m| m.body == "78701").unwrap();
+    assert_eq!(alert.idempotency_key, Some(format!("alert:{}", zip.id)));
+    assert!(
+        alert.id < rows.last().unwrap().id,
+        "written before the question"
+    );
+    let contact = t.contact(owner).await;
+    assert_eq!(contact.id, alert.contact_id);
+    assert_eq!(contact.name.as_deref(), Some(OWNER_CONTACT_NAME));
+    let thread = conversation::Entity::find_by_id(alert.conversation_id)
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(thread.bot_paused, "the bot never qualifies the owner");
+
+    // The rest of the script alerts no more; the owner's answer gets no bot reply.
+    let sends = converse(&t, lead, &[("3", 7), ("Maria", 8)]).await;
+    assert_eq!(to(&sends, owner).len(), 1);
+    assert!(
+        to(&sends, lead)
+            .last()
+            .unwrap()
+            .starts_with("Thanks Maria!")
+    );
+    t.text_in(owner, "calling them now").await;
+    let rows = t
+        .wait_messages(t.tenant.tenant_id, |m| {
+            m.iter()
+                .any(|m| m.body == "calling them now" && m.handled_at.is_some())
+        })
+        .await;
+    let answer = rows.iter().find(|m| m.body == "calling them now").unwrap();
+    assert_eq!(answer.conversation_id, alert.conversation_id);
+    assert_eq!(t.twilio_sends().await.len(), 8, "no reply to the owner");
+}
+
+#[tokio::test]
+async fn an_owner_trying_the_bot_from_their_own_phone_gets_the_alert_before_the_next_question() {
+    let t = spawn_app().await;
+    let owner = "+13035550143";
+    notify(&t, owner).await;
+    let sends = converse(&t, owner, &[("hi", 2), ("1", 3), ("1", 4), ("78701", 6)]).await;
+    assert!(
+        param(&sends[4], "Body")
+            .unwrap()
+            .starts_with("New lead +13035550143")
+    );
+    assert!(param(&sends[5], "Body").unwrap().contains("best time"));
+    // Their answer after the alert is still taken: the name question comes next.
+    let sends = converse(&t, owner, &[("evening", 7)]).await;
+    assert!(param(&sends[6], "Body").unwrap().contains("your name"));
+    let rows = t.messages(t.tenant.tenant_id).await;
+    assert!(
+        rows.iter()
+            .all(|m| m.conversation_id == rows[0].conversation_id),
+        "one thread"
+    );
 }
 
 #[tokio::test]

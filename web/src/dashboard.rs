@@ -20,6 +20,7 @@ fn row(a: &Activity) -> Markup {
         (_, Source::Bot) => "bot reply",
         (_, Source::Manual) => "manual reply",
         (_, Source::Compliance) => "auto-reply",
+        (_, Source::Alert) => "owner alert",
         (_, Source::Customer) => "sent",
     };
     let href = format!("/conversations?c={}", a.conversation_id);

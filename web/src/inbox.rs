@@ -95,6 +95,7 @@ pub(crate) fn bubble(s: &ConversationSummary, m: &MessageView, csrf: &str) -> Ma
         Source::Bot => "bot",
         Source::Manual => "you",
         Source::Compliance => "auto-reply",
+        Source::Alert => "owner alert",
     };
     html! {
         div class={ "bubble " (side) } id={ "m-" (m.id) } {

@@ -186,7 +186,7 @@ pub(crate) fn business_fields(name: &str, time_zone: &str, notify_phone: &str) -
                 @for tz in switchboard_services::accounts::time_zones() { option value=(tz) {} }
             }
         }
-        label { "Business phone " small { "(for notifications to you; optional)" }
+        label { "Your mobile " small { "(the bot texts you each new lead once it has their ZIP; optional)" }
             input type="tel" name="notify_phone" value=(notify_phone) placeholder="+15125550123";
         }
     }
