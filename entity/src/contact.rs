@@ -15,7 +15,7 @@ pub struct Model {
     /// E.164.
     pub phone: String,
     pub name: Option<String>,
-    /// `new`, `qualified`, …
+    /// `new`, `qualified` (the bot's script finished), or [`OWNER`].
     pub status: String,
     /// Fields a bot collected, as a JSON object of strings (`{"zip":"78701",…}`).
     pub fields: Option<Json>,
@@ -42,3 +42,7 @@ impl TenantOwned for Entity {
         Column::Id
     }
 }
+
+/// The [`Model::status`] of the business owner's own phone (the tenant's notification phone,
+/// which gets the bot's lead alerts): not a lead, so not counted as one.
+pub const OWNER: &str = "owner";

@@ -218,6 +218,36 @@ pub async fn tenant_twilio_account(
     .await
 }
 
+/// Most tenants [`twilio_account_tokens`] returns.
+pub const MAX_ACCOUNT_TENANTS: u64 = 16;
+
+/// The sealed auth tokens stored for the Twilio account `account_sid`, by every tenant that
+/// connected it (an agency may run several businesses on one account), at most
+/// [`MAX_ACCOUNT_TENANTS`] of them.
+///
+/// # Errors
+/// Database errors.
+pub async fn twilio_account_tokens(
+    db: &DatabaseConnection,
+    account_sid: &str,
+) -> Result<Vec<String>, DbErr> {
+    lookup(db, async |db| {
+        Ok(tenant::Entity::find()
+            .select_only()
+            .column(tenant::Column::TwilioAuthTokenSealed)
+            .filter(tenant::Column::TwilioAccountSid.eq(account_sid))
+            .filter(tenant::Column::TwilioAuthTokenSealed.is_not_null())
+            .limit(MAX_ACCOUNT_TENANTS)
+            .into_tuple::<Option<String>>()
+            .all(db)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    })
+    .await
+}
+
 /// True when no tenant exists yet (first start).
 ///
 /// # Errors

@@ -65,6 +65,22 @@ pub fn check_business_name(name: &str) -> Result<String, ServiceError> {
     }
 }
 
+/// Checks a notification phone: not one of the numbers Switchboard answers (any tenant's),
+/// where the bot's lead alerts would arrive as a lead's texts (the job sends none there
+/// either).
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `notify_phone`; database errors.
+pub async fn check_notify_phone(app: &App, phone: Option<&E164>) -> Result<(), ServiceError> {
+    match phone {
+        Some(p) if tenancy::route(app, p).await?.is_some() => Err(ServiceError::invalid(
+            "notify_phone",
+            "is a number Switchboard answers texts on; enter your own mobile",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks an IANA time zone name (the tz database, via chrono-tz).
 ///
 /// # Errors
@@ -225,6 +241,7 @@ pub(crate) async fn insert_business<C: sea_orm::ConnectionTrait>(
 ) -> Result<TenantId, ServiceError> {
     let name = check_business_name(&new.name)?;
     let time_zone = check_time_zone(&new.time_zone)?;
+    check_notify_phone(app, new.notify_phone.as_ref()).await?;
     let tenant_id = TenantId::new();
     tenancy::insert_tenant_row(
         app,

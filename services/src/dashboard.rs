@@ -17,7 +17,8 @@ pub const ACTIVITY_ROWS: u64 = 20;
 /// The stat cards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
-    /// Open conversations with a message in the last [`WINDOW_DAYS`] days.
+    /// Open conversations with a message in the last [`WINDOW_DAYS`] days; this and the other
+    /// figures leave out the [`contact::OWNER`]'s phone (the bot's lead alerts).
     pub active_conversations: u64,
     /// Messages in either direction since midnight in the tenant's time zone.
     pub messages_today: u64,
@@ -63,9 +64,17 @@ pub async fn stats(app: &App, ctx: &TenantCtx) -> Result<Stats, ServiceError> {
     let (today, week) = day_and_week_start(tz, now);
     let window = now - Duration::days(WINDOW_DAYS);
     let t = tx.tenant();
+    // The owner's own phone (its lead alerts, its answers to them) is not a customer's.
+    let owner = Query::select()
+        .column(contact::Column::Id)
+        .from(contact::Entity)
+        .and_where(contact::Column::TenantId.eq(t))
+        .and_where(contact::Column::Status.eq(contact::OWNER))
+        .to_owned();
     let active_conversations = conversation::Entity::scoped(t)
         .filter(conversation::Column::Status.eq("open"))
         .filter(conversation::Column::LastMessageAt.gte(window))
+        .filter(conversation::Column::ContactId.not_in_subquery(owner.clone()))
         .count(tx.conn())
         .await?;
     let messages_today = message::Entity::scoped(t)
@@ -74,11 +83,13 @@ pub async fn stats(app: &App, ctx: &TenantCtx) -> Result<Stats, ServiceError> {
         .await?;
     let leads_this_week = contact::Entity::scoped(t)
         .filter(contact::Column::CreatedAt.gte(week))
+        .filter(contact::Column::Status.ne(contact::OWNER))
         .count(tx.conn())
         .await?;
     let inbound = message::Entity::scoped(t)
         .filter(message::Column::CreatedAt.gte(window))
         .filter(message::Column::Direction.eq(Direction::Inbound))
+        .filter(message::Column::ContactId.not_in_subquery(owner.clone()))
         .count(tx.conn())
         .await?;
     let reply = Alias::new("reply");
@@ -103,6 +114,7 @@ pub async fn stats(app: &App, ctx: &TenantCtx) -> Result<Stats, ServiceError> {
     let answered = message::Entity::scoped(t)
         .filter(message::Column::CreatedAt.gte(window))
         .filter(message::Column::Direction.eq(Direction::Inbound))
+        .filter(message::Column::ContactId.not_in_subquery(owner))
         .filter(Expr::exists(replied_to))
         .count(tx.conn())
         .await?;

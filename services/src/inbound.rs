@@ -21,6 +21,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
 use switchboard_domain::compliance::{self, KeywordKind};
 use switchboard_domain::message::{Direction, MessageStatus, Source, is_media_only};
+use switchboard_domain::phone::E164;
 use switchboard_domain::script::{Script, ScriptState, Turn, UNKNOWN};
 use switchboard_domain::{ContactId, ConversationId, MessageId};
 use switchboard_entity::phone_number::BotKind;
@@ -78,8 +79,18 @@ pub async fn handle(
             Step::Nothing => return Ok(Decision::AlreadyHandled),
             Step::Before(conversation_id) => {
                 // A re-run (e.g. the first run's worker died): the replies it committed may
-                // never have been enqueued. Enqueue any still queued (deduplicated by key).
+                // never have been enqueued. Enqueue any still queued (deduplicated by key),
+                // and the owner alert's, which may be in another conversation.
                 messaging::redispatch_queued(app, ctx, conversation_id).await?;
+                let tx = TenantTx::read(&app.db, ctx.tenant_id()).await?;
+                let alert = message::Entity::scoped(tx.tenant())
+                    .filter(message::Column::IdempotencyKey.eq(alert_key(message_id)))
+                    .one(tx.conn())
+                    .await?;
+                drop(tx);
+                if let Some(alert) = alert.filter(|a| a.conversation_id != conversation_id) {
+                    messaging::redispatch_queued(app, ctx, alert.conversation_id).await?;
+                }
                 return Ok(Decision::AlreadyHandled);
             }
         }
@@ -172,10 +183,9 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
                     }
                     Some(state) => Some(script.ask_again(&state)),
                 };
-                // Never from the number to itself: Twilio refuses that (error 21266).
                 if let (Some(t), Some(owner)) = (&t, tenant.notify_phone)
                     && t.alert_owner
-                    && owner != number.e164
+                    && !routed_here(app, &owner).await?
                 {
                     let link = app
                         .settings
@@ -218,8 +228,11 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
             alert,
         } => {
             dispatch(app, ctx, conversation_id, &rows, later).await;
-            if let Some((thread, row)) = alert {
-                dispatch(app, ctx, thread, &[row], Vec::new()).await;
+            if let Some(a) = alert {
+                dispatch(app, ctx, a.thread, &[a.row], Vec::new()).await;
+                if let Some(withdrawn) = a.paused {
+                    messaging::announce_paused(app, ctx, a.thread, &withdrawn);
+                }
             }
             Ok(Step::Handled {
                 id: msg.id,
@@ -269,8 +282,17 @@ pub(crate) enum Claimed {
         decision: Decision,
         rows: Vec<Outboxed>,
         later: Vec<Enqueue>,
-        alert: Option<(ConversationId, Outboxed)>,
+        alert: Option<AlertElsewhere>,
     },
+}
+
+/// An owner alert written in the owner's own conversation, not the lead's.
+pub(crate) struct AlertElsewhere {
+    thread: ConversationId,
+    row: Outboxed,
+    /// `Some(the bot replies withdrawn)` when the alert paused the bot there (the owner had
+    /// been trying the bot from that phone).
+    paused: Option<Vec<MessageId>>,
 }
 
 impl Unit for Claim {
@@ -315,14 +337,25 @@ impl Unit for Claim {
         let mut elsewhere = None;
         if let Some(a) = alert {
             let thread = owner_thread(tx, &a.owner, &self.conversation).await?;
-            let key = format!("alert:{}", self.message_id);
+            let key = alert_key(self.message_id);
             let row = insert_outbound(tx, &thread, &a.text, Source::Alert, Some(key), None).await?;
             // An owner trying the bot from their own phone gets the alert in that thread,
             // before the bot's next question (whose answer is then still taken as one).
             if thread.id == self.conversation.id {
                 rows.push(row);
             } else {
-                elsewhere = Some((thread.id, row));
+                // Alerts and a running bot don't mix: the owner's answer to an alert would be
+                // taken for theirs to the bot. The bot pauses there, as for a takeover.
+                let paused = if thread.bot_paused {
+                    None
+                } else {
+                    Some(messaging::set_paused_in(tx, thread.id, true).await?)
+                };
+                elsewhere = Some(AlertElsewhere {
+                    thread: thread.id,
+                    row,
+                    paused,
+                });
             }
         }
         for (n, (source, text)) in replies.iter().enumerate() {
@@ -332,8 +365,8 @@ impl Unit for Claim {
         }
         let request_id = self.request_id.clone();
         let mut later = messaging::stage_send(&self.jobs, tx, &rows, request_id.clone()).await?;
-        if let Some((_, row)) = &elsewhere {
-            later.extend(messaging::stage_send(&self.jobs, tx, &[*row], request_id).await?);
+        if let Some(a) = &elsewhere {
+            later.extend(messaging::stage_send(&self.jobs, tx, &[a.row], request_id).await?);
         }
         Ok(Claimed::Done {
             decision,
@@ -345,8 +378,9 @@ impl Unit for Claim {
 }
 
 /// The conversation of `owner` (an E.164 phone) with the number of `lead`: found, or made
-/// with the bot paused (and the contact with it, named [`OWNER_CONTACT_NAME`]). The
-/// lead's own conversation when the owner is the one texting.
+/// with the bot paused (and the contact with it, named [`OWNER_CONTACT_NAME`]); its contact
+/// gets the status [`contact::OWNER`] either way. The lead's own conversation when the owner
+/// is the one texting.
 ///
 /// # Errors
 /// Database errors.
@@ -363,7 +397,7 @@ async fn owner_thread(
         tenant_id: Set(tx.tenant()),
         phone: Set(owner.to_owned()),
         name: Set(Some(OWNER_CONTACT_NAME.to_owned())),
-        status: Set("new".to_owned()),
+        status: Set(contact::OWNER.to_owned()),
         fields: Set(None),
         opted_out_at: Set(None),
         opt_out_keyword: Set(None),
@@ -371,8 +405,9 @@ async fn owner_thread(
         updated_at: Set(now),
     })
     .on_conflict(
+        // A contact already (the owner tried the bot): now known as the owner.
         OnConflict::columns([contact::Column::TenantId, contact::Column::Phone])
-            .do_nothing()
+            .update_columns([contact::Column::Status, contact::Column::UpdatedAt])
             .to_owned(),
     )
     .exec_without_returning(tx.conn())
@@ -413,6 +448,21 @@ async fn owner_thread(
         .one(tx.conn())
         .await?
         .ok_or(ServiceError::NotFound)
+}
+
+/// The idempotency key of the owner alert about inbound text `id`.
+fn alert_key(id: MessageId) -> String {
+    format!("alert:{id}")
+}
+
+/// Whether `phone` is a number this deployment answers (any tenant's). No alert goes to one:
+/// from the lead's own number Twilio refuses it (error 21266), and another of our numbers
+/// would take it for a lead's text, and its bot would answer ours.
+async fn routed_here(app: &App, phone: &str) -> Result<bool, ServiceError> {
+    match E164::parse(phone) {
+        Ok(number) => Ok(tenancy::route(app, &number).await?.is_some()),
+        Err(_) => Ok(false),
+    }
 }
 
 /// The name given to a contact made for the owner's lead alerts ([`owner_thread`]).
@@ -462,9 +512,10 @@ async fn last_word_was_the_bots(
 
 /// Stores the script state on the conversation, unless the bot was paused meanwhile (then
 /// returns false and writes nothing), and a captured answer on the contact (`name` also fills
-/// the contact's name; finishing marks the contact `qualified`). The contact's fields are
-/// read again, locked (Postgres), in this transaction: an answer saved meanwhile by the
-/// contact's conversation with another of the tenant's numbers is kept.
+/// the contact's name; finishing marks the contact `qualified`, unless it is the
+/// [`contact::OWNER`]). The contact's fields are read again, locked (Postgres), in this
+/// transaction: an answer saved meanwhile by the contact's conversation with another of the
+/// tenant's numbers is kept.
 async fn save_bot_state(
     tx: &TenantTx,
     conversation: &conversation::Model,
@@ -513,12 +564,17 @@ async fn save_bot_state(
             serde_json::to_value(&fields).expect("fields serialize"),
         ));
     }
-    if finished_now {
-        am.status = Set("qualified".into());
-    }
     am.updated_at = Set(now);
     contact::Entity::update_by_id(tx.tenant(), contact.id, am)
         .exec(tx.conn())
         .await?;
+    if finished_now {
+        // The owner trying the bot stays the owner.
+        contact::Entity::by_id_update(tx.tenant(), contact.id)
+            .filter(contact::Column::Status.ne(contact::OWNER))
+            .col_expr(contact::Column::Status, "qualified".into())
+            .exec(tx.conn())
+            .await?;
+    }
     Ok(true)
 }

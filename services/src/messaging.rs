@@ -401,6 +401,18 @@ pub async fn set_bot_paused(
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     let withdrawn = set_paused_in(&tx, conversation_id, paused).await?;
     tx.commit().await?;
+    announce_paused(app, ctx, conversation_id, &withdrawn);
+    Ok(())
+}
+
+/// After the commit of [`set_paused_in`]: announces the conversation's new bot state and the
+/// bot replies it `withdrew`.
+pub(crate) fn announce_paused(
+    app: &App,
+    ctx: &TenantCtx,
+    conversation_id: ConversationId,
+    withdrawn: &[MessageId],
+) {
     app.events.publish(Event {
         kind: EventKind::ConversationUpdated,
         tenant_id: ctx.tenant_id(),
@@ -408,13 +420,12 @@ pub async fn set_bot_paused(
         message_id: None,
     });
     for id in withdrawn {
-        announce_update(app, ctx, conversation_id, id);
+        announce_update(app, ctx, conversation_id, *id);
     }
-    Ok(())
 }
 
 /// [`set_bot_paused`] in the caller's transaction: the ids of the bot replies it withdrew.
-async fn set_paused_in(
+pub(crate) async fn set_paused_in(
     tx: &TenantTx,
     conversation_id: ConversationId,
     paused: bool,

@@ -13,7 +13,7 @@ use switchboard_entity::{TenantOwned, TenantTx, api_key, lookup, phone_number, t
 use switchboard_providers::SendError;
 use switchboard_providers::twilio::{AccountInfo, TwilioSms};
 
-use crate::accounts::{NewBusiness, check_business_name, check_time_zone};
+use crate::accounts::{NewBusiness, check_business_name, check_notify_phone, check_time_zone};
 use crate::tenancy::{self, BotKind};
 use crate::{App, ServiceError, TenantCtx};
 
@@ -100,7 +100,8 @@ pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError
 /// Changes the business name, time zone and notification phone.
 ///
 /// # Errors
-/// Invalid name or time zone, naming the field; database errors.
+/// Invalid name, time zone or notification phone ([`check_notify_phone`]), naming the field;
+/// database errors.
 pub async fn update_profile(
     app: &App,
     ctx: &TenantCtx,
@@ -108,6 +109,7 @@ pub async fn update_profile(
 ) -> Result<(), ServiceError> {
     let name = check_business_name(&new.name)?;
     let time_zone = check_time_zone(&new.time_zone)?;
+    check_notify_phone(app, new.notify_phone.as_ref()).await?;
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     tenant::Entity::update_many()
         .filter(tenant::Column::Id.eq(ctx.tenant_id()))

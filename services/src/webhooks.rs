@@ -25,7 +25,8 @@ pub enum WebhookError {
     /// 400: a parameter is malformed.
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
-    /// 404: the `To` number (or the message of a status callback) is not ours.
+    /// 404: the `To` number (or the message of a correctly signed status callback) is not
+    /// ours.
     #[error("unknown number or message")]
     Unknown,
     /// 403: missing, forged or stale `X-Twilio-Signature`.
@@ -360,6 +361,44 @@ pub async fn simulator_tenant(app: &App, number: &str) -> Result<TenantCtx, Webh
     ))
 }
 
+/// The refusal of a status callback for a message we do not know: 404 when it is signed with
+/// the token of its `AccountSid` (the platform's, or one a tenant stored for that account),
+/// else 403, so an unsigned caller cannot tell a MessageSid we know (its forged callback is
+/// a 403) from one we don't.
+///
+/// # Errors
+/// Database errors.
+async fn unknown_message(
+    app: &App,
+    path_and_query: &str,
+    params: &Params,
+    signature: Option<&str>,
+) -> Result<WebhookError, ServiceError> {
+    let Some(account) = param(params, "AccountSid").filter(|a| !a.is_empty()) else {
+        return Ok(WebhookError::Forbidden);
+    };
+    let mut tokens: Vec<secrecy::SecretString> = Vec::new();
+    if let Some(p) = app
+        .settings
+        .twilio
+        .as_ref()
+        .filter(|p| p.account_sid == account)
+    {
+        tokens.push(p.auth_token.clone());
+    }
+    // A token that no longer opens (a replaced key) verifies nothing.
+    let stored = lookup::twilio_account_tokens(&app.db.read, account).await?;
+    tokens.extend(stored.iter().filter_map(|s| app.sealer.open(s).ok()));
+    let signed = tokens
+        .iter()
+        .any(|t| verify(app, Some(t), path_and_query, params, signature).is_ok());
+    Ok(if signed {
+        WebhookError::Unknown
+    } else {
+        WebhookError::Forbidden
+    })
+}
+
 /// `POST /webhooks/twilio/status`: a message status callback.
 ///
 /// The message is found by `MessageSid`, or by our id in the callback URL (`m`) when the
@@ -406,7 +445,9 @@ pub async fn receive_status(
             None => None,
         },
     };
-    let (tenant_id, message_id) = found.ok_or(WebhookError::Unknown)?;
+    let Some((tenant_id, message_id)) = found else {
+        return Err(unknown_message(app, path_and_query, params, signature).await?);
+    };
     // Signed by the account that sent the message, which may not be the tenant's account
     // now: a text sent through the platform's account before the tenant connected its own
     // reports its status signed with the platform's token. The callback's `AccountSid` says

@@ -61,6 +61,12 @@ async fn every_status_sample_is_applied_in_order() {
         .post_signed("/webhooks/twilio/status", &t.tenant.auth_token, &unknown)
         .await;
     assert_eq!(resp.status(), 404);
+    // Unsigned, or signed with another token, it is a 403, as for a message we do know:
+    // nobody without the token learns which MessageSids are ours.
+    let resp = t
+        .post_signed("/webhooks/twilio/status", "wrong-token", &unknown)
+        .await;
+    assert_eq!(resp.status(), 403);
     // A forged callback is a 403 and writes nothing.
     let resp = t
         .post_signed(

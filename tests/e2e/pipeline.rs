@@ -5,6 +5,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_entity::{conversation, tenant};
 use switchboard_services::inbound::OWNER_CONTACT_NAME;
+use switchboard_services::{TenantCtx, dashboard};
 use switchboard_testkit::{TestApp, param, spawn_app};
 
 #[tokio::test]
@@ -212,6 +213,58 @@ async fn the_owner_gets_one_lead_alert_once_the_zip_is_in() {
     let answer = rows.iter().find(|m| m.body == "calling them now").unwrap();
     assert_eq!(answer.conversation_id, alert.conversation_id);
     assert_eq!(t.twilio_sends().await.len(), 8, "no reply to the owner");
+
+    // The owner is no lead: the dashboard counts one lead, one conversation, and every
+    // text of the lead's answered (not the owner's unanswered one).
+    let ctx = TenantCtx::for_job(t.tenant.tenant_id);
+    let stats = dashboard::stats(&t.app, &ctx).await.unwrap();
+    assert_eq!((stats.leads_this_week, stats.active_conversations), (1, 1));
+    assert_eq!(stats.response_rate_pct, Some(100));
+}
+
+#[tokio::test]
+async fn an_alert_pauses_the_bot_the_owner_was_trying_and_none_goes_to_our_own_numbers() {
+    let t = spawn_app().await;
+    let (owner, lead) = ("+13035550144", "+17135550127");
+    notify(&t, owner).await;
+    converse(&t, owner, &[("hi", 2)]).await;
+    let sends = converse(&t, lead, &[("hi", 4), ("1", 5), ("1", 6), ("78701", 8)]).await;
+    let alert = sends
+        .iter()
+        .find(|s| param(s, "Body").unwrap().starts_with("New lead"));
+    assert_eq!(param(alert.unwrap(), "To"), Some(owner));
+    let rows = t.messages(t.tenant.tenant_id).await;
+    let thread = conversation::Entity::find_by_id(rows[0].conversation_id)
+        .one(&t.db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows[0].body, "hi");
+    assert!(
+        thread.bot_paused,
+        "the owner's thread with the bot is paused by the alert"
+    );
+    assert_eq!(t.contact(owner).await.status, "owner");
+    // The owner's answer to the bot's first question is not taken for one.
+    t.text_in(owner, "ok calling").await;
+    t.wait_messages(t.tenant.tenant_id, |m| {
+        m.iter()
+            .any(|m| m.body == "ok calling" && m.handled_at.is_some())
+    })
+    .await;
+    assert_eq!(t.twilio_sends().await.len(), 8);
+
+    // A notification phone that is one of our numbers (here the lead's) gets no alert.
+    notify(&t, &t.tenant.number).await;
+    let lead = "+17135550128";
+    let sends = converse(&t, lead, &[("hi", 10), ("1", 11), ("1", 12), ("78701", 13)]).await;
+    assert!(param(&sends[12], "Body").unwrap().contains("best time"));
+    let rows = t.messages(t.tenant.tenant_id).await;
+    assert_eq!(
+        rows.iter().filter(|m| m.source == Source::Alert).count(),
+        1,
+        "no second alert"
+    );
 }
 
 #[tokio::test]

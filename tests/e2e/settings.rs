@@ -859,6 +859,22 @@ async fn the_profile_is_saved_and_bad_input_names_the_field() {
             .await
             .contains("time_zone:")
     );
+    // The business's own Switchboard number would get the lead alerts as a lead's texts.
+    let resp = owner
+        .post_form(
+            "/settings/profile",
+            &[
+                ("business_name", "Acme"),
+                ("time_zone", "America/New_York"),
+                ("notify_phone", &t.tenant.number),
+            ],
+        )
+        .await;
+    assert!(
+        body_of(resp, StatusCode::BAD_REQUEST)
+            .await
+            .contains("notify_phone: is a number Switchboard answers")
+    );
     let resp = owner
         .post_form(
             "/settings/profile",
