@@ -224,6 +224,7 @@ pub async fn create_business(
     user_id: UserId,
     new: NewBusiness,
 ) -> Result<TenantId, ServiceError> {
+    let new = check_business(app, &new).await?;
     let txn = app.db.write.begin().await?;
     let tenant_id = insert_business(app, &txn, &new, None).await?;
     add_member(&txn, tenant_id, user_id, Role::Owner).await?;
@@ -232,24 +233,47 @@ pub async fn create_business(
     Ok(tenant_id)
 }
 
-/// Checks `new` and inserts its `tenants` row (under `agency_id` for a sub-account).
-pub(crate) async fn insert_business<C: sea_orm::ConnectionTrait>(
+/// A [`NewBusiness`] that passed [`check_business`].
+pub(crate) struct CheckedBusiness {
+    pub(crate) name: String,
+    pub(crate) time_zone: String,
+    pub(crate) notify_phone: Option<E164>,
+}
+
+/// Checks `new`'s name, time zone and notification phone, before the caller's write
+/// transaction (the phone's check reads the database).
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming the field; database errors.
+pub(crate) async fn check_business(
     app: &App,
-    db: &C,
     new: &NewBusiness,
-    agency_id: Option<switchboard_domain::AgencyId>,
-) -> Result<TenantId, ServiceError> {
+) -> Result<CheckedBusiness, ServiceError> {
     let name = check_business_name(&new.name)?;
     let time_zone = check_time_zone(&new.time_zone)?;
     check_notify_phone(app, new.notify_phone.as_ref()).await?;
+    Ok(CheckedBusiness {
+        name,
+        time_zone,
+        notify_phone: new.notify_phone.clone(),
+    })
+}
+
+/// Inserts the `tenants` row of `new` (under `agency_id` for a sub-account).
+pub(crate) async fn insert_business<C: sea_orm::ConnectionTrait>(
+    app: &App,
+    db: &C,
+    new: &CheckedBusiness,
+    agency_id: Option<switchboard_domain::AgencyId>,
+) -> Result<TenantId, ServiceError> {
     let tenant_id = TenantId::new();
     tenancy::insert_tenant_row(
         app,
         db,
         tenant_id,
         tenancy::TenantRow {
-            name: &name,
-            time_zone: &time_zone,
+            name: &new.name,
+            time_zone: &new.time_zone,
             notify_phone: new.notify_phone.as_ref(),
             twilio: None,
             agency_id,

@@ -135,6 +135,7 @@ pub async fn create_agency(
 ) -> Result<(AgencyId, TenantId), ServiceError> {
     let name = check_business_name(agency_name)
         .map_err(|_| ServiceError::invalid("agency_name", "must be 1 to 100 characters"))?;
+    let first = accounts::check_business(app, &first).await?;
     let agency_id = AgencyId::new();
     let now = Utc::now();
     let txn = app.db.write.begin().await?;
@@ -173,6 +174,7 @@ pub async fn create_sub_account(
             "only agency admins create sub-accounts".into(),
         ));
     };
+    let new = accounts::check_business(app, &new).await?;
     let txn = app.db.write.begin().await?;
     let tenant_id = accounts::insert_business(app, &txn, &new, Some(agency.id)).await?;
     txn.commit().await?;

@@ -17,8 +17,8 @@ pub const ACTIVITY_ROWS: u64 = 20;
 /// The stat cards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
-    /// Open conversations with a message in the last [`WINDOW_DAYS`] days; this and the other
-    /// figures leave out the [`contact::OWNER`]'s phone (the bot's lead alerts).
+    /// Open conversations with a message in the last [`WINDOW_DAYS`] days; this, the leads and
+    /// the response rate leave out the [`contact::OWNER`]'s phone (the bot's lead alerts).
     pub active_conversations: u64,
     /// Messages in either direction since midnight in the tenant's time zone.
     pub messages_today: u64,

@@ -185,7 +185,6 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
                 };
                 if let (Some(t), Some(owner)) = (&t, tenant.notify_phone)
                     && t.alert_owner
-                    && !routed_here(app, &owner).await?
                 {
                     let link = app
                         .settings
@@ -206,6 +205,12 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
         }
     };
     drop(tx);
+    // Outside the snapshot: the number lookup may take a read connection of its own.
+    if let Some(a) = &alert
+        && routed_here(app, &a.owner).await?
+    {
+        alert = None;
+    }
 
     let conversation_id = conversation.id;
     let claim = Claim {
@@ -408,6 +413,7 @@ async fn owner_thread(
         // A contact already (the owner tried the bot): now known as the owner.
         OnConflict::columns([contact::Column::TenantId, contact::Column::Phone])
             .update_columns([contact::Column::Status, contact::Column::UpdatedAt])
+            .action_and_where(contact::Column::Status.ne(contact::OWNER))
             .to_owned(),
     )
     .exec_without_returning(tx.conn())

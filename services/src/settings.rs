@@ -9,11 +9,11 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use secrecy::{ExposeSecret, SecretString};
 use switchboard_domain::phone::E164;
 use switchboard_domain::{ApiKeyId, PhoneNumberId};
-use switchboard_entity::{TenantOwned, TenantTx, api_key, lookup, phone_number, tenant};
+use switchboard_entity::{TenantOwned, TenantTx, api_key, contact, lookup, phone_number, tenant};
 use switchboard_providers::SendError;
 use switchboard_providers::twilio::{AccountInfo, TwilioSms};
 
-use crate::accounts::{NewBusiness, check_business_name, check_notify_phone, check_time_zone};
+use crate::accounts::{NewBusiness, check_business};
 use crate::tenancy::{self, BotKind};
 use crate::{App, ServiceError, TenantCtx};
 
@@ -97,28 +97,32 @@ pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError
     })
 }
 
-/// Changes the business name, time zone and notification phone.
+/// Changes the business name, time zone and notification phone (a contact that was the
+/// owner's former phone, [`contact::OWNER`], goes back to `new`).
 ///
 /// # Errors
-/// Invalid name, time zone or notification phone ([`check_notify_phone`]), naming the field;
+/// Invalid name, time zone or notification phone ([`check_business`]), naming the field;
 /// database errors.
 pub async fn update_profile(
     app: &App,
     ctx: &TenantCtx,
     new: NewBusiness,
 ) -> Result<(), ServiceError> {
-    let name = check_business_name(&new.name)?;
-    let time_zone = check_time_zone(&new.time_zone)?;
-    check_notify_phone(app, new.notify_phone.as_ref()).await?;
+    let new = check_business(app, &new).await?;
+    let notify_phone = new.notify_phone.map(|p| p.as_str().to_string());
     let tx = TenantTx::write(&app.db, ctx.tenant_id()).await?;
     tenant::Entity::update_many()
         .filter(tenant::Column::Id.eq(ctx.tenant_id()))
-        .col_expr(tenant::Column::Name, name.into())
-        .col_expr(tenant::Column::TimeZone, time_zone.into())
-        .col_expr(
-            tenant::Column::NotifyPhone,
-            new.notify_phone.map(|p| p.as_str().to_string()).into(),
-        )
+        .col_expr(tenant::Column::Name, new.name.into())
+        .col_expr(tenant::Column::TimeZone, new.time_zone.into())
+        .col_expr(tenant::Column::NotifyPhone, notify_phone.clone().into())
+        .exec(tx.conn())
+        .await?;
+    // The owner's former phone is a contact like any other again (a lead, if it texts).
+    contact::Entity::scoped_update(tx.tenant())
+        .filter(contact::Column::Status.eq(contact::OWNER))
+        .filter(contact::Column::Phone.ne(notify_phone.unwrap_or_default()))
+        .col_expr(contact::Column::Status, "new".into())
         .exec(tx.conn())
         .await?;
     tx.commit().await?;

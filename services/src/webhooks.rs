@@ -361,10 +361,10 @@ pub async fn simulator_tenant(app: &App, number: &str) -> Result<TenantCtx, Webh
     ))
 }
 
-/// The refusal of a status callback for a message we do not know: 404 when it is signed with
-/// the token of its `AccountSid` (the platform's, or one a tenant stored for that account),
-/// else 403, so an unsigned caller cannot tell a MessageSid we know (its forged callback is
-/// a 403) from one we don't.
+/// The refusal of a status callback for a message we do not know, or whose signature is not
+/// the message's account's: 404 when it is signed with the token of its `AccountSid` (the
+/// platform's, or one a tenant stored for that account), else 403. Either way the answer
+/// depends on the caller's own signature, not on whether the MessageSid is someone's.
 ///
 /// # Errors
 /// Database errors.
@@ -467,7 +467,11 @@ pub async fn receive_status(
         (Some((_, sealed)), _) => Some(app.sealer.open(&sealed).map_err(ServiceError::from)?),
         (None, p) => p.map(|t| t.auth_token.clone()),
     };
-    verify(app, token.as_ref(), path_and_query, params, signature)?;
+    if verify(app, token.as_ref(), path_and_query, params, signature).is_err() {
+        // Answered as for a message we don't know: a caller signing with a token of its
+        // own (another tenant's account) learns nothing from 403 against 404 either.
+        return Err(unknown_message(app, path_and_query, params, signature).await?);
+    }
     let ctx = TenantCtx::new(tenant_id);
     let update = StatusUpdate {
         sid: sid.to_string(),

@@ -1,8 +1,9 @@
 //! Twilio's real-shaped webhook samples, signed and posted to our endpoints.
 
 use switchboard_domain::message::MessageStatus;
+use switchboard_entity::phone_number::BotKind;
 use switchboard_services::webhooks::parse_inbound;
-use switchboard_testkit::{param, set, spawn_app, twilio_fixture};
+use switchboard_testkit::{create_tenant, param, set, spawn_app, twilio_fixture};
 
 #[test]
 fn every_sms_sample_parses() {
@@ -76,6 +77,19 @@ async fn every_status_sample_is_applied_in_order() {
         )
         .await;
     assert_eq!(resp.status(), 403);
+
+    // Another tenant signing with its own account gets the same answer for our message as
+    // for a MessageSid nobody has: it cannot find out which are ours.
+    let other = create_tenant(&t.app, "Other", "+14155550177", BotKind::Qualify).await;
+    for params in [post("status_delivered"), unknown] {
+        let mut params = params;
+        set(&mut params, "AccountSid", &other.account_sid);
+        let resp = t
+            .post_signed("/webhooks/twilio/status", &other.auth_token, &params)
+            .await;
+        assert_eq!(resp.status(), 404);
+    }
+    assert_eq!(t.message(reply.id).await.status, MessageStatus::Undelivered);
 }
 
 #[tokio::test]

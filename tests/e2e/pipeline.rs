@@ -3,9 +3,11 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
+use switchboard_domain::phone::E164;
 use switchboard_entity::{conversation, tenant};
+use switchboard_services::accounts::NewBusiness;
 use switchboard_services::inbound::OWNER_CONTACT_NAME;
-use switchboard_services::{TenantCtx, dashboard};
+use switchboard_services::{TenantCtx, dashboard, settings};
 use switchboard_testkit::{TestApp, param, spawn_app};
 
 #[tokio::test]
@@ -220,6 +222,17 @@ async fn the_owner_gets_one_lead_alert_once_the_zip_is_in() {
     let stats = dashboard::stats(&t.app, &ctx).await.unwrap();
     assert_eq!((stats.leads_this_week, stats.active_conversations), (1, 1));
     assert_eq!(stats.response_rate_pct, Some(100));
+
+    // Another notification phone: the former one is a contact like any other again.
+    let new = NewBusiness {
+        name: "Acme Plumbing".into(),
+        time_zone: "America/Chicago".into(),
+        notify_phone: Some(E164::parse("+13035550199").unwrap()),
+    };
+    settings::update_profile(&t.app, &ctx, new).await.unwrap();
+    assert_eq!(t.contact(owner).await.status, "new");
+    let stats = dashboard::stats(&t.app, &ctx).await.unwrap();
+    assert_eq!(stats.leads_this_week, 2);
 }
 
 #[tokio::test]
