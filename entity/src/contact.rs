@@ -46,3 +46,6 @@ impl TenantOwned for Entity {
 /// The [`Model::status`] of the business owner's own phone (the tenant's notification phone,
 /// which gets the bot's lead alerts): not a lead, so not counted as one.
 pub const OWNER: &str = "owner";
+
+/// The name of a contact made for the owner's lead alerts (the owner's phone was no contact).
+pub const OWNER_NAME: &str = "Owner (lead alerts)";

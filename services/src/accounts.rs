@@ -71,7 +71,7 @@ pub fn check_business_name(name: &str) -> Result<String, ServiceError> {
 ///
 /// # Errors
 /// [`ServiceError::Invalid`] naming `notify_phone`; database errors.
-pub async fn check_notify_phone(app: &App, phone: Option<&E164>) -> Result<(), ServiceError> {
+async fn check_notify_phone(app: &App, phone: Option<&E164>) -> Result<(), ServiceError> {
     match phone {
         Some(p) if tenancy::route(app, p).await?.is_some() => Err(ServiceError::invalid(
             "notify_phone",

@@ -186,9 +186,11 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
                 if let (Some(t), Some(owner)) = (&t, tenant.notify_phone)
                     && t.alert_owner
                 {
-                    let link = app
-                        .settings
-                        .public_url(&format!("/conversations?c={}", conversation.id));
+                    let link = app.settings.public_url(&format!(
+                        "/conversations?b={}&c={}",
+                        ctx.tenant_id(),
+                        conversation.id
+                    ));
                     alert = script
                         .render_owner_alert(&t.state.answers, &contact.phone, &link)
                         .map(|text| Alert { owner, text });
@@ -383,7 +385,7 @@ impl Unit for Claim {
 }
 
 /// The conversation of `owner` (an E.164 phone) with the number of `lead`: found, or made
-/// with the bot paused (and the contact with it, named [`OWNER_CONTACT_NAME`]); its contact
+/// with the bot paused (and the contact with it, named [`contact::OWNER_NAME`]); its contact
 /// gets the status [`contact::OWNER`] either way. The lead's own conversation when the owner
 /// is the one texting.
 ///
@@ -401,7 +403,7 @@ async fn owner_thread(
         id: Set(ContactId::new()),
         tenant_id: Set(tx.tenant()),
         phone: Set(owner.to_owned()),
-        name: Set(Some(OWNER_CONTACT_NAME.to_owned())),
+        name: Set(Some(contact::OWNER_NAME.to_owned())),
         status: Set(contact::OWNER.to_owned()),
         fields: Set(None),
         opted_out_at: Set(None),
@@ -470,9 +472,6 @@ async fn routed_here(app: &App, phone: &str) -> Result<bool, ServiceError> {
         Err(_) => Ok(false),
     }
 }
-
-/// The name given to a contact made for the owner's lead alerts ([`owner_thread`]).
-pub const OWNER_CONTACT_NAME: &str = "Owner (lead alerts)";
 
 /// The conversation's progress through the bot's script, if the bot has started it.
 fn script_state(conversation: &conversation::Model) -> Option<ScriptState> {

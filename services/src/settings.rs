@@ -98,7 +98,8 @@ pub async fn profile(app: &App, ctx: &TenantCtx) -> Result<Profile, ServiceError
 }
 
 /// Changes the business name, time zone and notification phone (a contact that was the
-/// owner's former phone, [`contact::OWNER`], goes back to `new`).
+/// owner's former phone, [`contact::OWNER`], goes back to `new`, unnamed if it was named
+/// [`contact::OWNER_NAME`]).
 ///
 /// # Errors
 /// Invalid name, time zone or notification phone ([`check_business`]), naming the field;
@@ -118,10 +119,19 @@ pub async fn update_profile(
         .col_expr(tenant::Column::NotifyPhone, notify_phone.clone().into())
         .exec(tx.conn())
         .await?;
-    // The owner's former phone is a contact like any other again (a lead, if it texts).
-    contact::Entity::scoped_update(tx.tenant())
-        .filter(contact::Column::Status.eq(contact::OWNER))
-        .filter(contact::Column::Phone.ne(notify_phone.unwrap_or_default()))
+    // The owner's former phone is a contact like any other again (a lead, if it texts),
+    // without the name its alerts gave it.
+    let former = || {
+        contact::Entity::scoped_update(tx.tenant())
+            .filter(contact::Column::Status.eq(contact::OWNER))
+            .filter(contact::Column::Phone.ne(notify_phone.clone().unwrap_or_default()))
+    };
+    former()
+        .filter(contact::Column::Name.eq(contact::OWNER_NAME))
+        .col_expr(contact::Column::Name, Option::<String>::None.into())
+        .exec(tx.conn())
+        .await?;
+    former()
         .col_expr(contact::Column::Status, "new".into())
         .exec(tx.conn())
         .await?;

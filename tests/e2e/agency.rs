@@ -123,6 +123,37 @@ async fn an_agency_creates_sub_accounts_and_switches_between_them() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(session_tenant(&t, email).await, Some(rivera.id));
     assert!(b.page("/settings").await.contains(r#"value="Rivera HVAC""#));
+
+    // A lead alert's link to a conversation of Lopez Dental, opened while working in Rivera
+    // HVAC: a button switches, then opens it; the link alone switches nothing.
+    let thread = uuid::Uuid::now_v7();
+    let html = b
+        .page(&format!("/conversations?b={}&c={thread}", lopez.id))
+        .await;
+    assert!(html.contains("Switch to Lopez Dental"), "{html}");
+    assert!(html.contains(&format!(r#"value="/conversations?c={thread}""#)));
+    assert_eq!(session_tenant(&t, email).await, Some(rivera.id));
+    let next = format!("/conversations?c={thread}");
+    let resp = b
+        .post_form(
+            "/switch",
+            &[("tenant", &lopez.id.to_string()), ("next", &next)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], next.as_str());
+    assert_eq!(session_tenant(&t, email).await, Some(lopez.id));
+    // Only to a path of ours.
+    let resp = b
+        .post_form(
+            "/switch",
+            &[
+                ("tenant", &rivera.id.to_string()),
+                ("next", "//evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.headers()["location"], "/");
 }
 
 #[tokio::test]
@@ -165,4 +196,7 @@ async fn nobody_switches_into_a_tenant_they_cannot_work_in() {
         .await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert!(!owner.page("/").await.contains("Rivera HVAC"));
+    // Nor does a link naming the agency's tenant offer to switch there.
+    let resp = owner.get(&format!("/conversations?b={}", rivera.id)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }

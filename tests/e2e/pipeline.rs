@@ -4,9 +4,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use switchboard_domain::message::{Direction, MessageStatus, Source};
 use switchboard_domain::phone::E164;
-use switchboard_entity::{conversation, tenant};
+use switchboard_entity::{contact, conversation, tenant};
 use switchboard_services::accounts::NewBusiness;
-use switchboard_services::inbound::OWNER_CONTACT_NAME;
 use switchboard_services::{TenantCtx, dashboard, settings};
 use switchboard_testkit::{TestApp, param, spawn_app};
 
@@ -173,8 +172,8 @@ async fn the_owner_gets_one_lead_alert_once_the_zip_is_in() {
     assert_eq!(
         param(alerts[0], "Body").unwrap(),
         format!(
-            "New lead {lead}\nService: Install\nUrgency: Emergency\nZIP: 78701\n{}/conversations?c={lead_thread}",
-            t.address
+            "New lead {lead}\nService: Install\nUrgency: Emergency\nZIP: 78701\n{}/conversations?b={}&c={lead_thread}",
+            t.address, t.tenant.tenant_id
         )
     );
     let alert = rows.iter().find(|m| m.source == Source::Alert).unwrap();
@@ -188,7 +187,7 @@ async fn the_owner_gets_one_lead_alert_once_the_zip_is_in() {
     );
     let contact = t.contact(owner).await;
     assert_eq!(contact.id, alert.contact_id);
-    assert_eq!(contact.name.as_deref(), Some(OWNER_CONTACT_NAME));
+    assert_eq!(contact.name.as_deref(), Some(contact::OWNER_NAME));
     let thread = conversation::Entity::find_by_id(alert.conversation_id)
         .one(&t.db.read)
         .await
@@ -230,7 +229,8 @@ async fn the_owner_gets_one_lead_alert_once_the_zip_is_in() {
         notify_phone: Some(E164::parse("+13035550199").unwrap()),
     };
     settings::update_profile(&t.app, &ctx, new).await.unwrap();
-    assert_eq!(t.contact(owner).await.status, "new");
+    let former = t.contact(owner).await;
+    assert_eq!((former.status.as_str(), former.name), ("new", None));
     let stats = dashboard::stats(&t.app, &ctx).await.unwrap();
     assert_eq!(stats.leads_this_week, 2);
 }

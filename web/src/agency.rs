@@ -123,11 +123,14 @@ pub(crate) async fn create(
 #[derive(Deserialize)]
 pub(crate) struct SwitchForm {
     tenant: Uuid,
+    /// Where to go once switched (a local path; the dashboard otherwise).
+    next: Option<String>,
 }
 
-/// `POST /switch` (`tenant`): works in another business from now on, if the user may (404
-/// otherwise: another agency's tenant does not exist for them). Any signed-in user may ask,
-/// also one just removed from the session's business, who still belongs to others.
+/// `POST /switch` (`tenant`, optional `next`): works in another business from now on, if the
+/// user may (404 otherwise: another agency's tenant does not exist for them), then goes to
+/// `next` (a local path) or the dashboard. Any signed-in user may ask, also one just removed
+/// from the session's business, who still belongs to others.
 #[handler]
 pub(crate) async fn switch(
     app: AppData<'_>,
@@ -141,5 +144,7 @@ pub(crate) async fn switch(
         TenantId(f.tenant),
     )
     .await?;
-    Ok(Redirect::see_other("/"))
+    Ok(Redirect::see_other(crate::auth::safe_next(
+        f.next.as_deref(),
+    )))
 }

@@ -6,9 +6,9 @@ use poem::web::{Form, Path, Query, Redirect};
 use poem::{IntoResponse, Response, handler};
 use serde::Deserialize;
 use switchboard_domain::message::{Direction, MessageStatus, Source};
-use switchboard_domain::{ConversationId, MessageId};
+use switchboard_domain::{ConversationId, MessageId, TenantId};
 use switchboard_services::conversations::{self, ConversationSummary, MessageView};
-use switchboard_services::messaging;
+use switchboard_services::{ServiceError, messaging};
 use uuid::Uuid;
 
 use switchboard_api::auth::{CSRF_FIELD, CsrfToken, Member};
@@ -19,6 +19,9 @@ use crate::{AppData, PageError};
 #[derive(Deserialize)]
 pub(crate) struct Selected {
     c: Option<Uuid>,
+    /// The business the conversation `c` belongs to (a lead alert's link), when the link may
+    /// be opened while the session works in another of the user's businesses.
+    b: Option<Uuid>,
 }
 
 fn initials(s: &ConversationSummary) -> String {
@@ -172,6 +175,10 @@ pub(crate) async fn page_handler(
     Query(q): Query<Selected>,
 ) -> Result<Response, PageError> {
     let ctx = *member.ctx();
+    let chrome = Chrome::member(app.0, &member, &csrf).await?;
+    if let Some(b) = q.b.map(TenantId).filter(|b| *b != ctx.tenant_id()) {
+        return switch_first(&chrome, b, q.c);
+    }
     let rows = conversations::list(app.0, &ctx, 100).await?;
     let selected =
         q.c.map(ConversationId)
@@ -180,7 +187,6 @@ pub(crate) async fn page_handler(
         Some(id) => Some(conversations::thread(app.0, &ctx, id).await?),
         None => None,
     };
-    let chrome = Chrome::member(app.0, &member, &csrf).await?;
     let body = html! {
         div.inbox data-live="inbox" {
             aside.panel { (list(&rows, selected)) }
@@ -191,6 +197,30 @@ pub(crate) async fn page_handler(
         }
     };
     Ok(page(&chrome, "Conversations", Some("/conversations"), body).into_response())
+}
+
+/// The page a link to conversation `c` of business `b` shows while the session works in
+/// another business: a button that switches to `b` and opens it, if the user may work in
+/// `b` (one of the switcher's choices); a 404 otherwise, as for any other tenant's id.
+fn switch_first(chrome: &Chrome<'_>, b: TenantId, c: Option<Uuid>) -> Result<Response, PageError> {
+    let Some(business) = chrome.reach.choices.iter().find(|x| x.tenant_id == b) else {
+        return Err(ServiceError::NotFound.into());
+    };
+    let next = c.map_or("/conversations".to_owned(), |c| {
+        format!("/conversations?c={c}")
+    });
+    let body = html! {
+        section.card {
+            p { "This conversation is in " strong { (business.name) } "." }
+            form method="post" action="/switch" {
+                (chrome.csrf_field())
+                input type="hidden" name="tenant" value=(b);
+                input type="hidden" name="next" value=(next);
+                button type="submit" { "Switch to " (business.name) }
+            }
+        }
+    };
+    Ok(page(chrome, "Conversations", Some("/conversations"), body).into_response())
 }
 
 /// `GET /conversations/list`: the list panel alone (live refresh).
