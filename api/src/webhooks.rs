@@ -142,9 +142,11 @@ fn refuse(
     limited(endpoint, result, limiter, req).unwrap_or_else(|| error_response(e))
 }
 
-/// Counts a refused call from the request's client address ([`client_ip`]): the 429 answer (with `Retry-After`) once the address
-/// is over [`WebhookLimiter`]'s limit, else `None` (the caller gives the call's own 4xx,
-/// counted as `result`).
+/// Counts a refused call from the request's client address ([`client_ip`]): the 429 answer
+/// once the address is over [`WebhookLimiter`]'s limit, else `None` (the caller gives the
+/// call's own 4xx, counted as `result`). The 429 carries `Retry-After` (seconds) and
+/// `X-RateLimit-Limit` ([`REFUSED_BURST`]), `X-RateLimit-Remaining` (0) and
+/// `X-RateLimit-Reset` (seconds until the next refused call is taken, as `Retry-After`).
 fn limited(
     endpoint: &'static str,
     result: &'static str,
@@ -160,8 +162,11 @@ fn limited(
         StatusCode::TOO_MANY_REQUESTS,
         format!("too many refused webhook calls from this address; retry in {wait} s"),
     );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    let headers = resp.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    headers.insert("x-ratelimit-limit", HeaderValue::from(REFUSED_BURST));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(wait));
     Some(resp)
 }
 

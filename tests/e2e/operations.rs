@@ -37,6 +37,10 @@ async fn forged_bursts_get_429_but_signed_traffic_from_the_same_address_never_do
         .parse()
         .unwrap();
     assert!((1..=2).contains(&wait), "Retry-After: {wait}");
+    let header = |name: &str| limited.headers()[name].to_str().unwrap().to_string();
+    assert_eq!(header("x-ratelimit-limit"), burst.to_string());
+    assert_eq!(header("x-ratelimit-remaining"), "0");
+    assert_eq!(header("x-ratelimit-reset"), wait.to_string());
 
     // Signed texts from the same address go through, every one of them, while forgeries are
     // still refused with 429.
