@@ -73,7 +73,7 @@ pub fn check_business_name(name: &str) -> Result<String, ServiceError> {
 /// [`ServiceError::Invalid`] naming `notify_phone`; database errors.
 async fn check_notify_phone(app: &App, phone: Option<&E164>) -> Result<(), ServiceError> {
     match phone {
-        Some(p) if tenancy::route(app, p).await?.is_some() => Err(ServiceError::invalid(
+        Some(p) if tenancy::answers_texts(app, p.as_str()).await? => Err(ServiceError::invalid(
             "notify_phone",
             "is a number Switchboard answers texts on; enter your own mobile",
         )),

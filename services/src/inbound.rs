@@ -21,7 +21,6 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
 use switchboard_domain::compliance::{self, KeywordKind};
 use switchboard_domain::message::{Direction, MessageStatus, Source, is_media_only};
-use switchboard_domain::phone::E164;
 use switchboard_domain::script::{Script, ScriptState, Turn, UNKNOWN};
 use switchboard_domain::{ContactId, ConversationId, MessageId};
 use switchboard_entity::phone_number::BotKind;
@@ -207,9 +206,10 @@ async fn step(app: &App, ctx: &TenantCtx, message_id: MessageId) -> Result<Step,
         }
     };
     drop(tx);
-    // Outside the snapshot: the number lookup may take a read connection of its own.
+    // None to a number we answer (see there); outside the snapshot, as the number lookup may
+    // take a read connection of its own.
     if let Some(a) = &alert
-        && routed_here(app, &a.owner).await?
+        && tenancy::answers_texts(app, &a.owner).await?
     {
         alert = None;
     }
@@ -461,16 +461,6 @@ async fn owner_thread(
 /// The idempotency key of the owner alert about inbound text `id`.
 fn alert_key(id: MessageId) -> String {
     format!("alert:{id}")
-}
-
-/// Whether `phone` is a number this deployment answers (any tenant's). No alert goes to one:
-/// from the lead's own number Twilio refuses it (error 21266), and another of our numbers
-/// would take it for a lead's text, and its bot would answer ours.
-async fn routed_here(app: &App, phone: &str) -> Result<bool, ServiceError> {
-    match E164::parse(phone) {
-        Ok(number) => Ok(tenancy::route(app, &number).await?.is_some()),
-        Err(_) => Ok(false),
-    }
 }
 
 /// The conversation's progress through the bot's script, if the bot has started it.

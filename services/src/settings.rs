@@ -121,18 +121,16 @@ pub async fn update_profile(
         .await?;
     // The owner's former phone is a contact like any other again (a lead, if it texts),
     // without the name its alerts gave it.
-    let former = || {
-        contact::Entity::scoped_update(tx.tenant())
-            .filter(contact::Column::Status.eq(contact::OWNER))
-            .filter(contact::Column::Phone.ne(notify_phone.clone().unwrap_or_default()))
-    };
-    former()
-        .filter(contact::Column::Name.eq(contact::OWNER_NAME))
-        .col_expr(contact::Column::Name, Option::<String>::None.into())
-        .exec(tx.conn())
-        .await?;
-    former()
+    let unnamed = Expr::case(
+        contact::Column::Name.eq(contact::OWNER_NAME),
+        Option::<String>::None,
+    )
+    .finally(Expr::col(contact::Column::Name));
+    contact::Entity::scoped_update(tx.tenant())
+        .filter(contact::Column::Status.eq(contact::OWNER))
+        .filter(contact::Column::Phone.ne(notify_phone.unwrap_or_default()))
         .col_expr(contact::Column::Status, "new".into())
+        .col_expr(contact::Column::Name, unnamed.into())
         .exec(tx.conn())
         .await?;
     tx.commit().await?;

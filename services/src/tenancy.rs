@@ -93,6 +93,20 @@ impl RouteCache {
     }
 }
 
+/// Whether `phone` is a number some tenant answers texts on (it has a [`route`]); text that
+/// is no E.164 number is none. A tenant's notification phone may not be one: the bot's lead
+/// alert from the lead's own number Twilio refuses (error 21266), and another of our numbers
+/// would take it for a lead's text, and its bot would answer ours.
+///
+/// # Errors
+/// As [`route`].
+pub async fn answers_texts(app: &App, phone: &str) -> Result<bool, ServiceError> {
+    match E164::parse(phone) {
+        Ok(number) => Ok(route(app, &number).await?.is_some()),
+        Err(_) => Ok(false),
+    }
+}
+
 /// The route for `number`, or `None` when no tenant owns it.
 ///
 /// # Errors
